@@ -1,0 +1,24 @@
+#!/usr/bin/env node
+// Runs every compiled test file (dist/test/**/*.test.js) with Node's test runner.
+// Usage: node scripts/run-tests.mjs [substring ...]  — only files whose path contains one of them.
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', 'dist', 'test');
+const files = [];
+(function walk(dir) {
+  for (const name of readdirSync(dir)) {
+    const p = path.join(dir, name);
+    if (statSync(p).isDirectory()) walk(p);
+    else if (name.endsWith('.test.js')) files.push(p);
+  }
+})(root);
+const filters = process.argv.slice(2);
+const selected = files.filter((f) => filters.length === 0 || filters.some((s) => f.includes(s))).sort();
+if (selected.length === 0) {
+  console.error('no test files matched');
+  process.exit(1);
+}
+const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-concurrency=2', ...selected], { stdio: 'inherit' });
+process.exit(r.status ?? 1);

@@ -1,0 +1,112 @@
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import { invalidArgument } from '../common/errors.js';
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+
+/** Sizes may be written as numbers of bytes or as strings like "10GiB", "512MB". */
+const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') return v;
+  const n = parseByteSize(v);
+  if (n === undefined) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${v}" is not a size (e.g. 1048576, "512MiB", "10GiB")` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+export function parseByteSize(s: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$/i.exec(s);
+  if (!m) return undefined;
+  const unit = (m[2] ?? '').toLowerCase().replace(/b$/, '');
+  const pow = { '': 0, k: 1, ki: 1, m: 2, mi: 2, g: 3, gi: 3, t: 4, ti: 4 }[unit];
+  if (pow === undefined) return undefined;
+  const base = unit.endsWith('i') || unit === '' ? 1024 : 1000;
+  return Math.round(Number(m[1]) * base ** pow);
+}
+
+export type StoreConfig =
+  | { type: 'memory'; limitBytes: number }
+  | { type: 'disk'; directory: string; limitBytes: number; fsync: boolean }
+  | { type: 'read-caching'; fast: StoreConfig; slow: StoreConfig };
+
+// A tree of stores: backends at the leaves, decorators wrapping them.
+const storeSchema: z.ZodType<StoreConfig, z.ZodTypeDef, unknown> = z.lazy(() =>
+  z.discriminatedUnion('type', [
+    z.object({ type: z.literal('memory'), limitBytes: byteSize.default(256 * MiB) }).strict(),
+    z.object({ type: z.literal('disk'), directory: z.string().min(1), limitBytes: byteSize.default(10 * GiB), fsync: z.boolean().default(false) }).strict(),
+    z.object({ type: z.literal('read-caching'), fast: storeSchema, slow: storeSchema }).strict(),
+  ]),
+);
+
+export function defaultDataDir(): string {
+  return process.env.REPR_DATA_DIR ?? path.join(os.homedir(), '.local', 'share', 'repr');
+}
+
+const serverSchema = z
+  .object({
+    /** host:port for the gRPC server. Port 0 picks a free port (tests). */
+    listen: z.string().default('127.0.0.1:8980'),
+    dataDir: z.string().default(() => defaultDataDir()),
+    /**
+     * Instance names this server answers for. Empty means any name. The CAS is
+     * shared by all instances (content addressing makes that safe); action
+     * cache entries are kept apart per instance name.
+     */
+    instanceNames: z.array(z.string()).default([]),
+    storage: z
+      .object({
+        cas: storeSchema.optional(),
+        ac: storeSchema.optional(),
+      })
+      .strict()
+      .default({}),
+    /** Largest total request or response of a Batch* call (and the gRPC message limit). */
+    maxBatchTotalSizeBytes: byteSize.default(4 * MiB),
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  })
+  .strict();
+
+export type ServerConfigInput = z.input<typeof serverSchema>;
+
+export interface ServerConfig extends Omit<z.output<typeof serverSchema>, 'storage'> {
+  storage: { cas: StoreConfig; ac: StoreConfig };
+}
+
+/** Fills in defaults and validates; storage defaults live under `dataDir`. */
+export function compileServerConfig(input: unknown): ServerConfig {
+  const parsed = serverSchema.safeParse(input ?? {});
+  if (!parsed.success) {
+    const msg = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw invalidArgument(`invalid configuration: ${msg}`);
+  }
+  const c = parsed.data;
+  return {
+    ...c,
+    storage: {
+      cas: c.storage.cas ?? {
+        type: 'read-caching',
+        fast: { type: 'memory', limitBytes: 256 * MiB },
+        slow: { type: 'disk', directory: path.join(c.dataDir, 'cas'), limitBytes: 10 * GiB, fsync: false },
+      },
+      ac: c.storage.ac ?? { type: 'disk', directory: path.join(c.dataDir, 'ac'), limitBytes: 1 * GiB, fsync: false },
+    },
+  };
+}
+
+export function loadConfigFile(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw invalidArgument(`cannot read config file ${file}: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw invalidArgument(`config file ${file} is not valid JSON: ${(e as Error).message}`);
+  }
+}

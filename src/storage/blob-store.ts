@@ -1,0 +1,83 @@
+import { Readable } from 'node:stream';
+import type { Digest } from '../common/digest.js';
+
+/**
+ * A sink for one blob being written. Bytes are appended with `write`; nothing
+ * is visible to readers until `commit` succeeds, and `abort` discards it all.
+ * This is what makes a crash mid-upload harmless and lets ByteStream resume.
+ */
+export interface BlobWriter {
+  /** Bytes accepted so far. */
+  readonly written: number;
+  write(chunk: Buffer): Promise<void>;
+  /** Makes the blob visible atomically. Throws (and discards) if it is not what was declared. */
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/**
+ * The storage seam. Backends (disk, memory) implement it; decorators (read
+ * caching, verification, metrics) wrap it and override only what they change.
+ * Keys are digests; a store does not care whether they address content (CAS)
+ * or name an action (action cache) — verification is a decorator for the CAS.
+ *
+ * Errors carry gRPC codes: NOT_FOUND for a missing blob, OUT_OF_RANGE for a
+ * read offset past the end, INVALID_ARGUMENT for bytes that do not match.
+ */
+export interface BlobStore {
+  /** The digests of `digests` that are not stored. Present blobs count as used (LRU). */
+  findMissing(digests: readonly Digest[]): Promise<Digest[]>;
+  /** A whole blob; for small blobs. */
+  get(digest: Digest): Promise<Buffer>;
+  /** A byte range of a blob as a stream; `limit` 0 or undefined means to the end. */
+  read(digest: Digest, offset?: number, limit?: number): Promise<Readable>;
+  put(digest: Digest, data: Buffer): Promise<void>;
+  beginWrite(digest: Digest): BlobWriter;
+  /** Releases resources (timers, file handles). */
+  close?(): Promise<void>;
+}
+
+/** Collects a stream into one buffer. */
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+/** `put` expressed with a writer; stores whose writes are streams use it. */
+export async function putWithWriter(store: BlobStore, digest: Digest, data: Buffer): Promise<void> {
+  const w = store.beginWrite(digest);
+  try {
+    await w.write(data);
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  await w.commit();
+}
+
+/**
+ * Decorator base: forwards every call to the wrapped store, so a decorator
+ * overrides only the methods whose behaviour it changes.
+ */
+export abstract class ForwardingBlobStore implements BlobStore {
+  constructor(protected readonly inner: BlobStore) {}
+  findMissing(digests: readonly Digest[]): Promise<Digest[]> {
+    return this.inner.findMissing(digests);
+  }
+  get(digest: Digest): Promise<Buffer> {
+    return this.inner.get(digest);
+  }
+  read(digest: Digest, offset?: number, limit?: number): Promise<Readable> {
+    return this.inner.read(digest, offset, limit);
+  }
+  put(digest: Digest, data: Buffer): Promise<void> {
+    return this.inner.put(digest, data);
+  }
+  beginWrite(digest: Digest): BlobWriter {
+    return this.inner.beginWrite(digest);
+  }
+  async close(): Promise<void> {
+    await this.inner.close?.();
+  }
+}

@@ -1,0 +1,77 @@
+import { Readable } from 'node:stream';
+import { type Digest, digestKey, digestString } from '../common/digest.js';
+import { notFound, resourceExhausted } from '../common/errors.js';
+import type { BlobStore, BlobWriter } from './blob-store.js';
+import { LruIndex } from './lru-index.js';
+import { resolveRange } from './range.js';
+
+/** Blobs in process memory, bounded by size with LRU eviction. */
+export class MemoryBlobStore implements BlobStore {
+  private readonly blobs = new Map<string, Buffer>();
+  private readonly lru: LruIndex;
+
+  constructor(limitBytes: number) {
+    this.lru = new LruIndex(limitBytes);
+  }
+
+  get totalBytes(): number {
+    return this.lru.totalBytes;
+  }
+
+  async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
+    return digests.filter((d) => !this.lru.touch(digestKey(d)));
+  }
+
+  async get(digest: Digest): Promise<Buffer> {
+    const key = digestKey(digest);
+    const blob = this.blobs.get(key);
+    if (!blob) throw notFound(`blob ${digestString(digest)} not found`);
+    this.lru.touch(key);
+    return blob;
+  }
+
+  async read(digest: Digest, offset?: number, limit?: number): Promise<Readable> {
+    const blob = await this.get(digest);
+    const { start, end } = resolveRange(blob.length, offset, limit);
+    return Readable.from([blob.subarray(start, end)], { objectMode: false });
+  }
+
+  async put(digest: Digest, data: Buffer): Promise<void> {
+    // Keep our own copy: callers may reuse the buffer (e.g. pooled gRPC frames).
+    this.insert(digest, Buffer.from(data));
+  }
+
+  private insert(digest: Digest, data: Buffer): void {
+    const key = digestKey(digest);
+    if (data.length > this.lru.limitBytes) {
+      throw resourceExhausted(`blob ${digestString(digest)} (${data.length} bytes) exceeds the memory store's limit of ${this.lru.limitBytes} bytes`);
+    }
+    this.blobs.set(key, data);
+    for (const k of this.lru.add(key, data.length)) this.blobs.delete(k);
+  }
+
+  beginWrite(digest: Digest): BlobWriter {
+    const chunks: Buffer[] = [];
+    let written = 0;
+    let done = false;
+    const store = this;
+    return {
+      get written() {
+        return written;
+      },
+      async write(chunk: Buffer) {
+        chunks.push(Buffer.from(chunk));
+        written += chunk.length;
+      },
+      async commit() {
+        if (done) return;
+        done = true;
+        store.insert(digest, Buffer.concat(chunks, written));
+      },
+      async abort() {
+        done = true;
+        chunks.length = 0;
+      },
+    };
+  }
+}

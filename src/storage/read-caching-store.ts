@@ -1,0 +1,77 @@
+import type { Readable } from 'node:stream';
+import type { Digest } from '../common/digest.js';
+import { codeOf, Code, isNotFound } from '../common/errors.js';
+import { ForwardingBlobStore, type BlobStore } from './blob-store.js';
+
+/**
+ * A fast, size-limited store in front of a slow one. Reads are served from
+ * the fast store and fill it on a miss; writes go to the slow store only (the
+ * source of truth), so the fast one never holds anything the slow one lacks
+ * except what it has since evicted.
+ */
+export class ReadCachingBlobStore extends ForwardingBlobStore {
+  constructor(
+    private readonly fast: BlobStore,
+    slow: BlobStore,
+  ) {
+    super(slow);
+  }
+
+  override async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
+    const notInFast = await this.fast.findMissing(digests);
+    return notInFast.length === 0 ? [] : this.inner.findMissing(notInFast);
+  }
+
+  override async get(digest: Digest): Promise<Buffer> {
+    try {
+      return await this.fast.get(digest);
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+    }
+    const data = await this.inner.get(digest);
+    await this.fill(digest, data);
+    return data;
+  }
+
+  override async read(digest: Digest, offset?: number, limit?: number): Promise<Readable> {
+    try {
+      return await this.fast.read(digest, offset, limit);
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+    }
+    if (await this.fillStreaming(digest)) return this.fast.read(digest, offset, limit);
+    return this.inner.read(digest, offset, limit);
+  }
+
+  /** Streams a blob from the slow store into the fast one, without holding it in memory. */
+  private async fillStreaming(digest: Digest): Promise<boolean> {
+    const source = await this.inner.read(digest);
+    const w = this.fast.beginWrite(digest);
+    try {
+      for await (const chunk of source) await w.write(chunk as Buffer);
+      await w.commit();
+      return true;
+    } catch (e) {
+      source.destroy();
+      await w.abort();
+      if (codeOf(e) === Code.RESOURCE_EXHAUSTED) return false;
+      throw e;
+    }
+  }
+
+  /** Copies a blob into the fast store; false if it cannot hold it. */
+  private async fill(digest: Digest, data: Buffer): Promise<boolean> {
+    try {
+      await this.fast.put(digest, data);
+      return true;
+    } catch (e) {
+      if (codeOf(e) === Code.RESOURCE_EXHAUSTED) return false;
+      throw e;
+    }
+  }
+
+  override async close(): Promise<void> {
+    await this.fast.close?.();
+    await super.close();
+  }
+}

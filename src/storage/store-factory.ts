@@ -1,0 +1,17 @@
+import type { StoreConfig } from '../config/config.js';
+import type { BlobStore } from './blob-store.js';
+import { DiskBlobStore } from './disk-store.js';
+import { MemoryBlobStore } from './memory-store.js';
+import { ReadCachingBlobStore } from './read-caching-store.js';
+
+/** Builds a stack of stores from a config tree, leaves first. */
+export async function createStore(config: StoreConfig): Promise<BlobStore> {
+  switch (config.type) {
+    case 'memory':
+      return new MemoryBlobStore(config.limitBytes);
+    case 'disk':
+      return DiskBlobStore.open({ directory: config.directory, limitBytes: config.limitBytes, fsync: config.fsync });
+    case 'read-caching':
+      return new ReadCachingBlobStore(await createStore(config.fast), await createStore(config.slow));
+  }
+}
