@@ -21,12 +21,26 @@ const EMPTY = Buffer.alloc(0);
 function readVarint(buf: Buffer, pos: number): [value: number, next: number] {
   let result = 0;
   let mul = 1;
+  const start = pos;
   for (let i = 0; i < 10; i++) {
     if (pos >= buf.length) throw invalidArgument('truncated varint in WriteRequest');
     const b = buf[pos++]!;
+    if (i === 7 && b & 0x80) return readLongVarint(buf, start);
     result += (b & 0x7f) * mul;
     if ((b & 0x80) === 0) return [result, pos];
     mul *= 128;
+  }
+  throw invalidArgument('malformed varint in WriteRequest');
+}
+
+/** Varints past 56 bits (negative int64s among them) need exact 64-bit arithmetic. */
+function readLongVarint(buf: Buffer, pos: number): [value: number, next: number] {
+  let v = 0n;
+  for (let i = 0; i < 10; i++) {
+    if (pos >= buf.length) throw invalidArgument('truncated varint in WriteRequest');
+    const b = buf[pos++]!;
+    v |= BigInt(b & 0x7f) << BigInt(7 * i);
+    if ((b & 0x80) === 0) return [Number(BigInt.asIntN(64, v)), pos];
   }
   throw invalidArgument('malformed varint in WriteRequest');
 }
@@ -43,8 +57,7 @@ export function decodeWriteRequest(buf: Buffer): WriteRequestMsg {
       let v: number;
       [v, pos] = readVarint(buf, pos);
       if (field === 2) {
-        // int64 on the wire: a negative offset arrives as a huge 10-byte varint.
-        msg.writeOffset = v >= 2 ** 63 ? v - 2 ** 64 : v;
+        msg.writeOffset = v;
       } else if (field === 3) msg.finishWrite = v !== 0;
     } else if (wire === 2) {
       let len: number;

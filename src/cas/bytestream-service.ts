@@ -126,6 +126,7 @@ export class ByteStreamServiceImpl {
   private async runWrite(call: ServerReadableStream<WriteRequestMsg, WriteResponse>): Promise<WriteResponse> {
     let upload: Upload | undefined;
     let name = '';
+    let dataFailed = false;
     try {
       for await (const m of call as AsyncIterable<WriteRequestMsg>) {
         if (!upload) {
@@ -135,7 +136,7 @@ export class ByteStreamServiceImpl {
           this.o.instances.check(resource.instanceName);
           if ((await this.o.cas.findMissing([resource.digest])).length === 0) {
             // REAPI: a blob that already exists ends the upload at once, successfully.
-            this.forget(name);
+            this.forget(name, this.uploads.get(name));
             return { committedSize: resource.compressor === 'identity' ? resource.digest.sizeBytes : -1 };
           }
           upload = this.startOrResume(name, resource, m.writeOffset);
@@ -147,24 +148,29 @@ export class ByteStreamServiceImpl {
           throw invalidArgument(`write_offset ${m.writeOffset} does not continue the upload: expected ${expected}`);
         }
         if (m.data.length > 0) {
+          dataFailed = true; // until the bytes are safely written
           if (upload.decoder) {
             for (const part of upload.decoder.push(m.data)) await upload.writer.write(part);
           } else {
             await upload.writer.write(m.data);
           }
+          dataFailed = false;
           upload.committed += m.data.length;
         }
         upload.lastUsed = Date.now();
         if (m.finishWrite) {
-          upload.decoder?.finish();
+          // Whatever happens now, this upload is over: committed or refused.
           this.uploads.delete(name);
+          dataFailed = true;
+          upload.decoder?.finish();
           await upload.writer.commit();
           return { committedSize: upload.committed };
         }
       }
     } catch (e) {
-      // A bad upload is discarded; a broken connection keeps it for resumption.
-      if (upload && !(e instanceof ReprError && e.code === Code.CANCELLED) && !call.cancelled) this.forget(name);
+      // Bytes that failed verification or storage poison the upload; a bad
+      // offset or a broken connection leaves it intact for resumption.
+      if (upload && dataFailed) this.forget(name, upload);
       throw e;
     } finally {
       if (upload) upload.busy = false;
@@ -202,9 +208,10 @@ export class ByteStreamServiceImpl {
     return u;
   }
 
-  private forget(name: string): void {
-    const u = this.uploads.get(name);
-    if (u) this.drop(name, u);
+  /** Drops `name`'s upload if it is still `u` (a newer attempt may have replaced it). */
+  private forget(name: string, u: Upload | undefined): void {
+    if (u && this.uploads.get(name) === u) this.drop(name, u);
+    else if (u) void u.writer.abort();
   }
 
   async queryWriteStatus(req: QueryWriteStatusRequest): Promise<QueryWriteStatusResponse> {

@@ -1,12 +1,11 @@
 import { DIGEST_FUNCTIONS, SHA256 } from '../common/digest.js';
 import type { Logger } from '../common/logger.js';
 import {
-  ActionCacheUpdateCapabilities,
   CapabilitiesService,
   type CapabilitiesServer,
   Compressor_Value,
   type GetCapabilitiesRequest,
-  type ServerCapabilities,
+  ServerCapabilities,
   SymlinkAbsolutePathStrategy_Value,
 } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { unary } from '../server/grpc-util.js';
@@ -32,24 +31,24 @@ export class CapabilitiesServiceImpl {
   async getCapabilities(req: GetCapabilitiesRequest): Promise<ServerCapabilities> {
     this.o.instances.check(req.instanceName);
     const fns = DIGEST_FUNCTIONS.map((f) => f.value);
-    return {
+    return ServerCapabilities.fromPartial({
       cacheCapabilities: {
         digestFunctions: fns,
-        actionCacheUpdateCapabilities: ActionCacheUpdateCapabilities.fromPartial({ updateEnabled: true }),
+        actionCacheUpdateCapabilities: { updateEnabled: true },
         maxBatchTotalSizeBytes: this.o.maxBatchTotalSizeBytes,
         symlinkAbsolutePathStrategy: SymlinkAbsolutePathStrategy_Value.ALLOWED,
         supportedCompressors: [Compressor_Value.ZSTD],
         supportedBatchUpdateCompressors: [Compressor_Value.ZSTD],
-        maxCasBlobSizeBytes: 0,
-      } as ServerCapabilities['cacheCapabilities'],
+        
+      },
       executionCapabilities: {
         digestFunction: SHA256.value,
         execEnabled: this.o.execEnabled,
         digestFunctions: fns,
-      } as ServerCapabilities['executionCapabilities'],
+      },
       lowApiVersion: { major: 2, minor: 0, patch: 0, prerelease: '' },
       highApiVersion: { major: 2, minor: 3, patch: 0, prerelease: '' },
-    } as ServerCapabilities;
+    });
   }
 
   handlers(): CapabilitiesServer {
