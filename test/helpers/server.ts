@@ -34,7 +34,10 @@ export async function startServerProcess(args: string[], timeoutMs = 20_000): Pr
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   child.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
   const address = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`repr server did not start in ${timeoutMs} ms:\n${logs.join('')}`)), timeoutMs);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`repr server did not start in ${timeoutMs} ms:\n${logs.join('')}`));
+    }, timeoutMs);
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => {
       logs.push(line);

@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { BazelWorkspace, hasBazel, processSummary } from '../helpers/bazel.js';
+import { startServerProcess, type ServerProcess } from '../helpers/server.js';
+import { tmpDir } from '../helpers/tmp.js';
+
+const PACKAGES = ['gen', 'lib', 'app', 'tests'];
+
+/**
+ * Real Bazel 4.2.3 against a real `repr server` process, as a user runs it:
+ * a cold build fills the cache, and after `bazel clean` (and a server
+ * restart on the same data directory) every action comes from the cache,
+ * with outputs byte-identical to a build that never saw the server.
+ */
+describe('Bazel 4.2.3 with --remote_cache', () => {
+  const dataDir = tmpDir('repr-data-');
+  let server: ServerProcess;
+  let ws: BazelWorkspace;
+  let local: Map<string, string>;
+
+  before(async () => {
+    assert.ok(hasBazel(), 'bazel is not installed: apt-get install -y bazel-bootstrap (see README)');
+    server = await startServerProcess(['--data-dir', dataDir]);
+    ws = new BazelWorkspace();
+    // The reference: a purely local build and test run.
+    await ws.ok(['test', '//...']);
+    local = ws.outputHashes(PACKAGES);
+    await ws.ok(['clean']);
+  });
+
+  after(async () => {
+    await ws?.shutdown();
+    await server?.stop();
+  });
+
+  it('cold build runs locally and uploads; warm build after clean and server restart is all cache hits', async () => {
+    const remote = (url: string) => ['--remote_cache=' + url, '--remote_instance_name=main', '--remote_retries=0'];
+
+    const cold = processSummary(await ws.ok(['test', '//...', ...remote(server.url)]));
+    assert.equal(cold.kinds.get('remote cache hit') ?? 0, 0, 'nothing can be cached yet');
+    const executed = cold.total - (cold.kinds.get('internal') ?? 0);
+    assert.ok(executed >= 10, `expected the fixture to run at least 10 actions, got ${executed}`);
+    assert.deepEqual(ws.outputHashes(PACKAGES), local, 'cold remote-cache build equals the local build');
+
+    // Restart: the cache must survive it.
+    assert.equal(await server.stop(), 0, 'repr server exits cleanly on SIGTERM');
+    server = await startServerProcess(['--data-dir', dataDir]);
+
+    await ws.ok(['clean']);
+    const warm = processSummary(await ws.ok(['test', '//...', ...remote(server.url)]));
+    assert.equal(warm.kinds.get('remote cache hit'), executed, `every action is a remote cache hit: ${JSON.stringify([...warm.kinds])}`);
+    assert.equal(warm.total - (warm.kinds.get('internal') ?? 0), executed);
+    assert.deepEqual(ws.outputHashes(PACKAGES), local, 'cached outputs are byte-identical to the local build');
+  });
+});
