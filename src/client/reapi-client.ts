@@ -61,7 +61,8 @@ export class ReapiClient {
   constructor(opts: ReapiClientOptions) {
     const address = opts.target.replace(/^grpc:\/\//, '');
     const creds = opts.credentials ?? credentials.createInsecure();
-    const options = { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 };
+    // Large HTTP/2 windows: with the 64 KiB default, blob downloads stall on WINDOW_UPDATEs.
+    const options = { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1, 'grpc-node.flow_control_window': 16 * 1024 * 1024 };
     this.instanceName = opts.instanceName ?? '';
     this.fn = opts.digestFunction ?? SHA256;
     this.chunk = opts.writeChunkBytes ?? 1024 * 1024;

@@ -31,14 +31,14 @@ export function parseByteSize(s: string): number | undefined {
 export type StoreConfig =
   | { type: 'memory'; limitBytes: number }
   | { type: 'disk'; directory: string; limitBytes: number; fsync: boolean }
-  | { type: 'read-caching'; fast: StoreConfig; slow: StoreConfig };
+  | { type: 'read-caching'; fast: StoreConfig; slow: StoreConfig; maxBlobBytes: number };
 
 // A tree of stores: backends at the leaves, decorators wrapping them.
 const storeSchema: z.ZodType<StoreConfig, z.ZodTypeDef, unknown> = z.lazy(() =>
   z.discriminatedUnion('type', [
     z.object({ type: z.literal('memory'), limitBytes: byteSize.default(256 * MiB) }).strict(),
     z.object({ type: z.literal('disk'), directory: z.string().min(1), limitBytes: byteSize.default(10 * GiB), fsync: z.boolean().default(false) }).strict(),
-    z.object({ type: z.literal('read-caching'), fast: storeSchema, slow: storeSchema }).strict(),
+    z.object({ type: z.literal('read-caching'), fast: storeSchema, slow: storeSchema, maxBlobBytes: byteSize.default(16 * MiB) }).strict(),
   ]),
 );
 
@@ -89,10 +89,16 @@ export function compileServerConfig(input: unknown): ServerConfig {
     storage: {
       cas: c.storage.cas ?? {
         type: 'read-caching',
+        maxBlobBytes: 16 * MiB,
         fast: { type: 'memory', limitBytes: 256 * MiB },
         slow: { type: 'disk', directory: path.join(c.dataDir, 'cas'), limitBytes: 10 * GiB, fsync: false },
       },
-      ac: c.storage.ac ?? { type: 'disk', directory: path.join(c.dataDir, 'ac'), limitBytes: 1 * GiB, fsync: false },
+      ac: c.storage.ac ?? {
+        type: 'read-caching',
+        maxBlobBytes: 1 * MiB,
+        fast: { type: 'memory', limitBytes: 64 * MiB },
+        slow: { type: 'disk', directory: path.join(c.dataDir, 'ac'), limitBytes: 1 * GiB, fsync: false },
+      },
     },
   };
 }

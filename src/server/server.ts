@@ -9,6 +9,7 @@ import { CasService } from '../cas/cas-service.js';
 import { InstanceNames } from '../cas/instances.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createStore } from '../storage/store-factory.js';
+import { enlargeSessionWindows, enlargeStreamWindows } from './http2-windows.js';
 import { VerifyingBlobStore } from '../storage/verifying-store.js';
 
 type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
@@ -44,6 +45,7 @@ export class ReprServer {
       'grpc.max_receive_message_length': Math.max(maxBatch, 4 * 1024 * 1024) + 1024 * 1024,
       'grpc.max_send_message_length': -1,
     });
+    const tunedStreams = enlargeStreamWindows(grpc);
     const add = (def: unknown, impl: unknown) => grpc.addService(def as ServiceDefinition, impl as UntypedServiceImplementation);
 
     const byteStream = new ByteStreamServiceImpl({ cas, instances, log: log.child({ svc: 'bytestream' }) });
@@ -58,6 +60,8 @@ export class ReprServer {
     const port = await new Promise<number>((resolve, reject) =>
       grpc.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(internal(`cannot listen on ${config.listen}: ${err.message}`, err)) : resolve(p))),
     );
+    const tunedSessions = enlargeSessionWindows(grpc);
+    if (!tunedStreams || !tunedSessions) log.warn('could not enlarge HTTP/2 flow-control windows (grpc-js internals changed); uploads will be slower');
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
     log.info({ address, dataDir: config.dataDir }, 'repr server listening');

@@ -10,9 +10,15 @@ import { ForwardingBlobStore, type BlobStore } from './blob-store.js';
  * except what it has since evicted.
  */
 export class ReadCachingBlobStore extends ForwardingBlobStore {
+  /**
+   * @param maxBlobBytes blobs larger than this are streamed from the slow store
+   *   without being copied into the fast one: one large blob would otherwise
+   *   evict many small hot ones and cost a full extra pass over its bytes.
+   */
   constructor(
     private readonly fast: BlobStore,
     slow: BlobStore,
+    private readonly maxBlobBytes = 16 * 1024 * 1024,
   ) {
     super(slow);
   }
@@ -29,7 +35,7 @@ export class ReadCachingBlobStore extends ForwardingBlobStore {
       if (!isNotFound(e)) throw e;
     }
     const data = await this.inner.get(digest);
-    await this.fill(digest, data);
+    if (data.length <= this.maxBlobBytes) await this.fill(digest, data);
     return data;
   }
 
@@ -39,7 +45,7 @@ export class ReadCachingBlobStore extends ForwardingBlobStore {
     } catch (e) {
       if (!isNotFound(e)) throw e;
     }
-    if (await this.fillStreaming(digest)) return this.fast.read(digest, offset, limit);
+    if (digest.sizeBytes <= this.maxBlobBytes && (await this.fillStreaming(digest))) return this.fast.read(digest, offset, limit);
     return this.inner.read(digest, offset, limit);
   }
 

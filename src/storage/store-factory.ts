@@ -12,6 +12,6 @@ export async function createStore(config: StoreConfig): Promise<BlobStore> {
     case 'disk':
       return DiskBlobStore.open({ directory: config.directory, limitBytes: config.limitBytes, fsync: config.fsync });
     case 'read-caching':
-      return new ReadCachingBlobStore(await createStore(config.fast), await createStore(config.slow));
+      return new ReadCachingBlobStore(await createStore(config.fast), await createStore(config.slow), config.maxBlobBytes);
   }
 }

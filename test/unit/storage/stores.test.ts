@@ -35,6 +35,6 @@ blobStoreContract('read-caching(memory over disk)', { limitBytes: LIMIT, persist
 });
 
 blobStoreContract('read-caching(memory over memory), built from config', { limitBytes: LIMIT }, async () => ({
-  store: await createStore({ type: 'read-caching', fast: { type: 'memory', limitBytes: LIMIT / 2 }, slow: { type: 'memory', limitBytes: LIMIT } }),
+  store: await createStore({ type: 'read-caching', maxBlobBytes: LIMIT, fast: { type: 'memory', limitBytes: LIMIT / 2 }, slow: { type: 'memory', limitBytes: LIMIT } }),
   limitBytes: LIMIT,
 }));

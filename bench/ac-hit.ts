@@ -1,0 +1,42 @@
+import { randomBytes } from 'node:crypto';
+import { computeDigest, SHA256, toWire } from '../src/common/digest.js';
+import { ActionResult } from '../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
+import { withServer } from './server.js';
+import { quantile, round } from './stats.js';
+import type { Benchmark } from './types.js';
+
+export const acHit: Benchmark = {
+  name: 'ac-hit',
+  description: 'GetActionResult hits from 64 concurrent callers',
+  async run(ctx) {
+    const durationMs = ctx.quick ? 500 : 5000;
+    const callers = 64;
+    return withServer(async ({ client }) => {
+      const out = randomBytes(100);
+      await client.write(computeDigest(SHA256, out), out);
+      const actions = Array.from({ length: 256 }, () => computeDigest(SHA256, randomBytes(32)));
+      for (const a of actions) {
+        await client.updateActionResult(a, ActionResult.fromPartial({ outputFiles: [{ path: 'o', digest: toWire(computeDigest(SHA256, out)) }], exitCode: 0 }));
+      }
+      const latencies: number[] = [];
+      const end = performance.now() + durationMs;
+      const start = performance.now();
+      await Promise.all(
+        Array.from({ length: callers }, async (_, c) => {
+          for (let i = c; performance.now() < end; i++) {
+            const t = performance.now();
+            await client.getActionResult(actions[i % actions.length]!);
+            latencies.push(performance.now() - t);
+          }
+        }),
+      );
+      const rate = latencies.length / ((performance.now() - start) / 1000);
+      ctx.log(`${latencies.length} calls`);
+      return [
+        { name: 'throughput', value: Math.round(rate), unit: 'req/s', target: { text: '>= 5000 req/s', met: rate >= 5000 } },
+        { name: 'p50', value: round(quantile(latencies, 0.5), 2), unit: 'ms' },
+        { name: 'p99', value: round(quantile(latencies, 0.99), 2), unit: 'ms' },
+      ];
+    });
+  },
+};
