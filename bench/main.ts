@@ -40,7 +40,8 @@ async function main(): Promise<void> {
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` },
     results,
   };
-  const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results.json');
+  // A smoke run must not overwrite the numbers of the last real run.
+  const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', quick ? 'results-quick.json' : 'results.json');
   mkdirSync(path.dirname(file), { recursive: true });
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   console.error(`wrote ${file}`);

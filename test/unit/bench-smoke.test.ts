@@ -7,10 +7,10 @@ import { REPO_ROOT } from '../helpers/server.js';
 
 // The benchmarks are not part of the tests, but their smoke mode is, so that
 // `npm run bench` cannot rot unnoticed.
-it('npm run bench -- --quick runs every benchmark and writes results.json', () => {
+it('npm run bench -- --quick runs every benchmark and writes results-quick.json', () => {
   const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'dist', 'bench', 'main.js'), '--quick'], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(r.status, 0, `bench failed:\n${r.stderr}\n${r.stdout}`);
-  const results = JSON.parse(readFileSync(path.join(REPO_ROOT, 'bench', 'results.json'), 'utf8')) as { quick: boolean; results: Record<string, unknown[]> };
+  const results = JSON.parse(readFileSync(path.join(REPO_ROOT, 'bench', 'results-quick.json'), 'utf8')) as { quick: boolean; results: Record<string, unknown[]> };
   assert.equal(results.quick, true);
   for (const name of ['bytestream', 'find-missing', 'ac-hit']) assert.ok(results.results[name]?.length, `${name} reported metrics`);
 });

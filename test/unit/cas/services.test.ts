@@ -348,3 +348,27 @@ describe('REAPI services over gRPC', () => {
     });
   });
 });
+
+describe('server restart', () => {
+  it('keeps blobs and action results on disk across a restart', async () => {
+    const dataDir = tmpDir();
+    const blob = Buffer.from('persisted blob');
+    const action = sha('persisted action');
+    let server = await startInProcess({ dataDir });
+    let c = new ReapiClient({ target: server.address });
+    await c.write(sha(blob), blob);
+    await c.updateActionResult(action, ActionResult.fromPartial({ outputFiles: [{ path: 'p', digest: toWire(sha(blob)) }], exitCode: 0 }));
+    c.close();
+    await server.stop();
+
+    server = await startInProcess({ dataDir });
+    c = new ReapiClient({ target: server.address });
+    try {
+      assert.deepEqual(await c.read(sha(blob)), blob);
+      assert.equal((await c.getActionResult(action)).outputFiles[0]!.path, 'p');
+    } finally {
+      c.close();
+      await server.stop();
+    }
+  });
+});
