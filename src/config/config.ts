@@ -67,6 +67,24 @@ const serverSchema = z
     /** Largest total request or response of a Batch* call (and the gRPC message limit). */
     maxBatchTotalSizeBytes: byteSize.default(4 * MiB),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
+    execution: z
+      .object({
+        /** Executors run in this process; 0 makes the server a cache only. */
+        executors: z.number().int().nonnegative().default(() => os.cpus().length),
+        /** Platform properties every local executor offers (matched exactly). */
+        properties: z.record(z.union([z.string(), z.array(z.string())])).default({ OSFamily: 'linux' }),
+        /** Cores and memory an action may ask for at most (EngFlow-style cpu/memory properties). */
+        cpus: z.number().positive().default(() => os.cpus().length),
+        memoryBytes: byteSize.default(() => os.totalmem()),
+        /** Whether actions may ask for the host network (network=on). */
+        allowNetwork: z.boolean().default(false),
+        defaultTimeoutSeconds: z.number().positive().default(900),
+        maxTimeoutSeconds: z.number().positive().default(3600),
+        /** Host paths visible read-only in the sandbox; default: the toolchain (/usr, /bin, /lib*, parts of /etc). */
+        readOnlyPaths: z.array(z.string()).optional(),
+      })
+      .strict()
+      .default({}),
   })
   .strict();
 

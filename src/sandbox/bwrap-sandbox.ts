@@ -67,8 +67,15 @@ export class BwrapSandbox implements Sandbox {
   bwrapArgs(spec: SandboxSpec): string[] {
     const args = ['--unshare-ipc', '--unshare-pid', '--unshare-uts', '--unshare-cgroup-try', '--die-with-parent', '--new-session'];
     if (!spec.network) args.push('--unshare-net');
+    // bwrap makes missing parents of mount points mode 0700, which the
+    // unprivileged action user could not traverse: create them 0755 first.
+    const parents = new Set<string>();
+    for (const p of [...this.roPaths, SANDBOX_ROOT]) {
+      for (let d = path.posix.dirname(p); d !== '/'; d = path.posix.dirname(d)) parents.add(d);
+    }
+    for (const d of [...parents].sort()) args.push('--perms', '0755', '--dir', d);
     for (const p of this.roPaths) args.push('--ro-bind', p, p);
-    args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp', '--bind', spec.rootDir, SANDBOX_ROOT);
+    args.push('--proc', '/proc', '--dev', '/dev', '--perms', '01777', '--tmpfs', '/tmp', '--bind', spec.rootDir, SANDBOX_ROOT);
     args.push('--chdir', path.posix.join(SANDBOX_ROOT, spec.workingDirectory || '.'));
     args.push('--clearenv');
     for (const [k, v] of Object.entries(spec.env)) args.push('--setenv', k, v);

@@ -18,7 +18,9 @@ export function toServiceError(err: unknown, log?: Logger, method?: string): Par
   const code = codeOf(err);
   const message = err instanceof Error ? err.message : String(err);
   if (!(err instanceof ReprError) || code === Code.INTERNAL) log?.error({ err, method }, 'internal error');
-  return { code, details: message, message, metadata: new Metadata() };
+  // Errors may carry trailers of their own (e.g. grpc-status-details-bin with a PreconditionFailure).
+  const metadata = (err as { metadata?: unknown }).metadata instanceof Metadata ? (err as { metadata: Metadata }).metadata : new Metadata();
+  return { code, details: message, message, metadata };
 }
 
 export function unary<Req, Res>(

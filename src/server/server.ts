@@ -10,6 +10,15 @@ import { InstanceNames } from '../cas/instances.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createStore } from '../storage/store-factory.js';
 import { enlargeSessionWindows, enlargeStreamWindows } from './http2-windows.js';
+import { ExecutionServiceImpl } from '../execution/execution-service.js';
+import { OperationsServiceImpl } from '../execution/operations-service.js';
+import { OperationStore } from '../scheduler/operation-store.js';
+import { Scheduler } from '../scheduler/scheduler.js';
+import { BwrapSandbox } from '../sandbox/bwrap-sandbox.js';
+import type { Sandbox } from '../sandbox/sandbox.js';
+import { defaultExecutorId, LocalExecutor } from '../worker/local-executor.js';
+import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { VerifyingBlobStore } from '../storage/verifying-store.js';
 
 type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
@@ -29,6 +38,7 @@ export class ReprServer {
     /** The bound address (host:port), with the real port if 0 was asked for. */
     readonly address: string,
     readonly port: number,
+    private readonly operations?: OperationStore,
   ) {
     this.state = 'SERVING';
   }
@@ -48,14 +58,22 @@ export class ReprServer {
     const tunedStreams = enlargeStreamWindows(grpc);
     const add = (def: unknown, impl: unknown) => grpc.addService(def as ServiceDefinition, impl as UntypedServiceImplementation);
 
+    const execution = await startExecution(config, cas, ac, log);
+    const actionCache = new ActionCacheServiceImpl({ ac, cas, instances, log: log.child({ svc: 'ac' }) });
+
     const byteStream = new ByteStreamServiceImpl({ cas, instances, log: log.child({ svc: 'bytestream' }) });
     add(byteStream.definition(), byteStream.handlers());
     add(CasService.definition, new CasService({ cas, instances, log: log.child({ svc: 'cas' }), maxBatchTotalSizeBytes: maxBatch }).handlers());
-    add(ActionCacheServiceImpl.definition, new ActionCacheServiceImpl({ ac, cas, instances, log: log.child({ svc: 'ac' }) }).handlers());
+    add(ActionCacheServiceImpl.definition, actionCache.handlers());
     add(
       CapabilitiesServiceImpl.definition,
-      new CapabilitiesServiceImpl({ instances, log, maxBatchTotalSizeBytes: maxBatch, execEnabled: false }).handlers(),
+      new CapabilitiesServiceImpl({ instances, log, maxBatchTotalSizeBytes: maxBatch, execEnabled: execution !== undefined }).handlers(),
     );
+    if (execution) {
+      const { scheduler } = execution;
+      add(ExecutionServiceImpl.definition, new ExecutionServiceImpl({ cas, actionCache, scheduler, instances, log: log.child({ svc: 'execution' }) }).handlers());
+      add(OperationsServiceImpl.definition, new OperationsServiceImpl(scheduler, log.child({ svc: 'operations' })).handlers());
+    }
 
     const port = await new Promise<number>((resolve, reject) =>
       grpc.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(internal(`cannot listen on ${config.listen}: ${err.message}`, err)) : resolve(p))),
@@ -65,7 +83,8 @@ export class ReprServer {
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
     log.info({ address, dataDir: config.dataDir }, 'repr server listening');
-    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port);
+    await execution?.scheduler.recover();
+    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution?.store);
   }
 
   /** Stops accepting calls, lets running ones finish for up to `graceMs`, then closes stores. */
@@ -83,8 +102,46 @@ export class ReprServer {
       });
     });
     this.byteStream.close();
+    this.operations?.close();
     for (const s of this.stores) await s.close?.();
     this.state = 'STOPPED';
     this.log.info('repr server stopped');
   }
+}
+
+/**
+ * The scheduler with its operation store and the in-process executors, or
+ * undefined when the configuration asks for no executors (a cache only).
+ */
+async function startExecution(config: ServerConfig, cas: BlobStore, ac: BlobStore, log: Logger) {
+  const ex = config.execution;
+  if (ex.executors === 0) return undefined;
+  const store = new OperationStore(path.join(config.dataDir, 'operations.sqlite'));
+  const scheduler = new Scheduler(store, cas, ac, log.child({ svc: 'scheduler' }));
+  let sandbox: Sandbox;
+  try {
+    sandbox = new BwrapSandbox({ ...(ex.readOnlyPaths ? { readOnlyPaths: ex.readOnlyPaths } : {}) });
+  } catch (e) {
+    // Never run unsandboxed: every action fails with the reason instead.
+    log.error({ err: e }, 'sandbox unavailable; actions will fail until it is fixed');
+    sandbox = { run: () => Promise.reject(e) };
+  }
+  const workDir = path.join(config.dataDir, 'work');
+  rmSync(workDir, { recursive: true, force: true }); // leftovers of a crash
+  const properties = Object.fromEntries(Object.entries(ex.properties).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));
+  const caps = { properties, cpus: ex.cpus, memoryBytes: ex.memoryBytes, networkAllowed: ex.allowNetwork };
+  for (let i = 0; i < ex.executors; i++) {
+    const executor = new LocalExecutor({
+      id: defaultExecutorId(i),
+      cas,
+      sandbox,
+      workDir,
+      log: log.child({ executor: i }),
+      defaultTimeoutMs: ex.defaultTimeoutSeconds * 1000,
+      maxTimeoutMs: ex.maxTimeoutSeconds * 1000,
+    });
+    scheduler.addExecutor({ id: executor.id, caps, execute: (task, signal) => executor.execute(task, signal) });
+  }
+  log.info({ executors: ex.executors, properties }, 'remote execution enabled');
+  return { scheduler, store };
 }

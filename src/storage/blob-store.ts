@@ -33,6 +33,12 @@ export interface BlobStore {
   read(digest: Digest, offset?: number, limit?: number): Promise<Readable>;
   put(digest: Digest, data: Buffer): Promise<void>;
   beginWrite(digest: Digest): BlobWriter;
+  /**
+   * A file on local disk that holds exactly this blob and will not be
+   * modified, if the store has one: executors hard-link inputs from it
+   * instead of copying. Undefined when the store keeps no such file.
+   */
+  localPath?(digest: Digest): string | undefined;
   /** Releases resources (timers, file handles). */
   close?(): Promise<void>;
 }
@@ -76,6 +82,9 @@ export abstract class ForwardingBlobStore implements BlobStore {
   }
   beginWrite(digest: Digest): BlobWriter {
     return this.inner.beginWrite(digest);
+  }
+  localPath(digest: Digest): string | undefined {
+    return this.inner.localPath?.(digest);
   }
   async close(): Promise<void> {
     await this.inner.close?.();

@@ -114,6 +114,11 @@ export class DiskBlobStore implements BlobStore {
     return digests.filter((d) => !this.lru.touch(this.fileName(d)));
   }
 
+  localPath(digest: Digest): string | undefined {
+    const name = this.fileName(digest);
+    return this.lru.touch(name) ? this.filePath(name) : undefined;
+  }
+
   private async openBlob(d: Digest): Promise<{ fh: FileHandle; size: number; name: string }> {
     const name = this.fileName(d);
     if (!this.lru.has(name)) throw notFound(`blob ${digestString(d)} not found`);

@@ -41,7 +41,7 @@ describe('REAPI services over gRPC', () => {
   let other: ReapiClient;
 
   before(async () => {
-    server = await startInProcess({ dataDir: tmpDir(), instanceNames: ['', 'main', 'other'], maxBatchTotalSizeBytes: MAX_BATCH });
+    server = await startInProcess({ dataDir: tmpDir(), instanceNames: ['', 'main', 'other'], maxBatchTotalSizeBytes: MAX_BATCH, execution: { executors: 0 } });
     client = new ReapiClient({ target: server.address, instanceName: 'main', writeChunkBytes: 16 * 1024 });
     b3 = new ReapiClient({ target: server.address, instanceName: 'main', digestFunction: BLAKE3 });
     other = new ReapiClient({ target: server.address, instanceName: 'other' });
@@ -54,7 +54,7 @@ describe('REAPI services over gRPC', () => {
   });
 
   describe('Capabilities', () => {
-    it('advertises 2.0 through 2.3, SHA256 and BLAKE3, zstd, updatable cache, no execution yet', async () => {
+    it('advertises 2.0 through 2.3, SHA256 and BLAKE3, zstd, updatable cache, and no execution without executors', async () => {
       const caps = await client.getCapabilities();
       assert.deepEqual([caps.lowApiVersion?.major, caps.lowApiVersion?.minor], [2, 0]);
       assert.deepEqual([caps.highApiVersion?.major, caps.highApiVersion?.minor], [2, 3]);

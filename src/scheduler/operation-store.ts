@@ -1,0 +1,110 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+export interface OperationRow {
+  name: string;
+  instanceName: string;
+  digestFunction: number;
+  actionHash: string;
+  actionSize: number;
+  stage: number;
+  priority: number;
+  /** JSON of the platform requirements. */
+  requirements: string;
+  /** Encoded ExecuteResponse once done. */
+  response: Buffer | null;
+  createdMs: number;
+  updatedMs: number;
+}
+
+/**
+ * Operations persisted in SQLite (WAL), so that a restarted server still
+ * answers for finished operations and picks unfinished ones up again. Every
+ * write is a single statement; SQLite serializes them.
+ */
+export class OperationStore {
+  private readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(file: string) {
+    if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS operations (
+        name TEXT PRIMARY KEY,
+        instance_name TEXT NOT NULL,
+        digest_function INTEGER NOT NULL,
+        action_hash TEXT NOT NULL,
+        action_size INTEGER NOT NULL,
+        stage INTEGER NOT NULL,
+        priority INTEGER NOT NULL,
+        requirements TEXT NOT NULL,
+        response BLOB,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS operations_unfinished ON operations(stage) WHERE response IS NULL;
+    `);
+    this.stmts = {
+      insert: this.db.prepare(`INSERT INTO operations VALUES (@name, @instanceName, @digestFunction, @actionHash, @actionSize, @stage, @priority, @requirements, @response, @createdMs, @updatedMs)`),
+      stage: this.db.prepare(`UPDATE operations SET stage = ?, updated_ms = ? WHERE name = ?`),
+      complete: this.db.prepare(`UPDATE operations SET stage = ?, response = ?, updated_ms = ? WHERE name = ?`),
+      get: this.db.prepare(`SELECT * FROM operations WHERE name = ?`),
+      unfinished: this.db.prepare(`SELECT * FROM operations WHERE response IS NULL ORDER BY created_ms`),
+      list: this.db.prepare(`SELECT * FROM operations WHERE name > ? ORDER BY name LIMIT ?`),
+      delete: this.db.prepare(`DELETE FROM operations WHERE name = ?`),
+    };
+  }
+
+  insert(row: OperationRow): void {
+    this.stmts.insert.run(row);
+  }
+
+  setStage(name: string, stage: number): void {
+    this.stmts.stage.run(stage, Date.now(), name);
+  }
+
+  complete(name: string, stage: number, response: Buffer): void {
+    this.stmts.complete.run(stage, response, Date.now(), name);
+  }
+
+  get(name: string): OperationRow | undefined {
+    const r = this.stmts.get.get(name) as Record<string, unknown> | undefined;
+    return r ? fromDb(r) : undefined;
+  }
+
+  unfinished(): OperationRow[] {
+    return (this.stmts.unfinished.all() as Record<string, unknown>[]).map(fromDb);
+  }
+
+  list(after: string, limit: number): OperationRow[] {
+    return (this.stmts.list.all(after, limit) as Record<string, unknown>[]).map(fromDb);
+  }
+
+  delete(name: string): boolean {
+    return this.stmts.delete.run(name).changes > 0;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+function fromDb(r: Record<string, unknown>): OperationRow {
+  return {
+    name: r.name as string,
+    instanceName: r.instance_name as string,
+    digestFunction: r.digest_function as number,
+    actionHash: r.action_hash as string,
+    actionSize: r.action_size as number,
+    stage: r.stage as number,
+    priority: r.priority as number,
+    requirements: r.requirements as string,
+    response: (r.response as Buffer | null) ?? null,
+    createdMs: r.created_ms as number,
+    updatedMs: r.updated_ms as number,
+  };
+}

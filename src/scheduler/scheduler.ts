@@ -1,0 +1,313 @@
+import { randomUUID } from 'node:crypto';
+import { type Digest, type DigestFunction, digestFunctionFromValue, digestKey, digestString, makeDigest } from '../common/digest.js';
+import { Code, codeOf } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import { acKey } from '../cas/action-cache-service.js';
+import {
+  Action,
+  ActionResult,
+  Command,
+  ExecuteResponse,
+  ExecutionStage_Value,
+} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import type { ExecutionTask } from '../worker/local-executor.js';
+import { MissingInputsError } from '../worker/input-root.js';
+import { preconditionFailureStatus } from './precondition.js';
+import type { OperationStore } from './operation-store.js';
+import { type ExecutorCapabilities, type Requirement, unmet } from './platform.js';
+
+/** Something that runs actions: a local executor, or (later) a remote worker's slot. */
+export interface ExecutorSlot {
+  id: string;
+  caps: ExecutorCapabilities;
+  execute(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse>;
+}
+
+export interface OperationState {
+  name: string;
+  instanceName: string;
+  actionDigest: Digest;
+  stage: ExecutionStage_Value;
+  /** Set once done. */
+  response?: ExecuteResponse;
+}
+
+export interface SubmitRequest {
+  instanceName: string;
+  fn: DigestFunction;
+  actionDigest: Digest;
+  action: Action;
+  command: Command;
+  requirements: Requirement[];
+  /** Lower runs sooner (REAPI); 0 is the default. */
+  priority: number;
+}
+
+interface Entry {
+  state: OperationState;
+  req: SubmitRequest;
+  key: string;
+  seq: number;
+  queuedAt: Date;
+  watchers: Set<(s: OperationState) => void>;
+  abort?: AbortController;
+  cancelled?: boolean;
+}
+
+/**
+ * Queues operations by priority, hands each to an idle executor whose
+ * capabilities satisfy the action's platform, runs identical in-flight actions
+ * once (every caller of the same action digest watches the same operation),
+ * writes successful results to the action cache and records every operation
+ * in the store, so that a restart finishes what was queued or running.
+ */
+export class Scheduler {
+  private readonly byName = new Map<string, Entry>();
+  private readonly inflight = new Map<string, Entry>();
+  private readonly queue: Entry[] = [];
+  private readonly executors: ExecutorSlot[] = [];
+  private readonly idle: ExecutorSlot[] = [];
+  private seq = 0;
+
+  constructor(
+    private readonly store: OperationStore,
+    private readonly cas: BlobStore,
+    private readonly ac: BlobStore,
+    private readonly log: Logger,
+  ) {}
+
+  addExecutor(slot: ExecutorSlot): void {
+    this.executors.push(slot);
+    this.idle.push(slot);
+    this.dispatch();
+  }
+
+  get queueDepth(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * Why no executor can ever run these requirements, or undefined if one can.
+   * Reported for the executor that misses the fewest.
+   */
+  unsatisfiable(reqs: Requirement[]): string[] | undefined {
+    if (this.executors.length === 0) return ['no executors are configured'];
+    let best: string[] | undefined;
+    for (const e of this.executors) {
+      const why = unmet(reqs, e.caps);
+      if (why.length === 0) return undefined;
+      if (!best || why.length < best.length) best = why;
+    }
+    return best;
+  }
+
+  submit(req: SubmitRequest): OperationState {
+    const key = `${req.instanceName}\0${digestKey(req.actionDigest)}`;
+    const existing = this.inflight.get(key);
+    if (existing) {
+      this.log.debug({ op: existing.state.name, action: digestString(req.actionDigest) }, 'joined in-flight execution');
+      return existing.state;
+    }
+    const name = `operations/${randomUUID()}`;
+    const entry = this.newEntry(name, req, key, new Date());
+    this.store.insert({
+      name,
+      instanceName: req.instanceName,
+      digestFunction: req.fn.value,
+      actionHash: req.actionDigest.hash,
+      actionSize: req.actionDigest.sizeBytes,
+      stage: ExecutionStage_Value.QUEUED,
+      priority: req.priority,
+      requirements: JSON.stringify(req.requirements),
+      response: null,
+      createdMs: Date.now(),
+      updatedMs: Date.now(),
+    });
+    this.enqueue(entry);
+    return entry.state;
+  }
+
+  /** Records an operation that finished without executing (an action-cache hit). */
+  recordCompleted(instanceName: string, actionDigest: Digest, response: ExecuteResponse): OperationState {
+    const name = `operations/${randomUUID()}`;
+    const now = Date.now();
+    this.store.insert({
+      name,
+      instanceName,
+      digestFunction: actionDigest.fn.value,
+      actionHash: actionDigest.hash,
+      actionSize: actionDigest.sizeBytes,
+      stage: ExecutionStage_Value.COMPLETED,
+      priority: 0,
+      requirements: '[]',
+      response: Buffer.from(ExecuteResponse.encode(response).finish()),
+      createdMs: now,
+      updatedMs: now,
+    });
+    return { name, instanceName, actionDigest, stage: ExecutionStage_Value.COMPLETED, response };
+  }
+
+  private newEntry(name: string, req: SubmitRequest, key: string, queuedAt: Date): Entry {
+    const entry: Entry = {
+      state: { name, instanceName: req.instanceName, actionDigest: req.actionDigest, stage: ExecutionStage_Value.QUEUED },
+      req,
+      key,
+      seq: this.seq++,
+      queuedAt,
+      watchers: new Set(),
+    };
+    this.byName.set(name, entry);
+    this.inflight.set(key, entry);
+    return entry;
+  }
+
+  private enqueue(entry: Entry): void {
+    // Sorted by (priority, arrival); insertion keeps it so without re-sorting.
+    let i = this.queue.length;
+    while (i > 0 && (this.queue[i - 1]!.req.priority > entry.req.priority || (this.queue[i - 1]!.req.priority === entry.req.priority && this.queue[i - 1]!.seq > entry.seq))) i--;
+    this.queue.splice(i, 0, entry);
+    this.dispatch();
+  }
+
+  /** Current state, from memory or (for operations of earlier runs) from the store. */
+  get(name: string): OperationState | undefined {
+    const e = this.byName.get(name);
+    if (e) return e.state;
+    const row = this.store.get(name);
+    if (!row) return undefined;
+    return {
+      name,
+      instanceName: row.instanceName,
+      actionDigest: makeDigest(digestFunctionFromValue(row.digestFunction), row.actionHash, row.actionSize),
+      stage: row.stage,
+      ...(row.response ? { response: ExecuteResponse.decode(row.response) } : {}),
+    };
+  }
+
+  /** Calls `fn` now with the current state and on every change until done; returns an unsubscribe function. */
+  watch(name: string, fn: (s: OperationState) => void): () => void {
+    const e = this.byName.get(name);
+    const now = this.get(name);
+    if (now) fn(now);
+    if (!e || now?.response) return () => undefined;
+    e.watchers.add(fn);
+    return () => e.watchers.delete(fn);
+  }
+
+  list(after: string, limit: number): OperationState[] {
+    return this.store.list(after, limit).map((r) => this.get(r.name)!).filter(Boolean);
+  }
+
+  /** Cancels a queued or running operation; false if it is unknown or already done. */
+  cancel(name: string): boolean {
+    const e = this.byName.get(name);
+    if (!e || e.state.response) return false;
+    e.cancelled = true;
+    const i = this.queue.indexOf(e);
+    if (i >= 0) {
+      this.queue.splice(i, 1);
+      this.finish(e, cancelledResponse());
+    } else {
+      e.abort?.abort();
+    }
+    return true;
+  }
+
+  delete(name: string): boolean {
+    const e = this.byName.get(name);
+    if (e && !e.state.response) this.cancel(name);
+    this.byName.delete(name);
+    return this.store.delete(name);
+  }
+
+  /** Re-queues what an earlier run of the server left unfinished. */
+  async recover(): Promise<number> {
+    let n = 0;
+    for (const row of this.store.unfinished()) {
+      try {
+        const fn = digestFunctionFromValue(row.digestFunction);
+        const actionDigest = makeDigest(fn, row.actionHash, row.actionSize);
+        const action = Action.decode(await this.cas.get(actionDigest));
+        const command = Command.decode(await this.cas.get(makeDigest(fn, action.commandDigest!.hash, action.commandDigest!.sizeBytes)));
+        const req: SubmitRequest = { instanceName: row.instanceName, fn, actionDigest, action, command, requirements: JSON.parse(row.requirements) as Requirement[], priority: row.priority };
+        const entry = this.newEntry(row.name, req, `${row.instanceName}\0${digestKey(actionDigest)}`, new Date(row.createdMs));
+        this.store.setStage(row.name, ExecutionStage_Value.QUEUED);
+        this.enqueue(entry);
+        n++;
+      } catch (e) {
+        const response = ExecuteResponse.fromPartial({ status: { code: Code.FAILED_PRECONDITION, message: `could not resume after restart: ${(e as Error).message}` } });
+        this.store.complete(row.name, ExecutionStage_Value.COMPLETED, Buffer.from(ExecuteResponse.encode(response).finish()));
+      }
+    }
+    if (n > 0) this.log.info({ operations: n }, 're-queued unfinished operations');
+    return n;
+  }
+
+  private dispatch(): void {
+    for (let i = 0; i < this.idle.length && this.queue.length > 0; ) {
+      const slot = this.idle[i]!;
+      const qi = this.queue.findIndex((e) => unmet(e.req.requirements, slot.caps).length === 0);
+      if (qi < 0) {
+        i++;
+        continue;
+      }
+      const [entry] = this.queue.splice(qi, 1);
+      this.idle.splice(i, 1);
+      void this.run(slot, entry!);
+    }
+  }
+
+  private async run(slot: ExecutorSlot, entry: Entry): Promise<void> {
+    entry.abort = new AbortController();
+    this.transition(entry, ExecutionStage_Value.EXECUTING);
+    let response: ExecuteResponse;
+    try {
+      const { req } = entry;
+      response = await slot.execute(
+        { operationName: entry.state.name, fn: req.fn, actionDigest: req.actionDigest, action: req.action, command: req.command, requirements: req.requirements, queuedAt: entry.queuedAt },
+        entry.abort.signal,
+      );
+      if (entry.cancelled) response = { ...cancelledResponse(), result: response.result };
+    } catch (e) {
+      if (e instanceof MissingInputsError) {
+        response = ExecuteResponse.fromPartial({ status: preconditionFailureStatus(e.missing, e.message) });
+      } else {
+        const code = codeOf(e);
+        this.log.error({ err: e, op: entry.state.name, executor: slot.id }, 'executor failed');
+        response = ExecuteResponse.fromPartial({
+          status: { code: code === Code.OK ? Code.INTERNAL : code, message: `executor ${slot.id}: ${(e as Error).message}` },
+        });
+      }
+    } finally {
+      this.idle.push(slot);
+    }
+    await this.cacheResult(entry, response).catch((e: unknown) => this.log.warn({ err: e, op: entry.state.name }, 'could not write the action cache'));
+    this.finish(entry, response);
+    this.dispatch();
+  }
+
+  private async cacheResult(entry: Entry, response: ExecuteResponse): Promise<void> {
+    if (response.status?.code || !response.result || response.result.exitCode !== 0 || entry.req.action.doNotCache) return;
+    await this.ac.put(acKey(entry.req.instanceName, entry.req.actionDigest), Buffer.from(ActionResult.encode(response.result).finish()));
+  }
+
+  private transition(entry: Entry, stage: ExecutionStage_Value): void {
+    entry.state = { ...entry.state, stage };
+    this.store.setStage(entry.state.name, stage);
+    for (const w of entry.watchers) w(entry.state);
+  }
+
+  private finish(entry: Entry, response: ExecuteResponse): void {
+    entry.state = { ...entry.state, stage: ExecutionStage_Value.COMPLETED, response };
+    this.store.complete(entry.state.name, ExecutionStage_Value.COMPLETED, Buffer.from(ExecuteResponse.encode(response).finish()));
+    if (this.inflight.get(entry.key) === entry) this.inflight.delete(entry.key);
+    for (const w of entry.watchers) w(entry.state);
+    entry.watchers.clear();
+  }
+}
+
+function cancelledResponse(): ExecuteResponse {
+  return ExecuteResponse.fromPartial({ status: { code: Code.CANCELLED, message: 'operation cancelled' } });
+}
+

@@ -1,0 +1,151 @@
+import { chmod, copyFile, link, mkdir, rename, symlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { type Digest, type DigestFunction, digestString, fromWire, isEmptyDigest } from '../common/digest.js';
+import { Code, codeOf, invalidArgument } from '../common/errors.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import { Directory } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+
+/** Blobs an input tree refers to that the CAS lacks: Execute reports them as MISSING. */
+export class MissingInputsError extends Error {
+  readonly code = Code.FAILED_PRECONDITION;
+  readonly details: string;
+  constructor(readonly missing: Digest[]) {
+    super(`${missing.length} input blob(s) missing from the CAS, e.g. ${digestString(missing[0]!)}`);
+    this.details = this.message;
+  }
+}
+
+export interface StagingStats {
+  files: number;
+  directories: number;
+  bytes: number;
+  /** Files that had to be copied because no local file could be linked. */
+  copied: number;
+}
+
+/**
+ * Builds an action's input root on local disk from its Merkle tree. Files
+ * are hard links to the CAS's own files (no copying); executables link to a
+ * read-only-and-executable copy kept once per blob, because a hard link shares
+ * its mode with every other link. Directories are world-writable so that the
+ * unprivileged sandbox user can create outputs; the linked files stay owned by
+ * root and read-only to it.
+ */
+export class InputRootBuilder {
+  constructor(
+    private readonly cas: BlobStore,
+    /** Where executable copies and fallback copies of blobs are kept. */
+    private readonly cacheDir: string,
+  ) {}
+
+  async build(fn: DigestFunction, root: Digest, dest: string): Promise<StagingStats> {
+    const stats: StagingStats = { files: 0, directories: 0, bytes: 0, copied: 0 };
+    const dirs = await this.fetchTree(fn, root);
+    const make = async (digest: Digest, at: string): Promise<void> => {
+      const dir = dirs.get(digest.hash)!;
+      await mkdir(at, { recursive: true });
+      await chmod(at, 0o777);
+      stats.directories++;
+      const seen = new Set<string>();
+      const name = (n: string) => {
+        if (!n || n === '.' || n === '..' || n.includes('/') || n.includes('\0')) throw invalidArgument(`invalid name "${n}" in input directory ${digestString(digest)}`);
+        if (seen.has(n)) throw invalidArgument(`duplicate name "${n}" in input directory ${digestString(digest)}`);
+        seen.add(n);
+        return path.join(at, n);
+      };
+      await Promise.all(
+        dir.files.map(async (f) => {
+          const d = fromWire(fn, f.digest, `file "${f.name}"`);
+          await this.placeFile(d, name(f.name), f.isExecutable, stats);
+        }),
+      );
+      for (const s of dir.symlinks) await symlink(s.target, name(s.name));
+      await Promise.all(dir.directories.map((c) => make(fromWire(fn, c.digest, `directory "${c.name}"`), name(c.name))));
+    };
+    await make(root, dest);
+    return stats;
+  }
+
+  /** Fetches every Directory of the tree, a level at a time. */
+  private async fetchTree(fn: DigestFunction, root: Digest): Promise<Map<string, Directory>> {
+    const dirs = new Map<string, Directory>();
+    let level = [root];
+    while (level.length > 0) {
+      const missing = await this.cas.findMissing(level);
+      if (missing.length > 0) throw new MissingInputsError(missing);
+      const decoded = await Promise.all(level.map(async (d) => Directory.decode(await this.cas.get(d))));
+      const next: Digest[] = [];
+      decoded.forEach((dir, i) => {
+        dirs.set(level[i]!.hash, dir);
+        for (const c of dir.directories) {
+          const cd = fromWire(fn, c.digest, `directory "${c.name}"`);
+          if (!dirs.has(cd.hash) && !next.some((n) => n.hash === cd.hash)) next.push(cd);
+        }
+      });
+      level = next;
+    }
+    // Files: one FindMissing for the whole tree, so a missing input fails fast and names them all.
+    const files: Digest[] = [];
+    for (const dir of dirs.values()) for (const f of dir.files) files.push(fromWire(fn, f.digest, `file "${f.name}"`));
+    const missingFiles = files.length > 0 ? await this.cas.findMissing(files) : [];
+    if (missingFiles.length > 0) throw new MissingInputsError(missingFiles);
+    return dirs;
+  }
+
+  private async placeFile(d: Digest, dest: string, executable: boolean, stats: StagingStats): Promise<void> {
+    stats.files++;
+    stats.bytes += d.sizeBytes;
+    if (isEmptyDigest(d)) {
+      await writeFile(dest, '', { mode: executable ? 0o555 : 0o444 });
+      return;
+    }
+    const source = executable ? await this.executableCopy(d, stats) : this.cas.localPath?.(d);
+    if (source) {
+      try {
+        await link(source, dest);
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; // evicted meanwhile: copy below
+      }
+    }
+    stats.copied++;
+    await this.copyFromCas(d, dest, executable ? 0o555 : 0o444);
+  }
+
+  private async executableCopy(d: Digest, stats: StagingStats): Promise<string> {
+    const p = path.join(this.cacheDir, 'x', `${d.fn.name}-${d.hash}-${d.sizeBytes}`);
+    try {
+      await chmod(p, 0o555);
+      return p;
+    } catch {
+      /* not made yet */
+    }
+    await mkdir(path.dirname(p), { recursive: true });
+    stats.copied++;
+    await this.copyFromCas(d, p, 0o555);
+    return p;
+  }
+
+  /** Writes a blob to `dest` atomically (tmp + rename), from a local file if there is one. */
+  private async copyFromCas(d: Digest, dest: string, mode: number): Promise<void> {
+    const tmp = `${dest}.tmp-${randomBytes(6).toString('hex')}`;
+    const local = this.cas.localPath?.(d);
+    try {
+      if (local) await copyFile(local, tmp);
+      else await writeFile(tmp, await this.cas.get(d));
+    } catch (e) {
+      if (codeOf(e) === Code.NOT_FOUND || (e as NodeJS.ErrnoException).code === 'ENOENT') throw new MissingInputsError([d]);
+      throw e;
+    }
+    await chmod(tmp, mode);
+    await rename(tmp, dest);
+  }
+}
+
+export function assertRelativePath(p: string, what: string): string {
+  const norm = path.posix.normalize(p);
+  if (p.startsWith('/') || norm.startsWith('..') || norm.includes('\0')) throw invalidArgument(`${what} "${p}" must be a relative path inside the input root`);
+  return norm === '.' ? '' : norm;
+}
+

@@ -1,0 +1,174 @@
+import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { type Digest, type DigestFunction, fromWire, toWire } from '../common/digest.js';
+import { Code } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { Sandbox } from '../sandbox/sandbox.js';
+import { type Requirement, sandboxSettings } from '../scheduler/platform.js';
+import type { Action, Command, ExecuteResponse, ExecutedActionMetadata } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import type { Timestamp } from '../proto/google/protobuf/timestamp.js';
+import { assertRelativePath, InputRootBuilder } from './input-root.js';
+import { collectOutputs, uploadFile } from './outputs.js';
+
+/** One action to run, as the scheduler hands it to an executor. */
+export interface ExecutionTask {
+  operationName: string;
+  fn: DigestFunction;
+  actionDigest: Digest;
+  action: Action;
+  command: Command;
+  requirements: Requirement[];
+  queuedAt: Date;
+}
+
+export interface LocalExecutorOptions {
+  id: string;
+  cas: BlobStore;
+  sandbox: Sandbox;
+  /** Scratch space: one directory per running action, removed afterwards. */
+  workDir: string;
+  log: Logger;
+  /** Used when the action sets no timeout. */
+  defaultTimeoutMs: number;
+  /** Upper bound on any action's timeout. */
+  maxTimeoutMs: number;
+}
+
+function ts(d: Date): Timestamp {
+  const ms = d.getTime();
+  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
+}
+
+function durationMs(d: { seconds: number; nanos: number } | undefined): number {
+  return d ? d.seconds * 1000 + Math.floor(d.nanos / 1e6) : 0;
+}
+
+const STATUS_OK = { code: Code.OK, message: '', details: [] };
+
+/**
+ * Runs actions on this machine: stages the input root from the CAS by hard
+ * links, runs the command in the sandbox, uploads outputs and logs, and
+ * reports an ExecuteResponse. Errors of the action itself (a non-zero exit, a
+ * timeout) are results, not exceptions; an exception means the executor
+ * could not do its job (and the scheduler decides what to tell the client).
+ */
+export class LocalExecutor {
+  private readonly inputs: InputRootBuilder;
+
+  constructor(private readonly o: LocalExecutorOptions) {
+    this.inputs = new InputRootBuilder(o.cas, path.join(o.workDir, 'cache'));
+  }
+
+  get id(): string {
+    return this.o.id;
+  }
+
+  async execute(task: ExecutionTask, signal?: AbortSignal): Promise<ExecuteResponse> {
+    const { fn, action, command } = task;
+    const meta: ExecutedActionMetadata = {
+      worker: this.o.id,
+      queuedTimestamp: ts(task.queuedAt),
+      workerStartTimestamp: ts(new Date()),
+      auxiliaryMetadata: [],
+    } as unknown as ExecutedActionMetadata;
+    const dir = path.join(this.o.workDir, `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`);
+    const root = path.join(dir, 'root');
+    try {
+      meta.inputFetchStartTimestamp = ts(new Date());
+      await mkdir(dir, { recursive: true });
+      await this.inputs.build(fn, fromWire(fn, action.inputRootDigest, 'input_root_digest'), root);
+      const wd = assertRelativePath(command.workingDirectory, 'working_directory');
+      // Parents of declared outputs exist before the action runs (REAPI).
+      for (const p of [...command.outputPaths, ...command.outputFiles, ...command.outputDirectories]) {
+        const rel = assertRelativePath(p, 'output path');
+        const parent = path.dirname(path.join(root, wd, rel));
+        await mkdirWritable(root, parent);
+      }
+      for (const p of command.outputDirectories) await mkdirWritable(root, path.join(root, wd, assertRelativePath(p, 'output directory')));
+      meta.inputFetchCompletedTimestamp = ts(new Date());
+
+      const timeoutMs = Math.min(this.o.maxTimeoutMs, durationMs(action.timeout) || this.o.defaultTimeoutMs);
+      const { limits, network } = sandboxSettings(task.requirements);
+      const env: Record<string, string> = {};
+      for (const v of command.environmentVariables) env[v.name] = v.value;
+      env.PATH ??= '/usr/local/bin:/usr/bin:/bin';
+      meta.executionStartTimestamp = ts(new Date());
+      const r = await this.o.sandbox.run(
+        {
+          argv: command.arguments,
+          env,
+          rootDir: root,
+          workingDirectory: wd,
+          stdoutPath: path.join(dir, 'stdout'),
+          stderrPath: path.join(dir, 'stderr'),
+          timeoutMs,
+          limits,
+          network,
+        },
+        signal,
+      );
+      meta.executionCompletedTimestamp = ts(new Date());
+      meta.virtualExecutionDuration = { seconds: Math.floor(r.wallMs / 1000), nanos: Math.round((r.wallMs % 1000) * 1e6) };
+
+      meta.outputUploadStartTimestamp = ts(new Date());
+      const outputs = r.timedOut ? undefined : await collectOutputs(this.o.cas, fn, command, path.join(root, wd));
+      const stdout = await uploadFile(this.o.cas, fn, path.join(dir, 'stdout'));
+      const stderr = await uploadFile(this.o.cas, fn, path.join(dir, 'stderr'));
+      meta.outputUploadCompletedTimestamp = ts(new Date());
+      meta.workerCompletedTimestamp = ts(new Date());
+
+      const result = {
+        outputFiles: outputs?.outputFiles ?? [],
+        outputFileSymlinks: outputs?.outputFileSymlinks ?? [],
+        outputSymlinks: outputs?.outputSymlinks ?? [],
+        outputDirectories: outputs?.outputDirectories ?? [],
+        outputDirectorySymlinks: outputs?.outputDirectorySymlinks ?? [],
+        exitCode: r.exitCode,
+        stdoutRaw: Buffer.alloc(0),
+        stdoutDigest: toWire(stdout.digest),
+        stderrRaw: Buffer.alloc(0),
+        stderrDigest: toWire(stderr.digest),
+        executionMetadata: meta,
+      };
+      let message = '';
+      let status = STATUS_OK;
+      if (r.timedOut) {
+        message = `action timed out after ${timeoutMs} ms; its process tree was killed`;
+        status = { code: Code.DEADLINE_EXCEEDED, message, details: [] };
+      } else if (signal?.aborted) {
+        message = 'execution cancelled';
+        status = { code: Code.CANCELLED, message, details: [] };
+      } else if (r.oomKilled) {
+        message = `action exceeded its memory limit (${limits.memoryBytes ?? 'default'} bytes) and was killed (exit code ${r.exitCode})`;
+      } else if (r.exitCode !== 0) {
+        message = `action exited with code ${r.exitCode}${r.signal ? ` (killed by ${r.signal})` : ''} on ${this.o.id}`;
+      }
+      return { result, cachedResult: false, status, serverLogs: {}, message };
+    } finally {
+      await rm(dir, { recursive: true, force: true }).catch((e: unknown) => this.o.log.warn({ err: e, dir }, 'could not remove work directory'));
+    }
+  }
+}
+
+/** mkdir -p whose new directories the sandbox user may write into. */
+async function mkdirWritable(root: string, dir: string): Promise<void> {
+  const rel = path.relative(root, dir);
+  if (rel.startsWith('..')) return;
+  let cur = root;
+  for (const part of rel.split(path.sep).filter(Boolean)) {
+    cur = path.join(cur, part);
+    try {
+      await stat(cur);
+    } catch {
+      await mkdir(cur);
+      await chmod(cur, 0o777); // mkdir's mode is masked by the umask
+    }
+  }
+}
+
+export function defaultExecutorId(i: number): string {
+  return `${os.hostname()}/local-${i}`;
+}
