@@ -4,7 +4,7 @@ import { BazelWorkspace, hasBazel, processSummary } from '../helpers/bazel.js';
 import { startServerProcess, type ServerProcess } from '../helpers/server.js';
 import { tmpDir } from '../helpers/tmp.js';
 
-const PACKAGES = ['gen', 'lib', 'app', 'tests'];
+const PACKAGES = ['gen', 'lib', 'app', 'tests', 'tree'];
 
 /**
  * Real Bazel 4.2.3 against a real `repr server` process, as a user runs it:
