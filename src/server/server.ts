@@ -75,6 +75,9 @@ export class ReprServer {
       add(OperationsServiceImpl.definition, new OperationsServiceImpl(scheduler, log.child({ svc: 'operations' })).handlers());
     }
 
+    // Before listening: a WaitExecution for an operation of the previous run
+    // must find it queued again, not half-known.
+    await execution?.scheduler.recover();
     const port = await new Promise<number>((resolve, reject) =>
       grpc.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(internal(`cannot listen on ${config.listen}: ${err.message}`, err)) : resolve(p))),
     );
@@ -83,7 +86,6 @@ export class ReprServer {
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
     log.info({ address, dataDir: config.dataDir }, 'repr server listening');
-    await execution?.scheduler.recover();
     return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution?.store);
   }
 

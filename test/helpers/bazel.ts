@@ -33,7 +33,7 @@ export class BazelWorkspace {
    */
   run(args: string[], timeoutMs = 300_000): Promise<{ code: number; stdout: string; stderr: string }> {
     return new Promise((resolve, reject) => {
-      const child = spawn('bazel', [`--output_user_root=${this.outputRoot}`, '--max_idle_secs=120', ...args], {
+      const child = spawn('bazel', [`--output_user_root=${this.outputRoot}`, '--max_idle_secs=120', '--nohome_rc', ...args], {
         cwd: this.dir,
         stdio: ['ignore', 'pipe', 'pipe'],
         env: { ...process.env, HOME: process.env.HOME ?? '/root' },
