@@ -1,0 +1,66 @@
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BwrapSandbox } from '../src/sandbox/bwrap-sandbox.js';
+import { ExecClient, uploadAction } from '../test/helpers/execute.js';
+import { withServer } from './server.js';
+import { quantile, round } from './stats.js';
+import type { Benchmark } from './types.js';
+
+async function time(fn: () => Promise<unknown>, n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await fn();
+    out.push(performance.now() - t);
+  }
+  return out;
+}
+
+export const executeTrivial: Benchmark = {
+  name: 'execute-trivial',
+  description: 'Execute of /bin/true with cached inputs, end to end; baselines: spawning it from Node, and the sandbox alone',
+  async run(ctx) {
+    const n = ctx.quick ? 5 : 60;
+    const spawnTimes = await time(
+      () => new Promise((resolve, reject) => spawn('/bin/true').once('exit', resolve).once('error', reject)),
+      n,
+    );
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'repr-bench-sbx-'));
+    chmodSync(dir, 0o777);
+    const sandbox = new BwrapSandbox();
+    const sandboxTimes = await time(
+      () => sandbox.run({ argv: ['/bin/true'], env: {}, rootDir: dir, workingDirectory: '', stdoutPath: path.join(dir, '..', `${path.basename(dir)}.out`), stderrPath: path.join(dir, '..', `${path.basename(dir)}.err`), timeoutMs: 10_000, limits: {}, network: false }),
+      n,
+    );
+    rmSync(dir, { recursive: true, force: true });
+    return withServer(async ({ client, server }) => {
+      const exec = new ExecClient(server.address);
+      try {
+        const action = await uploadAction(client, { argv: ['/bin/true'] });
+        await exec.execute(action, { skipCacheLookup: true }); // warm-up
+        const e2e = await time(() => exec.execute(action, { skipCacheLookup: true }), n);
+        // Throughput with every executor busy: distinct actions, several callers.
+        const actions = await Promise.all(Array.from({ length: ctx.quick ? 8 : 120 }, (_, i) => uploadAction(client, { argv: ['/bin/true'], salt: `t${i}` })));
+        const t = performance.now();
+        let next = 0;
+        await Promise.all(
+          Array.from({ length: 8 }, async () => {
+            while (next < actions.length) await exec.execute(actions[next++]!, { skipCacheLookup: true });
+          }),
+        );
+        const rate = actions.length / ((performance.now() - t) / 1000);
+        const p50 = quantile(e2e, 0.5);
+        return [
+          { name: 'end-to-end p50', value: round(p50, 2), unit: 'ms', baseline: round(quantile(spawnTimes, 0.5), 2), spread: [round(Math.min(...e2e), 2), round(Math.max(...e2e), 2)], target: { text: '<= 25 ms', met: p50 <= 25 } },
+          { name: 'end-to-end p99', value: round(quantile(e2e, 0.99), 2), unit: 'ms' },
+          { name: 'sandbox alone p50', value: round(quantile(sandboxTimes, 0.5), 2), unit: 'ms', baseline: round(quantile(spawnTimes, 0.5), 2) },
+          { name: 'throughput, all executors busy', value: round(rate, 1), unit: 'actions/s' },
+        ];
+      } finally {
+        exec.close();
+      }
+    });
+  },
+};
