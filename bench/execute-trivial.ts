@@ -3,7 +3,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BwrapSandbox } from '../src/sandbox/bwrap-sandbox.js';
-import { ExecClient, uploadAction } from '../test/helpers/execute.js';
+import { ExecClient, uploadAction } from '../src/client/execution-client.js';
 import { withServer } from './server.js';
 import { quantile, round } from './stats.js';
 import type { Benchmark } from './types.js';

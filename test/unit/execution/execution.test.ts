@@ -5,7 +5,7 @@ import { Code } from '../../../src/common/errors.js';
 import { ReapiClient } from '../../../src/client/reapi-client.js';
 import { ExecutionStage_Value } from '../../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { ReprServer } from '../../../src/server/server.js';
-import { ExecClient, uploadAction } from '../../helpers/execute.js';
+import { ExecClient, uploadAction } from '../../../src/client/execution-client.js';
 import { startInProcess, startServerProcess } from '../../helpers/server.js';
 import { tmpDir } from '../../helpers/tmp.js';
 

@@ -1,5 +1,5 @@
-import { computeDigest, type Digest, SHA256, toWire } from '../../src/common/digest.js';
-import type { ReapiClient } from '../../src/client/reapi-client.js';
+import { computeDigest, type Digest, SHA256, toWire } from '../common/digest.js';
+import type { ReapiClient } from './reapi-client.js';
 import { credentials, makeGenericClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
 import {
   Action,
@@ -9,9 +9,13 @@ import {
   ExecuteResponse,
   ExecutionService,
   type ExecutionStage_Value,
-} from '../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
-import { type Operation, OperationsService } from '../../src/proto/google/longrunning/operations.js';
+} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import { type Operation, OperationsService } from '../proto/google/longrunning/operations.js';
 
+/**
+ * Execution and Operations clients for repr's tools, tests and benchmarks,
+ * and `uploadAction`, which builds and uploads a one-directory action.
+ */
 const ExecutionClient = makeGenericClientConstructor(ExecutionService as unknown as ServiceDefinition, 'Execution');
 const OperationsClient = makeGenericClientConstructor(OperationsService as unknown as ServiceDefinition, 'Operations');
 
