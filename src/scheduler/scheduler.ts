@@ -14,7 +14,7 @@ import {
 import type { ExecutionTask } from '../worker/local-executor.js';
 import { MissingInputsError } from '../worker/input-root.js';
 import { preconditionFailureStatus } from './precondition.js';
-import type { OperationStore } from './operation-store.js';
+import type { OperationRow, OperationStore } from './operation-store.js';
 import { type ExecutorCapabilities, type Requirement, unmet } from './platform.js';
 
 /** Something that runs actions: a local executor, or (later) a remote worker's slot. */
@@ -175,14 +175,7 @@ export class Scheduler {
     const e = this.byName.get(name);
     if (e) return e.state;
     const row = this.store.get(name);
-    if (!row) return undefined;
-    return {
-      name,
-      instanceName: row.instanceName,
-      actionDigest: makeDigest(digestFunctionFromValue(row.digestFunction), row.actionHash, row.actionSize),
-      stage: row.stage,
-      ...(row.response ? { response: ExecuteResponse.decode(row.response) } : {}),
-    };
+    return row && stateFromRow(row);
   }
 
   /** Calls `fn` now with the current state and on every change until done; returns an unsubscribe function. */
@@ -196,7 +189,8 @@ export class Scheduler {
   }
 
   list(after: string, limit: number): OperationState[] {
-    return this.store.list(after, limit).map((r) => this.get(r.name)!).filter(Boolean);
+    // Live operations from memory (fresher than their row), the rest from the rows already read.
+    return this.store.list(after, limit).map((r) => this.byName.get(r.name)?.state ?? stateFromRow(r));
   }
 
   /** Cancels a queued or running operation; false if it is unknown or already done. */
@@ -305,6 +299,16 @@ export class Scheduler {
     for (const w of entry.watchers) w(entry.state);
     entry.watchers.clear();
   }
+}
+
+function stateFromRow(row: OperationRow): OperationState {
+  return {
+    name: row.name,
+    instanceName: row.instanceName,
+    actionDigest: makeDigest(digestFunctionFromValue(row.digestFunction), row.actionHash, row.actionSize),
+    stage: row.stage,
+    ...(row.response ? { response: ExecuteResponse.decode(row.response) } : {}),
+  };
 }
 
 function cancelledResponse(): ExecuteResponse {

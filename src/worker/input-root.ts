@@ -75,15 +75,15 @@ export class InputRootBuilder {
       const missing = await this.cas.findMissing(level);
       if (missing.length > 0) throw new MissingInputsError(missing);
       const decoded = await Promise.all(level.map(async (d) => Directory.decode(await this.cas.get(d))));
-      const next: Digest[] = [];
+      const next = new Map<string, Digest>();
       decoded.forEach((dir, i) => {
         dirs.set(level[i]!.hash, dir);
         for (const c of dir.directories) {
           const cd = fromWire(fn, c.digest, `directory "${c.name}"`);
-          if (!dirs.has(cd.hash) && !next.some((n) => n.hash === cd.hash)) next.push(cd);
+          if (!dirs.has(cd.hash)) next.set(cd.hash, cd);
         }
       });
-      level = next;
+      level = [...next.values()];
     }
     // Files: one FindMissing for the whole tree, so a missing input fails fast and names them all.
     const files: Digest[] = [];
