@@ -20,5 +20,6 @@ protoc \
   google/longrunning/operations.proto \
   google/rpc/status.proto \
   google/rpc/code.proto \
-  google/rpc/error_details.proto
+  google/rpc/error_details.proto \
+  repr/worker/v1/worker.proto
 echo "generated $(find "$OUT" -name '*.ts' | wc -l) files under $OUT"

@@ -3,6 +3,14 @@ import { createLogger } from '../common/logger.js';
 import { ReprError } from '../common/errors.js';
 import { compileServerConfig, loadConfigFile, parseByteSize, type ServerConfigInput } from '../config/config.js';
 import { ReprServer } from '../server/server.js';
+import os from 'node:os';
+import path from 'node:path';
+import { failedPrecondition } from '../common/errors.js';
+import { defaultDataDir } from '../config/config.js';
+import { BwrapSandbox } from '../sandbox/bwrap-sandbox.js';
+import type { Sandbox } from '../sandbox/sandbox.js';
+import { Worker } from '../worker/worker.js';
+import { fetchStatus, formatStatus } from '../client/status-client.js';
 
 function byteSizeOption(v: string): number {
   const n = parseByteSize(v);
@@ -24,7 +32,9 @@ program
   .option('--cas-size <size>', 'disk space for the CAS before LRU eviction, e.g. 50GiB (default 10GiB)', byteSizeOption)
   .option('--instance <name...>', 'instance names to serve (default: any)')
   .option('--log-level <level>', 'trace, debug, info, warn, error or silent (default info)')
-  .option('--executors <n>', 'actions run at once in this process (default: cores; 0 = cache only)', (v) => intOption(v, '--executors'))
+  .option('--executors <n>', 'actions run at once in this process (default: cores; 0 = a pure scheduler for `repr worker`s)', (v) => intOption(v, '--executors'))
+  .option('--cache-only', 'serve only the cache (CAS, ByteStream, ActionCache): no Execution, no scheduler')
+  .option('--worker-heartbeat-timeout <seconds>', 'drop a worker silent for this long and run its actions elsewhere (default 10)', (v) => positiveNumber(v, '--worker-heartbeat-timeout'))
   .option('--executor-property <name=value...>', 'platform properties the executors offer (default OSFamily=linux)')
   .option('--allow-network', 'let actions ask for the host network with the platform property network=on')
   .action(async (opts: ServerFlags) => {
@@ -37,6 +47,8 @@ program
     if (opts.executors !== undefined) execution.executors = opts.executors;
     if (opts.executorProperty) execution.properties = parseProperties(opts.executorProperty);
     if (opts.allowNetwork) execution.allowNetwork = true;
+    if (opts.cacheOnly) execution.enabled = false;
+    if (opts.workerHeartbeatTimeout !== undefined) execution.workerHeartbeatTimeoutSeconds = opts.workerHeartbeatTimeout;
     input.execution = execution;
     let config = compileServerConfig(input);
     if (opts.casSize !== undefined) config = withCasSize(config, opts.casSize);
@@ -63,6 +75,95 @@ interface ServerFlags {
   executors?: number;
   executorProperty?: string[];
   allowNetwork?: boolean;
+  cacheOnly?: boolean;
+  workerHeartbeatTimeout?: number;
+}
+
+program
+  .command('worker')
+  .description('run a worker: connects to a scheduler (repr server), takes actions matching its platform properties and runs them sandboxed')
+  .requiredOption('-s, --scheduler <url>', 'scheduler address, grpc://HOST:PORT')
+  .option('--cas <url>', 'CAS to fetch inputs from and upload outputs to, if not the scheduler (grpc://HOST:PORT)')
+  .option('--name <name>', 'worker name, unique per scheduler (default HOSTNAME-PID)')
+  .option('--executors <n>', 'actions run at once (default: cores)', (v) => intOption(v, '--executors'))
+  .option('--executor-property <name=value...>', 'platform properties offered (default OSFamily=linux)')
+  .option('--cpus <n>', 'cores an action may ask for at most (default: all)', (v) => positiveNumber(v, '--cpus'))
+  .option('--memory <size>', 'memory an action may ask for at most (default: all)', byteSizeOption)
+  .option('--allow-network', 'let actions ask for the host network with the platform property network=on')
+  .option('-d, --data-dir <dir>', 'local CAS cache and scratch space (default $REPR_DATA_DIR/workers/NAME)')
+  .option('--cache-size <size>', 'local CAS cache size before LRU eviction (default 10GiB)', byteSizeOption)
+  .option('--drain-timeout <seconds>', 'on SIGTERM, how long running actions may finish before they are handed back (default 60)', (v) => positiveNumber(v, '--drain-timeout'))
+  .option('--log-level <level>', 'trace, debug, info, warn, error or silent (default info)')
+  .action(async (opts: WorkerFlags) => {
+    const log = createLogger((opts.logLevel ?? 'info') as Parameters<typeof createLogger>[0]);
+    const name = opts.name ?? `${os.hostname()}-${process.pid}`;
+    const dataDir = opts.dataDir ?? path.join(defaultDataDir(), 'workers', name.replace(/[^\w.-]/g, '_'));
+    let sandbox: Sandbox;
+    try {
+      sandbox = new BwrapSandbox({});
+    } catch (e) {
+      throw failedPrecondition(`cannot run actions without a sandbox: ${(e as Error).message}`);
+    }
+    const worker = await Worker.start({
+      scheduler: opts.scheduler,
+      ...(opts.cas ? { cas: opts.cas } : {}),
+      name,
+      executors: opts.executors ?? os.cpus().length,
+      properties: opts.executorProperty ? parseProperties(opts.executorProperty) : { OSFamily: ['linux'] },
+      cpus: opts.cpus ?? os.cpus().length,
+      memoryBytes: opts.memory ?? os.totalmem(),
+      allowNetwork: opts.allowNetwork ?? false,
+      cacheDir: path.join(dataDir, 'cas'),
+      cacheBytes: opts.cacheSize ?? 10 * 1024 ** 3,
+      workDir: path.join(dataDir, 'work'),
+      sandbox,
+      defaultTimeoutMs: 900_000,
+      maxTimeoutMs: 3_600_000,
+      log: log.child({ worker: name }),
+    });
+    const stop = (signal: string) => {
+      log.info({ signal, running: worker.busy }, 'draining: no new work; finishing running actions');
+      worker.drain((opts.drainTimeout ?? 60) * 1000).then(
+        () => {
+          log.info('worker stopped');
+          process.exit(0);
+        },
+        () => process.exit(1),
+      );
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+
+interface WorkerFlags {
+  scheduler: string;
+  cas?: string;
+  name?: string;
+  executors?: number;
+  executorProperty?: string[];
+  cpus?: number;
+  memory?: number;
+  allowNetwork?: boolean;
+  dataDir?: string;
+  cacheSize?: number;
+  drainTimeout?: number;
+  logLevel?: string;
+}
+
+program
+  .command('status')
+  .description("show a scheduler's workers, their executors and properties, running actions and queue depth")
+  .option('-s, --server <url>', 'scheduler address, grpc://HOST:PORT', 'grpc://127.0.0.1:8980')
+  .option('--json', 'print the raw status as JSON')
+  .action(async (opts: { server: string; json?: boolean }) => {
+    const status = await fetchStatus(opts.server);
+    process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+  });
+
+function positiveNumber(v: string, flag: string): number {
+  const n = Number(v);
+  if (!(n > 0)) throw new InvalidArgumentError(`${flag} takes a positive number, not "${v}"`);
+  return n;
 }
 
 function intOption(v: string, flag: string): number {

@@ -2,13 +2,15 @@ import { randomUUID } from 'node:crypto';
 import {
   type ChannelCredentials,
   type Client,
+  type ClientReadableStream,
+  type ClientWritableStream,
   credentials,
   makeGenericClientConstructor,
   Metadata,
   type ServiceDefinition,
 } from '@grpc/grpc-js';
 import { type Digest, type DigestFunction, fromWire, SHA256, toWire } from '../common/digest.js';
-import { ReprError, Code } from '../common/errors.js';
+import { ReprError, Code, invalidArgument } from '../common/errors.js';
 import { decodeReadResponse, encodeWriteRequest } from '../cas/bytestream-codec.js';
 import { blobResourceName, type Compressor, uploadResourceName } from '../cas/resource-name.js';
 import { ByteStreamService, type QueryWriteStatusResponse, type WriteResponse } from '../proto/google/bytestream/bytestream.js';
@@ -16,14 +18,23 @@ import {
   ActionCacheClient,
   type ActionResult,
   CapabilitiesClient,
+  Compressor_Value,
   ContentAddressableStorageClient,
+  type BatchReadBlobsResponse,
+  type BatchUpdateBlobsResponse,
   type ServerCapabilities,
 } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 
-/** ByteStream with the hand-written codecs (the server uses the same ones). */
+/**
+ * ByteStream with the hand-written codecs (the server uses the same ones).
+ * `writeEncoded` is Write again, for callers that encode each WriteRequest
+ * themselves when they send it: grpc-js may hold a queued message for a while
+ * before serializing it, and the caller's buffer must be free to reuse at once.
+ */
 const byteStreamDefinition = {
   read: { ...ByteStreamService.read, responseDeserialize: decodeReadResponse },
   write: { ...ByteStreamService.write, requestSerialize: encodeWriteRequest },
+  writeEncoded: { ...ByteStreamService.write, requestSerialize: (b: Buffer) => b },
   queryWriteStatus: ByteStreamService.queryWriteStatus,
 } as unknown as ServiceDefinition;
 const ByteStreamClient = makeGenericClientConstructor(byteStreamDefinition, 'google.bytestream.ByteStream');
@@ -39,6 +50,30 @@ export interface ReapiClientOptions {
 }
 
 type Callback<T> = (err: Error | null, res?: T) => void;
+
+/** The outcome for one blob of a Batch* call, as the server reported it. */
+export interface BatchBlobStatus {
+  digest: Digest;
+  /** A gRPC status code; Code.OK on success. */
+  code: Code;
+  message: string;
+}
+
+/** An open ByteStream.Write whose requests the caller encodes (see `encodeWriteRequest`). */
+export interface EncodedWriteCall {
+  readonly stream: ClientWritableStream<Buffer>;
+  /** Settles when the server ends the call; rejects with its ServiceError. */
+  readonly response: Promise<WriteResponse>;
+}
+
+/** The digest function shared by `digests`; Batch* and FindMissing requests carry only one. */
+function sharedFunction(digests: readonly Digest[], fallback: DigestFunction): DigestFunction {
+  const fn = digests[0]?.fn ?? fallback;
+  if (digests.some((d) => d.fn !== fn)) throw invalidArgument('digests of one request must share a digest function');
+  return fn;
+}
+
+const wireKey = (d: { hash: string; sizeBytes: number }) => `${d.hash}/${d.sizeBytes}`;
 
 function call<T>(fn: (cb: Callback<T>) => void): Promise<T> {
   return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res as T))));
@@ -82,11 +117,74 @@ export class ReapiClient {
     return call((cb) => this.capabilities.getCapabilities({ instanceName: this.instanceName }, cb));
   }
 
-  async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
+  /** @param fn the request's digest function; the client's own by default. */
+  async findMissing(digests: readonly Digest[], fn: DigestFunction = this.fn): Promise<Digest[]> {
     const res = await call<{ missingBlobDigests: { hash: string; sizeBytes: number }[] }>((cb) =>
-      this.cas.findMissingBlobs({ instanceName: this.instanceName, blobDigests: digests.map(toWire), digestFunction: this.fn.value }, cb),
+      this.cas.findMissingBlobs({ instanceName: this.instanceName, blobDigests: digests.map(toWire), digestFunction: fn.value }, cb),
     );
-    return res.missingBlobDigests.map((d) => fromWire(this.fn, d));
+    return res.missingBlobDigests.map((d) => fromWire(fn, d));
+  }
+
+  /**
+   * BatchReadBlobs, uncompressed. The digests must share a digest function,
+   * which the request carries. Results come in the server's order, one per
+   * blob it answered for; `data` is empty unless `code` is OK.
+   */
+  async batchRead(digests: readonly Digest[]): Promise<(BatchBlobStatus & { data: Buffer })[]> {
+    const fn = sharedFunction(digests, this.fn);
+    const res = await call<BatchReadBlobsResponse>((cb) =>
+      this.cas.batchReadBlobs({ instanceName: this.instanceName, digests: digests.map(toWire), acceptableCompressors: [], digestFunction: fn.value }, cb),
+    );
+    const asked = new Map(digests.map((d) => [wireKey(d), d]));
+    return res.responses.flatMap((r) => {
+      const digest = r.digest && asked.get(wireKey(r.digest));
+      if (!digest) return [];
+      return [{ digest, code: r.status?.code ?? Code.OK, message: r.status?.message ?? '', data: r.data }];
+    });
+  }
+
+  /** BatchUpdateBlobs, uncompressed; the blobs must share a digest function. */
+  async batchUpdate(blobs: readonly { digest: Digest; data: Buffer }[]): Promise<BatchBlobStatus[]> {
+    const fn = sharedFunction(blobs.map((b) => b.digest), this.fn);
+    const res = await call<BatchUpdateBlobsResponse>((cb) =>
+      this.cas.batchUpdateBlobs(
+        {
+          instanceName: this.instanceName,
+          requests: blobs.map((b) => ({ digest: toWire(b.digest), data: b.data, compressor: Compressor_Value.IDENTITY })),
+          digestFunction: fn.value,
+        },
+        cb,
+      ),
+    );
+    const asked = new Map(blobs.map((b) => [wireKey(b.digest), b.digest]));
+    return res.responses.flatMap((r) => {
+      const digest = r.digest && asked.get(wireKey(r.digest));
+      return digest ? [{ digest, code: r.status?.code ?? Code.OK, message: r.status?.message ?? '' }] : [];
+    });
+  }
+
+  /**
+   * Starts a ByteStream.Write whose messages are WriteRequests the caller has
+   * already encoded, so that it controls chunking, backpressure and when the
+   * upload finishes.
+   */
+  openEncodedWrite(): EncodedWriteCall {
+    let stream!: ClientWritableStream<Buffer>;
+    const response = new Promise<WriteResponse>((resolve, reject) => {
+      stream = (this.byteStream.writeEncoded as (cb: Callback<WriteResponse>) => ClientWritableStream<Buffer>)((err, res) =>
+        err ? reject(err) : resolve(res!),
+      );
+    });
+    return { stream, response };
+  }
+
+  /** ByteStream.Read as a stream of chunks, for callers that must not buffer the blob. */
+  readStream(digest: Digest, opts: { offset?: number; limit?: number; compressor?: Compressor } = {}): ClientReadableStream<Buffer> {
+    return (this.byteStream.read as (req: unknown) => ClientReadableStream<Buffer>)({
+      resourceName: blobResourceName(this.instanceName, digest, opts.compressor),
+      readOffset: opts.offset ?? 0,
+      readLimit: opts.limit ?? 0,
+    });
   }
 
   /** Uploads a blob with ByteStream.Write, in chunks. */
@@ -118,11 +216,7 @@ export class ReapiClient {
 
   /** Reads a blob (or a range of it) with ByteStream.Read. */
   async read(digest: Digest, opts: { offset?: number; limit?: number; compressor?: Compressor } = {}): Promise<Buffer> {
-    const stream = (this.byteStream.read as (req: unknown) => NodeJS.ReadableStream)({
-      resourceName: blobResourceName(this.instanceName, digest, opts.compressor),
-      readOffset: opts.offset ?? 0,
-      readLimit: opts.limit ?? 0,
-    });
+    const stream = this.readStream(digest, opts);
     const chunks: Buffer[] = [];
     for await (const c of stream) chunks.push(c as Buffer);
     return Buffer.concat(chunks);

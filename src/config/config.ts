@@ -69,8 +69,14 @@ const serverSchema = z
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
     execution: z
       .object({
-        /** Executors run in this process; 0 makes the server a cache only. */
+        /** false makes the server a cache only: no Execution service, no scheduler. */
+        enabled: z.boolean().default(true),
+        /** Executors run in this process; 0 makes a pure scheduler that only external workers (`repr worker`) serve. */
         executors: z.number().int().nonnegative().default(() => os.cpus().length),
+        /** A worker that sends no heartbeat for this long is dropped and its actions run elsewhere. */
+        workerHeartbeatTimeoutSeconds: z.number().positive().default(10),
+        /** How long actions needing the properties of a worker that left wait for it to come back before failing. */
+        departedWorkerGraceSeconds: z.number().nonnegative().default(60),
         /** Platform properties every local executor offers (matched exactly). */
         properties: z.record(z.union([z.string(), z.array(z.string())])).default({ OSFamily: 'linux' }),
         /** Cores and memory an action may ask for at most (EngFlow-style cpu/memory properties). */

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { type Digest, type DigestFunction, digestFunctionFromValue, digestKey, digestString, makeDigest } from '../common/digest.js';
-import { Code, codeOf } from '../common/errors.js';
+import { Code, codeOf, ReprError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { acKey } from '../cas/action-cache-service.js';
@@ -17,11 +17,45 @@ import { preconditionFailureStatus } from './precondition.js';
 import type { OperationRow, OperationStore } from './operation-store.js';
 import { type ExecutorCapabilities, type Requirement, unmet } from './platform.js';
 
-/** Something that runs actions: a local executor, or (later) a remote worker's slot. */
+/** Something that runs one action at a time: a local executor, or one executor of a remote worker. */
 export interface ExecutorSlot {
   id: string;
   caps: ExecutorCapabilities;
   execute(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse>;
+}
+
+/**
+ * Thrown by an executor that lost the action through no fault of the action
+ * (its worker died, was cut off, or handed it back while draining): the
+ * scheduler runs the action again elsewhere instead of reporting a failure.
+ */
+export class ExecutorLostError extends ReprError {
+  constructor(message: string) {
+    super(Code.UNAVAILABLE, message);
+  }
+}
+
+export interface SchedulerOptions {
+  /** Times an action is re-queued after its executor was lost before it fails. */
+  maxAttempts?: number;
+  /**
+   * How long the capabilities of executors that went away still count when
+   * deciding whether an action can run: a worker that restarts or reconnects
+   * must not make the builds that need it fail in the meantime.
+   */
+  departedGraceMs?: number;
+}
+
+export interface RunningAction {
+  operationName: string;
+  actionDigest: Digest;
+  started: Date;
+}
+
+export interface SchedulerCounters {
+  completed: number;
+  requeued: number;
+  staleResults: number;
 }
 
 export interface OperationState {
@@ -53,6 +87,8 @@ interface Entry {
   watchers: Set<(s: OperationState) => void>;
   abort?: AbortController;
   cancelled?: boolean;
+  /** Executions started, including ones lost with their executor. */
+  attempts: number;
 }
 
 /**
@@ -68,6 +104,14 @@ export class Scheduler {
   private readonly queue: Entry[] = [];
   private readonly executors: ExecutorSlot[] = [];
   private readonly idle: ExecutorSlot[] = [];
+  private readonly running = new Map<ExecutorSlot, RunningAction>();
+  /** Capabilities of executors removed lately, and until when they still count. */
+  private departed: { caps: ExecutorCapabilities; until: number }[] = [];
+  private readonly counters: SchedulerCounters = { completed: 0, requeued: 0, staleResults: 0 };
+  private readonly completedBy = new Map<string, number>();
+  private readonly maxAttempts: number;
+  private readonly departedGraceMs: number;
+  private readonly sweeper: NodeJS.Timeout;
   private seq = 0;
 
   constructor(
@@ -75,7 +119,13 @@ export class Scheduler {
     private readonly cas: BlobStore,
     private readonly ac: BlobStore,
     private readonly log: Logger,
-  ) {}
+    opts: SchedulerOptions = {},
+  ) {
+    this.maxAttempts = opts.maxAttempts ?? 5;
+    this.departedGraceMs = opts.departedGraceMs ?? 60_000;
+    this.sweeper = setInterval(() => this.failUnrunnable(), 1000);
+    this.sweeper.unref();
+  }
 
   addExecutor(slot: ExecutorSlot): void {
     this.executors.push(slot);
@@ -83,23 +133,84 @@ export class Scheduler {
     this.dispatch();
   }
 
+  /**
+   * Takes an executor out of rotation: it gets no new work. An action it is
+   * running goes on; if the executor cannot finish it, it rejects with
+   * ExecutorLostError and the action is re-queued.
+   */
+  removeExecutor(slot: ExecutorSlot): void {
+    const i = this.executors.indexOf(slot);
+    if (i < 0) return;
+    this.executors.splice(i, 1);
+    const j = this.idle.indexOf(slot);
+    if (j >= 0) this.idle.splice(j, 1);
+    this.departed.push({ caps: slot.caps, until: Date.now() + this.departedGraceMs });
+  }
+
   get queueDepth(): number {
     return this.queue.length;
   }
 
+  get executing(): number {
+    return this.running.size;
+  }
+
+  /** What each busy executor is running, by executor id. */
+  runningActions(): Map<string, RunningAction> {
+    return new Map([...this.running].map(([slot, r]) => [slot.id, r]));
+  }
+
+  /** Results each executor (by id) has delivered since the scheduler started. */
+  completedByExecutor(): ReadonlyMap<string, number> {
+    return this.completedBy;
+  }
+
+  stats(): SchedulerCounters {
+    return { ...this.counters };
+  }
+
+  /** Counts a result that came back for an execution the scheduler had already given up on. */
+  noteStaleResult(): void {
+    this.counters.staleResults++;
+  }
+
   /**
-   * Why no executor can ever run these requirements, or undefined if one can.
-   * Reported for the executor that misses the fewest.
+   * Why no executor can run these requirements, or undefined if one can.
+   * Reported for the executor that misses the fewest. Executors that left in
+   * the last `departedGraceMs` count, so the action waits for them to return.
    */
-  unsatisfiable(reqs: Requirement[]): string[] | undefined {
-    if (this.executors.length === 0) return ['no executors are configured'];
+  unsatisfiable(reqs: readonly Requirement[]): string[] | undefined {
+    const now = Date.now();
+    this.departed = this.departed.filter((d) => d.until > now);
+    const all = [...this.executors.map((e) => e.caps), ...this.departed.map((d) => d.caps)];
+    if (all.length === 0) return ['no executors are connected'];
     let best: string[] | undefined;
-    for (const e of this.executors) {
-      const why = unmet(reqs, e.caps);
+    for (const caps of all) {
+      const why = unmet(reqs, caps);
       if (why.length === 0) return undefined;
       if (!best || why.length < best.length) best = why;
     }
     return best;
+  }
+
+  /** Fails queued actions that no executor (present, or gone but within its grace) can run. */
+  private failUnrunnable(): void {
+    if (this.queue.length === 0) return;
+    for (const e of [...this.queue]) {
+      const why = this.unsatisfiable(e.req.requirements);
+      if (!why) continue;
+      this.queue.splice(this.queue.indexOf(e), 1);
+      this.finish(
+        e,
+        ExecuteResponse.fromPartial({
+          status: { code: Code.FAILED_PRECONDITION, message: `no executor can run this action any more; unmet platform properties: ${why.join(', ')}` },
+        }),
+      );
+    }
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
   }
 
   submit(req: SubmitRequest): OperationState {
@@ -156,6 +267,7 @@ export class Scheduler {
       seq: this.seq++,
       queuedAt,
       watchers: new Set(),
+      attempts: 0,
     };
     this.byName.set(name, entry);
     this.inflight.set(key, entry);
@@ -254,29 +366,60 @@ export class Scheduler {
 
   private async run(slot: ExecutorSlot, entry: Entry): Promise<void> {
     entry.abort = new AbortController();
+    entry.attempts++;
+    this.running.set(slot, { operationName: entry.state.name, actionDigest: entry.req.actionDigest, started: new Date() });
     this.transition(entry, ExecutionStage_Value.EXECUTING);
-    let response: ExecuteResponse;
+    let response: ExecuteResponse | undefined;
     try {
       const { req } = entry;
       response = await slot.execute(
-        { operationName: entry.state.name, fn: req.fn, actionDigest: req.actionDigest, action: req.action, command: req.command, requirements: req.requirements, queuedAt: entry.queuedAt },
+        {
+          operationName: entry.state.name,
+          instanceName: req.instanceName,
+          fn: req.fn,
+          actionDigest: req.actionDigest,
+          action: req.action,
+          command: req.command,
+          requirements: req.requirements,
+          queuedAt: entry.queuedAt,
+        },
         entry.abort.signal,
       );
       if (entry.cancelled) response = { ...cancelledResponse(), result: response.result };
     } catch (e) {
-      if (e instanceof MissingInputsError) {
+      if (e instanceof ExecutorLostError && !entry.cancelled && entry.attempts < this.maxAttempts) {
+        this.log.warn({ op: entry.state.name, executor: slot.id, attempt: entry.attempts, reason: e.message }, 'executor lost; re-queueing the action');
+        this.counters.requeued++;
+      } else if (e instanceof MissingInputsError) {
         response = ExecuteResponse.fromPartial({ status: preconditionFailureStatus(e.missing, e.message) });
+      } else if (entry.cancelled) {
+        response = cancelledResponse();
       } else {
         const code = codeOf(e);
-        this.log.error({ err: e, op: entry.state.name, executor: slot.id }, 'executor failed');
+        if (!(e instanceof ExecutorLostError)) this.log.error({ err: e, op: entry.state.name, executor: slot.id }, 'executor failed');
         response = ExecuteResponse.fromPartial({
-          status: { code: code === Code.OK ? Code.INTERNAL : code, message: `executor ${slot.id}: ${(e as Error).message}` },
+          status: {
+            code: code === Code.OK ? Code.INTERNAL : code,
+            message: e instanceof ExecutorLostError ? `gave up after ${entry.attempts} executors were lost running it; last: ${e.message}` : `executor ${slot.id}: ${(e as Error).message}`,
+          },
         });
       }
     } finally {
-      this.idle.push(slot);
+      this.running.delete(slot);
+      // A removed executor (lost or draining) gets no more work.
+      if (this.executors.includes(slot)) this.idle.push(slot);
+    }
+    if (!response) {
+      // Back in line at its original place: it has waited already.
+      entry.abort = undefined;
+      this.transition(entry, ExecutionStage_Value.QUEUED);
+      this.enqueue(entry);
+      this.dispatch();
+      return;
     }
     await this.cacheResult(entry, response).catch((e: unknown) => this.log.warn({ err: e, op: entry.state.name }, 'could not write the action cache'));
+    this.counters.completed++;
+    this.completedBy.set(slot.id, (this.completedBy.get(slot.id) ?? 0) + 1);
     this.finish(entry, response);
     this.dispatch();
   }

@@ -13,7 +13,10 @@ import { enlargeSessionWindows, enlargeStreamWindows } from './http2-windows.js'
 import { ExecutionServiceImpl } from '../execution/execution-service.js';
 import { OperationsServiceImpl } from '../execution/operations-service.js';
 import { OperationStore } from '../scheduler/operation-store.js';
-import { Scheduler } from '../scheduler/scheduler.js';
+import { type ExecutorSlot, Scheduler } from '../scheduler/scheduler.js';
+import { StatusServiceImpl } from '../scheduler/status-service.js';
+import { type WorkerGroup, WorkerService } from '../scheduler/worker-service.js';
+import os from 'node:os';
 import { BwrapSandbox } from '../sandbox/bwrap-sandbox.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { defaultExecutorId, LocalExecutor } from '../worker/local-executor.js';
@@ -38,7 +41,7 @@ export class ReprServer {
     /** The bound address (host:port), with the real port if 0 was asked for. */
     readonly address: string,
     readonly port: number,
-    private readonly operations?: OperationStore,
+    private readonly execution?: { store: OperationStore; scheduler: Scheduler; workers: WorkerService },
   ) {
     this.state = 'SERVING';
   }
@@ -73,6 +76,9 @@ export class ReprServer {
       const { scheduler } = execution;
       add(ExecutionServiceImpl.definition, new ExecutionServiceImpl({ cas, actionCache, scheduler, instances, log: log.child({ svc: 'execution' }) }).handlers());
       add(OperationsServiceImpl.definition, new OperationsServiceImpl(scheduler, log.child({ svc: 'operations' })).handlers());
+      add(WorkerService.definition, execution.workers.handlers());
+      const groups = () => [...(execution.local ? [execution.local] : []), ...execution.workers.groups()];
+      add(StatusServiceImpl.definition, new StatusServiceImpl(scheduler, groups, log.child({ svc: 'status' })).handlers());
     }
 
     // Before listening: a WaitExecution for an operation of the previous run
@@ -86,13 +92,15 @@ export class ReprServer {
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
     log.info({ address, dataDir: config.dataDir }, 'repr server listening');
-    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution?.store);
+    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution);
   }
 
   /** Stops accepting calls, lets running ones finish for up to `graceMs`, then closes stores. */
   async stop(graceMs = 5000): Promise<void> {
     if (this.state !== 'SERVING') return;
     this.state = 'STOPPING';
+    // Workers' streams never end by themselves; end them so the shutdown is not held up.
+    this.execution?.workers.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.grpc.forceShutdown();
@@ -104,7 +112,8 @@ export class ReprServer {
       });
     });
     this.byteStream.close();
-    this.operations?.close();
+    this.execution?.scheduler.close();
+    this.execution?.store.close();
     for (const s of this.stores) await s.close?.();
     this.state = 'STOPPED';
     this.log.info('repr server stopped');
@@ -112,14 +121,19 @@ export class ReprServer {
 }
 
 /**
- * The scheduler with its operation store and the in-process executors, or
- * undefined when the configuration asks for no executors (a cache only).
+ * The scheduler with its operation store, the in-process executors and the
+ * service external workers connect to, or undefined for a cache-only server.
  */
 async function startExecution(config: ServerConfig, cas: BlobStore, ac: BlobStore, log: Logger) {
   const ex = config.execution;
-  if (ex.executors === 0) return undefined;
+  if (!ex.enabled) return undefined;
   const store = new OperationStore(path.join(config.dataDir, 'operations.sqlite'));
-  const scheduler = new Scheduler(store, cas, ac, log.child({ svc: 'scheduler' }));
+  const scheduler = new Scheduler(store, cas, ac, log.child({ svc: 'scheduler' }), { departedGraceMs: ex.departedWorkerGraceSeconds * 1000 });
+  const workers = new WorkerService({ scheduler, log: log.child({ svc: 'workers' }), heartbeatTimeoutMs: ex.workerHeartbeatTimeoutSeconds * 1000 });
+  if (ex.executors === 0) {
+    log.info('remote execution enabled; no built-in executors, waiting for workers (repr worker)');
+    return { scheduler, store, workers, local: undefined };
+  }
   let sandbox: Sandbox;
   try {
     sandbox = new BwrapSandbox({ ...(ex.readOnlyPaths ? { readOnlyPaths: ex.readOnlyPaths } : {}) });
@@ -132,18 +146,22 @@ async function startExecution(config: ServerConfig, cas: BlobStore, ac: BlobStor
   rmSync(workDir, { recursive: true, force: true }); // leftovers of a crash
   const properties = Object.fromEntries(Object.entries(ex.properties).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));
   const caps = { properties, cpus: ex.cpus, memoryBytes: ex.memoryBytes, networkAllowed: ex.allowNetwork };
+  const slots: ExecutorSlot[] = [];
   for (let i = 0; i < ex.executors; i++) {
     const executor = new LocalExecutor({
       id: defaultExecutorId(i),
-      cas,
+      cas: () => cas,
       sandbox,
       workDir,
       log: log.child({ executor: i }),
       defaultTimeoutMs: ex.defaultTimeoutSeconds * 1000,
       maxTimeoutMs: ex.maxTimeoutSeconds * 1000,
     });
-    scheduler.addExecutor({ id: executor.id, caps, execute: (task, signal) => executor.execute(task, signal) });
+    const slot: ExecutorSlot = { id: executor.id, caps, execute: (task, signal) => executor.execute(task, signal) };
+    slots.push(slot);
+    scheduler.addExecutor(slot);
   }
   log.info({ executors: ex.executors, properties }, 'remote execution enabled');
-  return { scheduler, store };
+  const local: WorkerGroup = { name: `${os.hostname()} (built-in)`, address: 'local', slots, properties, draining: false, connected: new Date() };
+  return { scheduler, store, workers, local };
 }

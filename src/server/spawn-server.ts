@@ -24,23 +24,42 @@ export interface ServerProcess {
  * server process rather than an in-process one.
  */
 export async function spawnServer(args: string[], timeoutMs = 20_000): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [REPR_BIN, 'server', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let address = '';
+  const p = await spawnRepr(['server', '--listen', '127.0.0.1:0', ...args], (rec) => {
+    if (rec.msg === 'repr server listening' && typeof rec.address === 'string') address = rec.address;
+    return address !== '';
+  }, timeoutMs);
+  return { ...p, address, url: `grpc://${address}` };
+}
+
+export type WorkerProcess = Omit<ServerProcess, 'address' | 'url'>;
+
+/** Starts `repr worker` and waits until it has registered with its scheduler. */
+export function spawnWorker(schedulerUrl: string, args: string[], timeoutMs = 20_000): Promise<WorkerProcess> {
+  return spawnRepr(['worker', '--scheduler', schedulerUrl, ...args], (rec) => rec.msg === 'registered with the scheduler', timeoutMs);
+}
+
+/** Runs `repr ARGS...` and resolves once a JSON log line satisfies `ready`. */
+async function spawnRepr(args: string[], ready: (rec: Record<string, unknown>) => boolean, timeoutMs: number): Promise<WorkerProcess> {
+  const child = spawn(process.execPath, [REPR_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   child.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
-  const address = await new Promise<string>((resolve, reject) => {
+  await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`repr server did not start in ${timeoutMs} ms:\n${logs.join('')}`));
+      reject(new Error(`repr ${args[0]} was not ready in ${timeoutMs} ms:\n${logs.join('')}`));
     }, timeoutMs);
     const rl = createInterface({ input: child.stdout! });
+    let done = false;
     rl.on('line', (line) => {
       logs.push(line);
+      if (done) return;
       try {
-        const rec = JSON.parse(line) as { msg?: string; address?: string };
-        if (rec.msg === 'repr server listening' && rec.address) {
+        if (ready(JSON.parse(line) as Record<string, unknown>)) {
+          done = true;
           clearTimeout(timer);
-          resolve(rec.address);
+          resolve();
         }
       } catch {
         /* not a log line */
@@ -48,13 +67,11 @@ export async function spawnServer(args: string[], timeoutMs = 20_000): Promise<S
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`repr server exited with ${code} before listening:\n${logs.join('')}`));
+      if (!done) reject(new Error(`repr ${args[0]} exited with ${code} before it was ready:\n${logs.join('')}`));
     });
   });
   return {
     child,
-    address,
-    url: `grpc://${address}`,
     logs,
     stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);

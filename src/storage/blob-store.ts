@@ -39,6 +39,13 @@ export interface BlobStore {
    * instead of copying. Undefined when the store keeps no such file.
    */
   localPath?(digest: Digest): string | undefined;
+  /**
+   * Fetches these blobs into local files (see localPath) with as few round
+   * trips as the store can, before an executor links them one by one. Only
+   * stores with a remote tier implement it; blobs it cannot fetch are left
+   * for `get` to report.
+   */
+  localize?(digests: readonly Digest[]): Promise<void>;
   /** Releases resources (timers, file handles). */
   close?(): Promise<void>;
 }
@@ -85,6 +92,9 @@ export abstract class ForwardingBlobStore implements BlobStore {
   }
   localPath(digest: Digest): string | undefined {
     return this.inner.localPath?.(digest);
+  }
+  async localize(digests: readonly Digest[]): Promise<void> {
+    await this.inner.localize?.(digests);
   }
   async close(): Promise<void> {
     await this.inner.close?.();

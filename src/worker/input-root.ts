@@ -90,6 +90,7 @@ export class InputRootBuilder {
     for (const dir of dirs.values()) for (const f of dir.files) files.push(fromWire(fn, f.digest, `file "${f.name}"`));
     const missingFiles = files.length > 0 ? await this.cas.findMissing(files) : [];
     if (missingFiles.length > 0) throw new MissingInputsError(missingFiles);
+    if (files.length > 0) await this.cas.localize?.(files);
     return dirs;
   }
 

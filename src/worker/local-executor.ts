@@ -9,13 +9,15 @@ import type { BlobStore } from '../storage/blob-store.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { type Requirement, sandboxSettings } from '../scheduler/platform.js';
 import type { Action, Command, ExecuteResponse, ExecutedActionMetadata } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
-import type { Timestamp } from '../proto/google/protobuf/timestamp.js';
+import { toMillis, toTimestamp } from '../common/time.js';
 import { assertRelativePath, InputRootBuilder } from './input-root.js';
 import { collectOutputs, uploadFile } from './outputs.js';
 
 /** One action to run, as the scheduler hands it to an executor. */
 export interface ExecutionTask {
   operationName: string;
+  /** For the executor's own CAS calls. */
+  instanceName: string;
   fn: DigestFunction;
   actionDigest: Digest;
   action: Action;
@@ -26,7 +28,8 @@ export interface ExecutionTask {
 
 export interface LocalExecutorOptions {
   id: string;
-  cas: BlobStore;
+  /** The CAS to stage inputs from and upload outputs to, per instance name. */
+  cas: (instanceName: string) => BlobStore;
   sandbox: Sandbox;
   /** Scratch space: one directory per running action, removed afterwards. */
   workDir: string;
@@ -37,14 +40,7 @@ export interface LocalExecutorOptions {
   maxTimeoutMs: number;
 }
 
-function ts(d: Date): Timestamp {
-  const ms = d.getTime();
-  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 };
-}
-
-function durationMs(d: { seconds: number; nanos: number } | undefined): number {
-  return d ? d.seconds * 1000 + Math.floor(d.nanos / 1e6) : 0;
-}
+const ts = toTimestamp;
 
 const STATUS_OK = { code: Code.OK, message: '', details: [] };
 
@@ -56,11 +52,7 @@ const STATUS_OK = { code: Code.OK, message: '', details: [] };
  * could not do its job (and the scheduler decides what to tell the client).
  */
 export class LocalExecutor {
-  private readonly inputs: InputRootBuilder;
-
-  constructor(private readonly o: LocalExecutorOptions) {
-    this.inputs = new InputRootBuilder(o.cas, path.join(o.workDir, 'cache'));
-  }
+  constructor(private readonly o: LocalExecutorOptions) {}
 
   get id(): string {
     return this.o.id;
@@ -68,6 +60,7 @@ export class LocalExecutor {
 
   async execute(task: ExecutionTask, signal?: AbortSignal): Promise<ExecuteResponse> {
     const { fn, action, command } = task;
+    const cas = this.o.cas(task.instanceName);
     const meta: ExecutedActionMetadata = {
       worker: this.o.id,
       queuedTimestamp: ts(task.queuedAt),
@@ -79,7 +72,7 @@ export class LocalExecutor {
     try {
       meta.inputFetchStartTimestamp = ts(new Date());
       await mkdir(dir, { recursive: true });
-      await this.inputs.build(fn, fromWire(fn, action.inputRootDigest, 'input_root_digest'), root);
+      await new InputRootBuilder(cas, path.join(this.o.workDir, 'cache')).build(fn, fromWire(fn, action.inputRootDigest, 'input_root_digest'), root);
       const wd = assertRelativePath(command.workingDirectory, 'working_directory');
       // Parents of declared outputs exist before the action runs (REAPI).
       for (const p of [...command.outputPaths, ...command.outputFiles, ...command.outputDirectories]) {
@@ -90,7 +83,7 @@ export class LocalExecutor {
       for (const p of command.outputDirectories) await mkdirWritable(root, path.join(root, wd, assertRelativePath(p, 'output directory')));
       meta.inputFetchCompletedTimestamp = ts(new Date());
 
-      const timeoutMs = Math.min(this.o.maxTimeoutMs, durationMs(action.timeout) || this.o.defaultTimeoutMs);
+      const timeoutMs = Math.min(this.o.maxTimeoutMs, toMillis(action.timeout) || this.o.defaultTimeoutMs);
       const { limits, network } = sandboxSettings(task.requirements);
       const env: Record<string, string> = {};
       for (const v of command.environmentVariables) env[v.name] = v.value;
@@ -114,9 +107,9 @@ export class LocalExecutor {
       meta.virtualExecutionDuration = { seconds: Math.floor(r.wallMs / 1000), nanos: Math.round((r.wallMs % 1000) * 1e6) };
 
       meta.outputUploadStartTimestamp = ts(new Date());
-      const outputs = r.timedOut ? undefined : await collectOutputs(this.o.cas, fn, command, path.join(root, wd));
-      const stdout = await uploadFile(this.o.cas, fn, path.join(dir, 'stdout'));
-      const stderr = await uploadFile(this.o.cas, fn, path.join(dir, 'stderr'));
+      const outputs = r.timedOut ? undefined : await collectOutputs(cas, fn, command, path.join(root, wd));
+      const stdout = await uploadFile(cas, fn, path.join(dir, 'stdout'));
+      const stderr = await uploadFile(cas, fn, path.join(dir, 'stderr'));
       meta.outputUploadCompletedTimestamp = ts(new Date());
       meta.workerCompletedTimestamp = ts(new Date());
 

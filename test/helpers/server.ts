@@ -13,3 +13,6 @@ export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url
 export async function startInProcess(input: ServerConfigInput & { dataDir: string }): Promise<ReprServer> {
   return ReprServer.start(compileServerConfig({ listen: '127.0.0.1:0', ...input }), silentLogger());
 }
+
+export { spawnWorker, type WorkerProcess } from '../../src/server/spawn-server.js';
+export { fetchStatus, waitForStatus } from '../../src/client/status-client.js';

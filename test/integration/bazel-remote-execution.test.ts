@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BazelWorkspace, hasBazel, processSummary } from '../helpers/bazel.js';
-import { startServerProcess, type ServerProcess } from '../helpers/server.js';
+import { fetchStatus, spawnWorker, startServerProcess, waitForStatus, type ServerProcess, type WorkerProcess } from '../helpers/server.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const PACKAGES = ['gen', 'lib', 'app', 'tests', 'tree'];
@@ -19,7 +19,7 @@ describe('Bazel 4.2.3 with --remote_executor', () => {
   let server: ServerProcess;
   let ws: BazelWorkspace;
   let local: Map<string, string>;
-  const remote = () => [
+  const remote = (): string[] => [
     `--remote_executor=${server.url}`,
     '--remote_instance_name=main',
     '--remote_default_exec_properties=OSFamily=linux',
@@ -30,19 +30,17 @@ describe('Bazel 4.2.3 with --remote_executor', () => {
 
   before(async () => {
     assert.ok(hasBazel(), 'bazel is not installed: apt-get install -y bazel-bootstrap (see README)');
-    server = await startServerProcess(['--data-dir', tmpDir('repr-data-'), '--executors', '4']);
     ws = new BazelWorkspace();
     await ws.ok(['test', '//...']);
     local = ws.outputHashes(PACKAGES);
-    await ws.ok(['clean']);
   });
 
   after(async () => {
     await ws?.shutdown();
-    await server?.stop();
   });
 
-  it('runs every action remotely with results identical to local, then serves them all from the cache', async () => {
+  /** Cold: every action runs remotely, outputs equal the local build; warm after `bazel clean`: all cache hits. */
+  const coldThenWarm = async (): Promise<number> => {
     const cold = processSummary(await ws.ok(['test', '//...', ...remote()]));
     const executed = cold.total - (cold.kinds.get('internal') ?? 0);
     assert.equal(cold.kinds.get('remote'), executed, `every action ran remotely: ${JSON.stringify([...cold.kinds])}`);
@@ -53,7 +51,42 @@ describe('Bazel 4.2.3 with --remote_executor', () => {
     const warm = processSummary(await ws.ok(['test', '//...', ...remote()]));
     assert.equal(warm.kinds.get('remote cache hit'), executed, `warm run is all cache hits: ${JSON.stringify([...warm.kinds])}`);
     assert.deepEqual(ws.outputHashes(PACKAGES), local);
+    return executed;
+  };
+
+  describe('a scheduler with two `repr worker`s and no built-in executors', () => {
+    const workers: WorkerProcess[] = [];
+    before(async () => {
+      server = await startServerProcess(['--data-dir', tmpDir('repr-data-'), '--executors', '0']);
+      for (const name of ['bazel-w1', 'bazel-w2']) workers.push(await spawnWorker(server.url, ['--name', name, '--executors', '2', '--data-dir', tmpDir(`repr-${name}-`)]));
+      await waitForStatus(server.url, (s) => s.workers.length === 2);
+      await ws.ok(['clean']);
+    });
+    after(async () => {
+      for (const w of workers) await w.stop();
+      await server?.stop();
+    });
+
+    it('runs every action on the workers with results identical to local, then serves them from the cache', async () => {
+      const executed = await coldThenWarm();
+      const s = await fetchStatus(server.url);
+      assert.equal(s.completed, executed, 'the workers ran every action');
+      assert.ok(s.workers.every((w) => w.completed > 0), `both workers took work: ${s.workers.map((w) => `${w.name}=${w.completed}`).join(' ')}`);
+    });
   });
+
+  describe('the all-in-one server with built-in executors', () => {
+    before(async () => {
+      server = await startServerProcess(['--data-dir', tmpDir('repr-data-'), '--executors', '4']);
+      await ws.ok(['clean']);
+    });
+    after(async () => {
+      await server?.stop();
+    });
+
+    it('runs every action remotely with results identical to local, then serves them all from the cache', async () => {
+      await coldThenWarm();
+    });
 
   it('reports a failing test as FAILED with its log', async () => {
     const r = await ws.run(['test', '//failing:fails', ...remote()]);
@@ -69,5 +102,6 @@ describe('Bazel 4.2.3 with --remote_executor', () => {
     assert.equal(r.code, 3, r.stderr.slice(-3000));
     assert.match(r.stdout + r.stderr, /\/\/failing:sleeps\s+TIMEOUT/);
     assert.ok(Date.now() - t < 40_000, 'the sandbox killed the test at its timeout rather than after 60 s');
+  });
   });
 });

@@ -41,7 +41,7 @@ describe('REAPI services over gRPC', () => {
   let other: ReapiClient;
 
   before(async () => {
-    server = await startInProcess({ dataDir: tmpDir(), instanceNames: ['', 'main', 'other'], maxBatchTotalSizeBytes: MAX_BATCH, execution: { executors: 0 } });
+    server = await startInProcess({ dataDir: tmpDir(), instanceNames: ['', 'main', 'other'], maxBatchTotalSizeBytes: MAX_BATCH, execution: { enabled: false } });
     client = new ReapiClient({ target: server.address, instanceName: 'main', writeChunkBytes: 16 * 1024 });
     b3 = new ReapiClient({ target: server.address, instanceName: 'main', digestFunction: BLAKE3 });
     other = new ReapiClient({ target: server.address, instanceName: 'other' });

@@ -11,12 +11,16 @@ export const protobufPackage = "build.bazel.semver";
 
 export const protobufFileName = "build/bazel/semver/semver.proto";
 
-/** Semantic version of the Remote Execution API, as exchanged in Capabilities. */
+/**
+ * Semantic version of the Remote Execution API, as exchanged through the
+ * Capabilities service. Written for repr; wire-compatible with upstream.
+ */
 
 export interface SemVer {
   major: number;
   minor: number;
   patch: number;
+  /** Pre-release label, e.g. "alpha"; empty for a release. */
   prerelease: string;
 }
 

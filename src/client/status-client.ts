@@ -1,0 +1,50 @@
+import { credentials, Metadata } from '@grpc/grpc-js';
+import { type GetStatusResponse, SchedulerStatusClient } from '../proto/repr/worker/v1/worker.js';
+
+/** Asks a scheduler for its status (SchedulerStatus.GetStatus). */
+export function fetchStatus(target: string, timeoutMs = 10_000): Promise<GetStatusResponse> {
+  const client = new SchedulerStatusClient(target.replace(/^grpc:\/\//, ''), credentials.createInsecure());
+  return new Promise<GetStatusResponse>((resolve, reject) => {
+    client.getStatus({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+      client.close();
+      if (err) reject(new Error(`cannot get the status of ${target}: ${err.details || err.message}`));
+      else resolve(res);
+    });
+  });
+}
+
+/** Polls until `ready` holds for the scheduler's status (tests, scripts waiting for workers). */
+export async function waitForStatus(target: string, ready: (s: GetStatusResponse) => boolean, timeoutMs = 20_000): Promise<GetStatusResponse> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await fetchStatus(target);
+    if (ready(s)) return s;
+    if (Date.now() > until) throw new Error(`scheduler status not as expected after ${timeoutMs} ms: ${JSON.stringify(s)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function ago(ts: { seconds: number; nanos: number } | undefined, now: number): string {
+  if (!ts) return '-';
+  const s = (now - (ts.seconds * 1000 + ts.nanos / 1e6)) / 1000;
+  return s < 120 ? `${s.toFixed(1)}s ago` : `${Math.round(s / 60)}m ago`;
+}
+
+/** A human-readable table of a status. */
+export function formatStatus(s: GetStatusResponse, now = Date.now()): string {
+  const lines = [
+    `queued ${s.queued}  executing ${s.executing}  completed ${s.completed}  requeued ${s.requeued}  stale results ${s.staleResults}`,
+    '',
+    `${'WORKER'.padEnd(32)} ${'ADDRESS'.padEnd(22)} ${'EXEC'.padStart(4)} ${'BUSY'.padStart(4)} ${'DONE'.padStart(6)}  ${'HEARTBEAT'.padEnd(11)} PROPERTIES`,
+  ];
+  for (const w of s.workers) {
+    const props = w.properties.map((p) => `${p.name}=${p.value}`).join(',');
+    const name = `${w.name}${w.draining ? ' (draining)' : ''}`;
+    lines.push(
+      `${name.padEnd(32)} ${w.address.padEnd(22)} ${String(w.executors).padStart(4)} ${String(w.running.length).padStart(4)} ${String(w.completed).padStart(6)}  ${ago(w.lastHeartbeat, now).padEnd(11)} ${props}`,
+    );
+    for (const r of w.running) lines.push(`    ${r.operationName} ${r.actionDigest?.hash.slice(0, 16) ?? ''}… started ${ago(r.started, now)}`);
+  }
+  if (s.workers.length === 0) lines.push('(no workers connected)');
+  return `${lines.join('\n')}\n`;
+}

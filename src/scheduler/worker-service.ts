@@ -1,0 +1,220 @@
+import { randomUUID } from 'node:crypto';
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { toWire } from '../common/digest.js';
+import { Code } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { toTimestamp } from '../common/time.js';
+import type { ExecuteResponse } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import {
+  type Register,
+  type SchedulerMessage,
+  type WorkerMessage,
+  WorkersService,
+  type WorkersServer,
+} from '../proto/repr/worker/v1/worker.js';
+import type { ExecutionTask } from '../worker/local-executor.js';
+import type { ExecutorCapabilities } from './platform.js';
+import { ExecutorLostError, type ExecutorSlot, type Scheduler } from './scheduler.js';
+
+export interface WorkerServiceOptions {
+  scheduler: Scheduler;
+  log: Logger;
+  /** A worker silent for this long is dropped and its leases re-queued. */
+  heartbeatTimeoutMs: number;
+}
+
+/** What `repr status` shows of one worker (or of the server's own executors). */
+export interface WorkerGroup {
+  name: string;
+  address: string;
+  slots: ExecutorSlot[];
+  properties: Record<string, readonly string[]>;
+  draining: boolean;
+  connected: Date;
+  lastHeartbeat?: Date;
+}
+
+interface PendingLease {
+  resolve(r: ExecuteResponse): void;
+  reject(e: Error): void;
+}
+
+type Stream = ServerDuplexStream<WorkerMessage, SchedulerMessage>;
+
+/**
+ * One connected worker: its executors are slots in the scheduler, each
+ * execution is a lease sent down the stream, and the lease's promise settles
+ * when the worker's result comes back, or rejects with ExecutorLostError when
+ * the worker goes away, so that the scheduler runs the action elsewhere.
+ * A lease id is used once: a result for a lease this session no longer holds
+ * (because it was given up) is counted and dropped, never recorded.
+ */
+class WorkerSession implements WorkerGroup {
+  readonly slots: ExecutorSlot[] = [];
+  readonly properties: Record<string, string[]> = {};
+  readonly connected = new Date();
+  lastHeartbeat = new Date();
+  draining = false;
+  private readonly leases = new Map<string, PendingLease>();
+  private closed = false;
+  private readonly watchdog: NodeJS.Timeout;
+
+  constructor(
+    readonly name: string,
+    readonly address: string,
+    reg: Register,
+    private readonly call: Stream,
+    private readonly o: WorkerServiceOptions,
+    private readonly onClose: (s: WorkerSession) => void,
+  ) {
+    for (const p of reg.properties) (this.properties[p.name] ??= []).push(p.value);
+    const caps: ExecutorCapabilities = { properties: this.properties, cpus: reg.cpus, memoryBytes: reg.memoryBytes, networkAllowed: reg.networkAllowed };
+    for (let i = 0; i < reg.executors; i++) {
+      this.slots.push({ id: `${name}/${i}`, caps, execute: (task, signal) => this.lease(task, signal) });
+    }
+    const interval = Math.max(50, Math.floor(o.heartbeatTimeoutMs / 4));
+    this.watchdog = setInterval(() => {
+      const silent = Date.now() - this.lastHeartbeat.getTime();
+      if (silent > o.heartbeatTimeoutMs) this.lose(`no heartbeat for ${silent} ms (timeout ${o.heartbeatTimeoutMs} ms)`);
+    }, interval);
+    this.watchdog.unref();
+  }
+
+  get heartbeatIntervalMs(): number {
+    // Several beats per timeout, so one delayed beat does not drop a worker.
+    return Math.max(50, Math.floor(this.o.heartbeatTimeoutMs / 4));
+  }
+
+  start(): void {
+    for (const s of this.slots) this.o.scheduler.addExecutor(s);
+  }
+
+  private lease(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse> {
+    if (this.closed) return Promise.reject(new ExecutorLostError(`worker ${this.name} is gone`));
+    const leaseId = randomUUID();
+    return new Promise<ExecuteResponse>((resolve, reject) => {
+      const onAbort = () => this.send({ cancel: { leaseId } });
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.leases.set(leaseId, {
+        resolve: (r) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(r);
+        },
+        reject: (e) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      });
+      this.send({
+        lease: {
+          leaseId,
+          operationName: task.operationName,
+          instanceName: task.instanceName,
+          digestFunction: task.fn.value,
+          actionDigest: toWire(task.actionDigest),
+          action: task.action,
+          command: task.command,
+          requirements: task.requirements.map((r) => ({ name: r.name, value: r.value })),
+          queuedTimestamp: toTimestamp(task.queuedAt),
+        },
+      });
+    });
+  }
+
+  private send(m: SchedulerMessage): void {
+    if (!this.closed) this.call.write(m);
+  }
+
+  onMessage(m: WorkerMessage): void {
+    this.lastHeartbeat = new Date(); // any message shows the worker is alive
+    if (m.result) {
+      const pending = this.leases.get(m.result.leaseId);
+      if (!pending) {
+        this.o.scheduler.noteStaleResult();
+        this.o.log.warn({ worker: this.name, lease: m.result.leaseId }, 'ignored a result for a lease that was already given up');
+        return;
+      }
+      this.leases.delete(m.result.leaseId);
+      if (!m.result.response) pending.reject(new ExecutorLostError(`worker ${this.name} sent an empty result`));
+      else pending.resolve(m.result.response);
+    } else if (m.returned) {
+      const pending = this.leases.get(m.returned.leaseId);
+      this.leases.delete(m.returned.leaseId);
+      pending?.reject(new ExecutorLostError(`worker ${this.name} gave it back: ${m.returned.reason}`));
+    } else if (m.drain && !this.draining) {
+      this.draining = true;
+      this.o.log.info({ worker: this.name, running: this.leases.size }, 'worker is draining');
+      for (const s of this.slots) this.o.scheduler.removeExecutor(s);
+    }
+  }
+
+  /** Ends the session: every lease it holds goes back to the queue. */
+  lose(reason: string, status: { code: Code; details: string } | 'ok' = { code: Code.UNAVAILABLE, details: reason }): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.watchdog);
+    for (const s of this.slots) this.o.scheduler.removeExecutor(s);
+    const lost = [...this.leases.values()];
+    this.leases.clear();
+    if (lost.length > 0 || reason !== 'worker finished') this.o.log.warn({ worker: this.name, leases: lost.length, reason }, 'worker disconnected');
+    for (const p of lost) p.reject(new ExecutorLostError(`worker ${this.name} lost: ${reason}`));
+    this.onClose(this);
+    try {
+      if (status === 'ok') this.call.end();
+      else this.call.emit('error', { ...status, message: status.details });
+    } catch {
+      /* the stream is gone already */
+    }
+  }
+}
+
+/**
+ * The scheduler's side of `repr worker`: accepts worker streams (Workers.Connect)
+ * and turns each registered worker into executor slots of the scheduler.
+ */
+export class WorkerService {
+  private readonly sessions = new Map<string, WorkerSession>();
+
+  constructor(private readonly o: WorkerServiceOptions) {}
+
+  groups(): WorkerGroup[] {
+    return [...this.sessions.values()];
+  }
+
+  connect(call: Stream): void {
+    let session: WorkerSession | undefined;
+    const peer = call.getPeer();
+    call.on('data', (m: WorkerMessage) => {
+      if (session) return session.onMessage(m);
+      const reg = m.register;
+      if (!reg || !reg.workerName) {
+        call.emit('error', { code: Code.INVALID_ARGUMENT, details: 'the first message on a worker stream must be a register with a worker_name' });
+        return;
+      }
+      const old = this.sessions.get(reg.workerName);
+      old?.lose('replaced by a new connection from the same worker');
+      session = new WorkerSession(reg.workerName, peer, reg, call, this.o, (s) => {
+        if (this.sessions.get(s.name) === s) this.sessions.delete(s.name);
+      });
+      this.sessions.set(reg.workerName, session);
+      const ms = session.heartbeatIntervalMs;
+      call.write({ welcome: { heartbeatInterval: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 }, schedulerVersion: '' } });
+      this.o.log.info({ worker: reg.workerName, peer, executors: reg.executors, properties: session.properties }, 'worker connected');
+      session.start();
+    });
+    // The worker half-closes when it is done (after draining); anything else is a loss.
+    call.on('end', () => session?.lose('worker finished', 'ok'));
+    call.on('error', (e: Error) => session?.lose(`stream error: ${e.message}`));
+    call.on('cancelled', () => session?.lose('stream cancelled'));
+  }
+
+  close(): void {
+    for (const s of [...this.sessions.values()]) s.lose('scheduler shutting down');
+  }
+
+  handlers(): WorkersServer {
+    return { connect: (call) => this.connect(call) };
+  }
+
+  static readonly definition = WorkersService;
+}

@@ -1,0 +1,273 @@
+import { rmSync } from 'node:fs';
+import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
+import { digestFunctionFromValue, fromWire } from '../common/digest.js';
+import { Code, codeOf } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { toMillis } from '../common/time.js';
+import { Action, Command, ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import { type Lease, type SchedulerMessage, type WorkerMessage, WorkersClient } from '../proto/repr/worker/v1/worker.js';
+import { preconditionFailureStatus } from '../scheduler/precondition.js';
+import type { Sandbox } from '../sandbox/sandbox.js';
+import { MissingInputsError } from './input-root.js';
+import { LocalExecutor } from './local-executor.js';
+import { WorkerCas } from './worker-cas.js';
+
+export interface WorkerOptions {
+  /** grpc://host:port of the scheduler. */
+  scheduler: string;
+  /** grpc://host:port of the CAS, if not the scheduler's. */
+  cas?: string;
+  /** Unique among the scheduler's workers; stable across reconnects. */
+  name: string;
+  executors: number;
+  properties: Record<string, string[]>;
+  cpus: number;
+  memoryBytes: number;
+  allowNetwork: boolean;
+  /** Local CAS cache. */
+  cacheDir: string;
+  cacheBytes: number;
+  /** Scratch space for input roots. */
+  workDir: string;
+  sandbox: Sandbox;
+  defaultTimeoutMs: number;
+  maxTimeoutMs: number;
+  log: Logger;
+}
+
+type Call = ClientDuplexStream<WorkerMessage, SchedulerMessage>;
+
+interface Running {
+  abort: AbortController;
+  /** Set when the lease was handed back: its result must not be sent. */
+  returned?: boolean;
+  done: Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `repr worker`: keeps a stream open to the scheduler, runs the leases it
+ * is sent with sandboxed executors, and sends results back. When the stream
+ * breaks, the scheduler has already taken back every lease, so the worker
+ * abandons what it runs (a result sent later would be ignored anyway) and
+ * reconnects with backoff.
+ */
+export class Worker {
+  private readonly client: InstanceType<typeof WorkersClient>;
+  private readonly executors: LocalExecutor[] = [];
+  private readonly idle: LocalExecutor[] = [];
+  private readonly running = new Map<string, Running>();
+  private call?: Call;
+  private stopping = false;
+  private stopped?: Promise<void>;
+  private connectedOnce?: () => void;
+
+  private constructor(
+    private readonly o: WorkerOptions,
+    private readonly cas: WorkerCas,
+  ) {
+    const address = o.scheduler.replace(/^grpc:\/\//, '');
+    this.client = new WorkersClient(address, credentials.createInsecure(), {
+      // A scheduler that vanished without closing the connection (a cut
+      // cable, a frozen VM) is noticed by these pings, not by TCP minutes later.
+      'grpc.keepalive_time_ms': 20_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.max_receive_message_length': -1,
+      'grpc.max_send_message_length': -1,
+    });
+    for (let i = 0; i < o.executors; i++) {
+      const ex = new LocalExecutor({
+        id: `${o.name}/${i}`,
+        cas: (instance) => cas.forInstance(instance),
+        sandbox: o.sandbox,
+        workDir: o.workDir,
+        log: o.log.child({ executor: i }),
+        defaultTimeoutMs: o.defaultTimeoutMs,
+        maxTimeoutMs: o.maxTimeoutMs,
+      });
+      this.executors.push(ex);
+      this.idle.push(ex);
+    }
+  }
+
+  static async start(o: WorkerOptions): Promise<Worker> {
+    rmSync(o.workDir, { recursive: true, force: true }); // leftovers of a crash
+    const cas = await WorkerCas.open({ target: o.cas ?? o.scheduler, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log });
+    const w = new Worker(o, cas);
+    void w.loop();
+    return w;
+  }
+
+  /** Resolves once the worker is registered with the scheduler the first time. */
+  registered(): Promise<void> {
+    return new Promise((resolve) => (this.connectedOnce = resolve));
+  }
+
+  private async loop(): Promise<void> {
+    let backoff = 100;
+    while (!this.stopping) {
+      // Executors still winding down abandoned leases must be free before
+      // registering again, or the scheduler would lease them at once.
+      await Promise.all([...this.running.values()].map((r) => r.done));
+      const started = Date.now();
+      const reason = await this.session();
+      if (this.stopping) break;
+      if (Date.now() - started > 10_000) backoff = 100;
+      this.o.log.warn({ reason, retryInMs: backoff }, 'lost the scheduler; reconnecting');
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, 5000);
+    }
+  }
+
+  /** One stream's life; resolves with why it ended. */
+  private session(): Promise<string> {
+    return new Promise<string>((resolve) => {
+      const call = this.client.connect();
+      this.call = call;
+      let beat: NodeJS.Timeout | undefined;
+      let ended = false;
+      const end = (reason: string) => {
+        if (ended) return;
+        ended = true;
+        clearInterval(beat);
+        if (this.call === call) this.call = undefined;
+        // The scheduler re-queued these already; finishing them would be wasted work.
+        for (const r of this.running.values()) {
+          r.returned = true;
+          r.abort.abort();
+        }
+        resolve(reason);
+      };
+      call.on('data', (m: SchedulerMessage) => {
+        if (m.welcome) {
+          const d = m.welcome.heartbeatInterval;
+          const ms = toMillis(d) || 1000;
+          clearInterval(beat);
+          beat = setInterval(() => this.send(call, { heartbeat: {} }), Math.max(20, ms));
+          this.o.log.info({ scheduler: this.o.scheduler, heartbeatMs: ms }, 'registered with the scheduler');
+          if (this.stopping) this.send(call, { drain: {} });
+          this.connectedOnce?.();
+          this.connectedOnce = undefined;
+        } else if (m.lease) {
+          this.startLease(call, m.lease);
+        } else if (m.cancel) {
+          this.running.get(m.cancel.leaseId)?.abort.abort();
+        }
+      });
+      call.on('error', (e: Error & { code?: number }) => end(`${Code[e.code ?? Code.UNKNOWN] ?? e.code}: ${e.message}`));
+      call.on('end', () => end('scheduler closed the stream'));
+      call.on('status', (s: { code: number; details: string }) => end(`status ${s.code}: ${s.details}`));
+      this.send(call, {
+        register: {
+          workerName: this.o.name,
+          executors: this.o.executors,
+          properties: Object.entries(this.o.properties).flatMap(([name, vs]) => vs.map((value) => ({ name, value }))),
+          cpus: this.o.cpus,
+          memoryBytes: this.o.memoryBytes,
+          networkAllowed: this.o.allowNetwork,
+          version: '',
+        },
+      });
+    });
+  }
+
+  private send(call: Call, m: WorkerMessage): void {
+    try {
+      call.write(m);
+    } catch {
+      /* the stream is closing; its end handler deals with it */
+    }
+  }
+
+  private startLease(call: Call, lease: Lease): void {
+    const executor = this.idle.pop();
+    if (!executor || this.stopping) {
+      // The scheduler sends at most one lease per executor; this is a race with draining.
+      this.send(call, { returned: { leaseId: lease.leaseId, reason: executor ? 'worker is draining' : 'no idle executor' } });
+      if (executor) this.idle.push(executor);
+      return;
+    }
+    const abort = new AbortController();
+    const entry: Running = { abort, done: Promise.resolve() };
+    this.running.set(lease.leaseId, entry);
+    entry.done = this.runLease(lease, executor, abort.signal)
+      .then(
+        (response) => {
+          if (!entry.returned && this.call === call) this.send(call, { result: { leaseId: lease.leaseId, response } });
+        },
+        (e: unknown) => this.o.log.error({ err: e, lease: lease.leaseId }, 'lease failed unexpectedly'),
+      )
+      .finally(() => {
+        this.running.delete(lease.leaseId);
+        this.idle.push(executor);
+      });
+    this.send(call, { progress: { leaseId: lease.leaseId, stage: ExecutionStage_Value.EXECUTING } });
+  }
+
+  /** Runs a lease; failures of the worker itself become statuses, as with built-in executors. */
+  private async runLease(lease: Lease, executor: LocalExecutor, signal: AbortSignal): Promise<ExecuteResponse> {
+    try {
+      const fn = digestFunctionFromValue(lease.digestFunction);
+      const d = lease.queuedTimestamp;
+      return await executor.execute(
+        {
+          operationName: lease.operationName,
+          instanceName: lease.instanceName,
+          fn,
+          actionDigest: fromWire(fn, lease.actionDigest, 'lease.action_digest'),
+          action: lease.action ?? Action.fromPartial({}),
+          command: lease.command ?? Command.fromPartial({}),
+          requirements: lease.requirements.map((p) => ({ name: p.name, value: p.value })),
+          queuedAt: d ? new Date(toMillis(d)) : new Date(),
+        },
+        signal,
+      );
+    } catch (e) {
+      if (e instanceof MissingInputsError) return ExecuteResponse.fromPartial({ status: preconditionFailureStatus(e.missing, e.message) });
+      const code = codeOf(e);
+      this.o.log.error({ err: e, op: lease.operationName }, 'executor failed');
+      return ExecuteResponse.fromPartial({ status: { code: code === Code.OK ? Code.INTERNAL : code, message: `worker ${this.o.name}: ${(e as Error).message}` } });
+    }
+  }
+
+  get busy(): number {
+    return this.running.size;
+  }
+
+  /**
+   * Stops taking work, lets running actions finish for up to `graceMs`,
+   * hands the rest back to the scheduler, closes the stream and the cache.
+   */
+  drain(graceMs: number): Promise<void> {
+    this.stopped ??= (async () => {
+      this.stopping = true;
+      const call = this.call;
+      if (call) this.send(call, { drain: {} });
+      const all = Promise.all([...this.running.values()].map((r) => r.done));
+      const timedOut = await Promise.race([all.then(() => false), sleep(graceMs).then(() => true)]);
+      if (timedOut) {
+        for (const [leaseId, r] of this.running) {
+          r.returned = true;
+          r.abort.abort();
+          if (call) this.send(call, { returned: { leaseId, reason: `worker ${this.o.name} is shutting down` } });
+        }
+        await all;
+      }
+      if (call && this.call === call) {
+        // Half-close; the scheduler ends the stream in answer.
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 2000);
+          call.once('status', () => {
+            clearTimeout(t);
+            resolve();
+          });
+          call.end();
+        });
+      }
+      this.client.close();
+      await this.cas.close();
+    })();
+    return this.stopped;
+  }
+}
