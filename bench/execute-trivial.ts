@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { BwrapSandbox } from '../src/sandbox/bwrap-sandbox.js';
 import { ExecClient, uploadAction } from '../src/client/execution-client.js';
+import { throughput } from './dispatch.js';
 import { withServer } from './server.js';
 import { quantile, round } from './stats.js';
 import type { Benchmark } from './types.js';
@@ -42,15 +43,7 @@ export const executeTrivial: Benchmark = {
         await exec.execute(action, { skipCacheLookup: true }); // warm-up
         const e2e = await time(() => exec.execute(action, { skipCacheLookup: true }), n);
         // Throughput with every executor busy: distinct actions, several callers.
-        const actions = await Promise.all(Array.from({ length: ctx.quick ? 8 : 120 }, (_, i) => uploadAction(client, { argv: ['/bin/true'], salt: `t${i}` })));
-        const t = performance.now();
-        let next = 0;
-        await Promise.all(
-          Array.from({ length: 8 }, async () => {
-            while (next < actions.length) await exec.execute(actions[next++]!, { skipCacheLookup: true });
-          }),
-        );
-        const rate = actions.length / ((performance.now() - t) / 1000);
+        const rate = await throughput(client, exec, ctx.quick ? 8 : 120, 8, 't');
         const p50 = quantile(e2e, 0.5);
         return [
           { name: 'end-to-end p50', value: round(p50, 2), unit: 'ms', baseline: round(quantile(spawnTimes, 0.5), 2), spread: [round(Math.min(...e2e), 2), round(Math.max(...e2e), 2)], target: { text: '<= 25 ms', met: p50 <= 25 } },

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { acHit } from './ac-hit.js';
 import { byteStream } from './bytestream.js';
+import { dispatch } from './dispatch.js';
 import { executeTrivial } from './execute-trivial.js';
 import { findMissing } from './find-missing.js';
 import type { Benchmark, BenchContext, Metric } from './types.js';
@@ -14,7 +15,7 @@ import type { Benchmark, BenchContext, Metric } from './types.js';
  * bench/results.json. --quick shrinks every benchmark to a smoke run (the
  * test suite runs it so the benchmarks cannot rot).
  */
-const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial];
+const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

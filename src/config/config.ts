@@ -31,7 +31,8 @@ export function parseByteSize(s: string): number | undefined {
 export type StoreConfig =
   | { type: 'memory'; limitBytes: number }
   | { type: 'disk'; directory: string; limitBytes: number; fsync: boolean }
-  | { type: 'read-caching'; fast: StoreConfig; slow: StoreConfig; maxBlobBytes: number };
+  | { type: 'read-caching'; fast: StoreConfig; slow: StoreConfig; maxBlobBytes: number }
+  | { type: 'remote'; target: string; instanceName: string };
 
 // A tree of stores: backends at the leaves, decorators wrapping them.
 const storeSchema: z.ZodType<StoreConfig, z.ZodTypeDef, unknown> = z.lazy(() =>
@@ -39,6 +40,9 @@ const storeSchema: z.ZodType<StoreConfig, z.ZodTypeDef, unknown> = z.lazy(() =>
     z.object({ type: z.literal('memory'), limitBytes: byteSize.default(256 * MiB) }).strict(),
     z.object({ type: z.literal('disk'), directory: z.string().min(1), limitBytes: byteSize.default(10 * GiB), fsync: z.boolean().default(false) }).strict(),
     z.object({ type: z.literal('read-caching'), fast: storeSchema, slow: storeSchema, maxBlobBytes: byteSize.default(16 * MiB) }).strict(),
+    // Another REAPI server's CAS (grpc://host:port): a scheduler and its
+    // workers can share one CAS that runs elsewhere.
+    z.object({ type: z.literal('remote'), target: z.string().min(1), instanceName: z.string().default('') }).strict(),
   ]),
 );
 
@@ -108,6 +112,9 @@ export function compileServerConfig(input: unknown): ServerConfig {
     throw invalidArgument(`invalid configuration: ${msg}`);
   }
   const c = parsed.data;
+  if (c.storage.ac && usesRemote(c.storage.ac)) {
+    throw invalidArgument('invalid configuration: storage.ac: a remote store is a CAS, and action-cache entries are not content-addressed; keep the action cache local');
+  }
   return {
     ...c,
     storage: {
@@ -125,6 +132,10 @@ export function compileServerConfig(input: unknown): ServerConfig {
       },
     },
   };
+}
+
+function usesRemote(s: StoreConfig): boolean {
+  return s.type === 'remote' || (s.type === 'read-caching' && (usesRemote(s.fast) || usesRemote(s.slow)));
 }
 
 export function loadConfigFile(file: string): unknown {

@@ -3,6 +3,7 @@ import type { BlobStore } from './blob-store.js';
 import { DiskBlobStore } from './disk-store.js';
 import { MemoryBlobStore } from './memory-store.js';
 import { ReadCachingBlobStore } from './read-caching-store.js';
+import { RemoteBlobStore } from './remote-store.js';
 
 /** Builds a stack of stores from a config tree, leaves first. */
 export async function createStore(config: StoreConfig): Promise<BlobStore> {
@@ -13,5 +14,7 @@ export async function createStore(config: StoreConfig): Promise<BlobStore> {
       return DiskBlobStore.open({ directory: config.directory, limitBytes: config.limitBytes, fsync: config.fsync });
     case 'read-caching':
       return new ReadCachingBlobStore(await createStore(config.fast), await createStore(config.slow), config.maxBlobBytes);
+    case 'remote':
+      return new RemoteBlobStore({ target: config.target, instanceName: config.instanceName });
   }
 }

@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Digest, fromWire, SHA256 } from '../../src/common/digest.js';
 import { Code } from '../../src/common/errors.js';
 import { ReapiClient } from '../../src/client/reapi-client.js';
 import { ExecClient, type Observed, uploadAction } from '../../src/client/execution-client.js';
+import { REPR_BIN } from '../../src/server/spawn-server.js';
 import { fetchStatus, type ServerProcess, spawnWorker, startServerProcess, waitForStatus, type WorkerProcess } from '../helpers/server.js';
 import { tmpDir } from '../helpers/tmp.js';
 import { ExecutionStage_Value } from '../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
@@ -102,6 +106,13 @@ describe('standalone workers', () => {
       assert.deepEqual(s.workers.map((w) => w.name).sort(), ['wb', 'wbig'], 'the killed worker is gone');
       const ran = results.filter((r) => r.response!.result!.executionMetadata!.worker.startsWith('wa/')).length;
       assert.ok(ran > 0 && ran < 200, `the killed worker delivered ${ran} results before it died`);
+
+      // What an operator sees.
+      const cli = spawnSync(process.execPath, [REPR_BIN, 'status', '--server', scheduler.url], { encoding: 'utf8' });
+      assert.equal(cli.status, 0, cli.stderr);
+      assert.match(cli.stdout, /queued 0 +executing 0 +completed 200/);
+      assert.match(cli.stdout, /^wbig +127\.0\.0\.1:\d+ +2 +0 +\d+ .*pool=big/m);
+      assert.match(cli.stdout, /^wb +127\.0\.0\.1:\d+ +2 /m);
     });
   });
 
@@ -163,6 +174,38 @@ describe('standalone workers', () => {
       const done = await slowRun;
       await checkResults(client, [slow!], [done]);
       assert.match(done.response!.result!.executionMetadata!.worker, /^rescuer\//);
+    });
+  });
+
+  describe('a CAS on another endpoint than the scheduler', () => {
+    let cas: ServerProcess;
+    before(async () => {
+      cas = await startServerProcess(['--data-dir', tmpDir('repr-cas-'), '--cache-only']);
+      const config = path.join(tmpDir('repr-conf-'), 'scheduler.json');
+      writeFileSync(config, JSON.stringify({ storage: { cas: { type: 'read-caching', fast: { type: 'memory', limitBytes: '64MiB' }, slow: { type: 'remote', target: cas.url } } } }));
+      scheduler = await startServerProcess(['--config', config, '--data-dir', tmpDir('repr-sched-'), '--executors', '0']);
+      client = new ReapiClient({ target: scheduler.address });
+      exec = new ExecClient(scheduler.address);
+    });
+    after(async () => {
+      await stopAll();
+      await cas?.stop();
+    });
+
+    it('runs actions whose inputs and outputs live only in that CAS', async () => {
+      await startWorker('wcas', ['--executors', '1', '--cas', cas.url]);
+      await waitForStatus(scheduler.url, (s) => s.workers.length === 1);
+      const jobs = await makeJobs(client, 3, { sleep: 0 });
+      const results = await Promise.all(jobs.map((j) => exec.execute(j.digest)));
+      await checkResults(client, jobs, results);
+      const direct = new ReapiClient({ target: cas.address });
+      try {
+        const out = fromWire(SHA256, results[0]!.response!.result!.outputFiles[0]!.digest);
+        assert.equal((await direct.read(out)).toString(), jobs[0]!.expected, 'the output was stored in the separate CAS');
+        assert.deepEqual(await direct.findMissing([jobs[0]!.digest]), [], 'the action the client uploaded went to the separate CAS');
+      } finally {
+        direct.close();
+      }
     });
   });
 });
