@@ -1,12 +1,14 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { acHit } from './ac-hit.js';
+import { bazel } from './bazel.js';
 import { byteStream } from './bytestream.js';
 import { dispatch } from './dispatch.js';
 import { executeTrivial } from './execute-trivial.js';
 import { findMissing } from './find-missing.js';
+import { memory } from './memory.js';
 import type { Benchmark, BenchContext, Metric } from './types.js';
 
 /**
@@ -15,7 +17,7 @@ import type { Benchmark, BenchContext, Metric } from './types.js';
  * bench/results.json. --quick shrinks every benchmark to a smoke run (the
  * test suite runs it so the benchmarks cannot rot).
  */
-const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch];
+const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, memory, bazel];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -36,14 +38,23 @@ async function main(): Promise<void> {
     console.error(`  done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
   printTable(results);
-  const out = {
-    when: new Date().toISOString(),
-    quick,
-    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` },
-    results,
-  };
   // A smoke run must not overwrite the numbers of the last real run.
   const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', quick ? 'results-quick.json' : 'results.json');
+  // Running one benchmark keeps the others' last numbers; each says when it ran.
+  let previous: { results?: Record<string, Metric[]>; ran?: Record<string, string> } = {};
+  try {
+    previous = JSON.parse(readFileSync(file, 'utf8')) as typeof previous;
+  } catch {
+    /* first run */
+  }
+  const when = new Date().toISOString();
+  const out = {
+    when,
+    quick,
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` },
+    ran: { ...previous.ran, ...Object.fromEntries(Object.keys(results).map((k) => [k, when])) },
+    results: { ...previous.results, ...results },
+  };
   mkdirSync(path.dirname(file), { recursive: true });
   writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
   console.error(`wrote ${file}`);

@@ -91,13 +91,20 @@ export class DiskBlobStore implements BlobStore {
   }
 
   private fileName(d: Digest): string {
-    return `${d.fn.name}-${d.hash}-${d.sizeBytes}`;
+    return fileNameOf(d);
   }
 
   private filePath(name: string): string {
-    // The name starts with "<fn>-<hash>": the fan-out directory is the hash's first two digits.
-    const hash = name.slice(name.indexOf('-') + 1);
-    return path.join(this.blobDir, hash.slice(0, 2), name);
+    return filePathIn(this.blobDir, name);
+  }
+
+  /**
+   * Where a store opened on `directory` keeps this blob. For tools that
+   * prepare a store's directory offline (the memory benchmark seeds a
+   * million blobs this way); a running store must be written through `put`.
+   */
+  static blobFile(directory: string, d: Digest): string {
+    return filePathIn(path.join(directory, 'blobs'), fileNameOf(d));
   }
 
   private removeFile(name: string): void {
@@ -186,6 +193,16 @@ export class DiskBlobStore implements BlobStore {
   get fsync(): boolean {
     return this.opts.fsync === true;
   }
+}
+
+function fileNameOf(d: Digest): string {
+  return `${d.fn.name}-${d.hash}-${d.sizeBytes}`;
+}
+
+function filePathIn(blobDir: string, name: string): string {
+  // The name starts with "<fn>-<hash>": the fan-out directory is the hash's first two digits.
+  const hash = name.slice(name.indexOf('-') + 1);
+  return path.join(blobDir, hash.slice(0, 2), name);
 }
 
 class DiskWriter implements BlobWriter {
