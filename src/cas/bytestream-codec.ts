@@ -1,4 +1,5 @@
 import { invalidArgument } from '../common/errors.js';
+import { readVarint, varintLength, writeVarint } from './wire.js';
 
 /**
  * Hand-written protobuf codecs for the two messages that carry blob bytes
@@ -17,33 +18,6 @@ export interface WriteRequestMsg {
 }
 
 const EMPTY = Buffer.alloc(0);
-
-function readVarint(buf: Buffer, pos: number): [value: number, next: number] {
-  let result = 0;
-  let mul = 1;
-  const start = pos;
-  for (let i = 0; i < 10; i++) {
-    if (pos >= buf.length) throw invalidArgument('truncated varint in WriteRequest');
-    const b = buf[pos++]!;
-    if (i === 7 && b & 0x80) return readLongVarint(buf, start);
-    result += (b & 0x7f) * mul;
-    if ((b & 0x80) === 0) return [result, pos];
-    mul *= 128;
-  }
-  throw invalidArgument('malformed varint in WriteRequest');
-}
-
-/** Varints past 56 bits (negative int64s among them) need exact 64-bit arithmetic. */
-function readLongVarint(buf: Buffer, pos: number): [value: number, next: number] {
-  let v = 0n;
-  for (let i = 0; i < 10; i++) {
-    if (pos >= buf.length) throw invalidArgument('truncated varint in WriteRequest');
-    const b = buf[pos++]!;
-    v |= BigInt(b & 0x7f) << BigInt(7 * i);
-    if ((b & 0x80) === 0) return [Number(BigInt.asIntN(64, v)), pos];
-  }
-  throw invalidArgument('malformed varint in WriteRequest');
-}
 
 export function decodeWriteRequest(buf: Buffer): WriteRequestMsg {
   const msg: WriteRequestMsg = { resourceName: '', writeOffset: 0, finishWrite: false, data: EMPTY };
@@ -71,24 +45,6 @@ export function decodeWriteRequest(buf: Buffer): WriteRequestMsg {
     else throw invalidArgument(`unsupported wire type ${wire} in WriteRequest`);
   }
   return msg;
-}
-
-function varintLength(n: number): number {
-  let len = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    len++;
-  }
-  return len;
-}
-
-function writeVarint(buf: Buffer, pos: number, n: number): number {
-  while (n >= 128) {
-    buf[pos++] = (n % 128) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  buf[pos++] = n;
-  return pos;
 }
 
 /** ReadResponse { bytes data = 10; } */

@@ -3,6 +3,7 @@ import { type Digest, digestFunctionFromValue, digestString, fromWire, toWire } 
 import { Code, codeOf, invalidArgument, toReprError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { decodeFindMissingRequest, encodeFindMissingResponse } from './find-missing-codec.js';
 import {
   type BatchReadBlobsRequest,
   type BatchReadBlobsResponse,
@@ -178,7 +179,15 @@ export class CasService {
     };
   }
 
-  static readonly definition = ContentAddressableStorageService;
+  /** The generated service, with the hand-written FindMissingBlobs codecs (the hot call). */
+  static readonly definition = {
+    ...ContentAddressableStorageService,
+    findMissingBlobs: {
+      ...ContentAddressableStorageService.findMissingBlobs,
+      requestDeserialize: decodeFindMissingRequest,
+      responseSerialize: encodeFindMissingResponse,
+    },
+  };
 }
 
 function decode(compressor: Compressor_Value, data: Buffer, digest: Digest): Buffer {

@@ -12,6 +12,7 @@ import {
 import { type Digest, type DigestFunction, fromWire, SHA256, toWire } from '../common/digest.js';
 import { ReprError, Code, invalidArgument } from '../common/errors.js';
 import { decodeReadResponse, encodeWriteRequest } from '../cas/bytestream-codec.js';
+import { decodeFindMissingResponse, encodeFindMissingRequest } from '../cas/find-missing-codec.js';
 import { blobResourceName, type Compressor, uploadResourceName } from '../cas/resource-name.js';
 import { ByteStreamService, type QueryWriteStatusResponse, type WriteResponse } from '../proto/google/bytestream/bytestream.js';
 import {
@@ -20,6 +21,7 @@ import {
   CapabilitiesClient,
   Compressor_Value,
   ContentAddressableStorageClient,
+  ContentAddressableStorageService,
   type BatchReadBlobsResponse,
   type BatchUpdateBlobsResponse,
   type ServerCapabilities,
@@ -38,6 +40,15 @@ const byteStreamDefinition = {
   queryWriteStatus: ByteStreamService.queryWriteStatus,
 } as unknown as ServiceDefinition;
 const ByteStreamClient = makeGenericClientConstructor(byteStreamDefinition, 'google.bytestream.ByteStream');
+
+/** CAS with the hand-written FindMissingBlobs codecs (the server uses the same ones). */
+const CasClient = makeGenericClientConstructor(
+  {
+    ...ContentAddressableStorageService,
+    findMissingBlobs: { ...ContentAddressableStorageService.findMissingBlobs, requestSerialize: encodeFindMissingRequest, responseDeserialize: decodeFindMissingResponse },
+  } as unknown as ServiceDefinition,
+  'build.bazel.remote.execution.v2.ContentAddressableStorage',
+) as unknown as typeof ContentAddressableStorageClient;
 
 export interface ReapiClientOptions {
   /** grpc://host:port (plaintext) or host:port. */
@@ -101,7 +112,7 @@ export class ReapiClient {
     this.instanceName = opts.instanceName ?? '';
     this.fn = opts.digestFunction ?? SHA256;
     this.chunk = opts.writeChunkBytes ?? 1024 * 1024;
-    this.cas = new ContentAddressableStorageClient(address, creds, options);
+    this.cas = new CasClient(address, creds, options);
     // Share one channel between the stubs.
     const channelOverride = { channelOverride: this.cas.getChannel() };
     this.ac = new ActionCacheClient(address, creds, channelOverride);
