@@ -23,9 +23,14 @@ export class ReadCachingBlobStore extends ForwardingBlobStore {
     super(slow);
   }
 
+  /**
+   * Asks the slow store only: it is the source of truth, and a blob the fast
+   * store still holds but the slow one evicted is better re-uploaded than
+   * reported present. Checking the fast store first doubled the cost of a
+   * 10,000-digest FindMissingBlobs for no answer the slow store would not give.
+   */
   override async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
-    const notInFast = await this.fast.findMissing(digests);
-    return notInFast.length === 0 ? [] : this.inner.findMissing(notInFast);
+    return this.inner.findMissing(digests);
   }
 
   override async get(digest: Digest): Promise<Buffer> {

@@ -27,6 +27,12 @@ export class CachedRemoteStore extends ReadCachingBlobStore {
     super(local, remote, maxCachedBlobBytes);
   }
 
+  /** Local first: here the slow store is a round trip away, and most inputs are cached. */
+  override async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
+    const notLocal = await this.local.findMissing(digests);
+    return notLocal.length === 0 ? [] : this.remote.findMissing(notLocal);
+  }
+
   override async localize(digests: readonly Digest[]): Promise<void> {
     const unique = [...new Map(digests.map((d) => [d.hash, d])).values()].filter((d) => d.sizeBytes > 0);
     const missing = await this.local.findMissing(unique);
