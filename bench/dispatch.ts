@@ -6,7 +6,7 @@ import { waitForStatus } from '../src/client/status-client.js';
 import type { ReapiClient } from '../src/client/reapi-client.js';
 import { spawnWorker, type WorkerProcess } from '../src/server/spawn-server.js';
 import { withServer } from './server.js';
-import { quantile, round } from './stats.js';
+import { quantile, round, timeEach } from './stats.js';
 import type { Benchmark, Metric } from './types.js';
 
 /** Actions/s for `count` distinct /bin/true actions pushed by `callers` concurrent Execute calls. */
@@ -25,13 +25,7 @@ export async function throughput(client: ReapiClient, exec: ExecClient, count: n
 async function latencies(client: ReapiClient, exec: ExecClient, n: number, tag: string): Promise<number[]> {
   const action = await uploadAction(client, { argv: ['/bin/true'], salt: tag });
   await exec.execute(action, { skipCacheLookup: true }); // warm-up: inputs in the worker's cache
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await exec.execute(action, { skipCacheLookup: true });
-    out.push(performance.now() - t);
-  }
-  return out;
+  return timeEach(() => exec.execute(action, { skipCacheLookup: true }), n);
 }
 
 /**

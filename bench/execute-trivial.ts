@@ -6,32 +6,22 @@ import { BwrapSandbox } from '../src/sandbox/bwrap-sandbox.js';
 import { ExecClient, uploadAction } from '../src/client/execution-client.js';
 import { throughput } from './dispatch.js';
 import { withServer } from './server.js';
-import { quantile, round } from './stats.js';
+import { quantile, round, timeEach } from './stats.js';
 import type { Benchmark } from './types.js';
-
-async function time(fn: () => Promise<unknown>, n: number): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await fn();
-    out.push(performance.now() - t);
-  }
-  return out;
-}
 
 export const executeTrivial: Benchmark = {
   name: 'execute-trivial',
   description: 'Execute of /bin/true with cached inputs, end to end; baselines: spawning it from Node, and the sandbox alone',
   async run(ctx) {
     const n = ctx.quick ? 5 : 60;
-    const spawnTimes = await time(
+    const spawnTimes = await timeEach(
       () => new Promise((resolve, reject) => spawn('/bin/true').once('exit', resolve).once('error', reject)),
       n,
     );
     const dir = mkdtempSync(path.join(os.tmpdir(), 'repr-bench-sbx-'));
     chmodSync(dir, 0o777);
     const sandbox = new BwrapSandbox();
-    const sandboxTimes = await time(
+    const sandboxTimes = await timeEach(
       () => sandbox.run({ argv: ['/bin/true'], env: {}, rootDir: dir, workingDirectory: '', stdoutPath: path.join(dir, '..', `${path.basename(dir)}.out`), stderrPath: path.join(dir, '..', `${path.basename(dir)}.err`), timeoutMs: 10_000, limits: {}, network: false }),
       n,
     );
@@ -41,7 +31,7 @@ export const executeTrivial: Benchmark = {
       try {
         const action = await uploadAction(client, { argv: ['/bin/true'] });
         await exec.execute(action, { skipCacheLookup: true }); // warm-up
-        const e2e = await time(() => exec.execute(action, { skipCacheLookup: true }), n);
+        const e2e = await timeEach(() => exec.execute(action, { skipCacheLookup: true }), n);
         // Throughput with every executor busy: distinct actions, several callers.
         const rate = await throughput(client, exec, ctx.quick ? 8 : 120, 8, 't');
         const p50 = quantile(e2e, 0.5);
