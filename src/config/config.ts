@@ -18,14 +18,20 @@ const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform
   return n;
 });
 
+/**
+ * The one parser for sizes, in config, flags and platform properties:
+ * "1048576" (bytes), "512MiB" / "512Mi" (binary), "512MB" (decimal), and
+ * the bare letters of Docker and Kubernetes memory limits, "2g" / "512m",
+ * which are binary as they are there.
+ */
 export function parseByteSize(s: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$/i.exec(s);
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$/i.exec(s);
   if (!m) return undefined;
-  const unit = (m[2] ?? '').toLowerCase().replace(/b$/, '');
-  const pow = { '': 0, k: 1, ki: 1, m: 2, mi: 2, g: 3, gi: 3, t: 4, ti: 4 }[unit];
-  if (pow === undefined) return undefined;
-  const base = unit.endsWith('i') || unit === '' ? 1024 : 1000;
-  return Math.round(Number(m[1]) * base ** pow);
+  const [, num, prefix = '', binary, bytes] = m;
+  const pow = ' kmgt'.indexOf(prefix.toLowerCase() || ' ');
+  if (!prefix) return binary ? undefined : Math.round(Number(num));
+  const decimal = !binary && bytes !== '';
+  return Math.round(Number(num) * (decimal ? 1000 : 1024) ** pow);
 }
 
 export type StoreConfig =

@@ -32,11 +32,6 @@ function truthyNetwork(v: string): boolean {
   return ['on', 'true', 'yes', 'standard', 'host', '1'].includes(v.toLowerCase());
 }
 
-function parseMemory(v: string): number | undefined {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt])?$/i.exec(v.trim());
-  if (m) return Math.round(Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] ?? ' ').toLowerCase()));
-  return parseByteSize(v);
-}
 
 /** Reasons an executor cannot run an action with these requirements; empty if it can. */
 export function unmet(reqs: readonly Requirement[], caps: ExecutorCapabilities): string[] {
@@ -47,7 +42,7 @@ export function unmet(reqs: readonly Requirement[], caps: ExecutorCapabilities):
       if (!(n > 0)) why.push(`${name}=${value} (not a positive number)`);
       else if (n > caps.cpus) why.push(`${name}=${value} (executors have ${caps.cpus})`);
     } else if (name === 'memory') {
-      const n = parseMemory(value);
+      const n = parseByteSize(value);
       if (n === undefined) why.push(`memory=${value} (not a size)`);
       else if (n > caps.memoryBytes) why.push(`memory=${value} (executors have ${caps.memoryBytes} bytes)`);
     } else if (name === 'pids') {
@@ -68,7 +63,7 @@ export function sandboxSettings(reqs: readonly Requirement[]): { limits: Resourc
   for (const { name, value } of reqs) {
     if (!RESOURCE.has(name)) continue;
     if (name === 'cpu' || name === 'cores') limits.cpus = Number(value);
-    else if (name === 'memory') limits.memoryBytes = parseMemory(value);
+    else if (name === 'memory') limits.memoryBytes = parseByteSize(value);
     else if (name === 'pids') limits.pids = Number(value);
     else network = truthyNetwork(value);
   }

@@ -1,0 +1,38 @@
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import path from 'node:path';
+import { compileServerConfig, loadConfigFile, parseByteSize } from '../../src/config/config.js';
+import { REPO_ROOT } from '../helpers/server.js';
+import { sandboxSettings, unmet } from '../../src/scheduler/platform.js';
+
+it('parses sizes one way everywhere: binary with i or a bare letter, decimal with B', () => {
+  const cases: [string, number | undefined][] = [
+    ['1048576', 1048576],
+    ['512MiB', 512 * 2 ** 20],
+    ['512Mi', 512 * 2 ** 20],
+    ['512MB', 512e6],
+    ['2g', 2 * 2 ** 30],
+    ['1.5k', 1536],
+    ['10GiB', 10 * 2 ** 30],
+    ['1TB', 1e12],
+    ['3B', 3],
+    ['5i', undefined],
+    ['2gx', undefined],
+    ['', undefined],
+  ];
+  for (const [s, want] of cases) assert.equal(parseByteSize(s), want, s);
+  // The platform property `memory` follows the same rule.
+  assert.equal(sandboxSettings([{ name: 'memory', value: '2g' }]).limits.memoryBytes, 2 * 2 ** 30);
+  assert.deepEqual(unmet([{ name: 'memory', value: '3g' }], { properties: {}, cpus: 1, memoryBytes: 2 * 2 ** 30, networkAllowed: false }).length, 1);
+});
+
+it('accepts the example config, which shows every field', () => {
+  const c = compileServerConfig(loadConfigFile(path.join(REPO_ROOT, 'examples', 'server.json')));
+  assert.equal(c.execution.workerHeartbeatTimeoutSeconds, 10);
+  assert.equal(c.execution.memoryBytes, 8 * 2 ** 30);
+  assert.equal(c.storage.cas.type, 'read-caching');
+});
+
+it('refuses a remote store for the action cache, saying why', () => {
+  assert.throws(() => compileServerConfig({ storage: { ac: { type: 'remote', target: 'grpc://x:1' } } }), /action-cache entries are not content-addressed/);
+});
