@@ -5,6 +5,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { DiskBlobStore } from '../storage/disk-store.js';
 import { ReadCachingBlobStore } from '../storage/read-caching-store.js';
 import { RemoteBlobStore } from '../storage/remote-store.js';
+import { VerifyingBlobStore } from '../storage/verifying-store.js';
 
 /** Blobs larger than this are streamed into the cache one by one instead of batched in memory. */
 const BATCH_BLOB_BYTES = 4 * 1024 * 1024;
@@ -25,6 +26,11 @@ export class CachedRemoteStore extends ReadCachingBlobStore {
     maxCachedBlobBytes: number,
   ) {
     super(local, remote, maxCachedBlobBytes);
+  }
+
+  /** The cache's file, which the executor hard-links (the remote has no local files). */
+  override localPath(digest: Digest): string | undefined {
+    return this.local.localPath?.(digest);
   }
 
   /** Local first: here the slow store is a round trip away, and most inputs are cached. */
@@ -89,7 +95,9 @@ export class WorkerCas {
   ) {}
 
   static async open(o: WorkerCasOptions): Promise<WorkerCas> {
-    return new WorkerCas(o, await DiskBlobStore.open({ directory: o.cacheDir, limitBytes: o.cacheBytes }));
+    // Verified on the way in: a corrupt or lying remote must not poison the
+    // cache that every later action on this worker links its inputs from.
+    return new WorkerCas(o, new VerifyingBlobStore(await DiskBlobStore.open({ directory: o.cacheDir, limitBytes: o.cacheBytes })));
   }
 
   forInstance(instanceName: string): BlobStore {
