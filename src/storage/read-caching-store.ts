@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { Digest } from '../common/digest.js';
+import { type Digest, digestKey } from '../common/digest.js';
 import { codeOf, Code, isNotFound } from '../common/errors.js';
 import { ForwardingBlobStore, type BlobStore } from './blob-store.js';
 
@@ -10,6 +10,8 @@ import { ForwardingBlobStore, type BlobStore } from './blob-store.js';
  * except what it has since evicted.
  */
 export class ReadCachingBlobStore extends ForwardingBlobStore {
+  private readonly filling = new Map<string, Promise<Buffer>>();
+
   /**
    * @param maxBlobBytes blobs larger than this are streamed from the slow store
    *   without being copied into the fast one: one large blob would otherwise
@@ -39,9 +41,20 @@ export class ReadCachingBlobStore extends ForwardingBlobStore {
     } catch (e) {
       if (!isNotFound(e)) throw e;
     }
-    const data = await this.inner.get(digest);
-    if (data.length <= this.maxBlobBytes) await this.fill(digest, data);
-    return data;
+    // Callers that miss on the same blob at once share one slow read and one
+    // fill (a build's parallel lookups of a hot entry would otherwise each
+    // read it from disk).
+    const key = digestKey(digest);
+    let pending = this.filling.get(key);
+    if (!pending) {
+      pending = (async () => {
+        const data = await this.inner.get(digest);
+        if (data.length <= this.maxBlobBytes) await this.fill(digest, data);
+        return data;
+      })().finally(() => this.filling.delete(key));
+      this.filling.set(key, pending);
+    }
+    return pending;
   }
 
   override async read(digest: Digest, offset?: number, limit?: number): Promise<Readable> {

@@ -1,3 +1,7 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { computeDigest, type Digest, SHA256 } from '../../../src/common/digest.js';
+import { ForwardingBlobStore } from '../../../src/storage/blob-store.js';
 import { DiskBlobStore } from '../../../src/storage/disk-store.js';
 import { MemoryBlobStore } from '../../../src/storage/memory-store.js';
 import { ReadCachingBlobStore } from '../../../src/storage/read-caching-store.js';
@@ -38,3 +42,26 @@ blobStoreContract('read-caching(memory over memory), built from config', { limit
   store: await createStore({ type: 'read-caching', maxBlobBytes: LIMIT, fast: { type: 'memory', limitBytes: LIMIT / 2 }, slow: { type: 'memory', limitBytes: LIMIT } }),
   limitBytes: LIMIT,
 }));
+
+describe('ReadCachingBlobStore under concurrent misses', () => {
+  it('reads a blob from the slow store once for callers that miss on it together', async () => {
+    class Counting extends ForwardingBlobStore {
+      gets = 0;
+      override async get(d: Digest): Promise<Buffer> {
+        this.gets++;
+        await new Promise((r) => setTimeout(r, 20));
+        return super.get(d);
+      }
+    }
+    const slow = new Counting(new MemoryBlobStore(LIMIT));
+    const store = new ReadCachingBlobStore(new MemoryBlobStore(LIMIT), slow);
+    const data = Buffer.from('hot entry');
+    const d = computeDigest(SHA256, data);
+    await store.put(d, data);
+    const got = await Promise.all(Array.from({ length: 10 }, () => store.get(d)));
+    assert.ok(got.every((b) => b.equals(data)));
+    assert.equal(slow.gets, 1);
+    await store.get(d);
+    assert.equal(slow.gets, 1, 'later reads come from the fast store');
+  });
+});
