@@ -72,16 +72,14 @@ function digestLength(d: WireDigest): number {
 
 /** Writes `repeated Digest` under `field`; hashes must be ASCII (validated digests are). */
 function encodeDigests(field: number, digests: readonly WireDigest[], prefix: Buffer): Buffer {
+  const lengths = digests.map(digestLength);
   let size = prefix.length;
-  for (const d of digests) {
-    const n = digestLength(d);
-    size += 1 + varintLength(n) + n;
-  }
+  for (const n of lengths) size += 1 + varintLength(n) + n;
   const out = Buffer.allocUnsafe(size);
   let pos = prefix.copy(out, 0);
-  for (const d of digests) {
+  for (const [i, d] of digests.entries()) {
     out[pos++] = (field << 3) | 2;
-    pos = writeVarint(out, pos, digestLength(d));
+    pos = writeVarint(out, pos, lengths[i]!);
     out[pos++] = (1 << 3) | 2;
     pos = writeVarint(out, pos, d.hash.length);
     pos += out.write(d.hash, pos, 'latin1');

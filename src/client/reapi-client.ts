@@ -86,6 +86,22 @@ function sharedFunction(digests: readonly Digest[], fallback: DigestFunction): D
 
 const wireKey = (d: { hash: string; sizeBytes: number }) => `${d.hash}/${d.sizeBytes}`;
 
+/**
+ * Pairs a Batch* call's per-blob responses with the digests asked for (by
+ * hash and size: the wire has no digest function), dropping answers for
+ * blobs that were not asked for.
+ */
+function matchResponses<R extends { digest?: { hash: string; sizeBytes: number } | undefined; status?: { code: number; message: string } | undefined }>(
+  asked: readonly Digest[],
+  responses: readonly R[],
+): (BatchBlobStatus & { response: R })[] {
+  const byKey = new Map(asked.map((d) => [wireKey(d), d]));
+  return responses.flatMap((response) => {
+    const digest = response.digest && byKey.get(wireKey(response.digest));
+    return digest ? [{ digest, code: response.status?.code ?? Code.OK, message: response.status?.message ?? '', response }] : [];
+  });
+}
+
 function call<T>(fn: (cb: Callback<T>) => void): Promise<T> {
   return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res as T))));
 }
@@ -146,12 +162,7 @@ export class ReapiClient {
     const res = await call<BatchReadBlobsResponse>((cb) =>
       this.cas.batchReadBlobs({ instanceName: this.instanceName, digests: digests.map(toWire), acceptableCompressors: [], digestFunction: fn.value }, cb),
     );
-    const asked = new Map(digests.map((d) => [wireKey(d), d]));
-    return res.responses.flatMap((r) => {
-      const digest = r.digest && asked.get(wireKey(r.digest));
-      if (!digest) return [];
-      return [{ digest, code: r.status?.code ?? Code.OK, message: r.status?.message ?? '', data: r.data }];
-    });
+    return matchResponses(digests, res.responses).map(({ digest, code, message, response }) => ({ digest, code, message, data: response.data }));
   }
 
   /** BatchUpdateBlobs, uncompressed; the blobs must share a digest function. */
@@ -167,11 +178,10 @@ export class ReapiClient {
         cb,
       ),
     );
-    const asked = new Map(blobs.map((b) => [wireKey(b.digest), b.digest]));
-    return res.responses.flatMap((r) => {
-      const digest = r.digest && asked.get(wireKey(r.digest));
-      return digest ? [{ digest, code: r.status?.code ?? Code.OK, message: r.status?.message ?? '' }] : [];
-    });
+    return matchResponses(
+      blobs.map((b) => b.digest),
+      res.responses,
+    ).map(({ digest, code, message }) => ({ digest, code, message }));
   }
 
   /**

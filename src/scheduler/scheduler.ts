@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { type Digest, type DigestFunction, digestFunctionFromValue, digestKey, digestString, makeDigest } from '../common/digest.js';
+import { type Digest, digestFunctionFromValue, digestKey, digestString, makeDigest } from '../common/digest.js';
 import { Code, codeOf, ReprError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -67,13 +67,8 @@ export interface OperationState {
   response?: ExecuteResponse;
 }
 
-export interface SubmitRequest {
-  instanceName: string;
-  fn: DigestFunction;
-  actionDigest: Digest;
-  action: Action;
-  command: Command;
-  requirements: Requirement[];
+/** An action to queue: what an executor will be handed, and its place in line. */
+export interface SubmitRequest extends Omit<ExecutionTask, 'operationName' | 'queuedAt'> {
   /** Lower runs sooner (REAPI); 0 is the default. */
   priority: number;
 }
@@ -179,10 +174,7 @@ export class Scheduler {
    * Reported for the executor that misses the fewest. Executors that left in
    * the last `departedGraceMs` count, so the action waits for them to return.
    */
-  unsatisfiable(reqs: readonly Requirement[]): string[] | undefined {
-    const now = Date.now();
-    this.departed = this.departed.filter((d) => d.until > now);
-    const all = [...this.executors.map((e) => e.caps), ...this.departed.map((d) => d.caps)];
+  unsatisfiable(reqs: readonly Requirement[], all = this.capabilities()): string[] | undefined {
     if (all.length === 0) return ['no executors are connected'];
     let best: string[] | undefined;
     for (const caps of all) {
@@ -193,11 +185,19 @@ export class Scheduler {
     return best;
   }
 
+  /** What present executors offer, and what departed ones still within their grace offered. */
+  private capabilities(): ExecutorCapabilities[] {
+    const now = Date.now();
+    this.departed = this.departed.filter((d) => d.until > now);
+    return [...this.executors.map((e) => e.caps), ...this.departed.map((d) => d.caps)];
+  }
+
   /** Fails queued actions that no executor (present, or gone but within its grace) can run. */
   private failUnrunnable(): void {
     if (this.queue.length === 0) return;
+    const caps = this.capabilities();
     for (const e of [...this.queue]) {
-      const why = this.unsatisfiable(e.req.requirements);
+      const why = this.unsatisfiable(e.req.requirements, caps);
       if (!why) continue;
       this.queue.splice(this.queue.indexOf(e), 1);
       this.finish(
@@ -372,19 +372,7 @@ export class Scheduler {
     let response: ExecuteResponse | undefined;
     try {
       const { req } = entry;
-      response = await slot.execute(
-        {
-          operationName: entry.state.name,
-          instanceName: req.instanceName,
-          fn: req.fn,
-          actionDigest: req.actionDigest,
-          action: req.action,
-          command: req.command,
-          requirements: req.requirements,
-          queuedAt: entry.queuedAt,
-        },
-        entry.abort.signal,
-      );
+      response = await slot.execute({ ...req, operationName: entry.state.name, queuedAt: entry.queuedAt }, entry.abort.signal);
       if (entry.cancelled) response = { ...cancelledResponse(), result: response.result };
     } catch (e) {
       if (e instanceof ExecutorLostError && !entry.cancelled && entry.attempts < this.maxAttempts) {

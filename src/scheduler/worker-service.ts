@@ -72,11 +72,11 @@ class WorkerSession implements WorkerGroup {
     for (let i = 0; i < reg.executors; i++) {
       this.slots.push({ id: `${name}/${i}`, caps, execute: (task, signal) => this.lease(task, signal) });
     }
-    const interval = Math.max(50, Math.floor(o.heartbeatTimeoutMs / 4));
+    // Checked as often as the worker is asked to beat.
     this.watchdog = setInterval(() => {
       const silent = Date.now() - this.lastHeartbeat.getTime();
       if (silent > o.heartbeatTimeoutMs) this.lose(`no heartbeat for ${silent} ms (timeout ${o.heartbeatTimeoutMs} ms)`);
-    }, interval);
+    }, this.heartbeatIntervalMs);
     this.watchdog.unref();
   }
 
@@ -156,7 +156,7 @@ class WorkerSession implements WorkerGroup {
     for (const s of this.slots) this.o.scheduler.removeExecutor(s);
     const lost = [...this.leases.values()];
     this.leases.clear();
-    if (lost.length > 0 || reason !== 'worker finished') this.o.log.warn({ worker: this.name, leases: lost.length, reason }, 'worker disconnected');
+    if (lost.length > 0 || status !== 'ok') this.o.log.warn({ worker: this.name, leases: lost.length, reason }, 'worker disconnected');
     for (const p of lost) p.reject(new ExecutorLostError(`worker ${this.name} lost: ${reason}`));
     this.onClose(this);
     try {

@@ -61,7 +61,6 @@ export class Worker {
   private call?: Call;
   private stopping = false;
   private stopped?: Promise<void>;
-  private connectedOnce?: () => void;
 
   private constructor(
     private readonly o: WorkerOptions,
@@ -97,11 +96,6 @@ export class Worker {
     const w = new Worker(o, cas);
     void w.loop();
     return w;
-  }
-
-  /** Resolves once the worker is registered with the scheduler the first time. */
-  registered(): Promise<void> {
-    return new Promise((resolve) => (this.connectedOnce = resolve));
   }
 
   private async loop(): Promise<void> {
@@ -147,8 +141,6 @@ export class Worker {
           beat = setInterval(() => this.send(call, { heartbeat: {} }), Math.max(20, ms));
           this.o.log.info({ scheduler: this.o.scheduler, heartbeatMs: ms }, 'registered with the scheduler');
           if (this.stopping) this.send(call, { drain: {} });
-          this.connectedOnce?.();
-          this.connectedOnce = undefined;
         } else if (m.lease) {
           this.startLease(call, m.lease);
         } else if (m.cancel) {
