@@ -21,5 +21,6 @@ protoc \
   google/rpc/status.proto \
   google/rpc/code.proto \
   google/rpc/error_details.proto \
+  repr/run/v1/run.proto \
   repr/worker/v1/worker.proto
 echo "generated $(find "$OUT" -name '*.ts' | wc -l) files under $OUT"

@@ -11,6 +11,10 @@ import { BwrapSandbox } from '../sandbox/bwrap-sandbox.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { Worker } from '../worker/worker.js';
 import { fetchStatus, formatStatus } from '../client/status-client.js';
+import { readBatch, runCommands } from '../client/run-command.js';
+import { discoveryFromSpec } from '../plugins/discovery.js';
+import { bearerInterceptor } from '../plugins/auth.js';
+import { readFile } from 'node:fs/promises';
 
 function byteSizeOption(v: string): number {
   const n = parseByteSize(v);
@@ -37,12 +41,16 @@ program
   .option('--worker-heartbeat-timeout <seconds>', 'drop a worker silent for this long and run its actions elsewhere (default 10)', (v) => positiveNumber(v, '--worker-heartbeat-timeout'))
   .option('--executor-property <name=value...>', 'platform properties the executors offer (default OSFamily=linux)')
   .option('--allow-network', 'let actions ask for the host network with the platform property network=on')
+  .option('--metrics-listen <host:port>', 'serve Prometheus /metrics and /healthz over HTTP here (port 0 picks one)')
+  .option('--auth-tokens-file <file>', 'require a bearer token on every call; FILE has lines name:token (see PLUGINS.md)')
   .action(async (opts: ServerFlags) => {
     const input = (opts.config ? loadConfigFile(opts.config) : {}) as ServerConfigInput & Record<string, unknown>;
     if (opts.listen) input.listen = opts.listen;
     if (opts.dataDir) input.dataDir = opts.dataDir;
     if (opts.instance) input.instanceNames = opts.instance;
     if (opts.logLevel) input.logLevel = opts.logLevel as ServerConfigInput['logLevel'];
+    if (opts.metricsListen) input.metricsListen = opts.metricsListen;
+    if (opts.authTokensFile) input.auth = { type: 'token', tokensFile: opts.authTokensFile };
     const execution = (input.execution ?? {}) as NonNullable<ServerConfigInput['execution']>;
     if (opts.executors !== undefined) execution.executors = opts.executors;
     if (opts.executorProperty) execution.properties = parseProperties(opts.executorProperty);
@@ -77,6 +85,8 @@ interface ServerFlags {
   allowNetwork?: boolean;
   cacheOnly?: boolean;
   workerHeartbeatTimeout?: number;
+  metricsListen?: string;
+  authTokensFile?: string;
 }
 
 program
@@ -94,6 +104,7 @@ program
   .option('--cache-size <size>', 'local CAS cache size before LRU eviction (default 10GiB)', byteSizeOption)
   .option('--drain-timeout <seconds>', 'on SIGTERM, how long running actions may finish before they are handed back (default 60)', (v) => positiveNumber(v, '--drain-timeout'))
   .option('--log-level <level>', 'trace, debug, info, warn, error or silent (default info)')
+  .option('--token <token>', 'bearer token for a scheduler that requires one (default $REPR_TOKEN)')
   .action(async (opts: WorkerFlags) => {
     const log = createLogger((opts.logLevel ?? 'info') as Parameters<typeof createLogger>[0]);
     const name = opts.name ?? `${os.hostname()}-${process.pid}`;
@@ -120,6 +131,7 @@ program
       defaultTimeoutMs: 900_000,
       maxTimeoutMs: 3_600_000,
       log: log.child({ worker: name }),
+      ...(opts.token || process.env.REPR_TOKEN ? { token: opts.token ?? process.env.REPR_TOKEN } : {}),
     });
     const stop = (signal: string) => {
       log.info({ signal, running: worker.busy }, 'draining: no new work; finishing running actions');
@@ -148,6 +160,77 @@ interface WorkerFlags {
   cacheSize?: number;
   drainTimeout?: number;
   logLevel?: string;
+  token?: string;
+}
+
+program
+  .command('run')
+  .description("run a command on a repr server or worker; it sees this directory's files (fetched on demand through FUSE), its output streams back, and the files it writes come back here")
+  .usage('[options] -- COMMAND [ARGS...]')
+  .argument('[command...]', 'the command and its arguments (after --)')
+  .option('-s, --server <spec>', 'where to run: grpc://HOST:PORT[,grpc://...], file:PATH (one server per line) or dns-srv:NAME (default $REPR_SERVER or grpc://127.0.0.1:8980)')
+  .option('--cas <url>', 'CAS to put files in, if not the server (grpc://HOST:PORT)')
+  .option('-r, --root <dir...>', 'directories shown to the command (default: the current directory)')
+  .option('-e, --env <NAME[=VALUE]...>', 'environment variables to pass (NAME alone passes this shell\'s value); PATH, LANG, LC_ALL, TZ and TERM pass by default')
+  .option('-p, --platform <name=value...>', 'platform properties the executor must offer (pool=big, cpu=2, memory=1g, network=on ...)')
+  .option('--timeout <seconds>', 'kill the command after this long (default: the server\'s)', (v) => positiveNumber(v, '--timeout'))
+  .option('--batch <file>', 'run every line of FILE as a shell command (- for stdin), fanned out over the executors')
+  .option('-w, --workers <n>', 'commands run at once, each on its own executor (default 4)', (v) => intOption(v, '--workers'))
+  .option('--manifest <file>', 'paths (one per line, relative to the working directory) to send as mappings before the command asks')
+  .option('--no-record', 'do not record the files a command touches, nor send them as mappings next time')
+  .option('--stats', 'print what each run cost: files asked on demand vs served from mappings, bytes, time blocked on this client, costliest files')
+  .option('--stats-json <file>', 'write the same as JSON')
+  .option('--instance <name>', 'REAPI instance name', '')
+  .option('--token <token>', 'bearer token for servers that require one (default $REPR_TOKEN)')
+  .action(async (command: string[], opts: RunFlags) => {
+    const commands = opts.batch ? await readBatch(opts.batch) : command.length > 0 ? [command] : [];
+    if (commands.length === 0) throw new InvalidArgumentError('nothing to run: give a command after --, or --batch FILE');
+    const token = opts.token ?? process.env.REPR_TOKEN;
+    const env = new Map<string, string>();
+    for (const name of ['PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM']) if (process.env[name] !== undefined) env.set(name, process.env[name]!);
+    for (const e of opts.env ?? []) {
+      const i = e.indexOf('=');
+      if (i < 0) env.set(e, process.env[e] ?? '');
+      else env.set(e.slice(0, i), e.slice(i + 1));
+    }
+    const manifest = opts.manifest ? (await readFile(opts.manifest, 'utf8')).split('\n').map((l) => l.trim()).filter(Boolean) : undefined;
+    const { exitCode } = await runCommands({
+      discovery: discoveryFromSpec(opts.server ?? process.env.REPR_SERVER ?? 'grpc://127.0.0.1:8980'),
+      ...(opts.cas ? { cas: opts.cas } : {}),
+      instanceName: opts.instance,
+      commands,
+      parallel: opts.workers ?? 4,
+      cwd: process.cwd(),
+      roots: opts.root ?? [],
+      env: [...env].map(([name, value]) => ({ name, value })),
+      platform: Object.entries(parseProperties(opts.platform ?? [], '--platform')).flatMap(([name, vs]) => vs.map((value) => ({ name, value }))),
+      timeoutMs: (opts.timeout ?? 0) * 1000,
+      ...(manifest ? { manifest } : {}),
+      record: opts.record,
+      stats: opts.stats ?? false,
+      ...(opts.statsJson ? { statsJson: opts.statsJson } : {}),
+      ...(token ? { interceptors: [bearerInterceptor(token)] } : {}),
+      stdout: process.stdout,
+      stderr: process.stderr,
+    });
+    process.exitCode = exitCode;
+  });
+
+interface RunFlags {
+  server?: string;
+  cas?: string;
+  root?: string[];
+  env?: string[];
+  platform?: string[];
+  timeout?: number;
+  batch?: string;
+  workers?: number;
+  manifest?: string;
+  record: boolean;
+  stats?: boolean;
+  statsJson?: string;
+  instance: string;
+  token?: string;
 }
 
 program
@@ -155,8 +238,9 @@ program
   .description("show a scheduler's workers, their executors and properties, running actions and queue depth")
   .option('-s, --server <url>', 'scheduler address, grpc://HOST:PORT', 'grpc://127.0.0.1:8980')
   .option('--json', 'print the raw status as JSON')
-  .action(async (opts: { server: string; json?: boolean }) => {
-    const status = await fetchStatus(opts.server);
+  .option('--token <token>', 'bearer token for a scheduler that requires one (default $REPR_TOKEN)')
+  .action(async (opts: { server: string; json?: boolean; token?: string }) => {
+    const status = await fetchStatus(opts.server, 10_000, opts.token ?? process.env.REPR_TOKEN);
     process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
   });
 
@@ -172,11 +256,11 @@ function intOption(v: string, flag: string): number {
   return n;
 }
 
-function parseProperties(pairs: string[]): Record<string, string[]> {
+function parseProperties(pairs: string[], flag = '--executor-property'): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const p of pairs) {
     const i = p.indexOf('=');
-    if (i <= 0) throw new InvalidArgumentError(`--executor-property takes name=value, not "${p}"`);
+    if (i <= 0) throw new InvalidArgumentError(`${flag} takes name=value, not "${p}"`);
     (out[p.slice(0, i)] ??= []).push(p.slice(i + 1));
   }
   return out;

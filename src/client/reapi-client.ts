@@ -4,6 +4,7 @@ import {
   type Client,
   type ClientReadableStream,
   type ClientWritableStream,
+  type Interceptor,
   credentials,
   makeGenericClientConstructor,
   Metadata,
@@ -58,6 +59,8 @@ export interface ReapiClientOptions {
   credentials?: ChannelCredentials;
   /** Bytes per WriteRequest. */
   writeChunkBytes?: number;
+  /** Client interceptors for every call (e.g. one adding an authorization header). */
+  interceptors?: Interceptor[];
 }
 
 type Callback<T> = (err: Error | null, res?: T) => void;
@@ -124,13 +127,18 @@ export class ReapiClient {
     const address = opts.target.replace(/^grpc:\/\//, '');
     const creds = opts.credentials ?? credentials.createInsecure();
     // Large HTTP/2 windows: with the 64 KiB default, blob downloads stall on WINDOW_UPDATEs.
-    const options = { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1, 'grpc-node.flow_control_window': 16 * 1024 * 1024 };
+    const options = {
+      'grpc.max_receive_message_length': -1,
+      'grpc.max_send_message_length': -1,
+      'grpc-node.flow_control_window': 16 * 1024 * 1024,
+      ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
+    };
     this.instanceName = opts.instanceName ?? '';
     this.fn = opts.digestFunction ?? SHA256;
     this.chunk = opts.writeChunkBytes ?? 1024 * 1024;
     this.cas = new CasClient(address, creds, options);
     // Share one channel between the stubs.
-    const channelOverride = { channelOverride: this.cas.getChannel() };
+    const channelOverride = { channelOverride: this.cas.getChannel(), ...(opts.interceptors ? { interceptors: opts.interceptors } : {}) };
     this.ac = new ActionCacheClient(address, creds, channelOverride);
     this.capabilities = new CapabilitiesClient(address, creds, channelOverride);
     this.byteStream = new ByteStreamClient(address, creds, channelOverride) as unknown as ReapiClient['byteStream'];

@@ -1,9 +1,10 @@
 import { credentials, Metadata } from '@grpc/grpc-js';
+import { bearerInterceptor } from '../plugins/auth.js';
 import { type GetStatusResponse, SchedulerStatusClient } from '../proto/repr/worker/v1/worker.js';
 
 /** Asks a scheduler for its status (SchedulerStatus.GetStatus). */
-export function fetchStatus(target: string, timeoutMs = 10_000): Promise<GetStatusResponse> {
-  const client = new SchedulerStatusClient(target.replace(/^grpc:\/\//, ''), credentials.createInsecure());
+export function fetchStatus(target: string, timeoutMs = 10_000, token?: string): Promise<GetStatusResponse> {
+  const client = new SchedulerStatusClient(target.replace(/^grpc:\/\//, ''), credentials.createInsecure(), token ? { interceptors: [bearerInterceptor(token)] } : {});
   return new Promise<GetStatusResponse>((resolve, reject) => {
     client.getStatus({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       client.close();

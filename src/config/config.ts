@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { authSchema } from '../plugins/auth.js';
+import { telemetrySinkSchema } from '../plugins/telemetry.js';
 import { invalidArgument } from '../common/errors.js';
 
 const GiB = 1024 ** 3;
@@ -77,6 +79,12 @@ const serverSchema = z
     /** Largest total request or response of a Batch* call (and the gRPC message limit). */
     maxBatchTotalSizeBytes: byteSize.default(4 * MiB),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
+    /** Where each `repr run`'s telemetry goes (plugins: log, jsonl, prometheus). */
+    telemetry: z.array(telemetrySinkSchema).default([{ type: 'log' }, { type: 'prometheus' }]),
+    /** host:port for an HTTP server with /metrics (Prometheus) and /healthz; off when unset. */
+    metricsListen: z.string().optional(),
+    /** Who may call the server (plugins: none, token). */
+    auth: authSchema.default({ type: 'none' }),
     execution: z
       .object({
         /** false makes the server a cache only: no Execution service, no scheduler. */

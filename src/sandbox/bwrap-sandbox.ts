@@ -75,8 +75,20 @@ export class BwrapSandbox implements Sandbox {
     }
     for (const d of [...parents].sort()) args.push('--perms', '0755', '--dir', d);
     for (const p of this.roPaths) args.push('--ro-bind', p, p);
-    args.push('--proc', '/proc', '--dev', '/dev', '--perms', '01777', '--tmpfs', '/tmp', '--bind', spec.rootDir, SANDBOX_ROOT);
-    args.push('--chdir', path.posix.join(SANDBOX_ROOT, spec.workingDirectory || '.'));
+    args.push('--proc', '/proc', '--dev', '/dev', '--perms', '01777', '--tmpfs', '/tmp');
+    if (spec.rootDir) args.push('--bind', spec.rootDir, SANDBOX_ROOT);
+    // Binds come after /tmp's tmpfs so that a root under /tmp shows through it.
+    const made = new Set(['/', '/tmp', ...parents, ...this.roPaths]);
+    for (const b of spec.binds ?? []) {
+      const up: string[] = [];
+      for (let d = path.posix.dirname(b.path); !made.has(d); d = path.posix.dirname(d)) up.unshift(d);
+      for (const d of up) {
+        args.push('--perms', '0755', '--dir', d);
+        made.add(d);
+      }
+      args.push('--bind', b.host, b.path);
+    }
+    args.push('--chdir', spec.rootDir ? path.posix.join(SANDBOX_ROOT, spec.workingDirectory || '.') : spec.workingDirectory);
     args.push('--clearenv');
     for (const [k, v] of Object.entries(spec.env)) args.push('--setenv', k, v);
     args.push('--hostname', 'repr-sandbox');
@@ -93,8 +105,9 @@ export class BwrapSandbox implements Sandbox {
       throw failedPrecondition(`sandbox unavailable: cannot create a cgroup: ${(e as Error).message}`);
     }
     const started = performance.now();
-    const out = openSync(spec.stdoutPath, 'w');
-    const err = openSync(spec.stderrPath, 'w');
+    // Files when asked for (actions), else pipes read as the command writes.
+    const out = spec.stdoutPath ? openSync(spec.stdoutPath, 'w') : 'pipe';
+    const err = spec.stderrPath ? openSync(spec.stderrPath, 'w') : 'pipe';
     try {
       // The shell joins the cgroups before exec'ing bwrap, so that nothing the
       // action starts can run outside them, even for a moment.
@@ -103,6 +116,8 @@ export class BwrapSandbox implements Sandbox {
         stdio: ['ignore', out, err],
         env: {},
       });
+      child.stdout?.on('data', (c: Buffer) => spec.onOutput?.('stdout', c));
+      child.stderr?.on('data', (c: Buffer) => spec.onOutput?.('stderr', c));
       let timedOut = false;
       const kill = () => {
         child.kill('SIGKILL');
@@ -117,9 +132,10 @@ export class BwrapSandbox implements Sandbox {
       const timer = spec.timeoutMs > 0 ? setTimeout(() => ((timedOut = true), kill()), spec.timeoutMs) : undefined;
       const onAbort = () => kill();
       abort?.addEventListener('abort', onAbort);
+      // 'close' rather than 'exit' with pipes: it comes after their last bytes.
       const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
         child.once('error', reject);
-        child.once('exit', (c, s) => resolve({ code: c, signal: s }));
+        child.once(typeof out === 'number' && typeof err === 'number' ? 'exit' : 'close', (c: number | null, s: NodeJS.Signals | null) => resolve({ code: c, signal: s }));
       });
       if (timer) clearTimeout(timer);
       abort?.removeEventListener('abort', onAbort);
@@ -134,8 +150,8 @@ export class BwrapSandbox implements Sandbox {
         ...(peak !== undefined ? { peakMemoryBytes: peak } : {}),
       };
     } finally {
-      closeSync(out);
-      closeSync(err);
+      if (typeof out === 'number') closeSync(out);
+      if (typeof err === 'number') closeSync(err);
       cg.destroy();
     }
   }

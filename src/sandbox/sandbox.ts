@@ -4,13 +4,20 @@ export interface SandboxSpec {
   /** argv[0] is resolved inside the sandbox (PATH from `env`, or absolute). */
   argv: string[];
   env: Record<string, string>;
-  /** Host directory holding the action's input root; writable by the action. */
-  rootDir: string;
-  /** Working directory relative to the root. */
+  /** Host directory holding the action's input root, shown at SANDBOX_ROOT; writable by the action. */
+  rootDir?: string;
+  /**
+   * Host directories shown writable at other paths inside (a `repr run`'s
+   * virtualized roots, each at the client's own absolute path).
+   */
+  binds?: { host: string; path: string }[];
+  /** Working directory: relative to the root when rootDir is set, else absolute. */
   workingDirectory: string;
   /** Files on the host that receive stdout and stderr. */
-  stdoutPath: string;
-  stderrPath: string;
+  stdoutPath?: string;
+  stderrPath?: string;
+  /** Or: stdout and stderr as they come (used when the paths are not set). */
+  onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
   /** 0 = no timeout. */
   timeoutMs: number;
   limits: ResourceLimits;

@@ -12,6 +12,8 @@ import {
   ExecutionStage_Value,
 } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { ExecutionTask } from '../worker/local-executor.js';
+import type { RunFinished, RunRequest } from '../proto/repr/run/v1/run.js';
+import type { RunHost } from '../run/run-executor.js';
 import { MissingInputsError } from '../worker/input-root.js';
 import { preconditionFailureStatus } from './precondition.js';
 import type { OperationRow, OperationStore } from './operation-store.js';
@@ -22,6 +24,21 @@ export interface ExecutorSlot {
   id: string;
   caps: ExecutorCapabilities;
   execute(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse>;
+  /** Carries out a `repr run` (only executors that can mount FUSE offer it). */
+  run?(req: RunRequest, host: RunHost, signal: AbortSignal): Promise<RunFinished>;
+}
+
+/** An executor held for one `repr run`; give it back with release(). */
+export interface HeldExecutor {
+  slot: ExecutorSlot & Required<Pick<ExecutorSlot, 'run'>>;
+  release(): void;
+}
+
+interface RunWaiter {
+  requirements: readonly Requirement[];
+  label: string;
+  resolve(h: HeldExecutor): void;
+  reject(e: Error): void;
 }
 
 /**
@@ -47,8 +64,10 @@ export interface SchedulerOptions {
 }
 
 export interface RunningAction {
+  /** An operation name, or `runs/<id>` for a `repr run`. */
   operationName: string;
-  actionDigest: Digest;
+  /** Unset for a `repr run`. */
+  actionDigest?: Digest;
   started: Date;
 }
 
@@ -97,11 +116,13 @@ export class Scheduler {
   private readonly byName = new Map<string, Entry>();
   private readonly inflight = new Map<string, Entry>();
   private readonly queue: Entry[] = [];
+  /** `repr run`s waiting for an executor; served before queued actions (a person is waiting on them). */
+  private readonly runWaiters: RunWaiter[] = [];
   private readonly executors: ExecutorSlot[] = [];
   private readonly idle: ExecutorSlot[] = [];
   private readonly running = new Map<ExecutorSlot, RunningAction>();
   /** Capabilities of executors removed lately, and until when they still count. */
-  private departed: { caps: ExecutorCapabilities; until: number }[] = [];
+  private departed: { caps: ExecutorCapabilities; runs: boolean; until: number }[] = [];
   private readonly counters: SchedulerCounters = { completed: 0, requeued: 0, staleResults: 0 };
   private readonly completedBy = new Map<string, number>();
   private readonly maxAttempts: number;
@@ -139,7 +160,7 @@ export class Scheduler {
     this.executors.splice(i, 1);
     const j = this.idle.indexOf(slot);
     if (j >= 0) this.idle.splice(j, 1);
-    this.departed.push({ caps: slot.caps, until: Date.now() + this.departedGraceMs });
+    this.departed.push({ caps: slot.caps, runs: slot.run !== undefined, until: Date.now() + this.departedGraceMs });
   }
 
   get queueDepth(): number {
@@ -186,14 +207,50 @@ export class Scheduler {
   }
 
   /** What present executors offer, and what departed ones still within their grace offered. */
-  private capabilities(): ExecutorCapabilities[] {
+  private capabilities(forRuns = false): ExecutorCapabilities[] {
     const now = Date.now();
     this.departed = this.departed.filter((d) => d.until > now);
-    return [...this.executors.map((e) => e.caps), ...this.departed.map((d) => d.caps)];
+    const present = this.executors.filter((e) => !forRuns || e.run).map((e) => e.caps);
+    return [...present, ...this.departed.filter((d) => !forRuns || d.runs).map((d) => d.caps)];
+  }
+
+  /**
+   * Waits for an idle executor that can carry out `repr run`s and satisfies
+   * the requirements, and holds it until released. Fails at once with
+   * FAILED_PRECONDITION when no executor could ever take it.
+   */
+  acquire(requirements: readonly Requirement[], label: string, signal: AbortSignal): Promise<HeldExecutor> {
+    const why = this.unsatisfiable(requirements, this.capabilities(true));
+    if (why) return Promise.reject(new ReprError(Code.FAILED_PRECONDITION, `no executor can run this command; unmet: ${why.join(', ')}`));
+    return new Promise<HeldExecutor>((resolve, reject) => {
+      const w: RunWaiter = { requirements, label, resolve, reject };
+      const onAbort = () => {
+        const i = this.runWaiters.indexOf(w);
+        if (i >= 0) this.runWaiters.splice(i, 1);
+        reject(new ReprError(Code.CANCELLED, 'cancelled while waiting for an executor'));
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      w.resolve = (h) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(h);
+      };
+      this.runWaiters.push(w);
+      this.dispatch();
+    });
   }
 
   /** Fails queued actions that no executor (present, or gone but within its grace) can run. */
   private failUnrunnable(): void {
+    if (this.runWaiters.length > 0) {
+      const runCaps = this.capabilities(true);
+      for (const w of [...this.runWaiters]) {
+        const why = this.unsatisfiable(w.requirements, runCaps);
+        if (!why) continue;
+        this.runWaiters.splice(this.runWaiters.indexOf(w), 1);
+        w.reject(new ReprError(Code.FAILED_PRECONDITION, `no executor can run this command any more; unmet: ${why.join(', ')}`));
+      }
+    }
     if (this.queue.length === 0) return;
     const caps = this.capabilities();
     for (const e of [...this.queue]) {
@@ -351,6 +408,17 @@ export class Scheduler {
   }
 
   private dispatch(): void {
+    for (let wi = 0; wi < this.runWaiters.length && this.idle.length > 0; ) {
+      const w = this.runWaiters[wi]!;
+      const si = this.idle.findIndex((s) => s.run !== undefined && unmet(w.requirements, s.caps).length === 0);
+      if (si < 0) {
+        wi++;
+        continue;
+      }
+      this.runWaiters.splice(wi, 1);
+      const [slot] = this.idle.splice(si, 1);
+      this.hold(slot!, w);
+    }
     for (let i = 0; i < this.idle.length && this.queue.length > 0; ) {
       const slot = this.idle[i]!;
       const qi = this.queue.findIndex((e) => unmet(e.req.requirements, slot.caps).length === 0);
@@ -362,6 +430,22 @@ export class Scheduler {
       this.idle.splice(i, 1);
       void this.run(slot, entry!);
     }
+  }
+
+  private hold(slot: ExecutorSlot, w: RunWaiter): void {
+    this.running.set(slot, { operationName: w.label, started: new Date() });
+    let released = false;
+    w.resolve({
+      slot: slot as HeldExecutor['slot'],
+      release: () => {
+        if (released) return;
+        released = true;
+        this.running.delete(slot);
+        this.completedBy.set(slot.id, (this.completedBy.get(slot.id) ?? 0) + 1);
+        if (this.executors.includes(slot)) this.idle.push(slot);
+        this.dispatch();
+      },
+    });
   }
 
   private async run(slot: ExecutorSlot, entry: Entry): Promise<void> {

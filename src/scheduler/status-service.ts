@@ -28,7 +28,7 @@ export class StatusServiceImpl {
       lastHeartbeat: g.lastHeartbeat ? toTimestamp(g.lastHeartbeat) : undefined,
       running: g.slots.flatMap((s) => {
         const r = running.get(s.id);
-        return r ? [{ operationName: r.operationName, actionDigest: toWire(r.actionDigest), started: toTimestamp(r.started) }] : [];
+        return r ? [{ operationName: r.operationName, actionDigest: r.actionDigest && toWire(r.actionDigest), started: toTimestamp(r.started) }] : [];
       }),
       completed: g.slots.reduce((n, s) => n + (completed.get(s.id) ?? 0), 0),
     }));

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { toWire } from '../common/digest.js';
-import { Code } from '../common/errors.js';
+import { Code, codeOf } from '../common/errors.js';
+import type { NodeQuery, RunFinished, RunRequest } from '../proto/repr/run/v1/run.js';
+import type { RunHost } from '../run/run-executor.js';
 import type { Logger } from '../common/logger.js';
 import { toTimestamp } from '../common/time.js';
 import type { ExecuteResponse } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
@@ -39,6 +41,12 @@ interface PendingLease {
   reject(e: Error): void;
 }
 
+interface PendingRun {
+  host: RunHost;
+  resolve(r: RunFinished): void;
+  reject(e: Error): void;
+}
+
 type Stream = ServerDuplexStream<WorkerMessage, SchedulerMessage>;
 
 /**
@@ -56,6 +64,7 @@ class WorkerSession implements WorkerGroup {
   lastHeartbeat = new Date();
   draining = false;
   private readonly leases = new Map<string, PendingLease>();
+  private readonly runs = new Map<string, PendingRun>();
   private closed = false;
   private readonly watchdog: NodeJS.Timeout;
 
@@ -70,7 +79,9 @@ class WorkerSession implements WorkerGroup {
     for (const p of reg.properties) (this.properties[p.name] ??= []).push(p.value);
     const caps: ExecutorCapabilities = { properties: this.properties, cpus: reg.cpus, memoryBytes: reg.memoryBytes, networkAllowed: reg.networkAllowed };
     for (let i = 0; i < reg.executors; i++) {
-      this.slots.push({ id: `${name}/${i}`, caps, execute: (task, signal) => this.lease(task, signal) });
+      const slot: ExecutorSlot = { id: `${name}/${i}`, caps, execute: (task, signal) => this.lease(task, signal) };
+      if (reg.runs) slot.run = (req, host, signal) => this.runLease(req, host, signal);
+      this.slots.push(slot);
     }
     // Checked as often as the worker is asked to beat.
     this.watchdog = setInterval(() => {
@@ -121,13 +132,52 @@ class WorkerSession implements WorkerGroup {
     });
   }
 
+  /**
+   * A `repr run` on this worker: its questions and output are relayed
+   * between the worker's stream and the client's. Losing the worker fails
+   * the run rather than re-running it: its output has been streamed already.
+   */
+  private runLease(req: RunRequest, host: RunHost, signal: AbortSignal): Promise<RunFinished> {
+    if (this.closed) return Promise.reject(new ExecutorLostError(`worker ${this.name} is gone`));
+    const leaseId = randomUUID();
+    return new Promise<RunFinished>((resolve, reject) => {
+      const onAbort = () => this.send({ cancel: { leaseId } });
+      signal.addEventListener('abort', onAbort, { once: true });
+      const done = () => signal.removeEventListener('abort', onAbort);
+      this.runs.set(leaseId, {
+        host,
+        resolve: (r) => (done(), resolve(r)),
+        reject: (e) => (done(), reject(e)),
+      });
+      this.send({ runLease: { leaseId, request: req } });
+    });
+  }
+
+  private relayQuery(q: NodeQuery): void {
+    const run = this.runs.get(q.runId);
+    if (!run) return;
+    run.host.query(q.path, q.list).then(
+      (node) => this.send({ runReply: { runId: q.runId, queryId: q.queryId, node, error: undefined } }),
+      (e: unknown) => this.send({ runReply: { runId: q.runId, queryId: q.queryId, node: undefined, error: { code: codeOf(e), message: (e as Error).message, details: [] } } }),
+    );
+  }
+
   private send(m: SchedulerMessage): void {
     if (!this.closed) this.call.write(m);
   }
 
   onMessage(m: WorkerMessage): void {
     this.lastHeartbeat = new Date(); // any message shows the worker is alive
-    if (m.result) {
+    if (m.runQuery) {
+      this.relayQuery(m.runQuery);
+    } else if (m.runOutput) {
+      this.runs.get(m.runOutput.runId)?.host.output(m.runOutput.stream, Buffer.from(m.runOutput.data));
+    } else if (m.runFinished) {
+      const run = this.runs.get(m.runFinished.runId);
+      this.runs.delete(m.runFinished.runId);
+      if (run) run.resolve(m.runFinished);
+      else this.o.scheduler.noteStaleResult();
+    } else if (m.result) {
       const pending = this.leases.get(m.result.leaseId);
       if (!pending) {
         this.o.scheduler.noteStaleResult();
@@ -158,6 +208,8 @@ class WorkerSession implements WorkerGroup {
     this.leases.clear();
     if (lost.length > 0 || status !== 'ok') this.o.log.warn({ worker: this.name, leases: lost.length, reason }, 'worker disconnected');
     for (const p of lost) p.reject(new ExecutorLostError(`worker ${this.name} lost: ${reason}`));
+    for (const r of this.runs.values()) r.reject(new ExecutorLostError(`worker ${this.name} lost: ${reason}`));
+    this.runs.clear();
     this.onClose(this);
     try {
       if (status === 'ok') this.call.end();

@@ -23,6 +23,13 @@ import { defaultExecutorId, LocalExecutor } from '../worker/local-executor.js';
 import path from 'node:path';
 import { rmSync } from 'node:fs';
 import { VerifyingBlobStore } from '../storage/verifying-store.js';
+import { fuseUnavailable } from '../run/fuse-available.js';
+import { RunExecutor } from '../run/run-executor.js';
+import { RunService } from '../run/run-service.js';
+import { Registry } from 'prom-client';
+import { authInterceptor, createAuthenticator } from '../plugins/auth.js';
+import { startMetricsServer, type MetricsServer } from '../plugins/metrics-http.js';
+import { createTelemetrySinks, type TelemetrySink } from '../plugins/telemetry.js';
 
 type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
 
@@ -42,6 +49,7 @@ export class ReprServer {
     readonly address: string,
     readonly port: number,
     private readonly execution?: { store: OperationStore; scheduler: Scheduler; workers: WorkerService },
+    private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer },
   ) {
     this.state = 'SERVING';
   }
@@ -52,7 +60,11 @@ export class ReprServer {
     const instances = new InstanceNames(config.instanceNames);
     const maxBatch = config.maxBatchTotalSizeBytes;
 
+    const registry = new Registry();
+    const telemetry = createTelemetrySinks(config.telemetry, { log, registry });
+    const auth = config.auth.type === 'none' ? undefined : createAuthenticator(config.auth);
     const grpc = new Server({
+      ...(auth ? { interceptors: [authInterceptor(auth, { log: log.child({ svc: 'auth' }) })] } : {}),
       // A full batch plus its framing must fit in one message; anything
       // larger gets grpc-js's own RESOURCE_EXHAUSTED.
       'grpc.max_receive_message_length': Math.max(maxBatch, 4 * 1024 * 1024) + 1024 * 1024,
@@ -77,6 +89,7 @@ export class ReprServer {
       add(ExecutionServiceImpl.definition, new ExecutionServiceImpl({ cas, actionCache, scheduler, instances, log: log.child({ svc: 'execution' }) }).handlers());
       add(OperationsServiceImpl.definition, new OperationsServiceImpl(scheduler, log.child({ svc: 'operations' })).handlers());
       add(WorkerService.definition, execution.workers.handlers());
+      add(RunService.definition, new RunService({ scheduler, instances, telemetry, log: log.child({ svc: 'run' }) }).handlers());
       const groups = () => [...(execution.local ? [execution.local] : []), ...execution.workers.groups()];
       add(StatusServiceImpl.definition, new StatusServiceImpl(scheduler, groups, log.child({ svc: 'status' })).handlers());
     }
@@ -88,11 +101,13 @@ export class ReprServer {
       grpc.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(internal(`cannot listen on ${config.listen}: ${err.message}`, err)) : resolve(p))),
     );
     const tunedSessions = enlargeSessionWindows(grpc);
+    const metrics = config.metricsListen ? await startMetricsServer(config.metricsListen, registry, log, { defaultMetrics: true }) : undefined;
+    if (metrics) log.info({ address: metrics.address }, 'metrics endpoint listening');
     if (!tunedStreams || !tunedSessions) log.warn('could not enlarge HTTP/2 flow-control windows (grpc-js internals changed); uploads will be slower');
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
     log.info({ address, dataDir: config.dataDir }, 'repr server listening');
-    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution);
+    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics });
   }
 
   /** Stops accepting calls, lets running ones finish for up to `graceMs`, then closes stores. */
@@ -115,6 +130,8 @@ export class ReprServer {
     this.execution?.scheduler.close();
     this.execution?.store.close();
     for (const s of this.stores) await s.close?.();
+    await this.plugins?.metrics?.close();
+    await this.plugins?.telemetry.close?.();
     this.state = 'STOPPED';
     this.log.info('repr server stopped');
   }
@@ -147,8 +164,10 @@ async function startExecution(config: ServerConfig, cas: BlobStore, ac: BlobStor
   const properties = Object.fromEntries(Object.entries(ex.properties).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));
   const caps = { properties, cpus: ex.cpus, memoryBytes: ex.memoryBytes, networkAllowed: ex.allowNetwork };
   const slots: ExecutorSlot[] = [];
+  const noFuse = fuseUnavailable();
+  if (noFuse) log.warn({ reason: noFuse }, 'built-in executors take no `repr run`s');
   for (let i = 0; i < ex.executors; i++) {
-    const executor = new LocalExecutor({
+    const opts = {
       id: defaultExecutorId(i),
       cas: () => cas,
       sandbox,
@@ -156,8 +175,13 @@ async function startExecution(config: ServerConfig, cas: BlobStore, ac: BlobStor
       log: log.child({ executor: i }),
       defaultTimeoutMs: ex.defaultTimeoutSeconds * 1000,
       maxTimeoutMs: ex.maxTimeoutSeconds * 1000,
-    });
+    };
+    const executor = new LocalExecutor(opts);
     const slot: ExecutorSlot = { id: executor.id, caps, execute: (task, signal) => executor.execute(task, signal) };
+    if (!noFuse) {
+      const runs = new RunExecutor(opts);
+      slot.run = (req, host, signal) => runs.run(req, host, signal);
+    }
     slots.push(slot);
     scheduler.addExecutor(slot);
   }

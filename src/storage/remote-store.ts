@@ -1,3 +1,4 @@
+import type { Interceptor } from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { encodeWriteRequest } from '../cas/bytestream-codec.js';
@@ -29,6 +30,8 @@ export interface RemoteBlobStoreOptions {
   /** grpc://host:port or host:port (plaintext). */
   target: string;
   instanceName: string;
+  /** Client interceptors (e.g. one adding a bearer token). */
+  interceptors?: Interceptor[];
 }
 
 export interface RemoteBlobStoreTuning {
@@ -67,7 +70,7 @@ export class RemoteBlobStore implements BlobStore {
 
   constructor(remote: RemoteBlobStoreOptions | ReapiClient, tuning: RemoteBlobStoreTuning = {}) {
     this.ownsClient = !(remote instanceof ReapiClient);
-    this.client = remote instanceof ReapiClient ? remote : new ReapiClient({ target: remote.target, instanceName: remote.instanceName });
+    this.client = remote instanceof ReapiClient ? remote : new ReapiClient({ target: remote.target, instanceName: remote.instanceName, ...(remote.interceptors ? { interceptors: remote.interceptors } : {}) });
     const instance = this.client.instanceName ? ` (instance "${this.client.instanceName}")` : '';
     this.where = `remote CAS ${this.client.cas.getChannel().getTarget()}${instance}`;
     this.maxBatchBytes = tuning.maxBatchBytes ?? 3 * MiB;

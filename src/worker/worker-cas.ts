@@ -1,3 +1,4 @@
+import type { Interceptor } from '@grpc/grpc-js';
 import type { Digest } from '../common/digest.js';
 import { Code, codeOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -83,6 +84,7 @@ export interface WorkerCasOptions {
   cacheDir: string;
   cacheBytes: number;
   log: Logger;
+  interceptors?: Interceptor[];
 }
 
 /** One local cache, and a remote-backed store per instance name on top of it. */
@@ -103,7 +105,7 @@ export class WorkerCas {
   forInstance(instanceName: string): BlobStore {
     let s = this.stores.get(instanceName);
     if (!s) {
-      s = new CachedRemoteStore(this.local, new RemoteBlobStore({ target: this.o.target, instanceName }), this.o.log, Math.floor(this.o.cacheBytes / 4));
+      s = new CachedRemoteStore(this.local, new RemoteBlobStore({ target: this.o.target, instanceName, ...(this.o.interceptors ? { interceptors: this.o.interceptors } : {}) }), this.o.log, Math.floor(this.o.cacheBytes / 4));
       this.stores.set(instanceName, s);
     }
     return s;

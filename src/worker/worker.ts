@@ -1,11 +1,15 @@
 import { rmSync } from 'node:fs';
 import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import { digestFunctionFromValue, fromWire } from '../common/digest.js';
-import { Code, codeOf } from '../common/errors.js';
+import { Code, codeOf, ReprError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { toMillis } from '../common/time.js';
 import { Action, Command, ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
-import { type Lease, type SchedulerMessage, type WorkerMessage, WorkersClient } from '../proto/repr/worker/v1/worker.js';
+import { type Lease, type RunLease, type SchedulerMessage, type WorkerMessage, WorkersClient } from '../proto/repr/worker/v1/worker.js';
+import { Node, RunFinished } from '../proto/repr/run/v1/run.js';
+import { fuseUnavailable } from '../run/fuse-available.js';
+import { bearerInterceptor } from '../plugins/auth.js';
+import { type RunHost, RunExecutor } from '../run/run-executor.js';
 import { preconditionFailureStatus } from '../scheduler/precondition.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { MissingInputsError } from './input-root.js';
@@ -33,6 +37,8 @@ export interface WorkerOptions {
   defaultTimeoutMs: number;
   maxTimeoutMs: number;
   log: Logger;
+  /** Bearer token for a scheduler (and CAS) that requires one. */
+  token?: string;
 }
 
 type Call = ClientDuplexStream<WorkerMessage, SchedulerMessage>;
@@ -57,6 +63,10 @@ export class Worker {
   private readonly client: InstanceType<typeof WorkersClient>;
   private readonly executors: LocalExecutor[] = [];
   private readonly idle: LocalExecutor[] = [];
+  private readonly runners = new Map<LocalExecutor, RunExecutor>();
+  /** Questions of running `repr run`s waiting for the client's answer, by lease then query id. */
+  private readonly runQueries = new Map<string, Map<number, { resolve(n: Node): void; reject(e: Error): void }>>();
+  private readonly runsSupported = fuseUnavailable() === undefined;
   private readonly running = new Map<string, Running>();
   private call?: Call;
   private stopping = false;
@@ -74,25 +84,28 @@ export class Worker {
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.max_receive_message_length': -1,
       'grpc.max_send_message_length': -1,
+      ...(o.token ? { interceptors: [bearerInterceptor(o.token)] } : {}),
     });
     for (let i = 0; i < o.executors; i++) {
-      const ex = new LocalExecutor({
+      const opts = {
         id: `${o.name}/${i}`,
-        cas: (instance) => cas.forInstance(instance),
+        cas: (instance: string) => cas.forInstance(instance),
         sandbox: o.sandbox,
         workDir: o.workDir,
         log: o.log.child({ executor: i }),
         defaultTimeoutMs: o.defaultTimeoutMs,
         maxTimeoutMs: o.maxTimeoutMs,
-      });
+      };
+      const ex = new LocalExecutor(opts);
       this.executors.push(ex);
       this.idle.push(ex);
+      this.runners.set(ex, new RunExecutor(opts));
     }
   }
 
   static async start(o: WorkerOptions): Promise<Worker> {
     rmSync(o.workDir, { recursive: true, force: true }); // leftovers of a crash
-    const cas = await WorkerCas.open({ target: o.cas ?? o.scheduler, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log });
+    const cas = await WorkerCas.open({ target: o.cas ?? o.scheduler, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, ...(o.token ? { interceptors: [bearerInterceptor(o.token)] } : {}) });
     const w = new Worker(o, cas);
     void w.loop();
     return w;
@@ -143,6 +156,14 @@ export class Worker {
           if (this.stopping) this.send(call, { drain: {} });
         } else if (m.lease) {
           this.startLease(call, m.lease);
+        } else if (m.runLease) {
+          this.startRun(call, m.runLease);
+        } else if (m.runReply) {
+          const r = m.runReply;
+          const q = this.runQueries.get(r.runId)?.get(r.queryId);
+          this.runQueries.get(r.runId)?.delete(r.queryId);
+          if (r.error && r.error.code !== Code.OK) q?.reject(new ReprError(r.error.code, r.error.message));
+          else q?.resolve(r.node ?? Node.fromPartial({}));
         } else if (m.cancel) {
           this.running.get(m.cancel.leaseId)?.abort.abort();
         }
@@ -159,6 +180,7 @@ export class Worker {
           memoryBytes: this.o.memoryBytes,
           networkAllowed: this.o.allowNetwork,
           version: '',
+          runs: this.runsSupported,
         },
       });
     });
@@ -195,6 +217,55 @@ export class Worker {
         this.idle.push(executor);
       });
     this.send(call, { progress: { leaseId: lease.leaseId, stage: ExecutionStage_Value.EXECUTING } });
+  }
+
+  /** A `repr run`: its questions and output go up this stream, which the scheduler relays to the client. */
+  private startRun(call: Call, lease: RunLease): void {
+    const executor = this.idle.pop();
+    const leaseId = lease.leaseId;
+    const req = lease.request;
+    if (!executor || this.stopping || !req) {
+      this.send(call, {
+        runFinished: RunFinished.fromPartial({ runId: leaseId, status: { code: Code.UNAVAILABLE, message: `worker ${this.o.name}: ${executor ? 'draining' : 'no idle executor'}` } }),
+      });
+      if (executor) this.idle.push(executor);
+      return;
+    }
+    const abort = new AbortController();
+    const entry: Running = { abort, done: Promise.resolve() };
+    this.running.set(leaseId, entry);
+    const queries = new Map<number, { resolve(n: Node): void; reject(e: Error): void }>();
+    this.runQueries.set(leaseId, queries);
+    let nextQuery = 1;
+    const host: RunHost = {
+      query: (path, list) =>
+        new Promise<Node>((resolve, reject) => {
+          if (abort.signal.aborted || this.call !== call) return reject(new ReprError(Code.CANCELLED, 'run cancelled'));
+          const queryId = nextQuery++;
+          queries.set(queryId, { resolve, reject });
+          this.send(call, { runQuery: { runId: leaseId, queryId, path, list } });
+        }),
+      output: (stream, data) => this.send(call, { runOutput: { runId: leaseId, stream, data } }),
+    };
+    // A cancelled run must not wait for answers that will never come.
+    abort.signal.addEventListener('abort', () => {
+      for (const q of queries.values()) q.reject(new ReprError(Code.CANCELLED, 'run cancelled'));
+      queries.clear();
+    });
+    entry.done = this.runners
+      .get(executor)!
+      .run(req, host, abort.signal)
+      .then(
+        (finished) => {
+          if (!entry.returned && this.call === call) this.send(call, { runFinished: { ...finished, runId: leaseId } });
+        },
+        (e: unknown) => this.o.log.error({ err: e, lease: leaseId }, 'run failed unexpectedly'),
+      )
+      .finally(() => {
+        this.running.delete(leaseId);
+        this.runQueries.delete(leaseId);
+        this.idle.push(executor);
+      });
   }
 
   /** Runs a lease; failures of the worker itself become statuses, as with built-in executors. */

@@ -10,7 +10,9 @@ import { tmpDir } from '../../helpers/tmp.js';
 
 const sandbox = new BwrapSandbox();
 
-function spec(script: string, over: Partial<SandboxSpec> = {}): SandboxSpec {
+type FileSpec = SandboxSpec & { rootDir: string; stdoutPath: string; stderrPath: string };
+
+function spec(script: string, over: Partial<SandboxSpec> = {}): FileSpec {
   const dir = tmpDir('repr-sbx-');
   const rootDir = path.join(dir, 'root');
   mkdirSync(rootDir);
@@ -29,7 +31,7 @@ function spec(script: string, over: Partial<SandboxSpec> = {}): SandboxSpec {
   };
 }
 
-const out = (s: SandboxSpec) => readFileSync(s.stdoutPath, 'utf8');
+const out = (s: FileSpec) => readFileSync(s.stdoutPath, 'utf8');
 
 describe('bubblewrap sandbox', () => {
   it('runs a command in the input root as an unprivileged user and captures its output', async () => {

@@ -33,7 +33,7 @@ class FakeWorker {
       this.call.on('error', (e: Error & { code: number; details: string }) => resolve({ code: e.code, details: e.details }));
       this.call.on('status', (s: { code: number; details: string }) => resolve(s));
     });
-    this.call.write(register ?? { register: { workerName: name, executors: 1, properties: [{ name: 'OSFamily', value: 'linux' }], cpus: 1, memoryBytes: 1 << 30, networkAllowed: false, version: '' } });
+    this.call.write(register ?? { register: { workerName: name, executors: 1, properties: [{ name: 'OSFamily', value: 'linux' }], cpus: 1, memoryBytes: 1 << 30, networkAllowed: false, version: '', runs: false } });
   }
 
   /** Waits for the next message matching `pick`. */

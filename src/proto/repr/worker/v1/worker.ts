@@ -31,6 +31,7 @@ import {
 } from "../../../build/bazel/remote/execution/v2/remote_execution.js";
 import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
+import { NodeQuery, NodeReply, OutputChunk, RunFinished, RunRequest } from "../../run/v1/run.js";
 
 export const protobufPackage = "repr.worker.v1";
 
@@ -64,7 +65,17 @@ export interface WorkerMessage {
     | Drain
     | undefined;
   /** The worker gives a lease back unfinished; the scheduler re-queues it. */
-  returned?: LeaseReturn | undefined;
+  returned?:
+    | LeaseReturn
+    | undefined;
+  /**
+   * A `repr run` leased to this worker (RunLease) asks its client something,
+   * streams output, or ends. run_id carries the lease id; the scheduler
+   * relays to the client's stream under the client's own run id.
+   */
+  runQuery?: NodeQuery | undefined;
+  runOutput?: OutputChunk | undefined;
+  runFinished?: RunFinished | undefined;
 }
 
 export interface Register {
@@ -82,6 +93,8 @@ export interface Register {
   memoryBytes: number;
   networkAllowed: boolean;
   version: string;
+  /** The worker carries out `repr run`s (it can mount FUSE). */
+  runs: boolean;
 }
 
 export interface Heartbeat {
@@ -108,8 +121,16 @@ export interface LeaseReturn {
 export interface SchedulerMessage {
   /** First message on every stream, in answer to Register. */
   welcome?: Welcome | undefined;
-  lease?: Lease | undefined;
+  lease?:
+    | Lease
+    | undefined;
+  /** Cancels an action lease or a run lease. */
   cancel?: CancelLease | undefined;
+  runLease?:
+    | RunLease
+    | undefined;
+  /** The client's answer to a run_query; run_id carries the lease id. */
+  runReply?: NodeReply | undefined;
 }
 
 export interface Welcome {
@@ -141,6 +162,15 @@ export interface Lease {
   /** The action's platform properties, as the scheduler matched them. */
   requirements: Platform_Property[];
   queuedTimestamp: Timestamp | undefined;
+}
+
+/**
+ * A `repr run` to carry out on one executor of the worker. It is never
+ * re-run elsewhere if the worker is lost: its output has been streamed.
+ */
+export interface RunLease {
+  leaseId: string;
+  request: RunRequest | undefined;
 }
 
 export interface CancelLease {
@@ -191,6 +221,9 @@ function createBaseWorkerMessage(): WorkerMessage {
     result: undefined,
     drain: undefined,
     returned: undefined,
+    runQuery: undefined,
+    runOutput: undefined,
+    runFinished: undefined,
   };
 }
 
@@ -213,6 +246,15 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
     }
     if (message.returned !== undefined) {
       LeaseReturn.encode(message.returned, writer.uint32(50).fork()).join();
+    }
+    if (message.runQuery !== undefined) {
+      NodeQuery.encode(message.runQuery, writer.uint32(58).fork()).join();
+    }
+    if (message.runOutput !== undefined) {
+      OutputChunk.encode(message.runOutput, writer.uint32(66).fork()).join();
+    }
+    if (message.runFinished !== undefined) {
+      RunFinished.encode(message.runFinished, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -278,6 +320,30 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
             message.returned = LeaseReturn.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.runQuery = NodeQuery.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.runOutput = OutputChunk.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.runFinished = RunFinished.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -311,12 +377,30 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
     message.returned = (object.returned !== undefined && object.returned !== null)
       ? LeaseReturn.fromPartial(object.returned)
       : undefined;
+    message.runQuery = (object.runQuery !== undefined && object.runQuery !== null)
+      ? NodeQuery.fromPartial(object.runQuery)
+      : undefined;
+    message.runOutput = (object.runOutput !== undefined && object.runOutput !== null)
+      ? OutputChunk.fromPartial(object.runOutput)
+      : undefined;
+    message.runFinished = (object.runFinished !== undefined && object.runFinished !== null)
+      ? RunFinished.fromPartial(object.runFinished)
+      : undefined;
     return message;
   },
 };
 
 function createBaseRegister(): Register {
-  return { workerName: "", executors: 0, properties: [], cpus: 0, memoryBytes: 0, networkAllowed: false, version: "" };
+  return {
+    workerName: "",
+    executors: 0,
+    properties: [],
+    cpus: 0,
+    memoryBytes: 0,
+    networkAllowed: false,
+    version: "",
+    runs: false,
+  };
 }
 
 export const Register: MessageFns<Register> = {
@@ -341,6 +425,9 @@ export const Register: MessageFns<Register> = {
     }
     if (message.version !== "") {
       writer.uint32(58).string(message.version);
+    }
+    if (message.runs !== false) {
+      writer.uint32(64).bool(message.runs);
     }
     return writer;
   },
@@ -414,6 +501,14 @@ export const Register: MessageFns<Register> = {
             message.version = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.runs = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -438,6 +533,7 @@ export const Register: MessageFns<Register> = {
     message.memoryBytes = object.memoryBytes ?? 0;
     message.networkAllowed = object.networkAllowed ?? false;
     message.version = object.version ?? "";
+    message.runs = object.runs ?? false;
     return message;
   },
 };
@@ -732,7 +828,7 @@ export const LeaseReturn: MessageFns<LeaseReturn> = {
 };
 
 function createBaseSchedulerMessage(): SchedulerMessage {
-  return { welcome: undefined, lease: undefined, cancel: undefined };
+  return { welcome: undefined, lease: undefined, cancel: undefined, runLease: undefined, runReply: undefined };
 }
 
 export const SchedulerMessage: MessageFns<SchedulerMessage> = {
@@ -745,6 +841,12 @@ export const SchedulerMessage: MessageFns<SchedulerMessage> = {
     }
     if (message.cancel !== undefined) {
       CancelLease.encode(message.cancel, writer.uint32(26).fork()).join();
+    }
+    if (message.runLease !== undefined) {
+      RunLease.encode(message.runLease, writer.uint32(34).fork()).join();
+    }
+    if (message.runReply !== undefined) {
+      NodeReply.encode(message.runReply, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -786,6 +888,22 @@ export const SchedulerMessage: MessageFns<SchedulerMessage> = {
             message.cancel = CancelLease.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.runLease = RunLease.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.runReply = NodeReply.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -809,6 +927,12 @@ export const SchedulerMessage: MessageFns<SchedulerMessage> = {
     message.lease = (object.lease !== undefined && object.lease !== null) ? Lease.fromPartial(object.lease) : undefined;
     message.cancel = (object.cancel !== undefined && object.cancel !== null)
       ? CancelLease.fromPartial(object.cancel)
+      : undefined;
+    message.runLease = (object.runLease !== undefined && object.runLease !== null)
+      ? RunLease.fromPartial(object.runLease)
+      : undefined;
+    message.runReply = (object.runReply !== undefined && object.runReply !== null)
+      ? NodeReply.fromPartial(object.runReply)
       : undefined;
     return message;
   },
@@ -1047,6 +1171,75 @@ export const Lease: MessageFns<Lease> = {
     message.requirements = object.requirements?.map((e) => Platform_Property.fromPartial(e)) || [];
     message.queuedTimestamp = (object.queuedTimestamp !== undefined && object.queuedTimestamp !== null)
       ? Timestamp.fromPartial(object.queuedTimestamp)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRunLease(): RunLease {
+  return { leaseId: "", request: undefined };
+}
+
+export const RunLease: MessageFns<RunLease> = {
+  encode(message: RunLease, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.leaseId !== "") {
+      writer.uint32(10).string(message.leaseId);
+    }
+    if (message.request !== undefined) {
+      RunRequest.encode(message.request, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RunLease {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRunLease();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.leaseId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.request = RunRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RunLease>, I>>(base?: I): RunLease {
+    return RunLease.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RunLease>, I>>(object: I): RunLease {
+    const message = createBaseRunLease();
+    message.leaseId = object.leaseId ?? "";
+    message.request = (object.request !== undefined && object.request !== null)
+      ? RunRequest.fromPartial(object.request)
       : undefined;
     return message;
   },

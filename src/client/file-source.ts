@@ -1,0 +1,199 @@
+import type { Stats } from 'node:fs';
+import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import path from 'node:path';
+import { type Digest, type DigestFunction, digestKey } from '../common/digest.js';
+import { Code, ReprError } from '../common/errors.js';
+import { hashFile } from '../worker/outputs.js';
+import { nodeToWire } from '../run/nodes.js';
+import { rootOf } from '../run/paths.js';
+import type { VEntry, VNode } from '../run/vfs.js';
+import type { Node } from '../proto/repr/run/v1/run.js';
+import type { ReapiClient } from './reapi-client.js';
+
+/** Blobs up to this size go in BatchUpdateBlobs; bigger ones by ByteStream. */
+const BATCH_BLOB_BYTES = 1024 * 1024;
+const BATCH_TOTAL_BYTES = 3 * 1024 * 1024;
+
+export interface FileSourceStats {
+  /** Queries answered (lookups and listings). */
+  answered: number;
+  /** Files hashed (not served from the hash cache). */
+  hashed: number;
+  /** Blobs and bytes this client uploaded; each blob at most once per session. */
+  uploadedBlobs: number;
+  uploadedBytes: number;
+  /** Blobs the CAS already had. */
+  presentBlobs: number;
+}
+
+/**
+ * The client's side of the virtualized file system: answers what a path is,
+ * from the local disk, and makes sure a file's content is in the CAS before
+ * its digest is handed out. Every file is hashed once per change (keyed by
+ * inode, size and times) and uploaded at most once per session, however
+ * many runs and workers ask for it: concurrent asks share one upload, and
+ * FindMissingBlobs is batched across them.
+ */
+export class FileSource {
+  readonly stats: FileSourceStats = { answered: 0, hashed: 0, uploadedBlobs: 0, uploadedBytes: 0, presentBlobs: 0 };
+  private readonly hashes = new Map<string, { key: string; digest: Promise<Digest> }>();
+  /** Blobs known to be in the CAS (or on their way there), by digest key. */
+  private readonly inCas = new Map<string, Promise<void>>();
+  private pending: { digest: Digest; file: string; resolve(): void; reject(e: Error): void }[] = [];
+  private flushScheduled = false;
+
+  constructor(
+    private readonly cas: ReapiClient,
+    private readonly fn: DigestFunction,
+  ) {}
+
+  /**
+   * What `p` is, for a run allowed to see `roots`. A path outside them is
+   * refused: the server may read only what the client gave it.
+   */
+  async answer(p: string, list: boolean, roots: readonly string[]): Promise<Node> {
+    if (!path.isAbsolute(p) || path.normalize(p) !== p || !rootOf(p, roots)) {
+      throw new ReprError(Code.PERMISSION_DENIED, `${p} is outside the run's roots`);
+    }
+    this.stats.answered++;
+    return nodeToWire(await this.node(p, list), this.fn);
+  }
+
+  /** The node for a path, with the file's content put in the CAS. */
+  async node(p: string, list: boolean): Promise<VNode> {
+    let st: Stats;
+    try {
+      st = await lstat(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return { kind: 'absent' };
+      throw new ReprError(Code.PERMISSION_DENIED, `cannot read ${p}: ${(e as Error).message}`);
+    }
+    const mtimeMs = Math.floor(st.mtimeMs);
+    if (st.isFile()) {
+      const digest = await this.ensure(p, st);
+      return { kind: 'file', hash: digest.hash, size: digest.sizeBytes, executable: (st.mode & 0o111) !== 0, mtimeMs };
+    }
+    if (st.isSymbolicLink()) return { kind: 'symlink', target: await readlink(p), mtimeMs };
+    if (st.isDirectory()) {
+      const v: VNode = { kind: 'dir', mtimeMs };
+      if (list) v.entries = await this.list(p);
+      return v;
+    }
+    // Sockets, fifos and devices are not shipped.
+    return { kind: 'absent' };
+  }
+
+  /** A directory's entries with sizes but no hashes: listing must not cost reading every file. */
+  private async list(dir: string): Promise<VEntry[]> {
+    const names = await readdir(dir);
+    const out: VEntry[] = [];
+    await Promise.all(
+      names.map(async (name) => {
+        try {
+          const st = await lstat(path.join(dir, name));
+          const mtimeMs = Math.floor(st.mtimeMs);
+          if (st.isFile()) out.push({ name, node: { kind: 'file', size: st.size, executable: (st.mode & 0o111) !== 0, mtimeMs } });
+          else if (st.isDirectory()) out.push({ name, node: { kind: 'dir', mtimeMs } });
+          else if (st.isSymbolicLink()) out.push({ name, node: { kind: 'symlink', target: await readlink(path.join(dir, name)), mtimeMs } });
+        } catch {
+          /* vanished meanwhile */
+        }
+      }),
+    );
+    return out.sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  /** Hashes a file (unless unchanged since last time) and makes sure the CAS has it. */
+  async ensure(file: string, st: Stats): Promise<Digest> {
+    const key = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+    let h = this.hashes.get(file);
+    if (!h || h.key !== key) {
+      this.stats.hashed++;
+      h = { key, digest: hashFile(this.fn, file) };
+      this.hashes.set(file, h);
+      h.digest.catch(() => this.hashes.delete(file));
+    }
+    const digest = await h.digest;
+    await this.upload(digest, file);
+    return digest;
+  }
+
+  private upload(digest: Digest, file: string): Promise<void> {
+    const k = digestKey(digest);
+    let p = this.inCas.get(k);
+    if (!p) {
+      p = new Promise<void>((resolve, reject) => {
+        this.pending.push({ digest, file, resolve, reject });
+        if (!this.flushScheduled) {
+          this.flushScheduled = true;
+          // Everything asked for in this turn of the event loop shares one FindMissingBlobs.
+          setImmediate(() => void this.flush());
+        }
+      });
+      this.inCas.set(k, p);
+      p.catch(() => this.inCas.delete(k));
+    }
+    return p;
+  }
+
+  private async flush(): Promise<void> {
+    this.flushScheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    try {
+      const missing = new Set((await this.cas.findMissing(batch.map((b) => b.digest), this.fn)).map(digestKey));
+      const present = batch.filter((b) => !missing.has(digestKey(b.digest)));
+      this.stats.presentBlobs += present.length;
+      for (const b of present) b.resolve();
+      const toSend = batch.filter((b) => missing.has(digestKey(b.digest)));
+      const small = toSend.filter((b) => b.digest.sizeBytes <= BATCH_BLOB_BYTES);
+      const large = toSend.filter((b) => b.digest.sizeBytes > BATCH_BLOB_BYTES);
+      const sends: Promise<void>[] = [];
+      for (let i = 0; i < small.length; ) {
+        const group: typeof small = [];
+        let bytes = 0;
+        while (i < small.length && (group.length === 0 || bytes + small[i]!.digest.sizeBytes <= BATCH_TOTAL_BYTES)) {
+          bytes += small[i]!.digest.sizeBytes;
+          group.push(small[i++]!);
+        }
+        sends.push(this.sendBatch(group));
+      }
+      for (const b of large) sends.push(this.sendOne(b));
+      await Promise.all(sends);
+    } catch (e) {
+      for (const b of batch) b.reject(e as Error);
+    }
+  }
+
+  private async sendBatch(group: { digest: Digest; file: string; resolve(): void; reject(e: Error): void }[]): Promise<void> {
+    try {
+      const blobs = await Promise.all(group.map(async (b) => ({ digest: b.digest, data: await readFile(b.file) })));
+      const statuses = await this.cas.batchUpdate(blobs);
+      for (const [i, b] of group.entries()) {
+        const s = statuses[i];
+        if (s && s.code === Code.OK) {
+          this.stats.uploadedBlobs++;
+          this.stats.uploadedBytes += b.digest.sizeBytes;
+          b.resolve();
+        } else {
+          // A file changed between hashing and reading shows up here as a digest mismatch.
+          b.reject(new ReprError(s?.code ?? Code.INTERNAL, `uploading ${b.file}: ${s?.message ?? 'no status'}`));
+        }
+      }
+    } catch (e) {
+      for (const b of group) b.reject(e as Error);
+    }
+  }
+
+  private async sendOne(b: { digest: Digest; file: string; resolve(): void; reject(e: Error): void }): Promise<void> {
+    try {
+      await this.cas.write(b.digest, await readFile(b.file));
+      this.stats.uploadedBlobs++;
+      this.stats.uploadedBytes += b.digest.sizeBytes;
+      b.resolve();
+    } catch (e) {
+      b.reject(e as Error);
+    }
+  }
+}

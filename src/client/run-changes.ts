@@ -1,0 +1,55 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { type DigestFunction, fromWire } from '../common/digest.js';
+import { Code, ReprError } from '../common/errors.js';
+import { Node_Kind, type PathNode } from '../proto/repr/run/v1/run.js';
+import { checkAbsolute, rootOf } from '../run/paths.js';
+import type { ReapiClient } from './reapi-client.js';
+
+/**
+ * Applies what a run changed to the client's directories: removals first
+ * (deepest first), then directories, then files and symlinks. Each file is
+ * fetched from the CAS into a temporary name beside its target and renamed
+ * over it, so an interrupted apply never leaves a half-written file. Paths
+ * outside the run's roots are refused: the server cannot write anywhere else.
+ */
+export async function applyChanges(changes: readonly PathNode[], roots: readonly string[], cas: ReapiClient, fn: DigestFunction): Promise<number> {
+  for (const c of changes) {
+    checkAbsolute(c.path, 'changed path');
+    if (!rootOf(c.path, roots) || roots.includes(c.path)) throw new ReprError(Code.PERMISSION_DENIED, `the server reported a change outside the run's roots: ${c.path}`);
+  }
+  const kind = (c: PathNode) => c.node?.kind ?? Node_Kind.ABSENT;
+  const removals = changes.filter((c) => kind(c) === Node_Kind.ABSENT).sort((a, b) => b.path.length - a.path.length);
+  for (const c of removals) await rm(c.path, { recursive: true, force: true });
+  const dirs = changes.filter((c) => kind(c) === Node_Kind.DIRECTORY).sort((a, b) => a.path.length - b.path.length);
+  for (const c of dirs) {
+    await rm(c.path, { force: true }).catch(() => undefined); // a file that became a directory
+    await mkdir(c.path, { recursive: true });
+  }
+  let bytes = 0;
+  for (const c of changes) {
+    const n = c.node;
+    if (!n || (n.kind !== Node_Kind.FILE && n.kind !== Node_Kind.SYMLINK)) continue;
+    await mkdir(path.dirname(c.path), { recursive: true });
+    const tmp = path.join(path.dirname(c.path), `.repr-${randomBytes(6).toString('hex')}.tmp`);
+    try {
+      if (n.kind === Node_Kind.FILE) {
+        const d = fromWire(fn, n.digest, `digest of ${c.path}`);
+        const data = d.sizeBytes === 0 ? Buffer.alloc(0) : await cas.read(d);
+        await writeFile(tmp, data, { mode: n.executable ? 0o755 : 0o644 });
+        await chmod(tmp, n.executable ? 0o755 : 0o644);
+        if (n.mtimeMs > 0) await utimes(tmp, new Date(), new Date(n.mtimeMs));
+        bytes += data.length;
+      } else {
+        await symlink(n.symlinkTarget, tmp);
+      }
+      await rm(c.path, { recursive: true, force: true }).catch(() => undefined);
+      await rename(tmp, c.path);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
+    }
+  }
+  return bytes;
+}

@@ -1,0 +1,170 @@
+import { readFile, realpath, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Interceptor } from '@grpc/grpc-js';
+import { type DigestFunction, SHA256 } from '../common/digest.js';
+import { Code, ReprError } from '../common/errors.js';
+import { OutputChunk_Stream, type PathNode, type RunFinished } from '../proto/repr/run/v1/run.js';
+import type { Discovery } from '../plugins/discovery.js';
+import { checkRoots, rootOf } from '../run/paths.js';
+import { FileSource, type FileSourceStats } from './file-source.js';
+import { ReapiClient } from './reapi-client.js';
+import { applyChanges } from './run-changes.js';
+import { RunSession } from './run-client.js';
+import { loadRecord, mappingsFor, recordDir, saveRecord } from './run-record.js';
+
+export interface RunCommandOptions {
+  discovery: Discovery;
+  /** CAS target, if not the (first) server. */
+  cas?: string;
+  instanceName: string;
+  fn?: DigestFunction;
+  /** Commands to run: argv each. More than one fans out. */
+  commands: string[][];
+  /** How many commands run at once (each on its own executor). */
+  parallel: number;
+  cwd: string;
+  roots: string[];
+  env: { name: string; value: string }[];
+  platform: { name: string; value: string }[];
+  timeoutMs: number;
+  /** Paths (absolute or relative to cwd) to send as mappings up front. */
+  manifest?: string[];
+  /** Record what each command touched and send it as mappings next time. */
+  record: boolean;
+  stats: boolean;
+  statsJson?: string;
+  interceptors?: Interceptor[];
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+export interface CommandOutcome {
+  argv: string[];
+  finished?: RunFinished;
+  error?: string;
+  changedBytes: number;
+  mappings: number;
+  wallMs: number;
+}
+
+/** Exit status of `repr run` when the run itself failed (not the command): as docker run's 125. */
+export const RUN_FAILED_EXIT = 125;
+
+/**
+ * `repr run`: runs the commands remotely, each seeing the client's roots,
+ * streams their output, applies their changes, and returns the exit code
+ * (the command's; with several, the first non-zero one).
+ */
+export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: number; outcomes: CommandOutcome[]; client: FileSourceStats }> {
+  const fn = o.fn ?? SHA256;
+  // The command sees real paths: a symlinked project dir would otherwise show
+  // up twice, under two names.
+  const cwd = await realpath(o.cwd);
+  const roots = checkRoots(await Promise.all((o.roots.length > 0 ? o.roots : [cwd]).map((r) => realpath(path.resolve(cwd, r)))));
+  if (!rootOf(cwd, roots)) throw new ReprError(Code.INVALID_ARGUMENT, `the working directory ${cwd} is not inside a root (${roots.join(', ')}); add --root`);
+  const servers = await o.discovery.servers();
+  const cas = new ReapiClient({ target: o.cas ?? servers[0]!, instanceName: o.instanceName, digestFunction: fn, ...(o.interceptors ? { interceptors: o.interceptors } : {}) });
+  const files = new FileSource(cas, fn);
+  const sessions = servers.map((s) => new RunSession(s, files, { instanceName: o.instanceName, fn, ...(o.interceptors ? { interceptors: o.interceptors } : {}) }));
+  const records = recordDir();
+  const manifest = (o.manifest ?? []).map((p) => path.resolve(cwd, p)).filter((p) => rootOf(p, roots));
+  const outcomes: CommandOutcome[] = [];
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    for (const s of sessions) s.cancelAll();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    let next = 0;
+    const lane = async (lane: number) => {
+      while (next < o.commands.length && !interrupted) {
+        const i = next++;
+        const argv = o.commands[i]!;
+        const started = performance.now();
+        const outcome: CommandOutcome = { argv, changedBytes: 0, mappings: 0, wallMs: 0 };
+        outcomes[i] = outcome;
+        try {
+          const rec = o.record ? await loadRecord(records, argv, cwd, roots) : undefined;
+          const mappings: PathNode[] = await mappingsFor([...roots, ...manifest, ...(rec?.accessed ?? [])], rec?.listed ?? [], files, fn);
+          outcome.mappings = mappings.length;
+          const session = sessions[(lane + i) % sessions.length]!;
+          const finished = await session.run({
+            argv,
+            env: o.env,
+            cwd,
+            roots,
+            mappings,
+            platform: o.platform,
+            timeoutMs: o.timeoutMs,
+            onOutput: (stream, data) => (stream === OutputChunk_Stream.STDERR ? o.stderr : o.stdout).write(data),
+          });
+          outcome.finished = finished;
+          if (!finished.status || finished.status.code === Code.OK) {
+            outcome.changedBytes = await applyChanges(finished.changes, roots, cas, fn);
+            if (o.record) await saveRecord(records, roots, { argv, cwd, accessed: finished.accessed, listed: finished.listed });
+          } else {
+            outcome.error = `${Code[finished.status.code] ?? finished.status.code}: ${finished.status.message}`;
+          }
+        } catch (e) {
+          outcome.error = (e as Error).message;
+        }
+        outcome.wallMs = performance.now() - started;
+        if (outcome.error) o.stderr.write(`repr run: ${argv.join(' ')}: ${outcome.error}\n`);
+        if (o.stats) o.stderr.write(formatStats(outcome, files.stats));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(o.parallel, o.commands.length)) }, (_, k) => lane(k)));
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    await Promise.all(sessions.map((s) => s.close()));
+    cas.close();
+  }
+  if (o.statsJson) {
+    await writeFile(o.statsJson, JSON.stringify({ client: files.stats, runs: outcomes.map((x) => ({ argv: x.argv, exitCode: x.finished?.exitCode, status: x.finished?.status?.code ?? 0, error: x.error, mappings: x.mappings, wallMs: x.wallMs, executor: undefined, stats: x.finished?.stats })) }, null, 2));
+  }
+  let exitCode = 0;
+  for (const x of outcomes) {
+    if (!x) continue;
+    const c = x.error ? RUN_FAILED_EXIT : (x.finished?.exitCode ?? RUN_FAILED_EXIT);
+    if (c !== 0) {
+      exitCode = c;
+      break;
+    }
+  }
+  if (interrupted && exitCode === 0) exitCode = 130;
+  return { exitCode, outcomes, client: files.stats };
+}
+
+/** Reads a batch file: one shell command per line; blank lines and # comments skipped. */
+export async function readBatch(file: string): Promise<string[][]> {
+  const text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => ['/bin/sh', '-c', l]);
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+const ms = (us: number | undefined) => `${((us ?? 0) / 1000).toFixed(1)} ms`;
+
+function formatStats(x: CommandOutcome, client: FileSourceStats): string {
+  const s = x.finished?.stats;
+  const lines = [`repr run: ${x.argv.join(' ')}`];
+  lines.push(`  exit ${x.finished?.exitCode ?? '-'}; wall ${x.wallMs.toFixed(0)} ms (setup ${ms(s?.setupUs)}, command ${ms(s?.runUs)})`);
+  lines.push(`  files: ${x.mappings} mapped up front, ${s?.mappedHits ?? 0} lookups served from mappings, ${s?.queries ?? 0} asked on demand, blocked on this client ${ms(s?.blockedOnClientUs)}`);
+  lines.push(`  bytes: ${s?.bytesFetched ?? 0} fetched by the worker, ${client.uploadedBytes} uploaded by this client in ${client.uploadedBlobs} blobs (session total), ${x.changedBytes} written back`);
+  if (s && s.top.length > 0) {
+    lines.push('  costliest files:');
+    for (const t of s.top) lines.push(`    ${(t.micros / 1000).toFixed(2).padStart(8)} ms ${String(t.bytes).padStart(9)} B  ${t.path}`);
+  }
+  return `${lines.join('\n')}\n`;
+}

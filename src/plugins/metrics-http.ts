@@ -1,0 +1,81 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { collectDefaultMetrics, type Registry } from 'prom-client';
+import { internal, invalidArgument } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+
+export interface MetricsServerOptions {
+  /** Also export the process metrics of prom-client (CPU, memory, event-loop lag, GC). */
+  defaultMetrics?: boolean;
+}
+
+export interface MetricsServer {
+  /** host:port, with the real port if 0 was asked for. */
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Splits "host:port" / "[::1]:port"; the host is what node:http listens on (no brackets). */
+function parseListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  const host = listen.slice(0, i).replace(/^\[(.*)\]$/, '$1');
+  const portText = listen.slice(i + 1);
+  const port = Number(portText);
+  if (i <= 0 || !/^\d+$/.test(portText) || port > 65535 || host === '') {
+    throw invalidArgument(`metrics listen address "${listen}" is not host:port (e.g. 127.0.0.1:9090; port 0 picks a free one)`);
+  }
+  return { host, port };
+}
+
+/**
+ * A plain HTTP endpoint for Prometheus to scrape, apart from the gRPC port:
+ * scrapers speak HTTP/1.1, and it keeps metrics reachable while gRPC is busy
+ * or refusing calls for lack of credentials.
+ */
+export async function startMetricsServer(listen: string, registry: Registry, log: Logger, options: MetricsServerOptions = {}): Promise<MetricsServer> {
+  const { host, port } = parseListen(listen);
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const route = new URL(req.url ?? '/', 'http://metrics').pathname;
+    if (route !== '/metrics' && route !== '/healthz') {
+      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found; try /metrics or /healthz\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
+      return;
+    }
+    if (route === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end('ok');
+      return;
+    }
+    try {
+      const body = await registry.metrics();
+      res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : body);
+    } catch (err) {
+      log.warn({ err }, 'cannot collect metrics');
+      res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end('cannot collect metrics\n');
+    }
+  };
+
+  const server = createServer((req, res) => void handle(req, res));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(internal(`cannot listen for metrics on ${listen}: ${err.message}`, err)));
+    server.listen(port, host, () => resolve());
+  });
+  const bound = (server.address() as AddressInfo).port;
+  const address = `${host.includes(':') ? `[${host}]` : host}:${bound}`;
+  log.info({ address }, 'metrics endpoint listening');
+  return {
+    address,
+    port: bound,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // Scrapers keep connections alive; without this close() waits for them to time out.
+        server.closeAllConnections();
+      }),
+  };
+}

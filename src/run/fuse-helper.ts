@@ -1,0 +1,317 @@
+/**
+ * The FUSE helper: a child process (forked by FuseMount with an IPC channel,
+ * `serialization: 'advanced'`) that mounts the run's file tree and answers
+ * FUSE ops from a FuseTree. It lives in its own process because a process
+ * that touches its own mount with synchronous fs calls deadlocks; here the
+ * event loop only ever waits on the parent (over IPC) and on host files
+ * outside the mount (scratch and fetched blobs), always asynchronously.
+ */
+import { constants as fsConstants } from 'node:fs';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { FuseTree, TreeError, type Attr, type TreeNode } from './fuse-tree.js';
+import type { VAccessReport, VChange, VNode, VPathNode } from './vfs.js';
+
+// ---- the IPC protocol (types only; FuseMount imports them) -------------
+
+/** First message from the parent: what to mount. */
+export interface HelperInit {
+  t: 'init';
+  mountpoint: string;
+  scratchDir: string;
+  roots: string[];
+  mappings: VPathNode[];
+  uid: number;
+  gid: number;
+}
+
+export type ToHelper =
+  | HelperInit
+  /** The answer to a `query` (value: VNode) or `fetch` (value: host path). */
+  | { t: 'answer'; id: number; ok: true; value: VNode | string }
+  | { t: 'answer'; id: number; ok: false; error: string }
+  | { t: 'call'; id: number; op: 'changes' | 'report' }
+  /** Unmount and exit. */
+  | { t: 'close' };
+
+export type FromHelper =
+  | { t: 'mounted' }
+  | { t: 'mount-failed'; error: string }
+  | { t: 'query'; id: number; path: string; list: boolean }
+  | { t: 'fetch'; id: number; hash: string; size: number }
+  | { t: 'result'; id: number; value: VChange[] | VAccessReport }
+  | { t: 'log'; level: 'debug' | 'warn'; msg: string };
+
+// ---- fuse-native, which ships no types ----------------------------------
+
+type Cb<T = void> = (err: number, value?: T) => void;
+interface FuseInstance {
+  mount(cb: (err: Error | null) => void): void;
+  unmount(cb: (err: Error | null) => void): void;
+}
+type FuseCtor = new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>) => FuseInstance;
+const Fuse = createRequire(import.meta.url)('fuse-native') as FuseCtor;
+
+const E = os.constants.errno;
+const O_ACCMODE = 3;
+const { O_RDONLY, O_TRUNC } = fsConstants;
+/** Kernel entry/attr cache lifetime. Every change goes through this mount, so the kernel's cache stays right. */
+const CACHE_SECONDS = 60;
+
+interface Handle {
+  fd: FileHandle;
+  node: TreeNode;
+  writable: boolean;
+}
+
+function send(m: FromHelper): void {
+  if (process.connected) process.send!(m, undefined, undefined, () => {});
+}
+
+function log(level: 'debug' | 'warn', msg: string): void {
+  send({ t: 'log', level, msg });
+}
+
+/** FUSE's negative errno for anything thrown; unexpected errors are logged and become EIO. */
+function errnoOf(err: unknown): number {
+  if (err instanceof TreeError) {
+    if (err.errno === 'EIO') log('warn', err.message);
+    return -E[err.errno];
+  }
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code === 'string' && code in E) return -E[code as keyof typeof E];
+  log('warn', `fuse op failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  return -E.EIO;
+}
+
+/** Runs an async op and signals FUSE: `0, value` on success, a negative errno on failure. */
+function reply<T>(cb: Cb<T>, f: () => Promise<T>): void {
+  f().then(
+    (v) => cb(0, v),
+    (e: unknown) => cb(errnoOf(e)),
+  );
+}
+
+function toStat(a: Attr): Record<string, number> {
+  return { ...a, blksize: 4096, blocks: Math.ceil(a.size / 512) };
+}
+
+/**
+ * fuse-native passes utimens the access time twice (its C glue copies
+ * `atime` into both arguments), so both times arrive as the atime. When the
+ * caller asked for "now" (UTIME_NOW, as `touch` does), libfuse hands over the
+ * marker nanoseconds, which fuse-native turns into `seconds*1000 + 1073`.
+ */
+function utimeOf(ms: number, now: number): number {
+  return ms % 1000 === 73 && Math.abs(ms - 1073 - now) < 10_000 ? now : ms;
+}
+
+function main(init: HelperInit): void {
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  let seq = 0;
+  const ask = <T>(m: { t: 'query'; path: string; list: boolean } | { t: 'fetch'; hash: string; size: number }): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const id = ++seq;
+      pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      send({ ...m, id });
+    });
+
+  const tree = new FuseTree({
+    roots: init.roots,
+    mappings: init.mappings,
+    uid: init.uid,
+    gid: init.gid,
+    scratchDir: init.scratchDir,
+    query: (path, list) => ask<VNode>({ t: 'query', path, list }),
+    fetch: (hash, size) => ask<string>({ t: 'fetch', hash, size }),
+  });
+
+  const handles = new Map<number, Handle>();
+  let nextFh = 0;
+  const addHandle = (h: Handle): number => {
+    // fh 0 means "no handle" to fuse-native, and it travels as uint32.
+    do nextFh = (nextFh % 0x7fffffff) + 1;
+    while (handles.has(nextFh));
+    handles.set(nextFh, h);
+    return nextFh;
+  };
+  const handle = (fh: number): Handle => {
+    const h = handles.get(fh);
+    if (!h) throw Object.assign(new Error('bad handle'), { code: 'EBADF' });
+    return h;
+  };
+
+  const ops = {
+    getattr: (p: string, cb: Cb<Record<string, number>>) => reply(cb, async () => toStat(await tree.getattr(p))),
+    access: (p: string, _mode: number, cb: Cb) => reply(cb, () => tree.access(p)),
+    readdir: (p: string, cb: Cb<string[]>) => reply(cb, async () => ['.', '..', ...(await tree.readdir(p))]),
+    readlink: (p: string, cb: Cb<string>) => reply(cb, () => tree.readlink(p)),
+    open: (p: string, flags: number, cb: Cb<number>) =>
+      reply(cb, async () => {
+        const trunc = (flags & O_TRUNC) !== 0;
+        if ((flags & O_ACCMODE) === O_RDONLY && !trunc) {
+          const { node, hostPath } = await tree.openRead(p);
+          return addHandle({ fd: await open(hostPath, 'r'), node, writable: false });
+        }
+        const { node, hostPath } = await tree.openWrite(p, trunc);
+        return addHandle({ fd: await open(hostPath, 'r+'), node, writable: true });
+      }),
+    create: (p: string, mode: number, cb: Cb<number>) =>
+      reply(cb, async () => {
+        const { node, hostPath } = await tree.create(p, mode);
+        return addHandle({ fd: await open(hostPath, 'r+'), node, writable: true });
+      }),
+    read: (_p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+      // The buffer is FUSE's own memory, valid only until cb: read straight into it.
+      (async () => (await handle(fh).fd.read(buf, 0, len, pos)).bytesRead)().then(cb, (e: unknown) => cb(errnoOf(e)));
+    },
+    write: (_p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+      (async () => {
+        const h = handle(fh);
+        if (!h.writable) throw Object.assign(new Error('read-only handle'), { code: 'EBADF' });
+        const { bytesWritten } = await h.fd.write(buf, 0, len, pos);
+        tree.noteWrite(h.node, pos + bytesWritten);
+        return bytesWritten;
+      })().then(cb, (e: unknown) => cb(errnoOf(e)));
+    },
+    release: (_p: string, fh: number, cb: Cb) =>
+      reply(cb, async () => {
+        const h = handles.get(fh);
+        handles.delete(fh);
+        await h?.fd.close();
+      }),
+    flush: (_p: string, _fh: number, cb: Cb) => cb(0),
+    fsync: (_p: string, _datasync: number, fh: number, cb: Cb) =>
+      reply(cb, async () => {
+        const h = handles.get(fh);
+        if (h?.writable) await h.fd.datasync();
+      }),
+    truncate: (p: string, size: number, cb: Cb) => reply(cb, () => tree.truncate(p, size)),
+    ftruncate: (p: string, fh: number, size: number, cb: Cb) =>
+      reply(cb, async () => {
+        const h = handles.get(fh);
+        if (!h?.writable) return tree.truncate(p, size);
+        await h.fd.truncate(size);
+        tree.noteTruncate(h.node, size);
+      }),
+    unlink: (p: string, cb: Cb) => reply(cb, () => tree.unlink(p)),
+    mkdir: (p: string, _mode: number, cb: Cb) => reply(cb, () => tree.mkdir(p)),
+    rmdir: (p: string, cb: Cb) => reply(cb, () => tree.rmdir(p)),
+    rename: (src: string, dst: string, cb: Cb) => reply(cb, () => tree.rename(src, dst)),
+    // fuse-native passes libfuse's (linkname, path): the target first, then the new link.
+    symlink: (target: string, p: string, cb: Cb) => reply(cb, () => tree.symlink(target, p)),
+    link: (_src: string, _dst: string, cb: Cb) => cb(-E.ENOTSUP),
+    chmod: (p: string, mode: number, cb: Cb) => reply(cb, () => tree.chmod(p, mode)),
+    // Every node belongs to the sandbox user; ownership is not part of what the client keeps.
+    chown: (_p: string, _uid: number, _gid: number, cb: Cb) => cb(0),
+    utimens: (p: string, atime: number, mtime: number, cb: Cb) =>
+      reply(cb, () => {
+        const now = Date.now();
+        return tree.utimens(p, utimeOf(atime, now), utimeOf(mtime, now));
+      }),
+    statfs: (_p: string, cb: Cb<Record<string, number>>) =>
+      cb(0, { bsize: 4096, frsize: 4096, blocks: 1 << 28, bfree: 1 << 27, bavail: 1 << 27, files: 1 << 24, ffree: 1 << 23, favail: 1 << 23, fsid: 0, flag: 0, namemax: 255 }),
+  };
+
+  const fuse = new Fuse(init.mountpoint, ops, {
+    allowOther: true,
+    // The kernel checks modes against uid/gid, so `test -w` and friends answer as on a disk.
+    defaultPermissions: true,
+    entryTimeout: CACHE_SECONDS,
+    attrTimeout: CACHE_SECONDS,
+    // fuse-native passes only options it knows; these ride along in fsname's comma-separated list:
+    // big_writes lifts the 4 KiB cap per write op, negative_timeout lets the kernel cache ENOENT.
+    fsname: `repr,big_writes,negative_timeout=${CACHE_SECONDS}`,
+    // Its default answers ETIMEDOUT after 15 s; a slow fetch of a large input must wait instead.
+    timeout: false,
+  });
+
+  let state: 'mounting' | 'mounted' | 'closing' = 'mounting';
+  const shutdown = (why: string): void => {
+    if (state === 'closing') return;
+    const wasMounted = state === 'mounted';
+    state = 'closing';
+    log('debug', `unmounting: ${why}`);
+    for (const p of pending.values()) p.reject(new Error('FUSE helper is closing'));
+    pending.clear();
+    void (async () => {
+      await Promise.all([...handles.values()].map((h) => h.fd.close().catch(() => {})));
+      if (wasMounted) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
+      process.exit(0);
+    })();
+  };
+
+  process.on('message', (m: ToHelper) => {
+    switch (m.t) {
+      case 'answer': {
+        const p = pending.get(m.id);
+        pending.delete(m.id);
+        if (m.ok) p?.resolve(m.value);
+        else p?.reject(new Error(m.error));
+        break;
+      }
+      case 'call':
+        send({ t: 'result', id: m.id, value: m.op === 'changes' ? tree.changes() : tree.report() });
+        break;
+      case 'close':
+        shutdown('asked to close');
+        break;
+    }
+  });
+  process.on('disconnect', () => shutdown('parent disconnected'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  watchParent(() => shutdown('parent died'));
+  process.on('uncaughtException', (err) => {
+    log('warn', `FUSE helper crashed: ${err.stack ?? err.message}`);
+    shutdown('uncaught exception');
+  });
+
+  fuse.mount((err) => {
+    if (err) {
+      send({ t: 'mount-failed', error: err.message });
+      process.exit(1);
+    }
+    if (state !== 'mounting') return;
+    state = 'mounted';
+    send({ t: 'mounted' });
+  });
+}
+
+/**
+ * Calls `gone` once the parent process has died. 'disconnect' alone is not
+ * enough: a child the parent was forking at its death (between fork and exec,
+ * e.g. stuck in a chdir into this mount) keeps the IPC socket open.
+ */
+function watchParent(gone: () => void): void {
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    readFile('/proc/self/stat', 'utf8').then(
+      (stat) => {
+        // Fields after the command name (which may hold spaces): state, ppid, ...
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        if (ppid !== parent) {
+          clearInterval(timer);
+          gone();
+        }
+      },
+      () => {},
+    );
+  }, 1000);
+  timer.unref();
+}
+
+if (!process.send) {
+  console.error('fuse-helper must be forked with an IPC channel');
+  process.exit(2);
+}
+let started = false;
+process.once('message', (m: ToHelper) => {
+  if (m.t !== 'init') return;
+  started = true;
+  main(m);
+});
+process.once('disconnect', () => {
+  if (!started) process.exit(0);
+});

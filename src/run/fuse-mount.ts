@@ -1,0 +1,204 @@
+import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { readFile, realpath } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { internal } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { FromHelper, ToHelper } from './fuse-helper.js';
+import type { VAccessReport, VChange, VNode, VPathNode } from './vfs.js';
+
+const execFileP = promisify(execFile);
+const HELPER = fileURLToPath(new URL('./fuse-helper.js', import.meta.url));
+/** How long the helper gets to unmount and exit by itself before it is killed. */
+const CLOSE_GRACE_MS = 3000;
+
+export interface FuseMountOptions {
+  /** An existing empty directory. */
+  mountpoint: string;
+  /** Existing directory for new/changed file contents (copy-up files). */
+  scratchDir: string;
+  /** Absolute directories virtualized from the client; everything else but their ancestors is ENOENT. */
+  roots: string[];
+  /** Nodes known before start; lookups they cover cost no query. */
+  mappings: VPathNode[];
+  /** Owner reported for every node (the sandbox user), so the sandboxed command may write under the roots. */
+  uid: number;
+  gid: number;
+  /** Asks the client what `path` is; with list=true and a dir, `entries` holds the full listing. A rejection fails the FUSE op with EIO. */
+  query(path: string, list: boolean): Promise<VNode>;
+  /** A host path (outside the mount) holding that content; never written to. */
+  fetch(hash: string, size: number): Promise<string>;
+  log?: Logger;
+}
+
+/**
+ * The worker's handle on a run's FUSE mount. The mount is served by a child
+ * process (fuse-helper) so that nothing in this process can deadlock on it;
+ * this class answers the helper's questions with the caller's query/fetch and
+ * cleans the mount up however the helper ends.
+ */
+export class FuseMount {
+  private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private seq = 0;
+  private exited = false;
+  private readonly exit: Promise<void>;
+  private closing?: Promise<void>;
+  private stderrTail = '';
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly opts: FuseMountOptions,
+    /** As /proc/mounts shows it (symlinks resolved before mounting). */
+    private readonly realMountpoint: string,
+  ) {
+    this.exit = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exited = true;
+        const err = internal(`FUSE helper exited (${signal ?? `code ${code}`})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}`);
+        for (const c of this.calls.values()) c.reject(err);
+        this.calls.clear();
+        resolve();
+      });
+    });
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+      this.stderrTail = (this.stderrTail + s).slice(-2000);
+      opts.log?.warn({ helper: s.trimEnd() }, 'FUSE helper stderr');
+    });
+    child.on('message', (m: FromHelper) => this.onMessage(m));
+  }
+
+  /** Forks the helper and resolves once the tree is mounted. */
+  static async start(opts: FuseMountOptions): Promise<FuseMount> {
+    const real = await realpath(opts.mountpoint);
+    const child = fork(HELPER, [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    const mount = new FuseMount(child, opts, real);
+    const init: ToHelper = {
+      t: 'init',
+      mountpoint: real,
+      scratchDir: opts.scratchDir,
+      roots: opts.roots,
+      mappings: opts.mappings,
+      uid: opts.uid,
+      gid: opts.gid,
+    };
+    const ready = new Promise<void>((resolve, reject) => {
+      const onMessage = (m: FromHelper): void => {
+        if (m.t === 'mounted') resolve();
+        else if (m.t === 'mount-failed') reject(internal(`FUSE mount at ${real} failed: ${m.error}`));
+      };
+      child.on('message', onMessage);
+      void mount.exit.then(() => reject(internal(`FUSE helper exited before mounting${mount.stderrTail ? `: ${mount.stderrTail.trim()}` : ''}`)));
+    });
+    child.send(init);
+    try {
+      await ready;
+    } catch (err) {
+      await mount.close();
+      throw err;
+    }
+    opts.log?.debug({ mountpoint: real, pid: child.pid }, 'FUSE mounted');
+    return mount;
+  }
+
+  /** The helper's process id, for diagnostics (and tests that kill it). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** What the run created, changed or removed under the roots. */
+  changes(): Promise<VChange[]> {
+    return this.call('changes') as Promise<VChange[]>;
+  }
+
+  report(): Promise<VAccessReport> {
+    return this.call('report') as Promise<VAccessReport>;
+  }
+
+  /**
+   * Unmounts and stops the helper. Idempotent and never throws: a busy or
+   * orphaned mount (helper killed) is detached lazily instead.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (!this.exited) {
+        this.sendToHelper({ t: 'close' });
+        const timer = setTimeout(() => this.child.kill('SIGKILL'), CLOSE_GRACE_MS);
+        await this.exit;
+        clearTimeout(timer);
+      }
+      if (await isMounted(this.realMountpoint)) await this.forceUnmount();
+    })().catch((err: unknown) => this.opts.log?.warn({ err }, 'FUSE close failed'));
+    return this.closing;
+  }
+
+  private async forceUnmount(): Promise<void> {
+    for (const [cmd, args] of [
+      ['fusermount', ['-u', '-z', this.realMountpoint]],
+      ['umount', ['-l', this.realMountpoint]],
+    ] as const) {
+      try {
+        await execFileP(cmd, args);
+        if (!(await isMounted(this.realMountpoint))) return;
+      } catch (err) {
+        this.opts.log?.debug({ err, cmd }, 'unmount attempt failed');
+      }
+    }
+    this.opts.log?.warn({ mountpoint: this.realMountpoint }, 'FUSE mount could not be removed');
+  }
+
+  private call(op: 'changes' | 'report'): Promise<unknown> {
+    if (this.exited || this.closing) return Promise.reject(internal(`FUSE mount is ${this.exited ? 'gone' : 'closing'}`));
+    return new Promise((resolve, reject) => {
+      const id = ++this.seq;
+      this.calls.set(id, { resolve, reject });
+      this.sendToHelper({ t: 'call', id, op });
+    });
+  }
+
+  private onMessage(m: FromHelper): void {
+    switch (m.t) {
+      case 'query':
+        this.answer(m.id, () => this.opts.query(m.path, m.list));
+        break;
+      case 'fetch':
+        this.answer(m.id, () => this.opts.fetch(m.hash, m.size));
+        break;
+      case 'result': {
+        const c = this.calls.get(m.id);
+        this.calls.delete(m.id);
+        c?.resolve(m.value);
+        break;
+      }
+      case 'log':
+        this.opts.log?.[m.level]({ mountpoint: this.realMountpoint }, m.msg);
+        break;
+    }
+  }
+
+  private answer(id: number, f: () => Promise<VNode | string>): void {
+    let p: Promise<VNode | string>;
+    try {
+      p = f();
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      (value) => this.sendToHelper({ t: 'answer', id, ok: true, value }),
+      (err: unknown) => this.sendToHelper({ t: 'answer', id, ok: false, error: err instanceof Error ? err.message : String(err) }),
+    );
+  }
+
+  private sendToHelper(m: ToHelper): void {
+    // The helper may die between a question and its answer; its exit handler reports that.
+    if (this.child.connected) this.child.send(m, (err) => err && this.opts.log?.debug({ err }, 'IPC send to FUSE helper failed'));
+  }
+}
+
+/** Whether a path is a mount point now, from /proc/self/mounts (never touching the mount itself). */
+async function isMounted(mountpoint: string): Promise<boolean> {
+  const text = await readFile('/proc/self/mounts', 'utf8');
+  return text.split('\n').some((line) => {
+    const field = line.split(' ')[1];
+    return field !== undefined && field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === mountpoint;
+  });
+}

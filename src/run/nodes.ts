@@ -1,0 +1,70 @@
+import { type DigestFunction, fromWire } from '../common/digest.js';
+import { invalidArgument } from '../common/errors.js';
+import { type Node, Node_Kind, type PathNode } from '../proto/repr/run/v1/run.js';
+import type { NodeKind, VNode, VPathNode } from './vfs.js';
+
+const KINDS: Record<Node_Kind, NodeKind | undefined> = {
+  [Node_Kind.ABSENT]: 'absent',
+  [Node_Kind.FILE]: 'file',
+  [Node_Kind.DIRECTORY]: 'dir',
+  [Node_Kind.SYMLINK]: 'symlink',
+  [Node_Kind.UNRECOGNIZED]: undefined,
+};
+
+const WIRE_KINDS: Record<NodeKind, Node_Kind> = { absent: Node_Kind.ABSENT, file: Node_Kind.FILE, dir: Node_Kind.DIRECTORY, symlink: Node_Kind.SYMLINK };
+
+const validName = (n: string) => n !== '' && n !== '.' && n !== '..' && !n.includes('/') && !n.includes('\0');
+
+/**
+ * A node from the wire, checked: the mount trusts what it is told, so a
+ * malformed answer is refused here (a file's digest must parse in the run's
+ * digest function; entry names must be single path components).
+ */
+export function nodeFromWire(fn: DigestFunction, n: Node | undefined, where: string, depth = 0): VNode {
+  if (!n) return { kind: 'absent' };
+  const kind = KINDS[n.kind];
+  if (!kind) throw invalidArgument(`${where}: unknown node kind ${n.kind}`);
+  const v: VNode = { kind };
+  if (n.mtimeMs) v.mtimeMs = n.mtimeMs;
+  if (kind === 'file') {
+    if (n.digest) {
+      const d = fromWire(fn, n.digest, `${where}.digest`);
+      v.hash = d.hash;
+      v.size = d.sizeBytes;
+    } else {
+      if (n.size < 0) throw invalidArgument(`${where}: negative size`);
+      v.size = n.size;
+    }
+    if (n.executable) v.executable = true;
+  } else if (kind === 'symlink') {
+    if (!n.symlinkTarget) throw invalidArgument(`${where}: a symlink needs a target`);
+    v.target = n.symlinkTarget;
+  } else if (kind === 'dir' && n.listed) {
+    if (depth > 0) throw invalidArgument(`${where}: entries of a listing carry no listing of their own`);
+    const seen = new Set<string>();
+    v.entries = n.entries.map((e) => {
+      if (!validName(e.name)) throw invalidArgument(`${where}: bad entry name ${JSON.stringify(e.name)}`);
+      if (seen.has(e.name)) throw invalidArgument(`${where}: entry ${JSON.stringify(e.name)} listed twice`);
+      seen.add(e.name);
+      return { name: e.name, node: nodeFromWire(fn, e.node, `${where}/${e.name}`, depth + 1) };
+    });
+  }
+  return v;
+}
+
+export function nodeToWire(v: VNode, fn?: DigestFunction): Node {
+  return {
+    kind: WIRE_KINDS[v.kind],
+    digest: v.kind === 'file' && v.hash !== undefined && fn ? { hash: v.hash, sizeBytes: v.size ?? 0 } : undefined,
+    size: v.size ?? 0,
+    executable: v.executable ?? false,
+    symlinkTarget: v.target ?? '',
+    mtimeMs: Math.round(v.mtimeMs ?? 0),
+    listed: v.entries !== undefined,
+    entries: (v.entries ?? []).map((e) => ({ name: e.name, node: nodeToWire(e.node, fn) })),
+  };
+}
+
+export function pathNodesFromWire(fn: DigestFunction, list: readonly PathNode[], where: string): VPathNode[] {
+  return list.map((p, i) => ({ path: p.path, node: nodeFromWire(fn, p.node, `${where}[${i}] ${p.path}`) }));
+}

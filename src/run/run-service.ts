@@ -1,0 +1,159 @@
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { Code, codeOf, ReprError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { InstanceNames } from '../cas/instances.js';
+import {
+  type ClientMessage,
+  type Node,
+  type NodeReply,
+  type RunFinished,
+  type RunRequest,
+  RunnerService,
+  type RunnerServer,
+  type ServerMessage,
+} from '../proto/repr/run/v1/run.js';
+import { ExecutorLostError, type Scheduler } from '../scheduler/scheduler.js';
+import type { TelemetrySink } from '../plugins/telemetry.js';
+import { checkRunRequest, type RunHost, runRequirements } from './run-executor.js';
+
+export interface RunServiceOptions {
+  scheduler: Scheduler;
+  instances: InstanceNames;
+  log: Logger;
+  telemetry?: TelemetrySink;
+}
+
+type Stream = ServerDuplexStream<ClientMessage, ServerMessage>;
+
+interface ActiveRun {
+  abort: AbortController;
+  queries: Map<number, { resolve(n: Node): void; reject(e: Error): void }>;
+}
+
+/**
+ * Runner.Session: one stream per client connection, any number of runs on
+ * it at once. Each run waits for an executor that can mount FUSE (built-in,
+ * or a worker's, reached through the scheduler), and its questions to the
+ * client go up this stream. A stream that breaks cancels its runs: their
+ * processes are killed and their mounts removed.
+ */
+export class RunService {
+  constructor(private readonly o: RunServiceOptions) {}
+
+  session(call: Stream): void {
+    const runs = new Map<string, ActiveRun>();
+    let closing = false;
+    let broken = false;
+    const send = (m: ServerMessage) => {
+      if (broken) return;
+      try {
+        call.write(m);
+      } catch {
+        /* the stream is gone; its handlers clean up */
+      }
+    };
+    const endIfIdle = () => {
+      if (closing && runs.size === 0 && !broken) call.end();
+    };
+    const breakAll = (why: string) => {
+      if (broken) return;
+      broken = true;
+      for (const [id, r] of runs) {
+        this.o.log.info({ run: id, why }, 'client went away; stopping its run');
+        r.abort.abort();
+        for (const q of r.queries.values()) q.reject(new ReprError(Code.CANCELLED, why));
+        r.queries.clear();
+      }
+    };
+    call.on('data', (m: ClientMessage) => {
+      if (m.run) this.start(m.run, runs, send).finally(endIfIdle);
+      else if (m.reply) this.reply(m.reply, runs);
+      else if (m.cancel) runs.get(m.cancel.runId)?.abort.abort();
+    });
+    // A half-close means no more runs; the stream ends when the last one does.
+    call.on('end', () => {
+      closing = true;
+      endIfIdle();
+    });
+    call.on('cancelled', () => breakAll('the client cancelled the stream'));
+    call.on('error', (e: Error) => breakAll(`stream error: ${e.message}`));
+    call.on('close', () => {
+      if (runs.size > 0) breakAll('the stream closed');
+    });
+  }
+
+  private reply(r: NodeReply, runs: Map<string, ActiveRun>): void {
+    const q = runs.get(r.runId)?.queries.get(r.queryId);
+    if (!q) return; // a late answer for a run that ended
+    runs.get(r.runId)!.queries.delete(r.queryId);
+    if (r.error && r.error.code !== Code.OK) q.reject(new ReprError(r.error.code, `client: ${r.error.message}`));
+    else q.resolve(r.node ?? { kind: 0, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] });
+  }
+
+  private async start(req: RunRequest, runs: Map<string, ActiveRun>, send: (m: ServerMessage) => void): Promise<void> {
+    const finish = (f: RunFinished) => send({ finished: f });
+    const fail = (code: Code, message: string) =>
+      finish({ runId: req.runId, status: { code, message, details: [] }, exitCode: -1, signal: '', changes: [], accessed: [], listed: [], stats: undefined });
+    if (runs.has(req.runId)) return fail(Code.ALREADY_EXISTS, `run ${req.runId} is already running on this stream`);
+    try {
+      checkRunRequest(req);
+      this.o.instances.check(req.instanceName);
+    } catch (e) {
+      return fail(codeOf(e), (e as Error).message);
+    }
+    const run: ActiveRun = { abort: new AbortController(), queries: new Map() };
+    runs.set(req.runId, run);
+    let nextQuery = 1;
+    const host: RunHost = {
+      query: (path, list) =>
+        new Promise<Node>((resolve, reject) => {
+          if (run.abort.signal.aborted) return reject(new ReprError(Code.CANCELLED, 'run cancelled'));
+          const queryId = nextQuery++;
+          run.queries.set(queryId, { resolve, reject });
+          send({ query: { runId: req.runId, queryId, path, list } });
+        }),
+      output: (stream, data) => send({ output: { runId: req.runId, stream, data } }),
+    };
+    const log = this.o.log.child({ run: req.runId });
+    try {
+      const held = await this.o.scheduler.acquire(runRequirements(req), `runs/${req.runId}`, run.abort.signal);
+      let result: RunFinished;
+      try {
+        send({ started: { runId: req.runId, executor: held.slot.id } });
+        log.info({ executor: held.slot.id, argv: req.arguments }, 'run started');
+        result = await held.slot.run(req, host, run.abort.signal);
+      } finally {
+        held.release();
+      }
+      result.runId = req.runId;
+      this.o.telemetry?.record({
+        runId: req.runId,
+        executor: held.slot.id,
+        argv: req.arguments,
+        exitCode: result.exitCode,
+        status: result.status?.code ?? Code.OK,
+        queries: result.stats?.queries ?? 0,
+        mappedHits: result.stats?.mappedHits ?? 0,
+        bytesFetched: result.stats?.bytesFetched ?? 0,
+        bytesUploaded: result.stats?.bytesUploaded ?? 0,
+        blockedOnClientMs: (result.stats?.blockedOnClientUs ?? 0) / 1000,
+        setupMs: (result.stats?.setupUs ?? 0) / 1000,
+        runMs: (result.stats?.runUs ?? 0) / 1000,
+        top: result.stats?.top ?? [],
+      });
+      finish(result);
+    } catch (e) {
+      if (e instanceof ExecutorLostError) fail(Code.UNAVAILABLE, `${e.message}; the command may have partly run, nothing was written back`);
+      else fail(codeOf(e) === Code.UNKNOWN ? Code.INTERNAL : codeOf(e), (e as Error).message);
+    } finally {
+      runs.delete(req.runId);
+      for (const q of run.queries.values()) q.reject(new ReprError(Code.CANCELLED, 'run ended'));
+    }
+  }
+
+  handlers(): RunnerServer {
+    return { session: (call) => this.session(call) };
+  }
+
+  static readonly definition = RunnerService;
+}
