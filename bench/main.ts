@@ -9,6 +9,7 @@ import { dispatch } from './dispatch.js';
 import { executeTrivial } from './execute-trivial.js';
 import { findMissing } from './find-missing.js';
 import { memory } from './memory.js';
+import { reprRunBench } from './repr-run.js';
 import type { Benchmark, BenchContext, Metric } from './types.js';
 
 /**
@@ -17,7 +18,7 @@ import type { Benchmark, BenchContext, Metric } from './types.js';
  * bench/results.json. --quick shrinks every benchmark to a smoke run (the
  * test suite runs it so the benchmarks cannot rot).
  */
-const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, bazel, memory];
+const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, reprRunBench, bazel, memory];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

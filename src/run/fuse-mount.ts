@@ -2,7 +2,7 @@ import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { readFile, realpath } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { internal } from '../common/errors.js';
+import { failedPrecondition, internal, invalidArgument } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { FromHelper, ToHelper } from './fuse-helper.js';
 import type { VAccessReport, VChange, VNode, VPathNode } from './vfs.js';
@@ -44,6 +44,8 @@ export class FuseMount {
   private readonly exit: Promise<void>;
   private closing?: Promise<void>;
   private stderrTail = '';
+  /** Set once the helper reported its mount: only then is a mount at the mountpoint ours to remove. */
+  private mounted = false;
 
   private constructor(
     private readonly child: ChildProcess,
@@ -55,6 +57,7 @@ export class FuseMount {
       child.once('exit', (code, signal) => {
         this.exited = true;
         const err = internal(`FUSE helper exited (${signal ?? `code ${code}`})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}`);
+        if (!this.closing && this.mounted) opts.log?.warn({ err }, 'FUSE helper died; close() will detach its mount');
         for (const c of this.calls.values()) c.reject(err);
         this.calls.clear();
         resolve();
@@ -69,8 +72,13 @@ export class FuseMount {
 
   /** Forks the helper and resolves once the tree is mounted. */
   static async start(opts: FuseMountOptions): Promise<FuseMount> {
-    const real = await realpath(opts.mountpoint);
-    const child = fork(HELPER, [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    // Resolved now, while it is still a plain directory: afterwards it is the mount's root.
+    const real = await realpath(opts.mountpoint).catch((err: Error) => {
+      throw invalidArgument(`FUSE mountpoint ${opts.mountpoint}: ${err.message}`);
+    });
+    if (await isMounted(real)) throw failedPrecondition(`FUSE mountpoint ${real} is already a mount point`);
+    // No inherited execArgv: a debugger or test-runner flag of this process must not reach the helper.
+    const child = fork(HELPER, [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [] });
     const mount = new FuseMount(child, opts, real);
     const init: ToHelper = {
       t: 'init',
@@ -83,7 +91,10 @@ export class FuseMount {
     };
     const ready = new Promise<void>((resolve, reject) => {
       const onMessage = (m: FromHelper): void => {
-        if (m.t === 'mounted') resolve();
+        if (m.t === 'mounted') {
+          mount.mounted = true;
+          resolve();
+        }
         else if (m.t === 'mount-failed') reject(internal(`FUSE mount at ${real} failed: ${m.error}`));
       };
       child.on('message', onMessage);
@@ -126,7 +137,7 @@ export class FuseMount {
         await this.exit;
         clearTimeout(timer);
       }
-      if (await isMounted(this.realMountpoint)) await this.forceUnmount();
+      if (this.mounted && (await isMounted(this.realMountpoint))) await this.forceUnmount();
     })().catch((err: unknown) => this.opts.log?.warn({ err }, 'FUSE close failed'));
     return this.closing;
   }

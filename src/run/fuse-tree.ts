@@ -388,15 +388,16 @@ export class FuseTree {
   async resolve(p: string): Promise<TreeNode> {
     const root = this.rootOf(p);
     if (!root) return ABSENT();
-    this.accessed.add(p);
     const known = this.nodes.get(p);
     if (known) {
+      this.accessed.add(p);
       if (known.mapped) this.hitPaths.add(p);
       return known;
     }
     if (p !== root) {
       const parentPath = path.posix.dirname(p);
       const parent = await this.resolve(parentPath);
+      this.accessed.add(p);
       if (parent.kind === 'absent') return ABSENT();
       if (parent.kind !== 'dir') throw new TreeError('ENOTDIR');
       const again = this.nodes.get(p);
@@ -406,6 +407,7 @@ export class FuseTree {
         return this.nodes.get(p)!;
       }
     }
+    this.accessed.add(p);
     const answer = await this.ask(p, false);
     // A local change that raced with the question wins over the client's answer.
     return this.nodes.get(p) ?? this.learn(p, answer, false);
@@ -526,10 +528,17 @@ export class FuseTree {
     return n.copying;
   }
 
+  /** A new empty file in scratch; names already there (an earlier mount's leftovers) are skipped. */
   private async newScratch(): Promise<string> {
-    const f = path.join(this.opts.scratchDir, `f${++this.scratchSeq}`);
-    await (await open(f, 'wx')).close();
-    return f;
+    for (;;) {
+      const f = path.join(this.opts.scratchDir, `f${++this.scratchSeq}`);
+      try {
+        await (await open(f, 'wx')).close();
+        return f;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+    }
   }
 
   /** The parent of a path about to change: a directory under a root. */

@@ -412,6 +412,21 @@ describe('FUSE mount lifecycle and costs', () => {
     }
   });
 
+  it('fails to start on a mountpoint that is already mounted, leaving the first mount alone', async () => {
+    const { root } = await makeProject();
+    const client = new DiskClient();
+    const { m, mnt } = await startMount(client, [root]);
+    try {
+      await assert.rejects(
+        FuseMount.start({ mountpoint: mnt, scratchDir: tmpDir(), roots: [root], mappings: [], uid: 0, gid: 0, query: client.query, fetch: client.fetch }),
+        /FUSE/,
+      );
+      assert.equal(await ok(`cat ${path.join(mnt, root, 'README')}`), 'hello from the client\n');
+    } finally {
+      await m.close();
+    }
+  });
+
   it('cleans up after a helper killed with SIGKILL', async () => {
     const { root } = await makeProject();
     const client = new DiskClient();

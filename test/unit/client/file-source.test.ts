@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { computeDigest, SHA256 } from '../../../src/common/digest.js';
+import { Code, ReprError } from '../../../src/common/errors.js';
+import { FileSource } from '../../../src/client/file-source.js';
+import { applyChanges } from '../../../src/client/run-changes.js';
+import { ReapiClient } from '../../../src/client/reapi-client.js';
+import { Node_Kind } from '../../../src/proto/repr/run/v1/run.js';
+import type { ReprServer } from '../../../src/server/server.js';
+import { startInProcess } from '../../helpers/server.js';
+import { tmpDir } from '../../helpers/tmp.js';
+
+describe("repr run's client side: answering questions and applying changes", () => {
+  let server: ReprServer;
+  let cas: ReapiClient;
+  let root: string;
+
+  before(async () => {
+    server = await startInProcess({ dataDir: tmpDir('repr-fs-'), execution: { enabled: false } });
+    cas = new ReapiClient({ target: server.address });
+    root = path.join(tmpDir('repr-fs-root-'), 'proj');
+    mkdirSync(path.join(root, 'dir'), { recursive: true });
+    writeFileSync(path.join(root, 'a.txt'), 'alpha\n');
+    writeFileSync(path.join(root, 'dir', 'b.sh'), '#!/bin/sh\n', { mode: 0o755 });
+    symlinkSync('a.txt', path.join(root, 'link'));
+  });
+
+  after(async () => {
+    cas.close();
+    await server.stop();
+  });
+
+  it('answers files with their digest (uploaded once, however many ask at once), dirs with listings, missing paths as absent', async () => {
+    const fs = new FileSource(cas, SHA256);
+    const answers = await Promise.all(Array.from({ length: 5 }, () => fs.answer(path.join(root, 'a.txt'), false, [root])));
+    const d = computeDigest(SHA256, Buffer.from('alpha\n'));
+    for (const a of answers) {
+      assert.equal(a.kind, Node_Kind.FILE);
+      assert.deepEqual(a.digest, { hash: d.hash, sizeBytes: 6 });
+    }
+    assert.equal(fs.stats.uploadedBlobs, 1);
+    assert.equal(fs.stats.hashed, 1);
+    assert.equal((await cas.read(d)).toString(), 'alpha\n');
+    const dir = await fs.answer(root, true, [root]);
+    assert.equal(dir.kind, Node_Kind.DIRECTORY);
+    assert.equal(dir.listed, true);
+    assert.deepEqual(
+      dir.entries.map((e) => [e.name, e.node!.kind, e.node!.digest, e.node!.size]),
+      [
+        ['a.txt', Node_Kind.FILE, undefined, 6],
+        ['dir', Node_Kind.DIRECTORY, undefined, 0],
+        ['link', Node_Kind.SYMLINK, undefined, 0],
+      ],
+      'listings carry sizes, not hashes: listing must not read every file',
+    );
+    const sh = await fs.answer(path.join(root, 'dir', 'b.sh'), false, [root]);
+    assert.equal(sh.executable, true);
+    assert.equal((await fs.answer(path.join(root, 'link'), false, [root])).symlinkTarget, 'a.txt');
+    assert.equal((await fs.answer(path.join(root, 'nope', 'x.h'), false, [root])).kind, Node_Kind.ABSENT);
+    // A second session finds the blob present and uploads nothing.
+    const again = new FileSource(cas, SHA256);
+    await again.answer(path.join(root, 'a.txt'), false, [root]);
+    assert.equal(again.stats.uploadedBlobs, 0);
+    assert.equal(again.stats.presentBlobs, 1);
+  });
+
+  it('refuses questions about paths outside the roots', async () => {
+    const fs = new FileSource(cas, SHA256);
+    for (const p of ['/etc/passwd', `${root}/../secret`, `${root}-other/x`, 'relative']) {
+      await assert.rejects(fs.answer(p, false, [root]), (e: unknown) => e instanceof ReprError && e.code === Code.PERMISSION_DENIED, p);
+    }
+  });
+
+  it('applies changes atomically and refuses ones outside the roots', async () => {
+    const data = Buffer.from('new content\n');
+    const d = computeDigest(SHA256, data);
+    await cas.batchUpdate([{ digest: d, data }]);
+    const file = (p: string, exec = false) => ({ path: p, node: { kind: Node_Kind.FILE, digest: { hash: d.hash, sizeBytes: d.sizeBytes }, size: 0, executable: exec, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] } });
+    const gone = (p: string) => ({ path: p, node: { kind: Node_Kind.ABSENT, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] } });
+    await applyChanges([file(path.join(root, 'out', 'new.txt'), true), gone(path.join(root, 'dir'))], [root], cas, SHA256);
+    const { readFileSync, existsSync, statSync } = await import('node:fs');
+    assert.equal(readFileSync(path.join(root, 'out', 'new.txt'), 'utf8'), 'new content\n');
+    assert.ok(statSync(path.join(root, 'out', 'new.txt')).mode & 0o100);
+    assert.equal(existsSync(path.join(root, 'dir')), false);
+    for (const p of ['/tmp/evil.txt', `${root}/../evil.txt`, root]) {
+      await assert.rejects(applyChanges([file(p)], [root], cas, SHA256), (e: unknown) => e instanceof ReprError && (e.code === Code.PERMISSION_DENIED || e.code === Code.INVALID_ARGUMENT), p);
+    }
+    assert.equal(existsSync('/tmp/evil.txt'), false);
+  });
+});
