@@ -1,7 +1,7 @@
 import type { Stats } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { type Digest, type DigestFunction, digestKey } from '../common/digest.js';
+import { computeDigest, type Digest, type DigestFunction, digestKey, makeDigest } from '../common/digest.js';
 import { Code, ReprError } from '../common/errors.js';
 import { hashFile } from '../worker/outputs.js';
 import { nodeToWire } from '../run/nodes.js';
@@ -13,6 +13,15 @@ import type { ReapiClient } from './reapi-client.js';
 /** Blobs up to this size go in BatchUpdateBlobs; bigger ones by ByteStream. */
 const BATCH_BLOB_BYTES = 1024 * 1024;
 const BATCH_TOTAL_BYTES = 3 * 1024 * 1024;
+/** Siblings hashed ahead of questions, per directory at most. */
+const WARM_FILES_PER_DIR = 512;
+
+/** A file's hash with what identifies its version on disk (inode, size, times). */
+export interface HashEntry {
+  key: string;
+  hash: string;
+  size: number;
+}
 
 export interface FileSourceStats {
   /** Queries answered (lookups and listings). */
@@ -41,6 +50,7 @@ export class FileSource {
   private readonly inCas = new Map<string, Promise<void>>();
   private pending: { digest: Digest; file: string; resolve(): void; reject(e: Error): void }[] = [];
   private flushScheduled = false;
+  private readonly warmed = new Set<string>();
 
   constructor(
     private readonly cas: ReapiClient,
@@ -56,7 +66,43 @@ export class FileSource {
       throw new ReprError(Code.PERMISSION_DENIED, `${p} is outside the run's roots`);
     }
     this.stats.answered++;
-    return nodeToWire(await this.node(p, list), this.fn);
+    const node = await this.node(p, list);
+    if (node.kind === 'file') this.warmSiblings(path.dirname(p));
+    return nodeToWire(node, this.fn);
+  }
+
+  /**
+   * After a question about one file of a directory, questions about its
+   * siblings tend to follow (a compiler walking headers, grep walking a
+   * tree). Hash them and ask the CAS about them in one call now, in the
+   * background, so that those answers need neither a read nor a round trip.
+   * Nothing is uploaded until asked for.
+   */
+  private warmSiblings(dir: string): void {
+    if (this.warmed.has(dir)) return;
+    this.warmed.add(dir);
+    void (async () => {
+      const names = (await readdir(dir)).slice(0, WARM_FILES_PER_DIR);
+      const found: { file: string; digest: Digest }[] = [];
+      await Promise.all(
+        names.map(async (name) => {
+          const file = path.join(dir, name);
+          const st = await lstat(file);
+          if (!st.isFile() || st.size > BATCH_BLOB_BYTES) return;
+          found.push({ file, digest: await this.hashOf(file, st) });
+        }),
+      );
+      const unknown = found.filter((f) => !this.inCas.has(digestKey(f.digest)));
+      if (unknown.length === 0) return;
+      const missing = new Set((await this.cas.findMissing(unknown.map((f) => f.digest), this.fn)).map(digestKey));
+      for (const f of unknown) {
+        const k = digestKey(f.digest);
+        if (!missing.has(k) && !this.inCas.has(k)) {
+          this.inCas.set(k, Promise.resolve());
+          this.stats.presentBlobs++;
+        }
+      }
+    })().catch(() => undefined); // only a head start: the real question still gets answered
   }
 
   /** The node for a path, with the file's content put in the CAS. */
@@ -104,19 +150,51 @@ export class FileSource {
     return out.sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
+  /**
+   * Hashes known from an earlier session (kept in the run record): a file
+   * whose inode, size and times still match is not read again.
+   */
+  seedHashes(entries: Record<string, HashEntry>): void {
+    for (const [file, e] of Object.entries(entries)) {
+      if (!this.hashes.has(file)) this.hashes.set(file, { key: e.key, digest: Promise.resolve(makeDigest(this.fn, e.hash, e.size)) });
+    }
+  }
+
+  /** The hashes this session knows for these files, to keep for the next session. */
+  async knownHashes(files: readonly string[]): Promise<Record<string, HashEntry>> {
+    const out: Record<string, HashEntry> = {};
+    for (const f of files) {
+      const h = this.hashes.get(f);
+      if (!h) continue;
+      try {
+        const d = await h.digest;
+        out[f] = { key: h.key, hash: d.hash, size: d.sizeBytes };
+      } catch {
+        /* failed to hash: nothing to keep */
+      }
+    }
+    return out;
+  }
+
   /** Hashes a file (unless unchanged since last time) and makes sure the CAS has it. */
   async ensure(file: string, st: Stats): Promise<Digest> {
+    const digest = await this.hashOf(file, st);
+    await this.upload(digest, file);
+    return digest;
+  }
+
+  private hashOf(file: string, st: Stats): Promise<Digest> {
     const key = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
     let h = this.hashes.get(file);
     if (!h || h.key !== key) {
       this.stats.hashed++;
-      h = { key, digest: hashFile(this.fn, file) };
+      // Small files in one read: most sources are, and a stream per file costs more than the hash.
+      const digest = st.size <= BATCH_BLOB_BYTES ? readFile(file).then((data) => computeDigest(this.fn, data)) : hashFile(this.fn, file);
+      h = { key, digest };
       this.hashes.set(file, h);
       h.digest.catch(() => this.hashes.delete(file));
     }
-    const digest = await h.digest;
-    await this.upload(digest, file);
-    return digest;
+    return h.digest;
   }
 
   private upload(digest: Digest, file: string): Promise<void> {

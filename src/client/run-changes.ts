@@ -1,11 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { type DigestFunction, fromWire } from '../common/digest.js';
+import { type Digest, type DigestFunction, fromWire } from '../common/digest.js';
 import { Code, ReprError } from '../common/errors.js';
 import { Node_Kind, type PathNode } from '../proto/repr/run/v1/run.js';
 import { checkAbsolute, rootOf } from '../run/paths.js';
 import type { ReapiClient } from './reapi-client.js';
+
+const BATCH_BLOB_BYTES = 1024 * 1024;
+const BATCH_TOTAL_BYTES = 3 * 1024 * 1024;
 
 /**
  * Applies what a run changed to the client's directories: removals first
@@ -27,29 +30,78 @@ export async function applyChanges(changes: readonly PathNode[], roots: readonly
     await rm(c.path, { force: true }).catch(() => undefined); // a file that became a directory
     await mkdir(c.path, { recursive: true });
   }
+  const leaves = changes.filter((c) => c.node && (c.node.kind === Node_Kind.FILE || c.node.kind === Node_Kind.SYMLINK));
+  const contents = await fetchContents(
+    leaves.filter((c) => c.node!.kind === Node_Kind.FILE).map((c) => fromWire(fn, c.node!.digest, `digest of ${c.path}`)),
+    cas,
+  );
   let bytes = 0;
-  for (const c of changes) {
-    const n = c.node;
-    if (!n || (n.kind !== Node_Kind.FILE && n.kind !== Node_Kind.SYMLINK)) continue;
-    await mkdir(path.dirname(c.path), { recursive: true });
-    const tmp = path.join(path.dirname(c.path), `.repr-${randomBytes(6).toString('hex')}.tmp`);
-    try {
-      if (n.kind === Node_Kind.FILE) {
-        const d = fromWire(fn, n.digest, `digest of ${c.path}`);
-        const data = d.sizeBytes === 0 ? Buffer.alloc(0) : await cas.read(d);
-        await writeFile(tmp, data, { mode: n.executable ? 0o755 : 0o644 });
-        await chmod(tmp, n.executable ? 0o755 : 0o644);
-        if (n.mtimeMs > 0) await utimes(tmp, new Date(), new Date(n.mtimeMs));
-        bytes += data.length;
-      } else {
-        await symlink(n.symlinkTarget, tmp);
-      }
-      await rm(c.path, { recursive: true, force: true }).catch(() => undefined);
-      await rename(tmp, c.path);
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
+  let next = 0;
+  const lane = async () => {
+    while (next < leaves.length) bytes += await applyLeaf(leaves[next++]!, contents, fn);
+  };
+  await Promise.all(Array.from({ length: Math.min(16, leaves.length) }, lane));
+  return bytes;
+}
+
+/** Blob contents by hash: small ones in BatchReadBlobs calls of up to 3 MiB, large ones streamed, all at once. */
+async function fetchContents(digests: readonly Digest[], cas: ReapiClient): Promise<Map<string, Buffer>> {
+  const unique = [...new Map(digests.filter((d) => d.sizeBytes > 0).map((d) => [d.hash, d])).values()];
+  const out = new Map<string, Buffer>();
+  const calls: Promise<void>[] = [];
+  let group: Digest[] = [];
+  let groupBytes = 0;
+  const flush = () => {
+    const g = group;
+    group = [];
+    groupBytes = 0;
+    calls.push(
+      cas.batchRead(g).then((res) => {
+        for (const r of res) {
+          if (r.code !== Code.OK) throw new ReprError(r.code, `reading ${r.digest.hash} from the CAS: ${r.message}`);
+          out.set(r.digest.hash, r.data);
+        }
+      }),
+    );
+  };
+  for (const d of unique) {
+    if (d.sizeBytes > BATCH_BLOB_BYTES) {
+      calls.push(cas.read(d).then((data) => void out.set(d.hash, data)));
+      continue;
     }
+    if (groupBytes + d.sizeBytes > BATCH_TOTAL_BYTES) flush();
+    group.push(d);
+    groupBytes += d.sizeBytes;
+  }
+  if (group.length > 0) flush();
+  await Promise.all(calls);
+  return out;
+}
+
+/** Writes one file or symlink under a temporary name beside it, then renames it into place. */
+async function applyLeaf(c: PathNode, contents: Map<string, Buffer>, fn: DigestFunction): Promise<number> {
+  const n = c.node!;
+  await mkdir(path.dirname(c.path), { recursive: true });
+  const tmp = path.join(path.dirname(c.path), `.repr-${randomBytes(6).toString('hex')}.tmp`);
+  let bytes = 0;
+  try {
+    if (n.kind === Node_Kind.FILE) {
+      const d = fromWire(fn, n.digest, `digest of ${c.path}`);
+      const data = d.sizeBytes === 0 ? Buffer.alloc(0) : contents.get(d.hash);
+      if (!data) throw new ReprError(Code.INTERNAL, `no content fetched for ${c.path}`);
+      const mode = n.executable ? 0o755 : 0o644;
+      await writeFile(tmp, data, { mode });
+      await chmod(tmp, mode); // writeFile's mode is masked by the umask
+      if (n.mtimeMs > 0) await utimes(tmp, new Date(), new Date(n.mtimeMs));
+      bytes = data.length;
+    } else {
+      await symlink(n.symlinkTarget, tmp);
+    }
+    await rm(c.path, { recursive: true, force: true }).catch(() => undefined);
+    await rename(tmp, c.path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
   }
   return bytes;
 }

@@ -45,6 +45,9 @@ export interface CommandOutcome {
   changedBytes: number;
   mappings: number;
   wallMs: number;
+  /** Client-side phases: building mappings before the request, applying changes after it. */
+  mappingMs: number;
+  applyMs: number;
 }
 
 /** Exit status of `repr run` when the run itself failed (not the command): as docker run's 125. */
@@ -83,12 +86,14 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
         const i = next++;
         const argv = o.commands[i]!;
         const started = performance.now();
-        const outcome: CommandOutcome = { argv, changedBytes: 0, mappings: 0, wallMs: 0 };
+        const outcome: CommandOutcome = { argv, changedBytes: 0, mappings: 0, wallMs: 0, mappingMs: 0, applyMs: 0 };
         outcomes[i] = outcome;
         try {
           const rec = o.record ? await loadRecord(records, argv, cwd, roots) : undefined;
+          if (rec?.hashes) files.seedHashes(rec.hashes);
           const mappings: PathNode[] = await mappingsFor([...roots, ...manifest, ...(rec?.accessed ?? [])], rec?.listed ?? [], files, fn);
           outcome.mappings = mappings.length;
+          outcome.mappingMs = performance.now() - started;
           const session = sessions[(lane + i) % sessions.length]!;
           const finished = await session.run({
             argv,
@@ -102,8 +107,10 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
           });
           outcome.finished = finished;
           if (!finished.status || finished.status.code === Code.OK) {
+            const applying = performance.now();
             outcome.changedBytes = await applyChanges(finished.changes, roots, cas, fn);
-            if (o.record) await saveRecord(records, roots, { argv, cwd, accessed: finished.accessed, listed: finished.listed });
+            outcome.applyMs = performance.now() - applying;
+            if (o.record) await saveRecord(records, roots, { argv, cwd, accessed: finished.accessed, listed: finished.listed, hashes: await files.knownHashes(finished.accessed) });
           } else {
             outcome.error = `${Code[finished.status.code] ?? finished.status.code}: ${finished.status.message}`;
           }
@@ -123,7 +130,7 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
     cas.close();
   }
   if (o.statsJson) {
-    await writeFile(o.statsJson, JSON.stringify({ client: files.stats, runs: outcomes.map((x) => ({ argv: x.argv, exitCode: x.finished?.exitCode, status: x.finished?.status?.code ?? 0, error: x.error, mappings: x.mappings, wallMs: x.wallMs, executor: undefined, stats: x.finished?.stats })) }, null, 2));
+    await writeFile(o.statsJson, JSON.stringify({ client: files.stats, runs: outcomes.map((x) => ({ argv: x.argv, exitCode: x.finished?.exitCode, status: x.finished?.status?.code ?? 0, error: x.error, mappings: x.mappings, wallMs: x.wallMs, mappingMs: x.mappingMs, applyMs: x.applyMs, stats: x.finished?.stats })) }, null, 2));
   }
   let exitCode = 0;
   for (const x of outcomes) {
@@ -159,7 +166,9 @@ const ms = (us: number | undefined) => `${((us ?? 0) / 1000).toFixed(1)} ms`;
 function formatStats(x: CommandOutcome, client: FileSourceStats): string {
   const s = x.finished?.stats;
   const lines = [`repr run: ${x.argv.join(' ')}`];
-  lines.push(`  exit ${x.finished?.exitCode ?? '-'}; wall ${x.wallMs.toFixed(0)} ms (setup ${ms(s?.setupUs)}, command ${ms(s?.runUs)})`);
+  lines.push(
+    `  exit ${x.finished?.exitCode ?? '-'}; wall ${x.wallMs.toFixed(0)} ms: mappings ${x.mappingMs.toFixed(1)} ms, executor setup ${ms(s?.setupUs)}, command ${ms(s?.runUs)}, applying changes ${x.applyMs.toFixed(1)} ms`,
+  );
   lines.push(`  files: ${x.mappings} mapped up front, ${s?.mappedHits ?? 0} lookups served from mappings, ${s?.queries ?? 0} asked on demand, blocked on this client ${ms(s?.blockedOnClientUs)}`);
   lines.push(`  bytes: ${s?.bytesFetched ?? 0} fetched by the worker, ${client.uploadedBytes} uploaded by this client in ${client.uploadedBlobs} blobs (session total), ${x.changedBytes} written back`);
   if (s && s.top.length > 0) {

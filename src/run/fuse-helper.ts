@@ -6,8 +6,8 @@
  * event loop only ever waits on the parent (over IPC) and on host files
  * outside the mount (scratch and fetched blobs), always asynchronously.
  */
-import { constants as fsConstants } from 'node:fs';
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { closeSync, fdatasyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { FuseTree, TreeError, type Attr, type TreeNode } from './fuse-tree.js';
@@ -54,16 +54,24 @@ type FuseCtor = new (mnt: string, ops: Record<string, unknown>, opts: Record<str
 const Fuse = createRequire(import.meta.url)('fuse-native') as FuseCtor;
 
 const E = os.constants.errno;
-const O_ACCMODE = 3;
-const { O_RDONLY, O_TRUNC } = fsConstants;
 /** Kernel entry/attr cache lifetime. Every change goes through this mount, so the kernel's cache stays right. */
 const CACHE_SECONDS = 60;
 
-interface Handle {
-  fd: FileHandle;
-  node: TreeNode;
+/**
+ * A descriptor of the host file behind a node (a cache or scratch file,
+ * never on this mount). Used with synchronous calls: they take a few
+ * microseconds on a local file, where a thread-pool round trip per read
+ * would cost more than the read, and the pool must stay free for the
+ * parent's answers.
+ */
+interface HostFile {
+  fd: number;
+  path: string;
   writable: boolean;
 }
+
+/** Host descriptors kept open at once; the least recently opened is closed beyond this. */
+const MAX_OPEN_HOST_FILES = 512;
 
 function send(m: FromHelper): void {
   if (process.connected) process.send!(m, undefined, undefined, () => {});
@@ -127,19 +135,30 @@ function main(init: HelperInit): void {
     fetch: (hash, size) => ask<string>({ t: 'fetch', hash, size }),
   });
 
-  const handles = new Map<number, Handle>();
-  let nextFh = 0;
-  const addHandle = (h: Handle): number => {
-    // fh 0 means "no handle" to fuse-native, and it travels as uint32.
-    do nextFh = (nextFh % 0x7fffffff) + 1;
-    while (handles.has(nextFh));
-    handles.set(nextFh, h);
-    return nextFh;
-  };
-  const handle = (fh: number): Handle => {
-    const h = handles.get(fh);
-    if (!h) throw Object.assign(new Error('bad handle'), { code: 'EBADF' });
-    return h;
+  // No open/release/flush handlers: libfuse answers those in C, and each
+  // one routed to JS costs a thread hop (~0.1 ms). A compiler opens every
+  // header, so per-open work dominated builds. Reads and writes find their
+  // node by path instead and share one host descriptor per node.
+  const hostFiles = new Map<TreeNode, HostFile>();
+  const hostFile = async (p: string, write: boolean): Promise<{ node: TreeNode; fd: number }> => {
+    const { node, hostPath } = write ? await tree.openWrite(p, false) : await tree.openRead(p);
+    let h = hostFiles.get(node);
+    // A node copied up since its descriptor was opened now lives in scratch.
+    if (h && (h.path !== hostPath || (write && !h.writable))) {
+      closeSync(h.fd);
+      hostFiles.delete(node);
+      h = undefined;
+    }
+    if (!h) {
+      h = { fd: openSync(hostPath, write ? 'r+' : 'r'), path: hostPath, writable: write };
+      hostFiles.set(node, h);
+      if (hostFiles.size > MAX_OPEN_HOST_FILES) {
+        const [oldNode, old] = hostFiles.entries().next().value as [TreeNode, HostFile];
+        closeSync(old.fd);
+        hostFiles.delete(oldNode);
+      }
+    }
+    return { node, fd: h.fd };
   };
 
   const ops = {
@@ -147,54 +166,37 @@ function main(init: HelperInit): void {
     access: (p: string, _mode: number, cb: Cb) => reply(cb, () => tree.access(p)),
     readdir: (p: string, cb: Cb<string[]>) => reply(cb, async () => ['.', '..', ...(await tree.readdir(p))]),
     readlink: (p: string, cb: Cb<string>) => reply(cb, () => tree.readlink(p)),
-    open: (p: string, flags: number, cb: Cb<number>) =>
-      reply(cb, async () => {
-        const trunc = (flags & O_TRUNC) !== 0;
-        if ((flags & O_ACCMODE) === O_RDONLY && !trunc) {
-          const { node, hostPath } = await tree.openRead(p);
-          return addHandle({ fd: await open(hostPath, 'r'), node, writable: false });
-        }
-        const { node, hostPath } = await tree.openWrite(p, trunc);
-        return addHandle({ fd: await open(hostPath, 'r+'), node, writable: true });
-      }),
     create: (p: string, mode: number, cb: Cb<number>) =>
       reply(cb, async () => {
-        const { node, hostPath } = await tree.create(p, mode);
-        return addHandle({ fd: await open(hostPath, 'r+'), node, writable: true });
+        await tree.create(p, mode);
+        return 0;
       }),
-    read: (_p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+    read: (p: string, _fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
       // The buffer is FUSE's own memory, valid only until cb: read straight into it.
-      (async () => (await handle(fh).fd.read(buf, 0, len, pos)).bytesRead)().then(cb, (e: unknown) => cb(errnoOf(e)));
+      hostFile(p, false).then(
+        ({ fd }) => cb(readSync(fd, buf, 0, len, pos)),
+        (e: unknown) => cb(errnoOf(e)),
+      );
     },
-    write: (_p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
-      (async () => {
-        const h = handle(fh);
-        if (!h.writable) throw Object.assign(new Error('read-only handle'), { code: 'EBADF' });
-        const { bytesWritten } = await h.fd.write(buf, 0, len, pos);
-        tree.noteWrite(h.node, pos + bytesWritten);
-        return bytesWritten;
-      })().then(cb, (e: unknown) => cb(errnoOf(e)));
+    write: (p: string, _fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+      hostFile(p, true).then(
+        ({ node, fd }) => {
+          const bytesWritten = writeSync(fd, buf, 0, len, pos);
+          tree.noteWrite(node, pos + bytesWritten);
+          cb(bytesWritten);
+        },
+        (e: unknown) => cb(errnoOf(e)),
+      );
     },
-    release: (_p: string, fh: number, cb: Cb) =>
+    fsync: (p: string, _datasync: number, _fh: number, cb: Cb) =>
       reply(cb, async () => {
-        const h = handles.get(fh);
-        handles.delete(fh);
-        await h?.fd.close();
-      }),
-    flush: (_p: string, _fh: number, cb: Cb) => cb(0),
-    fsync: (_p: string, _datasync: number, fh: number, cb: Cb) =>
-      reply(cb, async () => {
-        const h = handles.get(fh);
-        if (h?.writable) await h.fd.datasync();
+        const n = await tree.resolve(p);
+        const h = hostFiles.get(n);
+        if (h?.writable) fdatasyncSync(h.fd);
       }),
     truncate: (p: string, size: number, cb: Cb) => reply(cb, () => tree.truncate(p, size)),
-    ftruncate: (p: string, fh: number, size: number, cb: Cb) =>
-      reply(cb, async () => {
-        const h = handles.get(fh);
-        if (!h?.writable) return tree.truncate(p, size);
-        await h.fd.truncate(size);
-        tree.noteTruncate(h.node, size);
-      }),
+    // Without open handlers a truncating open arrives here too (libfuse does not ask for atomic O_TRUNC).
+    ftruncate: (p: string, _fh: number, size: number, cb: Cb) => reply(cb, () => tree.truncate(p, size)),
     unlink: (p: string, cb: Cb) => reply(cb, () => tree.unlink(p)),
     mkdir: (p: string, _mode: number, cb: Cb) => reply(cb, () => tree.mkdir(p)),
     rmdir: (p: string, cb: Cb) => reply(cb, () => tree.rmdir(p)),
@@ -222,7 +224,7 @@ function main(init: HelperInit): void {
     attrTimeout: CACHE_SECONDS,
     // fuse-native passes only options it knows; these ride along in fsname's comma-separated list:
     // big_writes lifts the 4 KiB cap per write op, negative_timeout lets the kernel cache ENOENT.
-    fsname: `repr,big_writes,negative_timeout=${CACHE_SECONDS}`,
+    fsname: `repr,big_writes,kernel_cache,negative_timeout=${CACHE_SECONDS}`,
     // Its default answers ETIMEDOUT after 15 s; a slow fetch of a large input must wait instead.
     timeout: false,
   });
@@ -236,7 +238,13 @@ function main(init: HelperInit): void {
     for (const p of pending.values()) p.reject(new Error('FUSE helper is closing'));
     pending.clear();
     void (async () => {
-      await Promise.all([...handles.values()].map((h) => h.fd.close().catch(() => {})));
+      for (const h of hostFiles.values()) {
+        try {
+          closeSync(h.fd);
+        } catch {
+          /* already closed */
+        }
+      }
       if (wasMounted) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
       process.exit(0);
     })();

@@ -31,6 +31,39 @@ export interface FuseMountOptions {
   log?: Logger;
 }
 
+let spare: ChildProcess | undefined;
+
+function forkHelper(): ChildProcess {
+  // No inherited execArgv: a debugger or test-runner flag of this process must not reach the helper.
+  return fork(HELPER, [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [] });
+}
+
+/**
+ * A helper process for a new mount. Starting Node takes ~100 ms, a large
+ * part of a short run's setup, so the next run's helper is forked as soon as
+ * this one is taken and waits, idle and unreferenced (it does not keep this
+ * process alive), until it is needed.
+ */
+function takeHelper(): ChildProcess {
+  let child = spare;
+  spare = undefined;
+  if (!child || child.exitCode !== null || child.signalCode !== null || !child.connected) {
+    child?.kill('SIGKILL');
+    child = forkHelper();
+  } else {
+    child.ref();
+    child.channel?.ref();
+    (child.stderr as { ref?: () => void } | null)?.ref?.();
+  }
+  const next = forkHelper();
+  next.unref();
+  next.channel?.unref();
+  (next.stderr as { unref?: () => void } | null)?.unref?.();
+  next.on('error', () => undefined);
+  spare = next;
+  return child;
+}
+
 /**
  * The worker's handle on a run's FUSE mount. The mount is served by a child
  * process (fuse-helper) so that nothing in this process can deadlock on it;
@@ -77,8 +110,7 @@ export class FuseMount {
       throw invalidArgument(`FUSE mountpoint ${opts.mountpoint}: ${err.message}`);
     });
     if (await isMounted(real)) throw failedPrecondition(`FUSE mountpoint ${real} is already a mount point`);
-    // No inherited execArgv: a debugger or test-runner flag of this process must not reach the helper.
-    const child = fork(HELPER, [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [] });
+    const child = takeHelper();
     const mount = new FuseMount(child, opts, real);
     const init: ToHelper = {
       t: 'init',
