@@ -15,6 +15,16 @@ const BATCH_BLOB_BYTES = 1024 * 1024;
 const BATCH_TOTAL_BYTES = 3 * 1024 * 1024;
 /** Siblings hashed ahead of questions, per directory at most. */
 const WARM_FILES_PER_DIR = 512;
+/** Siblings uploaded ahead of questions: small files only, and a budget per directory. */
+const WARM_UPLOAD_MAX_FILE = 64 * 1024;
+const WARM_UPLOAD_BYTES_PER_DIR = 2 * 1024 * 1024;
+
+interface Upload {
+  digest: Digest;
+  file: string;
+  resolve(): void;
+  reject(e: Error): void;
+}
 
 /** A file's hash with what identifies its version on disk (inode, size, times). */
 export interface HashEntry {
@@ -48,7 +58,7 @@ export class FileSource {
   private readonly hashes = new Map<string, { key: string; digest: Promise<Digest> }>();
   /** Blobs known to be in the CAS (or on their way there), by digest key. */
   private readonly inCas = new Map<string, Promise<void>>();
-  private pending: { digest: Digest; file: string; resolve(): void; reject(e: Error): void }[] = [];
+  private pending: Upload[] = [];
   private flushScheduled = false;
   private readonly warmed = new Set<string>();
 
@@ -75,8 +85,9 @@ export class FileSource {
    * After a question about one file of a directory, questions about its
    * siblings tend to follow (a compiler walking headers, grep walking a
    * tree). Hash them and ask the CAS about them in one call now, in the
-   * background, so that those answers need neither a read nor a round trip.
-   * Nothing is uploaded until asked for.
+   * background, and upload the small ones it lacks (up to a budget per
+   * directory), so that those answers need neither a read nor a round trip.
+   * Still at most one upload per blob: the same bookkeeping as on demand.
    */
   private warmSiblings(dir: string): void {
     if (this.warmed.has(dir)) return;
@@ -95,13 +106,22 @@ export class FileSource {
       const unknown = found.filter((f) => !this.inCas.has(digestKey(f.digest)));
       if (unknown.length === 0) return;
       const missing = new Set((await this.cas.findMissing(unknown.map((f) => f.digest), this.fn)).map(digestKey));
+      const send: Upload[] = [];
+      let budget = WARM_UPLOAD_BYTES_PER_DIR;
       for (const f of unknown) {
         const k = digestKey(f.digest);
-        if (!missing.has(k) && !this.inCas.has(k)) {
+        if (this.inCas.has(k)) continue;
+        if (!missing.has(k)) {
           this.inCas.set(k, Promise.resolve());
           this.stats.presentBlobs++;
+        } else if (f.digest.sizeBytes <= WARM_UPLOAD_MAX_FILE && f.digest.sizeBytes <= budget) {
+          budget -= f.digest.sizeBytes;
+          const p = new Promise<void>((resolve, reject) => send.push({ digest: f.digest, file: f.file, resolve, reject }));
+          this.inCas.set(k, p);
+          p.catch(() => this.inCas.delete(k));
         }
       }
+      if (send.length > 0) await this.sendBatch(send);
     })().catch(() => undefined); // only a head start: the real question still gets answered
   }
 
@@ -244,7 +264,7 @@ export class FileSource {
     }
   }
 
-  private async sendBatch(group: { digest: Digest; file: string; resolve(): void; reject(e: Error): void }[]): Promise<void> {
+  private async sendBatch(group: Upload[]): Promise<void> {
     try {
       const blobs = await Promise.all(group.map(async (b) => ({ digest: b.digest, data: await readFile(b.file) })));
       const statuses = await this.cas.batchUpdate(blobs);
@@ -264,7 +284,7 @@ export class FileSource {
     }
   }
 
-  private async sendOne(b: { digest: Digest; file: string; resolve(): void; reject(e: Error): void }): Promise<void> {
+  private async sendOne(b: Upload): Promise<void> {
     try {
       await this.cas.write(b.digest, await readFile(b.file));
       this.stats.uploadedBlobs++;

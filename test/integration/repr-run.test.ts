@@ -229,10 +229,11 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     const expected = local(dir, 'cat in*.txt | wc -c').stdout;
     for (const k of [0, 1, 2]) assert.equal(readFileSync(path.join(dir, `out${k}.txt`), 'utf8'), expected);
     const s = statsOf(stats);
-    // Each of the 12 inputs uploaded once though three workers read them all
-    // (batch.txt is listed but never read, so never uploaded).
-    assert.equal(s.client.uploadedBlobs, 12, JSON.stringify(s.client));
-    assert.equal(s.client.uploadedBytes, 6710, 'bytes of the 12 inputs');
+    // Each file of the directory uploaded once, though three workers read
+    // them all: the 12 inputs, and batch.txt, which the client uploads ahead
+    // of questions as a small sibling of files asked for.
+    assert.equal(s.client.uploadedBlobs, 13, JSON.stringify(s.client));
+    assert.equal(s.client.uploadedBytes, 6710 + statSync(batch).size, 'bytes of the 13 files');
     const afterDone = done(await fetchStatus(scheduler.url));
     const beforeDone = done(before);
     for (const w of ['rw0', 'rw1', 'rw2']) assert.equal((afterDone.get(w) ?? 0) - (beforeDone.get(w) ?? 0), 1, `worker ${w} ran one command`);
