@@ -1,5 +1,5 @@
 import type { Stats } from 'node:fs';
-import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { computeDigest, type Digest, type DigestFunction, digestKey, makeDigest } from '../common/digest.js';
 import { Code, ReprError } from '../common/errors.js';
@@ -24,6 +24,26 @@ interface Upload {
   file: string;
   resolve(): void;
   reject(e: Error): void;
+}
+
+/**
+ * Fails with PERMISSION_DENIED unless the directory holding `p`, symlinks
+ * resolved, is inside a root. Missing directories are judged by their
+ * nearest existing ancestor, where a `mkdir -p` would start.
+ */
+export async function assertRealParent(p: string, roots: readonly string[]): Promise<void> {
+  for (let d = path.dirname(p); ; d = path.dirname(d)) {
+    let real: string;
+    try {
+      real = await realpath(d);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && d !== '/') continue;
+      throw new ReprError(Code.PERMISSION_DENIED, `cannot resolve ${d}: ${(e as Error).message}`);
+    }
+    if (!rootOf(real, roots)) throw new ReprError(Code.PERMISSION_DENIED, `${p} leads outside the run's roots through a symlink (to ${real})`);
+    return;
+  }
 }
 
 /** A file's hash with what identifies its version on disk (inode, size, times). */
@@ -75,6 +95,10 @@ export class FileSource {
     if (!path.isAbsolute(p) || path.normalize(p) !== p || !rootOf(p, roots)) {
       throw new ReprError(Code.PERMISSION_DENIED, `${p} is outside the run's roots`);
     }
+    // Lexically inside is not enough: through a symlinked directory under a
+    // root, a path names a file elsewhere. The mount never asks for such a
+    // path (it resolves symlinks itself), so one that does is refused.
+    if (!roots.includes(p)) await assertRealParent(p, roots);
     this.stats.answered++;
     const node = await this.node(p, list);
     if (node.kind === 'file') this.warmSiblings(path.dirname(p));

@@ -5,6 +5,7 @@ import { type Digest, type DigestFunction, fromWire } from '../common/digest.js'
 import { Code, ReprError } from '../common/errors.js';
 import { Node_Kind, type PathNode } from '../proto/repr/run/v1/run.js';
 import { checkAbsolute, rootOf } from '../run/paths.js';
+import { assertRealParent } from './file-source.js';
 import type { ReapiClient } from './reapi-client.js';
 
 const BATCH_BLOB_BYTES = 1024 * 1024;
@@ -23,10 +24,17 @@ export async function applyChanges(changes: readonly PathNode[], roots: readonly
     if (!rootOf(c.path, roots) || roots.includes(c.path)) throw new ReprError(Code.PERMISSION_DENIED, `the server reported a change outside the run's roots: ${c.path}`);
   }
   const kind = (c: PathNode) => c.node?.kind ?? Node_Kind.ABSENT;
+  // Every step checks where the path really leads first: a run may leave a
+  // symlink to elsewhere on the client, and a later change beneath it must
+  // not write (or remove) through it.
   const removals = changes.filter((c) => kind(c) === Node_Kind.ABSENT).sort((a, b) => b.path.length - a.path.length);
-  for (const c of removals) await rm(c.path, { recursive: true, force: true });
+  for (const c of removals) {
+    await assertRealParent(c.path, roots);
+    await rm(c.path, { recursive: true, force: true });
+  }
   const dirs = changes.filter((c) => kind(c) === Node_Kind.DIRECTORY).sort((a, b) => a.path.length - b.path.length);
   for (const c of dirs) {
+    await assertRealParent(c.path, roots);
     await rm(c.path, { force: true }).catch(() => undefined); // a file that became a directory
     await mkdir(c.path, { recursive: true });
   }
@@ -38,7 +46,7 @@ export async function applyChanges(changes: readonly PathNode[], roots: readonly
   let bytes = 0;
   let next = 0;
   const lane = async () => {
-    while (next < leaves.length) bytes += await applyLeaf(leaves[next++]!, contents, fn);
+    while (next < leaves.length) bytes += await applyLeaf(leaves[next++]!, contents, fn, roots);
   };
   await Promise.all(Array.from({ length: Math.min(16, leaves.length) }, lane));
   return bytes;
@@ -79,9 +87,11 @@ async function fetchContents(digests: readonly Digest[], cas: ReapiClient): Prom
 }
 
 /** Writes one file or symlink under a temporary name beside it, then renames it into place. */
-async function applyLeaf(c: PathNode, contents: Map<string, Buffer>, fn: DigestFunction): Promise<number> {
+async function applyLeaf(c: PathNode, contents: Map<string, Buffer>, fn: DigestFunction, roots: readonly string[]): Promise<number> {
   const n = c.node!;
+  await assertRealParent(c.path, roots);
   await mkdir(path.dirname(c.path), { recursive: true });
+  await assertRealParent(c.path, roots);
   const tmp = path.join(path.dirname(c.path), `.repr-${randomBytes(6).toString('hex')}.tmp`);
   let bytes = 0;
   try {

@@ -66,11 +66,16 @@ describe("repr run's client side: answering questions and applying changes", () 
     assert.equal(again.stats.presentBlobs, 1);
   });
 
-  it('refuses questions about paths outside the roots', async () => {
+  it('refuses questions about paths outside the roots, also through a symlinked directory', async () => {
     const fs = new FileSource(cas, SHA256);
-    for (const p of ['/etc/passwd', `${root}/../secret`, `${root}-other/x`, 'relative']) {
+    const outside = tmpDir('repr-fs-outside-');
+    writeFileSync(path.join(outside, 'secret'), 'do not ship\n');
+    symlinkSync(outside, path.join(root, 'escape'));
+    for (const p of ['/etc/passwd', `${root}/../secret`, `${root}-other/x`, 'relative', `${root}/escape/secret`, `${root}/escape/missing/deeper`]) {
       await assert.rejects(fs.answer(p, false, [root]), (e: unknown) => e instanceof ReprError && e.code === Code.PERMISSION_DENIED, p);
     }
+    // The symlink itself is an answer like any other: the mount resolves it on the worker.
+    assert.equal((await fs.answer(`${root}/escape`, false, [root])).symlinkTarget, outside);
   });
 
   it('applies changes atomically and refuses ones outside the roots', async () => {
@@ -88,5 +93,15 @@ describe("repr run's client side: answering questions and applying changes", () 
       await assert.rejects(applyChanges([file(p)], [root], cas, SHA256), (e: unknown) => e instanceof ReprError && (e.code === Code.PERMISSION_DENIED || e.code === Code.INVALID_ARGUMENT), p);
     }
     assert.equal(existsSync('/tmp/evil.txt'), false);
+    // Not through a symlink left under the root either: not a file, not a new directory, not a removal.
+    const outside = tmpDir('repr-fs-target-');
+    writeFileSync(path.join(outside, 'keep'), 'keep\n');
+    symlinkSync(outside, path.join(root, 'out', 'door'));
+    const dir = (p: string) => ({ path: p, node: { kind: Node_Kind.DIRECTORY, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] } });
+    for (const change of [file(path.join(root, 'out', 'door', 'evil.txt')), file(path.join(root, 'out', 'door', 'new', 'evil.txt')), dir(path.join(root, 'out', 'door', 'newdir')), gone(path.join(root, 'out', 'door', 'keep'))]) {
+      await assert.rejects(applyChanges([change], [root], cas, SHA256), (e: unknown) => e instanceof ReprError && e.code === Code.PERMISSION_DENIED, change.path);
+    }
+    const { readdirSync } = await import('node:fs');
+    assert.deepEqual(readdirSync(outside), ['keep']);
   });
 });

@@ -100,6 +100,33 @@ describe('Runner.Session: bad requests get a clear status and leave the stream u
     expectStatus(await s.run({ runId: 'j', roots: [proj], workingDirectory: proj, platform: [{ name: 'pool', value: 'gpu' }] }), Code.FAILED_PRECONDITION, /pool/);
   });
 
+  const rootMapping = () => ({ path: proj, node: { kind: 2, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: true, entries: [] } });
+
+  it('kills a run past its timeout with DEADLINE_EXCEEDED and writes nothing back', async () => {
+    const t = Date.now();
+    const f = await s.run({ runId: 'timeout', roots: [proj], workingDirectory: proj, mappings: [rootMapping()], timeoutMs: 500, arguments: ['/bin/sh', '-c', 'echo partial > out.txt; sleep 20'] });
+    expectStatus(f, Code.DEADLINE_EXCEEDED, /timed out after 500 ms/);
+    assert.ok(Date.now() - t < 10_000);
+    assert.deepEqual(f.changes, []);
+  });
+
+  it('stops a run on CancelRun and reports CANCELLED', async () => {
+    const started = new Promise<void>((resolve) => {
+      const call = (s as unknown as { call: NodeJS.EventEmitter }).call;
+      const on = (m: ServerMessage) => {
+        if (m.output?.runId === 'cancel') {
+          call.off('data', on);
+          resolve();
+        }
+      };
+      call.on('data', on);
+    });
+    const done = s.run({ runId: 'cancel', roots: [proj], workingDirectory: proj, mappings: [rootMapping()], arguments: ['/bin/sh', '-c', 'echo go; sleep 20'] });
+    await started;
+    s.send({ cancel: { runId: 'cancel' } });
+    expectStatus(await done, Code.CANCELLED, /cancelled/);
+  });
+
   it('turns a client that refuses to answer into EIO for the command, not a hang', async () => {
     // Answer every question with an error, as a client would for a file it may not read.
     const onQuery = (m: ServerMessage) => {
