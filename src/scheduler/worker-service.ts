@@ -188,8 +188,9 @@ class WorkerSession implements WorkerGroup {
       if (!m.result.response) pending.reject(new ExecutorLostError(`worker ${this.name} sent an empty result`));
       else pending.resolve(m.result.response);
     } else if (m.returned) {
-      const pending = this.leases.get(m.returned.leaseId);
+      const pending = this.leases.get(m.returned.leaseId) ?? this.runs.get(m.returned.leaseId);
       this.leases.delete(m.returned.leaseId);
+      this.runs.delete(m.returned.leaseId);
       pending?.reject(new ExecutorLostError(`worker ${this.name} gave it back: ${m.returned.reason}`));
     } else if (m.drain && !this.draining) {
       this.draining = true;

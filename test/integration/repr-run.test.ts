@@ -214,6 +214,18 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     assert.equal(third.stdout, '1\n');
   });
 
+  it('serves the paths of a --manifest from mappings, with no questions', async () => {
+    const stats = path.join(tmpDir('repr-run-stats-'), 's.json');
+    const manifest = path.join(path.dirname(proj), 'manifest.txt');
+    writeFileSync(manifest, 'include\ninclude/config.h\ninclude/sub\ninclude/sub/extra.h\n');
+    const r = await run(['--no-record', '--manifest', manifest, '--stats-json', stats, '--', 'cat', 'include/config.h', 'include/sub/extra.h']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, readFileSync(path.join(proj, 'include/config.h'), 'utf8') + 'int extra(void);\n');
+    const s = statsOf(stats).runs[0]!.stats;
+    assert.equal(s.queries, 0);
+    assert.ok(s.mappedHits >= 4, `mapped hits ${s.mappedHits}`);
+  });
+
   it('fans a batch out to 3 workers and uploads each input once', async () => {
     const dir = path.join(path.dirname(proj), 'fan');
     mkdirSync(dir);
@@ -257,21 +269,40 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     const sleeping = () => spawnSync('pgrep', ['-f', `sleep 9${marker}`]).status === 0;
     assert.ok(sleeping(), 'the remote command runs');
     assert.ok(workerDirs.some((d) => mountsUnder(d).length > 0), 'a run mount exists while it runs');
+    const runDirs = () =>
+      workerDirs.flatMap((d) => {
+        const work = path.join(d, 'work');
+        return existsSync(work) ? readdirSync(work).filter((n) => n.startsWith('run-')) : [];
+      });
     child.kill('SIGKILL');
+    // Cleanup is asynchronous on the worker: wait for all of it, then check each part.
     const deadline = Date.now() + 15_000;
-    while ((sleeping() || workerDirs.some((d) => mountsUnder(d).length > 0)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    while ((sleeping() || workerDirs.some((d) => mountsUnder(d).length > 0) || runDirs().length > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     assert.equal(sleeping(), false, 'the remote process was stopped');
     for (const d of workerDirs) assert.deepEqual(mountsUnder(d), [], `no mount left under ${d}`);
-    for (const d of workerDirs) {
-      const work = path.join(d, 'work');
-      const left = existsSync(work) ? readdirSync(work).filter((n) => n.startsWith('run-')) : [];
-      assert.deepEqual(left, [], 'run directories removed');
-    }
+    assert.deepEqual(runDirs(), [], 'run directories removed');
     // Healthy: all three workers are registered and take runs again.
     const s = await fetchStatus(scheduler.url);
     assert.equal(s.workers.length, 3);
     const again = await run(['--no-record', '--', '/bin/sh', '-c', 'cat include/sub/extra.h']);
     assert.equal(again.code, 0, again.stderr);
     assert.equal(again.stdout, 'int extra(void);\n');
+  });
+
+  it('fails a run whose worker drains past its timeout with a clear error, and leaves nothing mounted', async () => {
+    const dir = tmpDir('repr-run-wdrain-');
+    const w = await spawnWorker(scheduler.url, ['--name', 'rdrain', '--executors', '1', '--data-dir', dir, '--executor-property', 'pool=drain', '--drain-timeout', '0.5']);
+    const child = spawn(process.execPath, [REPR_BIN, 'run', '--server', scheduler.url, '--no-record', '--platform', 'pool=drain', '--', '/bin/sh', '-c', 'echo started; exec sleep 30'], {
+      cwd: proj,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    await new Promise<void>((resolve) => child.stdout.on('data', (c: Buffer) => c.toString().includes('started') && resolve()));
+    assert.equal(await w.stop('SIGTERM'), 0, 'the worker drains and exits cleanly');
+    assert.equal(await exited, 125);
+    assert.match(stderr, /UNAVAILABLE: .*rdrain.*nothing was written back/);
+    assert.deepEqual(mountsUnder(dir), []);
   });
 });
