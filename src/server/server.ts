@@ -15,6 +15,7 @@ import { OperationsServiceImpl } from '../execution/operations-service.js';
 import { OperationStore } from '../scheduler/operation-store.js';
 import { type ExecutorSlot, Scheduler } from '../scheduler/scheduler.js';
 import { StatusServiceImpl } from '../scheduler/status-service.js';
+import { registerSchedulerMetrics } from '../scheduler/scheduler-metrics.js';
 import { type WorkerGroup, WorkerService } from '../scheduler/worker-service.js';
 import os from 'node:os';
 import { BwrapSandbox } from '../sandbox/bwrap-sandbox.js';
@@ -92,6 +93,7 @@ export class ReprServer {
       add(RunService.definition, new RunService({ scheduler, instances, telemetry, log: log.child({ svc: 'run' }) }).handlers());
       const groups = () => [...(execution.local ? [execution.local] : []), ...execution.workers.groups()];
       add(StatusServiceImpl.definition, new StatusServiceImpl(scheduler, groups, log.child({ svc: 'status' })).handlers());
+      registerSchedulerMetrics(registry, scheduler, groups);
     }
 
     // Before listening: a WaitExecution for an operation of the previous run

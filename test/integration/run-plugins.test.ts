@@ -76,6 +76,10 @@ describe('repr run with plugins: token auth, telemetry sinks, file discovery', (
     assert.match(text, /repr_run_total\{[^}]*exit="3"[^}]*\} 1/);
     assert.match(text, /repr_run_total\{[^}]*exit="0"[^}]*\} 1/);
     assert.match(text, /repr_run_queries_total \d+/);
+    // The scheduler's state, read at scrape time.
+    assert.match(text, /repr_scheduler_executors 1\n/);
+    assert.match(text, /repr_scheduler_busy_executors 0\n/);
+    assert.match(text, /repr_scheduler_queued_actions 0\n/);
     // The JSON-lines sink writes in the background.
     let lines: { argv: string[]; exitCode: number; queries: number }[] = [];
     for (let i = 0; i < 50 && lines.length < 2; i++) {
