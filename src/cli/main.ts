@@ -101,6 +101,10 @@ program
   .option('--drain-timeout <seconds>', 'on SIGTERM, how long running actions may finish before they are handed back (default 60)', (v) => positiveNumber(v, '--drain-timeout'))
   .option('--log-level <level>', 'trace, debug, info, warn, error or silent (default info)')
   .option('--token <token>', 'bearer token for a scheduler that requires one (default $REPR_TOKEN)')
+  .option('--run-writes <mode>', '`repr run` writes go to an overlayfs layer on disk (overlay, default) or through FUSE (fuse)', (v) => {
+    if (v !== 'overlay' && v !== 'fuse') throw new InvalidArgumentError('--run-writes takes overlay or fuse');
+    return v;
+  })
   .action(async (opts: WorkerFlags) => {
     const log = createLogger((opts.logLevel ?? 'info') as Parameters<typeof createLogger>[0]);
     const name = opts.name ?? `${os.hostname()}-${process.pid}`;
@@ -130,6 +134,7 @@ program
       maxTimeoutMs: 3_600_000,
       log: log.child({ worker: name }),
       ...(opts.token || process.env.REPR_TOKEN ? { token: opts.token ?? process.env.REPR_TOKEN } : {}),
+      ...(opts.runWrites ? { runWrites: opts.runWrites } : {}),
     });
     const stop = (signal: string) => {
       log.info({ signal, running: worker.busy }, 'draining: no new work; finishing running actions');
@@ -159,6 +164,7 @@ interface WorkerFlags {
   drainTimeout?: number;
   logLevel?: string;
   token?: string;
+  runWrites?: 'overlay' | 'fuse';
 }
 
 program

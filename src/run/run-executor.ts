@@ -10,6 +10,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import type { LocalExecutorOptions } from '../worker/local-executor.js';
 import { uploadFile } from '../worker/outputs.js';
 import { FuseMount } from './fuse-mount.js';
+import { RunOverlay } from './overlay.js';
 import { nodeFromWire, nodeToWire, pathNodesFromWire } from './nodes.js';
 import { checkAbsolute, checkRoots, rootOf } from './paths.js';
 import type { VChange, VNode } from './vfs.js';
@@ -23,6 +24,12 @@ export interface RunHost {
 
 /** As for actions; workDir gets one directory per run (mountpoint, copy-up files), removed afterwards. */
 export interface RunExecutorOptions extends LocalExecutorOptions {
+  /**
+   * Where the command's writes go: `overlay` (default: an overlayfs upper
+   * layer on the worker's disk, falling back to FUSE where it cannot be
+   * mounted) or `fuse` (copy-on-write inside the FUSE mount).
+   */
+  writes?: 'overlay' | 'fuse';
   /** The sandbox user, who must be able to write under the roots. */
   uid?: number;
   gid?: number;
@@ -111,6 +118,7 @@ export class RunExecutor {
     };
 
     let mount: FuseMount | undefined;
+    let overlay: RunOverlay | undefined;
     try {
       await mkdir(mnt, { recursive: true });
       await mkdir(scratch, { recursive: true });
@@ -145,6 +153,8 @@ export class RunExecutor {
         },
         fetch,
       });
+      overlay = await this.overlayOver(mnt, dir);
+      const view = overlay?.merged ?? mnt;
       const timeoutMs = Math.min(this.o.maxTimeoutMs, req.timeoutMs > 0 ? req.timeoutMs : this.o.defaultTimeoutMs);
       const { limits, network } = sandboxSettings(runRequirements(req));
       const env: Record<string, string> = {};
@@ -156,7 +166,7 @@ export class RunExecutor {
         {
           argv: req.arguments,
           env,
-          binds: roots.map((root) => ({ host: path.join(mnt, root), path: root })),
+          binds: roots.map((root) => ({ host: path.join(view, root), path: root })),
           workingDirectory: req.workingDirectory,
           onOutput: (s, chunk) => host.output(s === 'stdout' ? OutputChunk_Stream.STDOUT : OutputChunk_Stream.STDERR, chunk),
           timeoutMs,
@@ -177,7 +187,7 @@ export class RunExecutor {
       if (r.timedOut) {
         return { ...base, status: { code: Code.DEADLINE_EXCEEDED, message: `run timed out after ${timeoutMs} ms; its process tree was killed and nothing was written back`, details: [] }, exitCode: r.exitCode, signal: r.signal ?? '', changes: [] };
       }
-      const changes = await mount.changes();
+      const changes = overlay ? await overlay.changes(roots, new Set(report.listed)) : await mount.changes();
       const wire = [];
       for (const c of changes) wire.push({ path: c.path, node: await this.store(cas, fn, c, stats) });
       return {
@@ -201,10 +211,32 @@ export class RunExecutor {
         stats,
       };
     } finally {
+      // The overlay first: it holds the FUSE mount as its lower layer.
+      await overlay?.unmount();
       await mount?.close().catch((e: unknown) => this.o.log.warn({ err: e, mnt }, 'could not unmount a run'));
       await rm(dir, { recursive: true, force: true }).catch((e: unknown) => this.o.log.warn({ err: e, dir }, 'could not remove a run directory'));
     }
   }
+
+  /**
+   * The writable view of the run: an overlay whose upper layer takes the
+   * command's writes at disk speed. Where overlayfs cannot be mounted (no
+   * privileges, an old kernel) the FUSE mount itself takes the writes,
+   * copy-on-write into its scratch directory: slower, same result.
+   */
+  private async overlayOver(mnt: string, dir: string): Promise<RunOverlay | undefined> {
+    if (this.o.writes === 'fuse' || RunExecutor.noOverlay) return undefined;
+    try {
+      return await RunOverlay.mount(mnt, dir);
+    } catch (e) {
+      RunExecutor.noOverlay = true;
+      this.o.log.warn({ err: e }, 'cannot mount overlayfs over the FUSE mount; runs write through FUSE instead (slower)');
+      return undefined;
+    }
+  }
+
+  /** Set after an overlay mount failed once, so that every run does not try again. */
+  private static noOverlay = false;
 
   /** A change as the client gets it; new content goes to the CAS first. */
   private async store(cas: BlobStore, fn: DigestFunction, c: VChange, stats: RunStats): Promise<Node> {

@@ -39,6 +39,8 @@ export interface WorkerOptions {
   log: Logger;
   /** Bearer token for a scheduler (and CAS) that requires one. */
   token?: string;
+  /** Where `repr run`s write (see RunExecutorOptions.writes). */
+  runWrites?: 'overlay' | 'fuse';
 }
 
 type Call = ClientDuplexStream<WorkerMessage, SchedulerMessage>;
@@ -99,7 +101,7 @@ export class Worker {
       const ex = new LocalExecutor(opts);
       this.executors.push(ex);
       this.idle.push(ex);
-      this.runners.set(ex, new RunExecutor(opts));
+      this.runners.set(ex, new RunExecutor({ ...opts, ...(o.runWrites ? { writes: o.runWrites } : {}) }));
     }
   }
 

@@ -90,11 +90,11 @@ function makeProject(dir: string): void {
 
 const sortedLines = (s: string) => s.split('\n').filter(Boolean).sort().join('\n');
 
-/** Whether any FUSE mount under `dir` is still mounted. */
+/** Mounts (the FUSE tree, the overlay over it) still present under `dir`. */
 function mountsUnder(dir: string): string[] {
   return readFileSync('/proc/mounts', 'utf8')
     .split('\n')
-    .filter((l) => l.includes('fuse') && l.split(' ')[1]?.startsWith(dir));
+    .filter((l) => l.split(' ')[1]?.startsWith(dir));
 }
 
 describe('repr run (FUSE-virtualized remote commands)', () => {
@@ -110,9 +110,13 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     for (let i = 0; i < 3; i++) {
       const d = tmpDir(`repr-run-w${i}-`);
       workerDirs.push(d);
-      workers.push(await spawnWorker(scheduler.url, ['--name', `rw${i}`, '--executors', '1', '--data-dir', d]));
+      workers.push(await spawnWorker(scheduler.url, ['--name', `rw${i}`, '--executors', '1', '--data-dir', d, '--executor-property', 'pool=main']));
     }
-    await waitForStatus(scheduler.url, (s) => s.workers.length === 3);
+    // One worker whose runs write through FUSE itself (the fallback where overlayfs cannot be mounted).
+    const d = tmpDir('repr-run-wfuse-');
+    workerDirs.push(d);
+    workers.push(await spawnWorker(scheduler.url, ['--name', 'rwfuse', '--executors', '1', '--data-dir', d, '--run-writes', 'fuse', '--executor-property', 'writes=fuse']));
+    await waitForStatus(scheduler.url, (s) => s.workers.length === 4);
     const base = tmpDir('repr-run-proj-');
     proj = path.join(base, 'proj');
     ref = path.join(base, 'ref');
@@ -160,23 +164,34 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     assert.equal(sortedLines(r.stdout).split('\n').length, 7);
   });
 
-  it('brings back what a script creates, changes, renames, chmods and removes, as a local run would', async () => {
-    const script = [
-      'set -e',
-      'mkdir -p gen/a/b && echo generated > gen/a/b/out.txt',
-      'echo appended >> edit.txt',
-      'rm old.txt',
-      'printf "#!/bin/sh\\necho tool\\n" > gen/tool.sh && chmod +x gen/tool.sh',
-      'cp src/util.c gen/util-copy.c && mv gen/util-copy.c gen/moved.c',
-      'seq 1 100000 > gen/big.txt',
-      'mkdir gen/empty',
-    ].join('\n');
-    const r = await run(['--', '/bin/sh', '-c', script]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(local(ref, script).code, 0);
-    assert.deepEqual(snapshot(proj), snapshot(ref));
-    assert.equal(existsSync(path.join(proj, 'old.txt')), false);
-  });
+  for (const writes of ['overlay', 'fuse']) {
+    it(`brings back what a script creates, changes, renames, chmods and removes, as a local run would (writes through ${writes})`, async () => {
+      const script = [
+        'set -e',
+        `mkdir -p gen-${writes}/a/b && echo generated > gen-${writes}/a/b/out.txt`,
+        `echo appended >> edit.txt`,
+        `rm -f old.txt`,
+        `printf "#!/bin/sh\\necho tool\\n" > gen-${writes}/tool.sh && chmod +x gen-${writes}/tool.sh`,
+        `cp src/util.c gen-${writes}/util-copy.c && mv gen-${writes}/util-copy.c gen-${writes}/moved.c`,
+        `seq 1 100000 > gen-${writes}/big.txt`,
+        `mkdir gen-${writes}/empty`,
+        // A directory of the client removed and made again: its old entries must go.
+        `rm -rf docs/deep/er && mkdir docs/deep/er && echo fresh > docs/deep/er/new-${writes}.txt`,
+        // A file replaced by a directory, and a directory by a file.
+        `mkdir -p kinds && rm -rf kinds/* && echo f > kinds/was-file && mkdir kinds/was-dir`,
+        `chmod +x src/extra.c && chmod -x src/extra.c && chmod +x src/main.c`,
+      ].join('\n');
+      const swap = 'rm kinds/was-file && mkdir kinds/was-file && echo in > kinds/was-file/x && rm -r kinds/was-dir && echo now-a-file > kinds/was-dir';
+      for (const cmd of [script, swap]) {
+        const r = await run(['--no-record', '--platform', writes === 'fuse' ? 'writes=fuse' : 'pool=main', '--', '/bin/sh', '-c', cmd]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(local(ref, cmd).code, 0);
+        assert.deepEqual(snapshot(proj), snapshot(ref));
+      }
+      assert.equal(existsSync(path.join(proj, 'old.txt')), false);
+      assert.equal(readFileSync(path.join(proj, 'kinds/was-dir'), 'utf8'), 'now-a-file\n');
+    });
+  }
 
   it('passes the exit code and stderr through, and a file missing on the client is ENOENT', async () => {
     const r = await run(['--', '/bin/sh', '-c', 'echo to-stdout; echo to-stderr >&2; exit 7']);
@@ -236,7 +251,7 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     const before = await fetchStatus(scheduler.url);
     const done = (s: typeof before) => new Map(s.workers.map((w) => [w.name, Number(w.completed)]));
     const stats = path.join(dir, 's.json');
-    const r = await reprRun(dir, ['--server', scheduler.url, '--batch', batch, '--workers', '3', '--no-record', '--stats-json', stats], { REPR_RUN_RECORDS: records });
+    const r = await reprRun(dir, ['--server', scheduler.url, '--batch', batch, '--workers', '3', '--platform', 'pool=main', '--no-record', '--stats-json', stats], { REPR_RUN_RECORDS: records });
     assert.equal(r.code, 0, r.stderr);
     const expected = local(dir, 'cat in*.txt | wc -c').stdout;
     for (const k of [0, 1, 2]) assert.equal(readFileSync(path.join(dir, `out${k}.txt`), 'utf8'), expected);
@@ -283,7 +298,7 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     assert.deepEqual(runDirs(), [], 'run directories removed');
     // Healthy: all three workers are registered and take runs again.
     const s = await fetchStatus(scheduler.url);
-    assert.equal(s.workers.length, 3);
+    assert.equal(s.workers.length, 4);
     const again = await run(['--no-record', '--', '/bin/sh', '-c', 'cat include/sub/extra.h']);
     assert.equal(again.code, 0, again.stderr);
     assert.equal(again.stdout, 'int extra(void);\n');
