@@ -1,5 +1,4 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { createLogger } from '../common/logger.js';
 import { failedPrecondition, ReprError } from '../common/errors.js';
 import { compileServerConfig, defaultDataDir, loadConfigFile, parseByteSize, type ServerConfigInput } from '../config/config.js';
 import os from 'node:os';
@@ -55,6 +54,7 @@ program
     input.execution = execution;
     let config = compileServerConfig(input);
     if (opts.casSize !== undefined) config = withCasSize(config, opts.casSize);
+    const { createLogger } = await import('../common/logger.js');
     const log = createLogger(config.logLevel);
     const { ReprServer } = await import('../server/server.js');
     const server = await ReprServer.start(config, log);
@@ -106,6 +106,7 @@ program
     return v;
   })
   .action(async (opts: WorkerFlags) => {
+    const { createLogger } = await import('../common/logger.js');
     const log = createLogger((opts.logLevel ?? 'info') as Parameters<typeof createLogger>[0]);
     const name = opts.name ?? `${os.hostname()}-${process.pid}`;
     const dataDir = opts.dataDir ?? path.join(defaultDataDir(), 'workers', name.replace(/[^\w.-]/g, '_'));

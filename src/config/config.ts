@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { authSchema } from '../plugins/auth.js';
-import { telemetrySinkSchema } from '../plugins/telemetry.js';
+import { telemetrySinkSchema } from '../plugins/telemetry-config.js';
 import { invalidArgument } from '../common/errors.js';
 
 const GiB = 1024 ** 3;

@@ -1,9 +1,9 @@
 import { appendFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { z } from 'zod';
 import { Code, invalidArgument } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import type { TelemetrySinkConfig } from './telemetry-config.js';
 
 /** What one `repr run` cost, reported once when the run ends. */
 export interface RunRecord {
@@ -192,14 +192,7 @@ export class FanoutTelemetrySink implements TelemetrySink {
   }
 }
 
-export const telemetrySinkSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('log') }).strict(),
-  z.object({ type: z.literal('jsonl'), path: z.string().min(1) }).strict(),
-  // Metrics go to the server's registry, served by `metricsListen`.
-  z.object({ type: z.literal('prometheus') }).strict(),
-]);
-
-export type TelemetrySinkConfig = z.output<typeof telemetrySinkSchema>;
+export { telemetrySinkSchema, type TelemetrySinkConfig } from './telemetry-config.js';
 
 export interface TelemetryDeps {
   log: Logger;
