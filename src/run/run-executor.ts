@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { type DigestFunction, digestFunctionFromValue, makeDigest } from '../common/digest.js';
+import { type Digest, type DigestFunction, digestFunctionFromValue, makeDigest } from '../common/digest.js';
 import { Code, codeOf, ReprError } from '../common/errors.js';
 import { OutputChunk_Stream, type Node, type RunFinished, type RunRequest, type RunStats } from '../proto/repr/run/v1/run.js';
 import type { Requirement } from '../scheduler/platform.js';
@@ -90,13 +90,17 @@ export class RunExecutor {
     };
     const fetches = new Map<string, Promise<string>>();
     const pathOfHash = new Map<string, string>();
-    // One fetch per blob, shared by the prefetch and every open of it.
+    /** The mapped blobs being fetched in one batch before the command asks for them. */
+    let prefetch: Promise<void> = Promise.resolve();
+    const prefetching = new Set<string>();
+    // One fetch per blob, shared by every open of it; a prefetched blob waits for its batch.
     const fetch = (hash: string, size: number): Promise<string> => {
       let p = fetches.get(hash);
       if (!p) {
         p = (async () => {
           const started = performance.now();
           const d = makeDigest(fn, hash, size);
+          if (prefetching.has(hash)) await prefetch;
           let local = cas.localPath?.(d);
           if (!local) {
             await cas.localize?.([d]);
@@ -124,12 +128,28 @@ export class RunExecutor {
       await mkdir(scratch, { recursive: true });
       await mkdir(fetched, { recursive: true });
       const mappings = pathNodesFromWire(fn, req.mappings, 'mappings');
-      // Prefetch: mapped files are fetched while the mount comes up and the command starts.
+      // Prefetch: the mapped files this worker lacks are fetched in one batch
+      // (BatchReadBlobs calls, not one call per file) while the mount comes up
+      // and the command starts.
+      const missing: Digest[] = [];
       for (const m of mappings) {
-        if (m.node.kind === 'file' && m.node.hash !== undefined) {
-          pathOfHash.set(m.node.hash, m.path);
-          fetch(m.node.hash, m.node.size ?? 0).catch(() => undefined);
+        if (m.node.kind !== 'file' || m.node.hash === undefined) continue;
+        pathOfHash.set(m.node.hash, m.path);
+        const d = makeDigest(fn, m.node.hash, m.node.size ?? 0);
+        if (d.sizeBytes > 0 && !prefetching.has(d.hash) && !cas.localPath?.(d)) {
+          prefetching.add(d.hash);
+          missing.push(d);
         }
+      }
+      if (missing.length > 0 && cas.localize) {
+        const started = performance.now();
+        prefetch = cas.localize(missing).then(
+          () => {
+            for (const d of missing) if (cas.localPath?.(d)) stats.bytesFetched += d.sizeBytes;
+            this.o.log.debug({ blobs: missing.length, ms: Math.round(performance.now() - started) }, 'prefetched mapped inputs');
+          },
+          (e: unknown) => this.o.log.warn({ err: e }, 'prefetch of mapped inputs failed; they will be fetched when opened'),
+        );
       }
       mount = await FuseMount.start({
         mountpoint: mnt,

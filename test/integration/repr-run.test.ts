@@ -134,7 +134,7 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
   const statsOf = (file: string) =>
     JSON.parse(readFileSync(file, 'utf8')) as {
       client: { uploadedBlobs: number; uploadedBytes: number; answered: number };
-      runs: { exitCode: number; status: number; stats: { queries: number; mappedHits: number } }[];
+      runs: { exitCode: number; status: number; stats: { queries: number; mappedHits: number; bytesFetched: number } }[];
     };
 
   it('compiles with gcc -c, headers discovered on demand; the object file matches a local build byte for byte', async () => {
@@ -213,14 +213,16 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
   it('makes no on-demand request on a second identical run in an unchanged tree', async () => {
     const stats = path.join(tmpDir('repr-run-stats-'), 's.json');
     const cmd = ['/bin/sh', '-c', 'gcc -O2 -Iinclude -c src/main.c -o main.o && ls include'];
-    const first = await run(['--stats-json', stats, '--', ...cmd]);
+    const first = await run(['--stats-json', stats, '--platform', 'pool=main', '--', ...cmd]);
     assert.equal(first.code, 0, first.stderr);
     const s1 = statsOf(stats).runs[0]!;
     assert.ok(s1.stats.queries > 0, 'the first run asked for files');
-    const second = await run(['--stats-json', stats, '--', ...cmd]);
+    // On another worker, whose cache lacks these files: they come by prefetch, still with no question.
+    const second = await run(['--stats-json', stats, '--platform', 'writes=fuse', '--', ...cmd]);
     assert.equal(second.code, 0, second.stderr);
     const s2 = statsOf(stats).runs[0]!;
     assert.equal(s2.stats.queries, 0, 'the second run asked for nothing');
+    assert.ok(s2.stats.bytesFetched > 0, 'the mapped files were fetched from the CAS by the other worker');
     assert.ok(s2.stats.mappedHits > 0);
     assert.equal(second.stdout, first.stdout);
     // A change to a header it read is picked up (the mapping carries the new digest).
