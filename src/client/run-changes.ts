@@ -1,15 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { type Digest, type DigestFunction, fromWire } from '../common/digest.js';
+import { type DigestFunction, fromWire } from '../common/digest.js';
 import { Code, ReprError } from '../common/errors.js';
 import { Node_Kind, type PathNode } from '../proto/repr/run/v1/run.js';
 import { checkAbsolute, rootOf } from '../run/paths.js';
 import { assertRealParent } from './file-source.js';
 import type { ReapiClient } from './reapi-client.js';
-
-const BATCH_BLOB_BYTES = 1024 * 1024;
-const BATCH_TOTAL_BYTES = 3 * 1024 * 1024;
+import { RemoteBlobStore } from '../storage/remote-store.js';
 
 /**
  * Applies what a run changed to the client's directories: removals first
@@ -39,9 +37,9 @@ export async function applyChanges(changes: readonly PathNode[], roots: readonly
     await mkdir(c.path, { recursive: true });
   }
   const leaves = changes.filter((c) => c.node && (c.node.kind === Node_Kind.FILE || c.node.kind === Node_Kind.SYMLINK));
-  const contents = await fetchContents(
+  // Fetched all at once, in few round trips (BatchReadBlobs for small blobs, ByteStream for large).
+  const contents = await new RemoteBlobStore(cas).getMany(
     leaves.filter((c) => c.node!.kind === Node_Kind.FILE).map((c) => fromWire(fn, c.node!.digest, `digest of ${c.path}`)),
-    cas,
   );
   let bytes = 0;
   let next = 0;
@@ -50,40 +48,6 @@ export async function applyChanges(changes: readonly PathNode[], roots: readonly
   };
   await Promise.all(Array.from({ length: Math.min(16, leaves.length) }, lane));
   return bytes;
-}
-
-/** Blob contents by hash: small ones in BatchReadBlobs calls of up to 3 MiB, large ones streamed, all at once. */
-async function fetchContents(digests: readonly Digest[], cas: ReapiClient): Promise<Map<string, Buffer>> {
-  const unique = [...new Map(digests.filter((d) => d.sizeBytes > 0).map((d) => [d.hash, d])).values()];
-  const out = new Map<string, Buffer>();
-  const calls: Promise<void>[] = [];
-  let group: Digest[] = [];
-  let groupBytes = 0;
-  const flush = () => {
-    const g = group;
-    group = [];
-    groupBytes = 0;
-    calls.push(
-      cas.batchRead(g).then((res) => {
-        for (const r of res) {
-          if (r.code !== Code.OK) throw new ReprError(r.code, `reading ${r.digest.hash} from the CAS: ${r.message}`);
-          out.set(r.digest.hash, r.data);
-        }
-      }),
-    );
-  };
-  for (const d of unique) {
-    if (d.sizeBytes > BATCH_BLOB_BYTES) {
-      calls.push(cas.read(d).then((data) => void out.set(d.hash, data)));
-      continue;
-    }
-    if (groupBytes + d.sizeBytes > BATCH_TOTAL_BYTES) flush();
-    group.push(d);
-    groupBytes += d.sizeBytes;
-  }
-  if (group.length > 0) flush();
-  await Promise.all(calls);
-  return out;
 }
 
 /** Writes one file or symlink under a temporary name beside it, then renames it into place. */
@@ -98,7 +62,7 @@ async function applyLeaf(c: PathNode, contents: Map<string, Buffer>, fn: DigestF
     if (n.kind === Node_Kind.FILE) {
       const d = fromWire(fn, n.digest, `digest of ${c.path}`);
       const data = d.sizeBytes === 0 ? Buffer.alloc(0) : contents.get(d.hash);
-      if (!data) throw new ReprError(Code.INTERNAL, `no content fetched for ${c.path}`);
+      if (!data) throw new ReprError(Code.NOT_FOUND, `the content of ${c.path} (blob ${d.hash}) is not in the CAS`);
       const mode = n.executable ? 0o755 : 0o644;
       await writeFile(tmp, data, { mode });
       await chmod(tmp, mode); // writeFile's mode is masked by the umask

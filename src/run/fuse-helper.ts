@@ -11,20 +11,13 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { FuseTree, TreeError, type Attr, type TreeNode } from './fuse-tree.js';
-import type { VAccessReport, VChange, VNode, VPathNode } from './vfs.js';
+import type { FuseMountOptions } from './fuse-mount.js';
+import type { VAccessReport, VChange, VNode } from './vfs.js';
 
 // ---- the IPC protocol (types only; FuseMount imports them) -------------
 
-/** First message from the parent: what to mount. */
-export interface HelperInit {
-  t: 'init';
-  mountpoint: string;
-  scratchDir: string;
-  roots: string[];
-  mappings: VPathNode[];
-  uid: number;
-  gid: number;
-}
+/** First message from the parent: what to mount (the mount's options, less the callbacks that stay with the parent). */
+export type HelperInit = { t: 'init' } & Omit<FuseMountOptions, 'query' | 'fetch' | 'log'>;
 
 export type ToHelper =
   | HelperInit

@@ -13,7 +13,7 @@ import { FuseMount } from './fuse-mount.js';
 import { RunOverlay } from './overlay.js';
 import { nodeFromWire, nodeToWire, pathNodesFromWire } from './nodes.js';
 import { checkAbsolute, checkRoots, rootOf } from './paths.js';
-import type { VChange, VNode } from './vfs.js';
+import type { VChange, VNode, VPathNode } from './vfs.js';
 
 /** What a run needs from its client, wherever the client is connected (here, or via the scheduler). */
 export interface RunHost {
@@ -42,8 +42,12 @@ export function runRequirements(req: RunRequest): Requirement[] {
   return req.platform.map((p) => ({ name: p.name, value: p.value }));
 }
 
-/** Checks what can be checked before a run takes an executor; throws INVALID_ARGUMENT. */
-export function checkRunRequest(req: RunRequest): { roots: string[]; fn: DigestFunction } {
+/**
+ * Checks what can be checked before a run takes an executor; throws
+ * INVALID_ARGUMENT. The scheduler checks before holding an executor, and the
+ * executor again, as a worker trusts nothing it is sent.
+ */
+export function checkRunRequest(req: RunRequest): { roots: string[]; fn: DigestFunction; mappings: VPathNode[] } {
   if (!req.runId) throw new ReprError(Code.INVALID_ARGUMENT, 'run_id is empty');
   if (req.arguments.length === 0 || !req.arguments[0]) throw new ReprError(Code.INVALID_ARGUMENT, 'a run needs a command (arguments is empty)');
   const roots = checkRoots(req.roots);
@@ -54,8 +58,7 @@ export function checkRunRequest(req: RunRequest): { roots: string[]; fn: DigestF
     if (!rootOf(m.path, roots)) throw new ReprError(Code.INVALID_ARGUMENT, `mapping ${m.path} is outside every root`);
   }
   // Parsed here so that a bad mapping fails the request, not the mount.
-  pathNodesFromWire(fn, req.mappings, 'mappings');
-  return { roots, fn };
+  return { roots, fn, mappings: pathNodesFromWire(fn, req.mappings, 'mappings') };
 }
 
 /**
@@ -74,7 +77,14 @@ export class RunExecutor {
 
   async run(req: RunRequest, host: RunHost, signal: AbortSignal): Promise<RunFinished> {
     const t0 = performance.now();
-    const { roots, fn } = checkRunRequest(req);
+    let checked: ReturnType<typeof checkRunRequest>;
+    try {
+      checked = checkRunRequest(req);
+    } catch (e) {
+      // An answer, not an exception: a worker's scheduler waits for one.
+      return this.failed(req, e, signal);
+    }
+    const { roots, fn, mappings } = checked;
     const cas = this.o.cas(req.instanceName);
     const dir = path.join(this.o.workDir, `run-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`);
     const mnt = path.join(dir, 'mnt');
@@ -127,7 +137,6 @@ export class RunExecutor {
       await mkdir(mnt, { recursive: true });
       await mkdir(scratch, { recursive: true });
       await mkdir(fetched, { recursive: true });
-      const mappings = pathNodesFromWire(fn, req.mappings, 'mappings');
       // Prefetch: the mapped files this worker lacks are fetched in one batch
       // (BatchReadBlobs calls, not one call per file) while the mount comes up
       // and the command starts.
@@ -218,24 +227,29 @@ export class RunExecutor {
         changes: wire,
       };
     } catch (e) {
-      const code = codeOf(e);
-      if (code === Code.UNKNOWN || code === Code.OK) this.o.log.error({ err: e, run: req.runId }, 'run failed');
-      return {
-        runId: req.runId,
-        status: { code: signal.aborted ? Code.CANCELLED : code === Code.OK || code === Code.UNKNOWN ? Code.INTERNAL : code, message: `${this.o.id}: ${(e as Error).message}`, details: [] },
-        exitCode: -1,
-        signal: '',
-        changes: [],
-        accessed: [],
-        listed: [],
-        stats,
-      };
+      return this.failed(req, e, signal, stats);
     } finally {
       // The overlay first: it holds the FUSE mount as its lower layer.
       await overlay?.unmount();
       await mount?.close().catch((e: unknown) => this.o.log.warn({ err: e, mnt }, 'could not unmount a run'));
       await rm(dir, { recursive: true, force: true }).catch((e: unknown) => this.o.log.warn({ err: e, dir }, 'could not remove a run directory'));
     }
+  }
+
+  /** A run that could not be carried out, with the error's code (INTERNAL for an unexpected one). */
+  private failed(req: RunRequest, e: unknown, signal: AbortSignal, stats?: RunStats): RunFinished {
+    const code = codeOf(e);
+    if (code === Code.UNKNOWN || code === Code.OK) this.o.log.error({ err: e, run: req.runId }, 'run failed');
+    return {
+      runId: req.runId,
+      status: { code: signal.aborted ? Code.CANCELLED : code === Code.OK || code === Code.UNKNOWN ? Code.INTERNAL : code, message: `${this.o.id}: ${(e as Error).message}`, details: [] },
+      exitCode: -1,
+      signal: '',
+      changes: [],
+      accessed: [],
+      listed: [],
+      stats,
+    };
   }
 
   /**

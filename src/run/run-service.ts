@@ -1,11 +1,9 @@
 import type { ServerDuplexStream } from '@grpc/grpc-js';
-import { Code, codeOf, ReprError } from '../common/errors.js';
+import { Code, codeOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { InstanceNames } from '../cas/instances.js';
 import {
   type ClientMessage,
-  type Node,
-  type NodeReply,
   type RunFinished,
   type RunRequest,
   RunnerService,
@@ -14,6 +12,7 @@ import {
 } from '../proto/repr/run/v1/run.js';
 import { ExecutorLostError, type Scheduler } from '../scheduler/scheduler.js';
 import type { TelemetrySink } from '../plugins/telemetry.js';
+import { PendingQueries } from './pending-queries.js';
 import { checkRunRequest, type RunHost, runRequirements } from './run-executor.js';
 
 export interface RunServiceOptions {
@@ -27,7 +26,7 @@ type Stream = ServerDuplexStream<ClientMessage, ServerMessage>;
 
 interface ActiveRun {
   abort: AbortController;
-  queries: Map<number, { resolve(n: Node): void; reject(e: Error): void }>;
+  queries: PendingQueries;
 }
 
 /**
@@ -60,14 +59,13 @@ export class RunService {
       broken = true;
       for (const [id, r] of runs) {
         this.o.log.info({ run: id, why }, 'client went away; stopping its run');
+        r.queries.rejectAll(why);
         r.abort.abort();
-        for (const q of r.queries.values()) q.reject(new ReprError(Code.CANCELLED, why));
-        r.queries.clear();
       }
     };
     call.on('data', (m: ClientMessage) => {
       if (m.run) this.start(m.run, runs, send).finally(endIfIdle);
-      else if (m.reply) this.reply(m.reply, runs);
+      else if (m.reply) runs.get(m.reply.runId)?.queries.settle(m.reply);
       else if (m.cancel) runs.get(m.cancel.runId)?.abort.abort();
     });
     // A half-close means no more runs; the stream ends when the last one does.
@@ -82,14 +80,6 @@ export class RunService {
     });
   }
 
-  private reply(r: NodeReply, runs: Map<string, ActiveRun>): void {
-    const q = runs.get(r.runId)?.queries.get(r.queryId);
-    if (!q) return; // a late answer for a run that ended
-    runs.get(r.runId)!.queries.delete(r.queryId);
-    if (r.error && r.error.code !== Code.OK) q.reject(new ReprError(r.error.code, `client: ${r.error.message}`));
-    else q.resolve(r.node ?? { kind: 0, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] });
-  }
-
   private async start(req: RunRequest, runs: Map<string, ActiveRun>, send: (m: ServerMessage) => void): Promise<void> {
     const finish = (f: RunFinished) => send({ finished: f });
     const fail = (code: Code, message: string) =>
@@ -101,17 +91,12 @@ export class RunService {
     } catch (e) {
       return fail(codeOf(e), (e as Error).message);
     }
-    const run: ActiveRun = { abort: new AbortController(), queries: new Map() };
+    const abort = new AbortController();
+    const queries = new PendingQueries((queryId, path, list) => send({ query: { runId: req.runId, queryId, path, list } }), abort.signal, 'client: ');
+    const run: ActiveRun = { abort, queries };
     runs.set(req.runId, run);
-    let nextQuery = 1;
     const host: RunHost = {
-      query: (path, list) =>
-        new Promise<Node>((resolve, reject) => {
-          if (run.abort.signal.aborted) return reject(new ReprError(Code.CANCELLED, 'run cancelled'));
-          const queryId = nextQuery++;
-          run.queries.set(queryId, { resolve, reject });
-          send({ query: { runId: req.runId, queryId, path, list } });
-        }),
+      query: (path, list) => queries.ask(path, list),
       output: (stream, data) => send({ output: { runId: req.runId, stream, data } }),
     };
     const log = this.o.log.child({ run: req.runId });
@@ -147,7 +132,7 @@ export class RunService {
       else fail(codeOf(e) === Code.UNKNOWN ? Code.INTERNAL : codeOf(e), (e as Error).message);
     } finally {
       runs.delete(req.runId);
-      for (const q of run.queries.values()) q.reject(new ReprError(Code.CANCELLED, 'run ended'));
+      queries.rejectAll('run ended');
     }
   }
 

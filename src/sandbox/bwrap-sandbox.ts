@@ -69,23 +69,26 @@ export class BwrapSandbox implements Sandbox {
     if (!spec.network) args.push('--unshare-net');
     // bwrap makes missing parents of mount points mode 0700, which the
     // unprivileged action user could not traverse: create them 0755 first.
-    const parents = new Set<string>();
-    for (const p of [...this.roPaths, SANDBOX_ROOT]) {
-      for (let d = path.posix.dirname(p); d !== '/'; d = path.posix.dirname(d)) parents.add(d);
-    }
-    for (const d of [...parents].sort()) args.push('--perms', '0755', '--dir', d);
-    for (const p of this.roPaths) args.push('--ro-bind', p, p);
-    args.push('--proc', '/proc', '--dev', '/dev', '--perms', '01777', '--tmpfs', '/tmp');
-    if (spec.rootDir) args.push('--bind', spec.rootDir, SANDBOX_ROOT);
-    // Binds come after /tmp's tmpfs so that a root under /tmp shows through it.
-    const made = new Set(['/', '/tmp', ...parents, ...this.roPaths]);
-    for (const b of spec.binds ?? []) {
+    const made = new Set(['/']);
+    const parentsOf = (p: string) => {
       const up: string[] = [];
-      for (let d = path.posix.dirname(b.path); !made.has(d); d = path.posix.dirname(d)) up.unshift(d);
+      for (let d = path.posix.dirname(p); !made.has(d); d = path.posix.dirname(d)) up.unshift(d);
       for (const d of up) {
         args.push('--perms', '0755', '--dir', d);
         made.add(d);
       }
+    };
+    for (const p of [...this.roPaths, SANDBOX_ROOT]) parentsOf(p);
+    for (const p of this.roPaths) {
+      args.push('--ro-bind', p, p);
+      made.add(p);
+    }
+    args.push('--proc', '/proc', '--dev', '/dev', '--perms', '01777', '--tmpfs', '/tmp');
+    made.add('/tmp');
+    if (spec.rootDir) args.push('--bind', spec.rootDir, SANDBOX_ROOT);
+    // Binds come after /tmp's tmpfs so that a root under /tmp shows through it.
+    for (const b of spec.binds ?? []) {
+      parentsOf(b.path);
       args.push('--bind', b.host, b.path);
     }
     args.push('--chdir', spec.rootDir ? path.posix.join(SANDBOX_ROOT, spec.workingDirectory || '.') : spec.workingDirectory);

@@ -36,15 +36,17 @@ export interface WorkerGroup {
   lastHeartbeat?: Date;
 }
 
-interface PendingLease {
-  resolve(r: ExecuteResponse): void;
+/** A lease sent to the worker, settled by its result or by the worker's loss. */
+interface Pending<T> {
+  resolve(r: T): void;
   reject(e: Error): void;
 }
 
-interface PendingRun {
+type PendingLease = Pending<ExecuteResponse>;
+
+interface PendingRun extends Pending<RunFinished> {
+  /** The client the run's questions and output are relayed to. */
   host: RunHost;
-  resolve(r: RunFinished): void;
-  reject(e: Error): void;
 }
 
 type Stream = ServerDuplexStream<WorkerMessage, SchedulerMessage>;
@@ -100,23 +102,27 @@ class WorkerSession implements WorkerGroup {
     for (const s of this.slots) this.o.scheduler.addExecutor(s);
   }
 
-  private lease(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse> {
+  /**
+   * Sends a lease under a new id (used once) and resolves with its outcome;
+   * aborting sends CancelLease.
+   */
+  private offer<T, P extends Pending<T>>(table: Map<string, P>, extra: Omit<P, keyof Pending<T>>, message: (leaseId: string) => SchedulerMessage, signal: AbortSignal): Promise<T> {
     if (this.closed) return Promise.reject(new ExecutorLostError(`worker ${this.name} is gone`));
     const leaseId = randomUUID();
-    return new Promise<ExecuteResponse>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       const onAbort = () => this.send({ cancel: { leaseId } });
       signal.addEventListener('abort', onAbort, { once: true });
-      this.leases.set(leaseId, {
-        resolve: (r) => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(r);
-        },
-        reject: (e) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(e);
-        },
-      });
-      this.send({
+      const done = () => signal.removeEventListener('abort', onAbort);
+      table.set(leaseId, { ...extra, resolve: (r: T) => (done(), resolve(r)), reject: (e: Error) => (done(), reject(e)) } as P);
+      this.send(message(leaseId));
+    });
+  }
+
+  private lease(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse> {
+    return this.offer<ExecuteResponse, PendingLease>(
+      this.leases,
+      {},
+      (leaseId) => ({
         lease: {
           leaseId,
           operationName: task.operationName,
@@ -128,8 +134,9 @@ class WorkerSession implements WorkerGroup {
           requirements: task.requirements.map((r) => ({ name: r.name, value: r.value })),
           queuedTimestamp: toTimestamp(task.queuedAt),
         },
-      });
-    });
+      }),
+      signal,
+    );
   }
 
   /**
@@ -138,19 +145,7 @@ class WorkerSession implements WorkerGroup {
    * the run rather than re-running it: its output has been streamed already.
    */
   private runLease(req: RunRequest, host: RunHost, signal: AbortSignal): Promise<RunFinished> {
-    if (this.closed) return Promise.reject(new ExecutorLostError(`worker ${this.name} is gone`));
-    const leaseId = randomUUID();
-    return new Promise<RunFinished>((resolve, reject) => {
-      const onAbort = () => this.send({ cancel: { leaseId } });
-      signal.addEventListener('abort', onAbort, { once: true });
-      const done = () => signal.removeEventListener('abort', onAbort);
-      this.runs.set(leaseId, {
-        host,
-        resolve: (r) => (done(), resolve(r)),
-        reject: (e) => (done(), reject(e)),
-      });
-      this.send({ runLease: { leaseId, request: req } });
-    });
+    return this.offer<RunFinished, PendingRun>(this.runs, { host }, (leaseId) => ({ runLease: { leaseId, request: req } }), signal);
   }
 
   private relayQuery(q: NodeQuery): void {

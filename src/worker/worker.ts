@@ -6,7 +6,8 @@ import type { Logger } from '../common/logger.js';
 import { toMillis } from '../common/time.js';
 import { Action, Command, ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { type Lease, type RunLease, type SchedulerMessage, type WorkerMessage, WorkersClient } from '../proto/repr/worker/v1/worker.js';
-import { Node, RunFinished } from '../proto/repr/run/v1/run.js';
+import { RunFinished } from '../proto/repr/run/v1/run.js';
+import { PendingQueries } from '../run/pending-queries.js';
 import { fuseUnavailable } from '../run/fuse-available.js';
 import { bearerInterceptor } from '../plugins/auth.js';
 import { type RunHost, RunExecutor } from '../run/run-executor.js';
@@ -66,8 +67,8 @@ export class Worker {
   private readonly executors: LocalExecutor[] = [];
   private readonly idle: LocalExecutor[] = [];
   private readonly runners = new Map<LocalExecutor, RunExecutor>();
-  /** Questions of running `repr run`s waiting for the client's answer, by lease then query id. */
-  private readonly runQueries = new Map<string, Map<number, { resolve(n: Node): void; reject(e: Error): void }>>();
+  /** Questions of running `repr run`s waiting for the client's answer, by lease. */
+  private readonly runQueries = new Map<string, PendingQueries>();
   private readonly runsSupported = fuseUnavailable() === undefined;
   private readonly running = new Map<string, Running>();
   private call?: Call;
@@ -161,11 +162,7 @@ export class Worker {
         } else if (m.runLease) {
           this.startRun(call, m.runLease);
         } else if (m.runReply) {
-          const r = m.runReply;
-          const q = this.runQueries.get(r.runId)?.get(r.queryId);
-          this.runQueries.get(r.runId)?.delete(r.queryId);
-          if (r.error && r.error.code !== Code.OK) q?.reject(new ReprError(r.error.code, r.error.message));
-          else q?.resolve(r.node ?? Node.fromPartial({}));
+          this.runQueries.get(m.runReply.runId)?.settle(m.runReply);
         } else if (m.cancel) {
           this.running.get(m.cancel.leaseId)?.abort.abort();
         }
@@ -196,78 +193,64 @@ export class Worker {
     }
   }
 
-  private startLease(call: Call, lease: Lease): void {
+  /**
+   * Holds an idle executor for a lease until `work` settles, or calls
+   * `refuse` when there is none (the scheduler sends at most one lease per
+   * executor, so that is a race with draining) or the worker is draining.
+   */
+  private occupy(leaseId: string, refuse: (reason: string) => void, work: (executor: LocalExecutor, entry: Running) => Promise<void>): void {
     const executor = this.idle.pop();
     if (!executor || this.stopping) {
-      // The scheduler sends at most one lease per executor; this is a race with draining.
-      this.send(call, { returned: { leaseId: lease.leaseId, reason: executor ? 'worker is draining' : 'no idle executor' } });
+      refuse(executor ? 'worker is draining' : 'no idle executor');
       if (executor) this.idle.push(executor);
       return;
     }
-    const abort = new AbortController();
-    const entry: Running = { abort, done: Promise.resolve() };
-    this.running.set(lease.leaseId, entry);
-    entry.done = this.runLease(lease, executor, abort.signal)
-      .then(
-        (response) => {
-          if (!entry.returned && this.call === call) this.send(call, { result: { leaseId: lease.leaseId, response } });
-        },
-        (e: unknown) => this.o.log.error({ err: e, lease: lease.leaseId }, 'lease failed unexpectedly'),
-      )
+    const entry: Running = { abort: new AbortController(), done: Promise.resolve() };
+    this.running.set(leaseId, entry);
+    entry.done = work(executor, entry)
+      .catch((e: unknown) => this.o.log.error({ err: e, lease: leaseId }, 'lease failed unexpectedly'))
       .finally(() => {
-        this.running.delete(lease.leaseId);
+        this.running.delete(leaseId);
         this.idle.push(executor);
       });
-    this.send(call, { progress: { leaseId: lease.leaseId, stage: ExecutionStage_Value.EXECUTING } });
+  }
+
+  private startLease(call: Call, lease: Lease): void {
+    const leaseId = lease.leaseId;
+    this.occupy(
+      leaseId,
+      (reason) => this.send(call, { returned: { leaseId, reason } }),
+      async (executor, entry) => {
+        this.send(call, { progress: { leaseId, stage: ExecutionStage_Value.EXECUTING } });
+        const response = await this.runLease(lease, executor, entry.abort.signal);
+        if (!entry.returned && this.call === call) this.send(call, { result: { leaseId, response } });
+      },
+    );
   }
 
   /** A `repr run`: its questions and output go up this stream, which the scheduler relays to the client. */
   private startRun(call: Call, lease: RunLease): void {
-    const executor = this.idle.pop();
     const leaseId = lease.leaseId;
     const req = lease.request;
-    if (!executor || this.stopping || !req) {
-      this.send(call, {
-        runFinished: RunFinished.fromPartial({ runId: leaseId, status: { code: Code.UNAVAILABLE, message: `worker ${this.o.name}: ${executor ? 'draining' : 'no idle executor'}` } }),
-      });
-      if (executor) this.idle.push(executor);
-      return;
-    }
-    const abort = new AbortController();
-    const entry: Running = { abort, done: Promise.resolve() };
-    this.running.set(leaseId, entry);
-    const queries = new Map<number, { resolve(n: Node): void; reject(e: Error): void }>();
-    this.runQueries.set(leaseId, queries);
-    let nextQuery = 1;
-    const host: RunHost = {
-      query: (path, list) =>
-        new Promise<Node>((resolve, reject) => {
-          if (abort.signal.aborted || this.call !== call) return reject(new ReprError(Code.CANCELLED, 'run cancelled'));
-          const queryId = nextQuery++;
-          queries.set(queryId, { resolve, reject });
-          this.send(call, { runQuery: { runId: leaseId, queryId, path, list } });
-        }),
-      output: (stream, data) => this.send(call, { runOutput: { runId: leaseId, stream, data } }),
-    };
-    // A cancelled run must not wait for answers that will never come.
-    abort.signal.addEventListener('abort', () => {
-      for (const q of queries.values()) q.reject(new ReprError(Code.CANCELLED, 'run cancelled'));
-      queries.clear();
-    });
-    entry.done = this.runners
-      .get(executor)!
-      .run(req, host, abort.signal)
-      .then(
-        (finished) => {
-          if (!entry.returned && this.call === call) this.send(call, { runFinished: { ...finished, runId: leaseId } });
-        },
-        (e: unknown) => this.o.log.error({ err: e, lease: leaseId }, 'run failed unexpectedly'),
-      )
-      .finally(() => {
-        this.running.delete(leaseId);
+    const refuse = (reason: string) =>
+      this.send(call, { runFinished: RunFinished.fromPartial({ runId: leaseId, status: { code: Code.UNAVAILABLE, message: `worker ${this.o.name}: ${reason}` } }) });
+    if (!req) return refuse('the lease carries no run request');
+    this.occupy(leaseId, refuse, async (executor, entry) => {
+      const { signal } = entry.abort;
+      const queries = new PendingQueries((queryId, path, list) => this.send(call, { runQuery: { runId: leaseId, queryId, path, list } }), signal);
+      this.runQueries.set(leaseId, queries);
+      const host: RunHost = {
+        // A question sent on a stream that has since been replaced would never be answered.
+        query: (path, list) => (this.call === call ? queries.ask(path, list) : Promise.reject(new ReprError(Code.CANCELLED, 'run cancelled'))),
+        output: (stream, data) => this.send(call, { runOutput: { runId: leaseId, stream, data } }),
+      };
+      try {
+        const finished = await this.runners.get(executor)!.run(req, host, signal);
+        if (!entry.returned && this.call === call) this.send(call, { runFinished: { ...finished, runId: leaseId } });
+      } finally {
         this.runQueries.delete(leaseId);
-        this.idle.push(executor);
-      });
+      }
+    });
   }
 
   /** Runs a lease; failures of the worker itself become statuses, as with built-in executors. */
