@@ -1,9 +1,9 @@
-import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { type Digest, type DigestFunction, fromWire, toWire } from '../common/digest.js';
-import { Code } from '../common/errors.js';
+import { Code, invalidArgument } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
@@ -12,6 +12,7 @@ import type { Action, Command, ExecuteResponse, ExecutedActionMetadata } from '.
 import { toMillis, toTimestamp } from '../common/time.js';
 import { assertRelativePath, InputRootBuilder } from './input-root.js';
 import { collectOutputs, uploadFile } from './outputs.js';
+import { resolveInRoot } from './root-paths.js';
 
 /** One action to run, as the scheduler hands it to an executor. */
 export interface ExecutionTask {
@@ -73,14 +74,7 @@ export class LocalExecutor {
       meta.inputFetchStartTimestamp = ts(new Date());
       await mkdir(dir, { recursive: true });
       await new InputRootBuilder(cas, path.join(this.o.workDir, 'cache')).build(fn, fromWire(fn, action.inputRootDigest, 'input_root_digest'), root);
-      const wd = assertRelativePath(command.workingDirectory, 'working_directory');
-      // Parents of declared outputs exist before the action runs (REAPI).
-      for (const p of [...command.outputPaths, ...command.outputFiles, ...command.outputDirectories]) {
-        const rel = assertRelativePath(p, 'output path');
-        const parent = path.dirname(path.join(root, wd, rel));
-        await mkdirWritable(root, parent);
-      }
-      for (const p of command.outputDirectories) await mkdirWritable(root, path.join(root, wd, assertRelativePath(p, 'output directory')));
+      const wd = await prepareWorkingDirectory(root, command);
       meta.inputFetchCompletedTimestamp = ts(new Date());
 
       const timeoutMs = Math.min(this.o.maxTimeoutMs, toMillis(action.timeout) || this.o.defaultTimeoutMs);
@@ -107,7 +101,7 @@ export class LocalExecutor {
       meta.virtualExecutionDuration = { seconds: Math.floor(r.wallMs / 1000), nanos: Math.round((r.wallMs % 1000) * 1e6) };
 
       meta.outputUploadStartTimestamp = ts(new Date());
-      const outputs = r.timedOut ? undefined : await collectOutputs(cas, fn, command, path.join(root, wd));
+      const outputs = r.timedOut ? undefined : await collectOutputs(cas, fn, command, root, wd);
       const stdout = await uploadFile(cas, fn, path.join(dir, 'stdout'));
       const stderr = await uploadFile(cas, fn, path.join(dir, 'stderr'));
       meta.outputUploadCompletedTimestamp = ts(new Date());
@@ -146,20 +140,30 @@ export class LocalExecutor {
   }
 }
 
-/** mkdir -p whose new directories the sandbox user may write into. */
-async function mkdirWritable(root: string, dir: string): Promise<void> {
-  const rel = path.relative(root, dir);
-  if (rel.startsWith('..')) return;
-  let cur = root;
-  for (const part of rel.split(path.sep).filter(Boolean)) {
-    cur = path.join(cur, part);
-    try {
-      await stat(cur);
-    } catch {
-      await mkdir(cur);
-      await chmod(cur, 0o777); // mkdir's mode is masked by the umask
-    }
+/**
+ * Resolves the working directory inside the root and creates it and the
+ * parents of declared outputs (REAPI: they exist before the action runs), never
+ * through a symlink that leads out of the root: the executor runs as root, and
+ * an input symlink `t -> /tmp` with an output `t/X/x` must not make it create
+ * /tmp/X on the host. Returns the working directory's physical path relative
+ * to the root.
+ */
+async function prepareWorkingDirectory(root: string, command: Command): Promise<string> {
+  const wanted = assertRelativePath(command.workingDirectory, 'working_directory');
+  const wd = await resolveInRoot(root, wanted, { followLast: true, create: true });
+  if (wd.kind !== 'inside') {
+    throw invalidArgument(`working_directory "${command.workingDirectory}" is not a directory inside the input root${wd.kind === 'outside' ? `: ${wd.why}` : ''}`);
   }
+  const dirs = [
+    ...[...command.outputPaths, ...command.outputFiles, ...command.outputDirectories].map((p) => path.posix.dirname(assertRelativePath(p, 'output path'))),
+    ...command.outputDirectories.map((p) => assertRelativePath(p, 'output directory')),
+  ];
+  for (const d of new Set(dirs)) {
+    // One that leads outside is left alone: the action may write through it
+    // inside its sandbox, and collection will not follow it.
+    await resolveInRoot(root, path.posix.join(wd.rel, d), { followLast: true, create: true });
+  }
+  return wd.rel;
 }
 
 export function defaultExecutorId(i: number): string {

@@ -1,7 +1,8 @@
-import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { constants, createReadStream } from 'node:fs';
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { type Digest, type DigestFunction, toWire } from '../common/digest.js';
+import { failedPrecondition } from '../common/errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import {
   type Command,
@@ -12,6 +13,7 @@ import {
   Tree,
 } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { assertRelativePath } from './input-root.js';
+import { resolveInRoot } from './root-paths.js';
 
 export interface CollectedOutputs {
   outputFiles: OutputFile[];
@@ -35,19 +37,38 @@ export async function hashFile(fn: DigestFunction, file: string): Promise<Digest
   return { fn, hash: h.digestHex(), sizeBytes: size };
 }
 
-/** Stores a file in the CAS unless it is there already; returns its digest. */
+/**
+ * Stores a file in the CAS unless it is there already; returns its digest.
+ * The file is opened once, without following a symlink in its last component
+ * (O_NOFOLLOW) and refused unless it is a regular file, so that a name in an
+ * action's directory can never make the privileged side read something else
+ * (a FIFO would also block forever).
+ */
 export async function uploadFile(cas: BlobStore, fn: DigestFunction, file: string): Promise<{ digest: Digest; uploaded: number }> {
-  const digest = await hashFile(fn, file);
-  if ((await cas.findMissing([digest])).length === 0) return { digest, uploaded: 0 };
-  const w = cas.beginWrite(digest);
+  const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
-    for await (const c of createReadStream(file, { highWaterMark: CHUNK })) await w.write(c as Buffer);
-    await w.commit();
-  } catch (e) {
-    await w.abort();
-    throw e;
+    if (!(await fh.stat()).isFile()) throw failedPrecondition(`${path.basename(file)} is not a regular file`);
+    const read = () => fh.createReadStream({ start: 0, highWaterMark: CHUNK, autoClose: false });
+    const h = fn.newHasher();
+    let size = 0;
+    for await (const c of read()) {
+      h.update(c as Buffer);
+      size += (c as Buffer).length;
+    }
+    const digest: Digest = { fn, hash: h.digestHex(), sizeBytes: size };
+    if ((await cas.findMissing([digest])).length === 0) return { digest, uploaded: 0 };
+    const w = cas.beginWrite(digest);
+    try {
+      for await (const c of read()) await w.write(c as Buffer);
+      await w.commit();
+    } catch (e) {
+      await w.abort();
+      throw e;
+    }
+    return { digest, uploaded: digest.sizeBytes };
+  } finally {
+    await fh.close();
   }
-  return { digest, uploaded: digest.sizeBytes };
 }
 
 async function putMessage(cas: BlobStore, fn: DigestFunction, bytes: Uint8Array): Promise<Digest> {
@@ -64,7 +85,7 @@ async function putMessage(cas: BlobStore, fn: DigestFunction, bytes: Uint8Array)
  * them and describes them for the ActionResult. `output_paths` (v2.1) is used
  * when present, else the older `output_files` / `output_directories`.
  */
-export async function collectOutputs(cas: BlobStore, fn: DigestFunction, cmd: Command, workDir: string): Promise<CollectedOutputs> {
+export async function collectOutputs(cas: BlobStore, fn: DigestFunction, cmd: Command, root: string, workingDirectory: string): Promise<CollectedOutputs> {
   const res: CollectedOutputs = { outputFiles: [], outputDirectories: [], outputFileSymlinks: [], outputDirectorySymlinks: [], outputSymlinks: [], bytesUploaded: 0 };
   const useNew = cmd.outputPaths.length > 0;
   const wanted: { p: string; kind: 'file' | 'dir' | 'any' }[] = useNew
@@ -73,12 +94,16 @@ export async function collectOutputs(cas: BlobStore, fn: DigestFunction, cmd: Co
 
   for (const { p, kind } of wanted) {
     const rel = assertRelativePath(p, 'output path');
-    const abs = path.join(workDir, rel);
+    // Every parent is resolved inside the root; the output itself is not
+    // followed, so a symlink is reported as one and never read through.
+    const at = await resolveInRoot(root, path.posix.join(workingDirectory, rel), { followLast: false });
+    if (at.kind !== 'inside') continue; // not produced, or only reachable outside the root: absent
+    const abs = at.host;
     let st;
     try {
       st = await lstat(abs);
     } catch {
-      continue; // not produced: simply absent from the result
+      continue;
     }
     if (st.isSymbolicLink()) {
       const link = { path: p, target: await readlink(abs), nodeProperties: undefined };
