@@ -105,6 +105,8 @@ program
     if (v !== 'overlay' && v !== 'fuse') throw new InvalidArgumentError('--run-writes takes overlay or fuse');
     return v;
   })
+  .option('--max-input-nodes <n>', 'files, directories and symlinks an action\'s input root may expand to (default 1000000)', (v) => intOption(v, '--max-input-nodes'))
+  .option('--max-input-bytes <size>', 'bytes of files an action\'s input root may expand to (default 64GiB)', byteSizeOption)
   .action(async (opts: WorkerFlags) => {
     const { createLogger } = await import('../common/logger.js');
     const log = createLogger((opts.logLevel ?? 'info') as Parameters<typeof createLogger>[0]);
@@ -112,6 +114,7 @@ program
     const dataDir = opts.dataDir ?? path.join(defaultDataDir(), 'workers', name.replace(/[^\w.-]/g, '_'));
     const { BwrapSandbox } = await import('../sandbox/bwrap-sandbox.js');
     const { Worker } = await import('../worker/worker.js');
+    const { DEFAULT_INPUT_LIMITS } = await import('../worker/input-root.js');
     let sandbox: Sandbox;
     try {
       sandbox = new BwrapSandbox({});
@@ -133,6 +136,7 @@ program
       sandbox,
       defaultTimeoutMs: 900_000,
       maxTimeoutMs: 3_600_000,
+      inputLimits: { ...DEFAULT_INPUT_LIMITS, ...(opts.maxInputNodes ? { maxNodes: opts.maxInputNodes } : {}), ...(opts.maxInputBytes ? { maxBytes: opts.maxInputBytes } : {}) },
       log: log.child({ worker: name }),
       ...(opts.token || process.env.REPR_TOKEN ? { token: opts.token ?? process.env.REPR_TOKEN } : {}),
       ...(opts.runWrites ? { runWrites: opts.runWrites } : {}),
@@ -166,6 +170,8 @@ interface WorkerFlags {
   logLevel?: string;
   token?: string;
   runWrites?: 'overlay' | 'fuse';
+  maxInputNodes?: number;
+  maxInputBytes?: number;
 }
 
 program

@@ -95,6 +95,10 @@ const serverSchema = z
         workerHeartbeatTimeoutSeconds: z.number().positive().default(10),
         /** How long actions needing the properties of a worker that left wait for it to come back before failing. */
         departedWorkerGraceSeconds: z.number().nonnegative().default(60),
+        /** Executors one worker may register; each is a slot the scheduler keeps, so a worker cannot ask for millions. */
+        maxExecutorsPerWorker: z.number().int().positive().default(1024),
+        /** Workers connected at once; more are refused with RESOURCE_EXHAUSTED. */
+        maxWorkers: z.number().int().positive().default(256),
         /** Platform properties every local executor offers (matched exactly). */
         properties: z.record(z.union([z.string(), z.array(z.string())])).default({ OSFamily: 'linux' }),
         /** Cores and memory an action may ask for at most (EngFlow-style cpu/memory properties). */
@@ -102,8 +106,13 @@ const serverSchema = z
         memoryBytes: byteSize.default(() => os.totalmem()),
         /** Whether actions may ask for the host network (network=on). */
         allowNetwork: z.boolean().default(false),
-        defaultTimeoutSeconds: z.number().positive().default(900),
-        maxTimeoutSeconds: z.number().positive().default(3600),
+        defaultTimeoutSeconds: z.number().positive().max(2_000_000).default(900),
+        /** Capped so that it fits a Node timer (about 24.8 days); longer would fire at once. */
+        maxTimeoutSeconds: z.number().positive().max(2_000_000).default(3600),
+        /** Bounds on an action's input root, counted before it is staged (a small tree in the CAS can expand exponentially). */
+        maxInputNodes: z.number().int().positive().default(1_000_000),
+        maxInputBytes: byteSize.default(64 * GiB),
+        maxInputDepth: z.number().int().positive().max(4096).default(512),
         /** Host paths visible read-only in the sandbox; default: the toolchain (/usr, /bin, /lib*, parts of /etc). */
         readOnlyPaths: z.array(z.string()).optional(),
       })

@@ -1,6 +1,6 @@
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { type Digest, digestFunctionFromValue, digestString, fromWire } from '../common/digest.js';
-import { Code, codeOf, failedPrecondition, notFound } from '../common/errors.js';
+import { Code, codeOf, failedPrecondition, invalidArgument, notFound } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { ActionCacheServiceImpl } from '../cas/action-cache-service.js';
@@ -19,6 +19,36 @@ import { missingBlobsError } from '../scheduler/precondition.js';
 import type { OperationState, Scheduler } from '../scheduler/scheduler.js';
 import { serverStreaming } from '../server/grpc-util.js';
 import { toOperation } from './operation-message.js';
+import { assertRelativePath } from '../worker/input-root.js';
+
+/** A blob the client named as a message of some type, decoded; anything else is the client's error, not ours. */
+function decodeMessage<T>(type: { decode(b: Uint8Array): T }, name: string, bytes: Uint8Array, what: string): T {
+  try {
+    return type.decode(bytes);
+  } catch (e) {
+    throw invalidArgument(`${what} is not a valid ${name}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * A negative timeout must never reach an executor as "no timeout"; a missing
+ * or zero one means the server's default, and every one is capped by the
+ * server's maximum.
+ */
+function checkTimeout(action: Action): void {
+  const t = action.timeout;
+  if (!t) return;
+  if (!Number.isFinite(t.seconds) || !Number.isInteger(t.nanos) || t.nanos <= -1e9 || t.nanos >= 1e9) {
+    throw invalidArgument(`action.timeout {seconds: ${t.seconds}, nanos: ${t.nanos}} is not a valid Duration`);
+  }
+  if (t.seconds < 0 || t.nanos < 0) throw invalidArgument(`action.timeout ${t.seconds}s ${t.nanos}ns is negative; give a positive timeout or none for the server's default`);
+}
+
+/** Paths in the Command are relative to the input root and stay inside it (checked again by the executor). */
+function checkPaths(command: Command): void {
+  assertRelativePath(command.workingDirectory, 'command.working_directory');
+  for (const p of [...command.outputPaths, ...command.outputFiles, ...command.outputDirectories]) assertRelativePath(p, 'output path');
+}
 
 export interface ExecutionServiceOptions {
   cas: BlobStore;
@@ -43,13 +73,15 @@ export class ExecutionServiceImpl {
     if ((await this.o.cas.findMissing([actionDigest])).length > 0) {
       throw missingBlobsError([actionDigest], `action ${digestString(actionDigest)} is not in the CAS; upload it first`);
     }
-    const action = Action.decode(await this.o.cas.get(actionDigest));
+    const action = decodeMessage(Action, 'Action', await this.o.cas.get(actionDigest), `action_digest ${digestString(actionDigest)}`);
+    checkTimeout(action);
     const commandDigest = fromWire(fn, action.commandDigest, 'action.command_digest');
     const inputRoot = fromWire(fn, action.inputRootDigest, 'action.input_root_digest');
     const missing = await this.o.cas.findMissing([commandDigest, inputRoot]);
     if (missing.length > 0) throw missingBlobsError(missing, `${missing.length} blob(s) of action ${digestString(actionDigest)} are not in the CAS`);
-    const command = Command.decode(await this.o.cas.get(commandDigest));
+    const command = decodeMessage(Command, 'Command', await this.o.cas.get(commandDigest), `action.command_digest ${digestString(commandDigest)}`);
     if (command.arguments.length === 0) throw failedPrecondition(`command ${digestString(commandDigest)} has no arguments`);
+    checkPaths(command);
 
     // Since v2.2 the platform is in the Action; older clients put it in the Command only.
     const platform = action.platform?.properties.length ? action.platform : command.platform;
@@ -95,6 +127,7 @@ export class ExecutionServiceImpl {
   }
 
   async waitExecution(req: WaitExecutionRequest, call: ServerWritableStream<WaitExecutionRequest, Operation>): Promise<void> {
+    // Scoped by the name: the scheduler knows an operation only under its own instance's prefix.
     if (!this.o.scheduler.get(req.name)) throw notFound(`operation "${req.name}" does not exist (it may have been deleted); call Execute again`);
     await this.stream(req.name, call);
   }

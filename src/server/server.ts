@@ -10,6 +10,7 @@ import { InstanceNames } from '../cas/instances.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createStore } from '../storage/store-factory.js';
 import { enlargeSessionWindows, enlargeStreamWindows } from './http2-windows.js';
+import { refuseUndecodable } from './grpc-util.js';
 import { ExecutionServiceImpl } from '../execution/execution-service.js';
 import { OperationsServiceImpl } from '../execution/operations-service.js';
 import { OperationStore } from '../scheduler/operation-store.js';
@@ -72,7 +73,7 @@ export class ReprServer {
       'grpc.max_send_message_length': -1,
     });
     const tunedStreams = enlargeStreamWindows(grpc);
-    const add = (def: unknown, impl: unknown) => grpc.addService(def as ServiceDefinition, impl as UntypedServiceImplementation);
+    const add = (def: unknown, impl: unknown) => grpc.addService(...refuseUndecodable(def as ServiceDefinition, impl as UntypedServiceImplementation));
 
     const execution = await startExecution(config, cas, ac, log);
     const actionCache = new ActionCacheServiceImpl({ ac, cas, instances, log: log.child({ svc: 'ac' }) });
@@ -148,7 +149,13 @@ async function startExecution(config: ServerConfig, cas: BlobStore, ac: BlobStor
   if (!ex.enabled) return undefined;
   const store = new OperationStore(path.join(config.dataDir, 'operations.sqlite'));
   const scheduler = new Scheduler(store, cas, ac, log.child({ svc: 'scheduler' }), { departedGraceMs: ex.departedWorkerGraceSeconds * 1000 });
-  const workers = new WorkerService({ scheduler, log: log.child({ svc: 'workers' }), heartbeatTimeoutMs: ex.workerHeartbeatTimeoutSeconds * 1000 });
+  const workers = new WorkerService({
+    scheduler,
+    log: log.child({ svc: 'workers' }),
+    heartbeatTimeoutMs: ex.workerHeartbeatTimeoutSeconds * 1000,
+    maxExecutorsPerWorker: ex.maxExecutorsPerWorker,
+    maxWorkers: ex.maxWorkers,
+  });
   if (ex.executors === 0) {
     log.info('remote execution enabled; no built-in executors, waiting for workers (repr worker)');
     return { scheduler, store, workers, local: undefined };
@@ -177,6 +184,7 @@ async function startExecution(config: ServerConfig, cas: BlobStore, ac: BlobStor
       log: log.child({ executor: i }),
       defaultTimeoutMs: ex.defaultTimeoutSeconds * 1000,
       maxTimeoutMs: ex.maxTimeoutSeconds * 1000,
+      inputLimits: { maxNodes: ex.maxInputNodes, maxBytes: ex.maxInputBytes, maxDepth: ex.maxInputDepth },
     };
     const executor = new LocalExecutor(opts);
     const slot: ExecutorSlot = { id: executor.id, caps, execute: (task, signal) => executor.execute(task, signal) };

@@ -2,7 +2,7 @@ import { chmod, copyFile, link, mkdir, rename, symlink, writeFile } from 'node:f
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { type Digest, type DigestFunction, digestString, fromWire, isEmptyDigest } from '../common/digest.js';
-import { Code, codeOf, invalidArgument } from '../common/errors.js';
+import { Code, codeOf, failedPrecondition, invalidArgument } from '../common/errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { Directory } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 
@@ -25,6 +25,23 @@ export interface StagingStats {
 }
 
 /**
+ * Bounds on an input root, counted on its Merkle tree before anything is
+ * written: a tree whose Directory messages refer to the same child many times
+ * is tiny in the CAS but expands exponentially on disk (18 messages make 2^17
+ * directories), so the expanded size is what is bounded.
+ */
+export interface InputLimits {
+  /** Files, directories and symlinks of the expanded tree. */
+  maxNodes: number;
+  /** Sum of the sizes of the expanded tree's files. */
+  maxBytes: number;
+  /** Directory nesting. */
+  maxDepth: number;
+}
+
+export const DEFAULT_INPUT_LIMITS: InputLimits = { maxNodes: 1_000_000, maxBytes: 64 * 1024 ** 3, maxDepth: 512 };
+
+/**
  * Builds an action's input root on local disk from its Merkle tree. Files
  * are hard links to the CAS's own files (no copying); executables link to a
  * read-only-and-executable copy kept once per blob, because a hard link shares
@@ -37,12 +54,16 @@ export class InputRootBuilder {
     private readonly cas: BlobStore,
     /** Where executable copies and fallback copies of blobs are kept. */
     private readonly cacheDir: string,
+    private readonly limits: InputLimits = DEFAULT_INPUT_LIMITS,
   ) {}
 
-  async build(fn: DigestFunction, root: Digest, dest: string): Promise<StagingStats> {
+  /** `signal` stops staging part-way (the action's timeout covers staging); the caller removes `dest`. */
+  async build(fn: DigestFunction, root: Digest, dest: string, signal?: AbortSignal): Promise<StagingStats> {
     const stats: StagingStats = { files: 0, directories: 0, bytes: 0, copied: 0 };
-    const dirs = await this.fetchTree(fn, root);
+    const dirs = await this.fetchTree(fn, root, signal);
+    this.measure(fn, root, dirs);
     const make = async (digest: Digest, at: string): Promise<void> => {
+      signal?.throwIfAborted();
       const dir = dirs.get(digest.hash)!;
       await mkdir(at, { recursive: true });
       await chmod(at, 0o777);
@@ -67,14 +88,50 @@ export class InputRootBuilder {
     return stats;
   }
 
+  /**
+   * Counts the expanded tree (each distinct Directory once, memoized) and
+   * refuses it over the limits before a single directory is made.
+   */
+  private measure(fn: DigestFunction, root: Digest, dirs: Map<string, Directory>): void {
+    const { maxNodes, maxBytes, maxDepth } = this.limits;
+    const sizes = new Map<string, { nodes: number; bytes: number }>();
+    const visit = (d: Digest, depth: number): { nodes: number; bytes: number } => {
+      const known = sizes.get(d.hash);
+      if (known) return known;
+      if (depth > maxDepth) throw failedPrecondition(`input root is nested deeper than this server's limit of ${maxDepth} directories (maxInputDepth)`);
+      const dir = dirs.get(d.hash)!;
+      let nodes = 1 + dir.files.length + dir.symlinks.length;
+      let bytes = 0;
+      for (const f of dir.files) bytes += f.digest?.sizeBytes ?? 0;
+      for (const c of dir.directories) {
+        const sub = visit(fromWire(fn, c.digest, `directory "${c.name}"`), depth + 1);
+        nodes += sub.nodes;
+        bytes += sub.bytes;
+        // Checked as the sums grow, so that they stay small numbers however deep the sharing goes.
+        if (nodes > maxNodes) throw failedPrecondition(`input root expands to more than ${maxNodes} files, directories and symlinks, this server's limit (maxInputNodes)`);
+        if (bytes > maxBytes) throw failedPrecondition(`input root expands to more than ${maxBytes} bytes of files, this server's limit (maxInputBytes)`);
+      }
+      if (nodes > maxNodes) throw failedPrecondition(`input root expands to more than ${maxNodes} files, directories and symlinks, this server's limit (maxInputNodes)`);
+      if (bytes > maxBytes) throw failedPrecondition(`input root expands to more than ${maxBytes} bytes of files, this server's limit (maxInputBytes)`);
+      const m = { nodes, bytes };
+      sizes.set(d.hash, m);
+      return m;
+    };
+    visit(root, 0);
+  }
+
   /** Fetches every Directory of the tree, a level at a time. */
-  private async fetchTree(fn: DigestFunction, root: Digest): Promise<Map<string, Directory>> {
+  private async fetchTree(fn: DigestFunction, root: Digest, signal?: AbortSignal): Promise<Map<string, Directory>> {
     const dirs = new Map<string, Directory>();
     let level = [root];
     while (level.length > 0) {
+      signal?.throwIfAborted();
+      if (dirs.size + level.length > this.limits.maxNodes) {
+        throw failedPrecondition(`input root has more than ${this.limits.maxNodes} distinct directories, this server's limit (maxInputNodes)`);
+      }
       const missing = await this.cas.findMissing(level);
       if (missing.length > 0) throw new MissingInputsError(missing);
-      const decoded = await Promise.all(level.map(async (d) => Directory.decode(await this.cas.get(d))));
+      const decoded = await Promise.all(level.map(async (d) => decodeDirectory(d, await this.cas.get(d))));
       const next = new Map<string, Digest>();
       decoded.forEach((dir, i) => {
         dirs.set(level[i]!.hash, dir);
@@ -141,6 +198,14 @@ export class InputRootBuilder {
     }
     await chmod(tmp, mode);
     await rename(tmp, dest);
+  }
+}
+
+function decodeDirectory(d: Digest, bytes: Uint8Array): Directory {
+  try {
+    return Directory.decode(bytes);
+  } catch (e) {
+    throw failedPrecondition(`input directory ${digestString(d)} is not a Directory message: ${(e as Error).message}`);
   }
 }
 

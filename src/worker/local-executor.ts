@@ -10,7 +10,7 @@ import type { Sandbox } from '../sandbox/sandbox.js';
 import { type Requirement, sandboxSettings } from '../scheduler/platform.js';
 import type { Action, Command, ExecuteResponse, ExecutedActionMetadata } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { toMillis, toTimestamp } from '../common/time.js';
-import { assertRelativePath, InputRootBuilder } from './input-root.js';
+import { assertRelativePath, type InputLimits, InputRootBuilder } from './input-root.js';
 import { collectOutputs, uploadFile } from './outputs.js';
 import { resolveInRoot } from './root-paths.js';
 
@@ -39,6 +39,8 @@ export interface LocalExecutorOptions {
   defaultTimeoutMs: number;
   /** Upper bound on any action's timeout. */
   maxTimeoutMs: number;
+  /** Bounds on an input root; defaults to DEFAULT_INPUT_LIMITS. */
+  inputLimits?: InputLimits;
 }
 
 const ts = toTimestamp;
@@ -70,14 +72,29 @@ export class LocalExecutor {
     } as unknown as ExecutedActionMetadata;
     const dir = path.join(this.o.workDir, `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`);
     const root = path.join(dir, 'root');
+    // The timeout covers staging too: a huge input root must not hold an executor past it.
+    const timeoutMs = effectiveTimeoutMs(toMillis(action.timeout), this.o.defaultTimeoutMs, this.o.maxTimeoutMs);
+    const started = performance.now();
+    const deadline = AbortSignal.timeout(timeoutMs);
     try {
       meta.inputFetchStartTimestamp = ts(new Date());
       await mkdir(dir, { recursive: true });
-      await new InputRootBuilder(cas, path.join(this.o.workDir, 'cache')).build(fn, fromWire(fn, action.inputRootDigest, 'input_root_digest'), root);
-      const wd = await prepareWorkingDirectory(root, command);
+      let wd: string;
+      try {
+        const staging = signal ? AbortSignal.any([signal, deadline]) : deadline;
+        await new InputRootBuilder(cas, path.join(this.o.workDir, 'cache'), this.o.inputLimits).build(fn, fromWire(fn, action.inputRootDigest, 'input_root_digest'), root, staging);
+        wd = await prepareWorkingDirectory(root, command);
+      } catch (e) {
+        if (deadline.aborted) {
+          const message = `action timed out after ${timeoutMs} ms while its input root was being staged`;
+          return { result: undefined, cachedResult: false, status: { code: Code.DEADLINE_EXCEEDED, message, details: [] }, serverLogs: {}, message };
+        }
+        if (signal?.aborted) return { result: undefined, cachedResult: false, status: { code: Code.CANCELLED, message: 'execution cancelled', details: [] }, serverLogs: {}, message: 'execution cancelled' };
+        throw e;
+      }
       meta.inputFetchCompletedTimestamp = ts(new Date());
+      const remainingMs = Math.max(1, Math.round(timeoutMs - (performance.now() - started)));
 
-      const timeoutMs = Math.min(this.o.maxTimeoutMs, toMillis(action.timeout) || this.o.defaultTimeoutMs);
       const { limits, network } = sandboxSettings(task.requirements);
       const env: Record<string, string> = {};
       for (const v of command.environmentVariables) env[v.name] = v.value;
@@ -91,7 +108,7 @@ export class LocalExecutor {
           workingDirectory: wd,
           stdoutPath: path.join(dir, 'stdout'),
           stderrPath: path.join(dir, 'stderr'),
-          timeoutMs,
+          timeoutMs: remainingMs,
           limits,
           network,
         },
@@ -164,6 +181,16 @@ async function prepareWorkingDirectory(root: string, command: Command): Promise<
     await resolveInRoot(root, path.posix.join(wd.rel, d), { followLast: true, create: true });
   }
   return wd.rel;
+}
+
+/**
+ * The timeout an action gets: its own when positive, else the default, and
+ * never more than the maximum. A zero or negative request can never mean
+ * "no timeout" (Execute refuses negative ones; this guards every other path).
+ */
+export function effectiveTimeoutMs(requestedMs: number, defaultMs: number, maxMs: number): number {
+  const wanted = Number.isFinite(requestedMs) && requestedMs > 0 ? requestedMs : defaultMs;
+  return Math.max(1, Math.min(maxMs, wanted));
 }
 
 export function defaultExecutorId(i: number): string {

@@ -15,6 +15,7 @@ import { preconditionFailureStatus } from '../scheduler/precondition.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { MissingInputsError } from './input-root.js';
 import { LocalExecutor } from './local-executor.js';
+import type { InputLimits } from './input-root.js';
 import { WorkerCas } from './worker-cas.js';
 
 export interface WorkerOptions {
@@ -37,6 +38,8 @@ export interface WorkerOptions {
   sandbox: Sandbox;
   defaultTimeoutMs: number;
   maxTimeoutMs: number;
+  /** Bounds on an action's input root (default DEFAULT_INPUT_LIMITS). */
+  inputLimits?: InputLimits;
   log: Logger;
   /** Bearer token for a scheduler (and CAS) that requires one. */
   token?: string;
@@ -98,6 +101,7 @@ export class Worker {
         log: o.log.child({ executor: i }),
         defaultTimeoutMs: o.defaultTimeoutMs,
         maxTimeoutMs: o.maxTimeoutMs,
+        ...(o.inputLimits ? { inputLimits: o.inputLimits } : {}),
       };
       const ex = new LocalExecutor(opts);
       this.executors.push(ex);
