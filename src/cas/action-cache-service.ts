@@ -114,13 +114,32 @@ export class ActionCacheServiceImpl {
 }
 
 /**
- * The store key of an action's result. Instances are kept apart by hashing
- * the instance name into the key; the empty instance uses the digest as is.
+ * Version of the key encoding below. Stores written with another version are
+ * cleared at start-up (see ac-key-format.ts): the earlier encoding stored
+ * instance "" under the client's own digest, so any old entry may have been
+ * planted by a client of "" under a digest that some instance's key maps to.
+ */
+export const AC_KEY_FORMAT = 2;
+
+const AC_KEY_DOMAIN = 'repr action cache key';
+
+/**
+ * The store key of an action's result. Every instance, "" included, goes
+ * through the same hash, so no client can choose a raw key: a client of one
+ * instance naming any digest lands on a key only that instance (and that
+ * digest) maps to. Fields are length-prefixed so no two (instance, digest)
+ * pairs share an encoding, and the domain string keeps these preimages apart
+ * from anything else repr hashes.
  */
 export function acKey(instanceName: string, action: Digest): Digest {
-  if (instanceName === '') return action;
-  const hash = createHash('sha256').update(`${instanceName}\0${action.fn.name}/${action.hash}/${action.sizeBytes}`).digest('hex');
-  return { fn: action.fn, hash, sizeBytes: action.sizeBytes };
+  const h = createHash('sha256');
+  for (const field of [AC_KEY_DOMAIN, String(AC_KEY_FORMAT), instanceName, action.fn.name, action.hash, String(action.sizeBytes)]) {
+    const bytes = Buffer.from(field, 'utf8');
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(bytes.length);
+    h.update(len).update(bytes);
+  }
+  return { fn: action.fn, hash: h.digest('hex'), sizeBytes: action.sizeBytes };
 }
 
 /** Digests an ActionResult points at, validated; output trees listed apart. */

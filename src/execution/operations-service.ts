@@ -10,12 +10,18 @@ import {
   OperationsService,
 } from '../proto/google/longrunning/operations.js';
 import type { Empty } from '../proto/google/protobuf/empty.js';
+import { instanceOfCollection } from '../scheduler/operation-name.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { unary } from '../server/grpc-util.js';
 import { unimplemented } from '../common/errors.js';
 import { toOperation } from './operation-message.js';
 
-/** google.longrunning.Operations over the scheduler's operations (in memory and in SQLite). */
+/**
+ * google.longrunning.Operations over the scheduler's operations (in memory
+ * and in SQLite). Each call reaches one instance's operations only: List the
+ * ones of the collection it names, the others the one whose name carries the
+ * operation's instance (the scheduler answers NOT_FOUND for any other).
+ */
 export class OperationsServiceImpl {
   constructor(
     private readonly scheduler: Scheduler,
@@ -31,7 +37,7 @@ export class OperationsServiceImpl {
   async listOperations(req: ListOperationsRequest): Promise<ListOperationsResponse> {
     if (req.pageSize < 0) throw invalidArgument(`page_size ${req.pageSize} is negative`);
     const size = Math.min(req.pageSize || 100, 1000);
-    const page = this.scheduler.list(req.pageToken, size + 1);
+    const page = this.scheduler.list(instanceOfCollection(req.name), req.pageToken, size + 1);
     const more = page.length > size;
     const ops = page.slice(0, size);
     return { operations: ops.map(toOperation), nextPageToken: more ? ops.at(-1)!.name : '', unreachable: [] };

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { operationCollection } from './operation-name.js';
 
 export interface OperationRow {
   name: string;
@@ -47,14 +48,19 @@ export class OperationStore {
         updated_ms INTEGER NOT NULL
       );
       CREATE INDEX IF NOT EXISTS operations_unfinished ON operations(stage) WHERE response IS NULL;
+      CREATE INDEX IF NOT EXISTS operations_by_instance ON operations(instance_name, name);
     `);
+    this.migrate();
     this.stmts = {
       insert: this.db.prepare(`INSERT INTO operations VALUES (@name, @instanceName, @digestFunction, @actionHash, @actionSize, @stage, @priority, @requirements, @response, @createdMs, @updatedMs)`),
       stage: this.db.prepare(`UPDATE operations SET stage = ?, updated_ms = ? WHERE name = ?`),
       complete: this.db.prepare(`UPDATE operations SET stage = ?, response = ?, updated_ms = ? WHERE name = ?`),
       get: this.db.prepare(`SELECT * FROM operations WHERE name = ?`),
       unfinished: this.db.prepare(`SELECT * FROM operations WHERE response IS NULL ORDER BY created_ms`),
-      list: this.db.prepare(`SELECT * FROM operations WHERE name > ? ORDER BY name LIMIT ?`),
+      // The prefix as well as the column: a row is listed only under the name Get would accept.
+      list: this.db.prepare(
+        `SELECT * FROM operations WHERE instance_name = @instanceName AND name > @after AND substr(name, 1, length(@prefix)) = @prefix ORDER BY name LIMIT @limit`,
+      ),
       delete: this.db.prepare(`DELETE FROM operations WHERE name = ?`),
     };
   }
@@ -80,8 +86,10 @@ export class OperationStore {
     return (this.stmts.unfinished.all() as Record<string, unknown>[]).map(fromDb);
   }
 
-  list(after: string, limit: number): OperationRow[] {
-    return (this.stmts.list.all(after, limit) as Record<string, unknown>[]).map(fromDb);
+  /** Operations of one instance whose names sort after `after`, in name order. */
+  list(instanceName: string, after: string, limit: number): OperationRow[] {
+    const prefix = `${operationCollection(instanceName)}/`;
+    return (this.stmts.list.all({ instanceName, after, prefix, limit }) as Record<string, unknown>[]).map(fromDb);
   }
 
   delete(name: string): boolean {
@@ -90,6 +98,25 @@ export class OperationStore {
 
   close(): void {
     this.db.close();
+  }
+
+  /**
+   * Version 1: operations of every instance used to be named `operations/{id}`,
+   * which let any client address them. Rows of named instances take the
+   * `{instance}/operations/{id}` form, so they stay reachable for their own
+   * instance only; a client holding the old name gets NOT_FOUND and executes
+   * again, which joins the operation if it is still running.
+   */
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version >= 1) return;
+    this.db.transaction(() => {
+      this.db.exec(`
+        UPDATE operations SET name = instance_name || '/operations/' || substr(name, 12)
+        WHERE instance_name != '' AND substr(name, 1, 11) = 'operations/' AND instr(substr(name, 12), '/') = 0;
+      `);
+      this.db.pragma('user_version = 1');
+    })();
   }
 }
 

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { type Digest, digestFunctionFromValue, digestKey, digestString, makeDigest } from '../common/digest.js';
 import { Code, codeOf, ReprError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -16,6 +15,7 @@ import type { RunFinished, RunRequest } from '../proto/repr/run/v1/run.js';
 import type { RunHost } from '../run/run-executor.js';
 import { MissingInputsError } from '../worker/input-root.js';
 import { preconditionFailureStatus } from './precondition.js';
+import { instanceOfOperation, newOperationName } from './operation-name.js';
 import type { OperationRow, OperationStore } from './operation-store.js';
 import { type ExecutorCapabilities, type Requirement, unmet } from './platform.js';
 
@@ -108,7 +108,8 @@ interface Entry {
 /**
  * Queues operations by priority, hands each to an idle executor whose
  * capabilities satisfy the action's platform, runs identical in-flight actions
- * once (every caller of the same action digest watches the same operation),
+ * once (every caller of the same action digest watches the same operation;
+ * REAPI forbids this for do_not_cache actions, which always run on their own),
  * writes successful results to the action cache and records every operation
  * in the store, so that a restart finishes what was queued or running.
  */
@@ -272,12 +273,12 @@ export class Scheduler {
 
   submit(req: SubmitRequest): OperationState {
     const key = `${req.instanceName}\0${digestKey(req.actionDigest)}`;
-    const existing = this.inflight.get(key);
+    const existing = req.action.doNotCache ? undefined : this.inflight.get(key);
     if (existing) {
       this.log.debug({ op: existing.state.name, action: digestString(req.actionDigest) }, 'joined in-flight execution');
       return existing.state;
     }
-    const name = `operations/${randomUUID()}`;
+    const name = newOperationName(req.instanceName);
     const entry = this.newEntry(name, req, key, new Date());
     this.store.insert({
       name,
@@ -298,7 +299,7 @@ export class Scheduler {
 
   /** Records an operation that finished without executing (an action-cache hit). */
   recordCompleted(instanceName: string, actionDigest: Digest, response: ExecuteResponse): OperationState {
-    const name = `operations/${randomUUID()}`;
+    const name = newOperationName(instanceName);
     const now = Date.now();
     this.store.insert({
       name,
@@ -327,7 +328,8 @@ export class Scheduler {
       attempts: 0,
     };
     this.byName.set(name, entry);
-    this.inflight.set(key, entry);
+    // Not joinable either: whoever sends the same do_not_cache action gets its own run.
+    if (!req.action.doNotCache) this.inflight.set(key, entry);
     return entry;
   }
 
@@ -339,32 +341,42 @@ export class Scheduler {
     this.dispatch();
   }
 
-  /** Current state, from memory or (for operations of earlier runs) from the store. */
+  /**
+   * Current state, from memory or (for operations of earlier runs) from the
+   * store. Only under the name that carries the operation's own instance: that
+   * is what keeps one instance's clients away from another's operations.
+   */
   get(name: string): OperationState | undefined {
-    const e = this.byName.get(name);
-    if (e) return e.state;
-    const row = this.store.get(name);
-    return row && stateFromRow(row);
+    const instance = instanceOfOperation(name);
+    if (instance === undefined) return undefined;
+    let s = this.byName.get(name)?.state;
+    if (!s) {
+      const row = this.store.get(name);
+      s = row && stateFromRow(row);
+    }
+    return s?.instanceName === instance ? s : undefined;
   }
 
   /** Calls `fn` now with the current state and on every change until done; returns an unsubscribe function. */
   watch(name: string, fn: (s: OperationState) => void): () => void {
-    const e = this.byName.get(name);
     const now = this.get(name);
-    if (now) fn(now);
-    if (!e || now?.response) return () => undefined;
+    if (!now) return () => undefined;
+    fn(now);
+    const e = this.byName.get(name);
+    if (!e || now.response) return () => undefined;
     e.watchers.add(fn);
     return () => e.watchers.delete(fn);
   }
 
-  list(after: string, limit: number): OperationState[] {
+  /** One instance's operations whose names sort after `after`. */
+  list(instanceName: string, after: string, limit: number): OperationState[] {
     // Live operations from memory (fresher than their row), the rest from the rows already read.
-    return this.store.list(after, limit).map((r) => this.byName.get(r.name)?.state ?? stateFromRow(r));
+    return this.store.list(instanceName, after, limit).map((r) => this.byName.get(r.name)?.state ?? stateFromRow(r));
   }
 
   /** Cancels a queued or running operation; false if it is unknown or already done. */
   cancel(name: string): boolean {
-    const e = this.byName.get(name);
+    const e = this.get(name) && this.byName.get(name);
     if (!e || e.state.response) return false;
     e.cancelled = true;
     const i = this.queue.indexOf(e);
@@ -378,6 +390,7 @@ export class Scheduler {
   }
 
   delete(name: string): boolean {
+    if (!this.get(name)) return false;
     const e = this.byName.get(name);
     if (e && !e.state.response) this.cancel(name);
     this.byName.delete(name);

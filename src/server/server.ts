@@ -3,6 +3,7 @@ import { internal } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { ServerConfig } from '../config/config.js';
 import { ActionCacheServiceImpl } from '../cas/action-cache-service.js';
+import { prepareActionCacheStores } from '../cas/ac-key-format.js';
 import { ByteStreamServiceImpl } from '../cas/bytestream-service.js';
 import { CapabilitiesServiceImpl } from '../cas/capabilities-service.js';
 import { CasService } from '../cas/cas-service.js';
@@ -58,6 +59,7 @@ export class ReprServer {
 
   static async start(config: ServerConfig, log: Logger): Promise<ReprServer> {
     const cas = new VerifyingBlobStore(await createStore(config.storage.cas));
+    prepareActionCacheStores(config.storage.ac, log);
     const ac = await createStore(config.storage.ac);
     const instances = new InstanceNames(config.instanceNames);
     const maxBatch = config.maxBatchTotalSizeBytes;
