@@ -1,5 +1,5 @@
 import { invalidArgument } from '../common/errors.js';
-import { readVarint, varintLength, writeVarint } from './wire.js';
+import { readVarint, skipField, varintLength, writeVarint } from './wire.js';
 
 /**
  * Hand-written protobuf codecs for the two messages that carry blob bytes
@@ -8,6 +8,12 @@ import { readVarint, varintLength, writeVarint } from './wire.js';
  * outgoing one in a single allocation, which is what the hot path needs
  * (measured in `npm run bench -- bytestream`). Wire format must stay in step
  * with google/bytestream/bytestream.proto.
+ *
+ * The server decodes ReadRequest here too. The generated decoder throws on an
+ * int64 beyond 2^53, and grpc-js can only answer a throwing deserializer with
+ * INTERNAL; these decoders never throw on a value, so that the service can
+ * refuse it with the code ByteStream specifies. Such values arrive as the
+ * nearest double, which orders correctly against any blob size.
  */
 
 export interface WriteRequestMsg {
@@ -43,6 +49,36 @@ export function decodeWriteRequest(buf: Buffer): WriteRequestMsg {
     } else if (wire === 1) pos += 8;
     else if (wire === 5) pos += 4;
     else throw invalidArgument(`unsupported wire type ${wire} in WriteRequest`);
+  }
+  return msg;
+}
+
+export interface ReadRequestMsg {
+  resourceName: string;
+  readOffset: number;
+  readLimit: number;
+}
+
+/** ReadRequest { string resource_name = 1; int64 read_offset = 2; int64 read_limit = 3; } */
+export function decodeReadRequest(buf: Buffer): ReadRequestMsg {
+  const msg: ReadRequestMsg = { resourceName: '', readOffset: 0, readLimit: 0 };
+  let pos = 0;
+  while (pos < buf.length) {
+    let key: number;
+    [key, pos] = readVarint(buf, pos);
+    const field = key >>> 3;
+    const wire = key & 7;
+    if (field === 1 && wire === 2) {
+      let len: number;
+      [len, pos] = readVarint(buf, pos);
+      if (pos + len > buf.length) throw invalidArgument('truncated field in ReadRequest');
+      msg.resourceName = buf.toString('utf8', pos, pos + len);
+      pos += len;
+    } else if (field === 2 && wire === 0) {
+      [msg.readOffset, pos] = readVarint(buf, pos);
+    } else if (field === 3 && wire === 0) {
+      [msg.readLimit, pos] = readVarint(buf, pos);
+    } else pos = skipField(buf, pos, wire, 'ReadRequest');
   }
   return msg;
 }

@@ -4,46 +4,33 @@ import type {
   ServerWritableStream,
   ServiceDefinition,
 } from '@grpc/grpc-js';
-import { digestString } from '../common/digest.js';
-import { Code, invalidArgument, ReprError } from '../common/errors.js';
+import { checkBlobSize, digestString, int64Text } from '../common/digest.js';
+import { Code, invalidArgument, outOfRange, ReprError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { BlobStore, BlobWriter } from '../storage/blob-store.js';
+import type { BlobStore } from '../storage/blob-store.js';
 import {
   ByteStreamService,
   type QueryWriteStatusRequest,
   type QueryWriteStatusResponse,
-  type ReadRequest,
   type WriteResponse,
 } from '../proto/google/bytestream/bytestream.js';
 import { drained, serverStreaming, toServiceError, unary } from '../server/grpc-util.js';
-import { decodeWriteRequest, encodeReadResponse, type WriteRequestMsg } from './bytestream-codec.js';
+import { decodeReadRequest, decodeWriteRequest, encodeReadResponse, type ReadRequestMsg, type WriteRequestMsg } from './bytestream-codec.js';
 import type { InstanceNames } from './instances.js';
 import { parseReadResource, parseWriteResource, type UploadResource } from './resource-name.js';
+import { type Upload, type UploadLimits, UploadTable } from './upload-table.js';
 import { ZstdDecoder, ZstdEncoder } from './zstd.js';
 
 export interface ByteStreamServiceOptions {
   cas: BlobStore;
   instances: InstanceNames;
   log: Logger;
+  /** Largest blob accepted (REAPI's max_cas_blob_size_bytes). */
+  maxBlobSizeBytes: number;
+  /** Bounds on uploads in progress, interrupted ones among them. */
+  uploads: UploadLimits;
   /** Largest `data` sent in one ReadResponse. */
   readChunkBytes?: number;
-  /** How long an interrupted upload is kept for QueryWriteStatus and resumption. */
-  uploadIdleMs?: number;
-  /** Most interrupted uploads kept at once; the oldest are dropped first. */
-  maxPendingUploads?: number;
-}
-
-/** A partly received upload, kept so that a client can resume it. */
-interface Upload {
-  resource: UploadResource;
-  writer: BlobWriter;
-  decoder?: ZstdDecoder;
-  /** Bytes received as the client counts them (compressed bytes for compressed uploads). */
-  committed: number;
-  /** The offset the client started from; offsets of compressed uploads are relative to it. */
-  firstOffset: number;
-  busy: boolean;
-  lastUsed: number;
 }
 
 /**
@@ -52,43 +39,29 @@ interface Upload {
  * Every byte written is verified against the digest before the blob exists.
  */
 export class ByteStreamServiceImpl {
-  private readonly uploads = new Map<string, Upload>();
+  private readonly uploads: UploadTable;
   private readonly readChunk: number;
-  private readonly idleMs: number;
-  private readonly maxPending: number;
-  private readonly sweeper: NodeJS.Timeout;
 
   constructor(private readonly o: ByteStreamServiceOptions) {
     this.readChunk = o.readChunkBytes ?? 1024 * 1024;
-    this.idleMs = o.uploadIdleMs ?? 10 * 60_000;
-    this.maxPending = o.maxPendingUploads ?? 1000;
-    this.sweeper = setInterval(() => this.sweep(), Math.min(this.idleMs, 60_000));
-    this.sweeper.unref();
+    this.uploads = new UploadTable(o.uploads);
   }
 
   close(): void {
-    clearInterval(this.sweeper);
-    for (const u of this.uploads.values()) void u.writer.abort();
-    this.uploads.clear();
+    this.uploads.close();
   }
 
-  private sweep(now = Date.now()): void {
-    for (const [name, u] of this.uploads) {
-      if (!u.busy && now - u.lastUsed > this.idleMs) this.drop(name, u);
-    }
-  }
-
-  private drop(name: string, u: Upload): void {
-    this.uploads.delete(name);
-    void u.writer.abort();
-  }
-
-  async read(req: ReadRequest, call: ServerWritableStream<ReadRequest, Buffer>): Promise<void> {
+  async read(req: ReadRequestMsg, call: ServerWritableStream<ReadRequestMsg, Buffer>): Promise<void> {
     const res = parseReadResource(req.resourceName);
     this.o.instances.check(res.instanceName);
-    if (req.readOffset < 0) throw invalidArgument(`read_offset ${req.readOffset} is negative`);
-    if (req.readLimit < 0) throw invalidArgument(`read_limit ${req.readLimit} is negative`);
-    const stream = await this.o.cas.read(res.digest, req.readOffset, req.readLimit);
+    const size = res.digest.sizeBytes;
+    if (req.readOffset < 0) throw outOfRange(`read_offset ${int64Text(req.readOffset)} is negative`);
+    if (req.readLimit < 0) throw invalidArgument(`read_limit ${int64Text(req.readLimit)} is negative`);
+    if (req.readOffset > size) throw outOfRange(`read_offset ${int64Text(req.readOffset)} is past the end of the ${size}-byte blob`);
+    // A limit reaching past the end changes nothing; dropping it keeps values
+    // beyond 2^53 out of the stores' arithmetic.
+    const limit = req.readLimit >= size - req.readOffset ? 0 : req.readLimit;
+    const stream = await this.o.cas.read(res.digest, req.readOffset, limit);
     const encoder = res.compressor === 'zstd' ? new ZstdEncoder() : undefined;
     const send = async (data: Buffer) => {
       for (let off = 0; off < data.length; off += this.readChunk) {
@@ -127,40 +100,48 @@ export class ByteStreamServiceImpl {
     let upload: Upload | undefined;
     let name = '';
     let dataFailed = false;
+    // The upload table ends this call through `stall` when it stays silent past the idle expiry.
+    let stall!: (err: ReprError) => void;
+    const stalled = new Promise<never>((_, reject) => (stall = reject));
+    stalled.catch(() => undefined);
+    const messages = (call as AsyncIterable<WriteRequestMsg>)[Symbol.asyncIterator]();
     try {
-      for await (const m of call as AsyncIterable<WriteRequestMsg>) {
+      for (;;) {
+        const next = await Promise.race([messages.next(), stalled]);
+        if (next.done) break;
+        const m = next.value;
         if (!upload) {
           name = m.resourceName;
           if (!name) throw invalidArgument('the first WriteRequest must name the resource');
           const resource = parseWriteResource(name);
           this.o.instances.check(resource.instanceName);
+          checkBlobSize(resource.digest, this.o.maxBlobSizeBytes);
+          checkFirstOffset(m.writeOffset, resource, false);
           if ((await this.o.cas.findMissing([resource.digest])).length === 0) {
             // REAPI: a blob that already exists ends the upload at once, successfully.
-            this.forget(name, this.uploads.get(name));
+            const parked = this.uploads.get(name);
+            if (parked && !parked.call) this.uploads.drop(parked);
             return { committedSize: resource.compressor === 'identity' ? resource.digest.sizeBytes : -1 };
           }
           upload = this.startOrResume(name, resource, m.writeOffset);
+          upload.call = stall;
         } else if (m.resourceName && m.resourceName !== name) {
           throw invalidArgument(`resource_name changed mid-stream from "${name}" to "${m.resourceName}"`);
         }
+        this.uploads.touch(upload);
         const expected = upload.committed + (upload.decoder ? upload.firstOffset : 0);
         if (m.writeOffset !== expected) {
-          throw invalidArgument(`write_offset ${m.writeOffset} does not continue the upload: expected ${expected}`);
+          throw invalidArgument(`write_offset ${int64Text(m.writeOffset)} does not continue the upload: expected ${expected}`);
         }
         if (m.data.length > 0) {
           dataFailed = true; // until the bytes are safely written
-          if (upload.decoder) {
-            for (const part of upload.decoder.push(m.data)) await upload.writer.write(part);
-          } else {
-            await upload.writer.write(m.data);
-          }
+          await this.store(upload, m.data);
           dataFailed = false;
           upload.committed += m.data.length;
         }
-        upload.lastUsed = Date.now();
         if (m.finishWrite) {
           // Whatever happens now, this upload is over: committed or refused.
-          this.uploads.delete(name);
+          this.uploads.remove(upload);
           dataFailed = true;
           upload.decoder?.finish();
           await upload.writer.commit();
@@ -170,53 +151,60 @@ export class ByteStreamServiceImpl {
     } catch (e) {
       // Bytes that failed verification or storage poison the upload; a bad
       // offset or a broken connection leaves it intact for resumption.
-      if (upload && dataFailed) this.forget(name, upload);
+      if (upload && dataFailed) this.forget(upload);
       throw e;
     } finally {
-      if (upload) upload.busy = false;
+      if (upload) await this.uploads.detach(upload, stall);
     }
     if (!upload) throw invalidArgument('Write stream carried no WriteRequest');
     if (call.cancelled) throw new ReprError(Code.CANCELLED, 'client cancelled the upload');
     throw invalidArgument(`upload of ${digestString(upload.resource.digest)} ended at ${upload.committed} bytes without finish_write; resume it from there`);
   }
 
+  private async store(u: Upload, data: Buffer): Promise<void> {
+    u.storing = true;
+    u.released = false;
+    try {
+      if (u.decoder) {
+        for (const part of u.decoder.push(data)) await u.writer.write(part);
+      } else {
+        await u.writer.write(data);
+      }
+    } finally {
+      u.storing = false;
+      this.uploads.touch(u);
+    }
+  }
+
   private startOrResume(name: string, resource: UploadResource, offset: number): Upload {
     const existing = this.uploads.get(name);
-    if (existing?.busy) throw new ReprError(Code.ABORTED, `another Write to "${name}" is in progress`);
-    if (existing && offset !== 0) {
-      existing.busy = true;
-      return existing;
-    }
-    if (existing) this.drop(name, existing); // restarting from zero
+    if (existing?.call) throw new ReprError(Code.ABORTED, `another Write to "${name}" is in progress`);
+    if (existing && offset !== 0) return existing;
+    if (existing) this.uploads.drop(existing); // restarting from zero
     if (resource.compressor === 'identity' && offset !== 0) {
       throw invalidArgument(`write_offset ${offset} for an upload this server has no record of; start at 0`);
     }
-    while (this.uploads.size >= this.maxPending) {
-      const [oldName, old] = this.uploads.entries().next().value as [string, Upload];
-      this.drop(oldName, old);
-    }
-    const u: Upload = {
+    checkFirstOffset(offset, resource, true);
+    return this.uploads.add(name, resource, () => ({
+      name,
       resource,
       writer: this.o.cas.beginWrite(resource.digest),
       committed: 0,
       firstOffset: offset,
-      busy: true,
-      lastUsed: Date.now(),
       ...(resource.compressor === 'zstd' ? { decoder: new ZstdDecoder(resource.digest.sizeBytes) } : {}),
-    };
-    this.uploads.set(name, u);
-    return u;
+    }));
   }
 
-  /** Drops `name`'s upload if it is still `u` (a newer attempt may have replaced it). */
-  private forget(name: string, u: Upload | undefined): void {
-    if (u && this.uploads.get(name) === u) this.drop(name, u);
-    else if (u) void u.writer.abort();
+  /** Drops `u` if it is still registered (a newer attempt may have replaced it), else just discards its bytes. */
+  private forget(u: Upload): void {
+    if (this.uploads.get(u.name) === u) this.uploads.drop(u);
+    else void u.writer.abort();
   }
 
   async queryWriteStatus(req: QueryWriteStatusRequest): Promise<QueryWriteStatusResponse> {
     const resource = parseWriteResource(req.resourceName);
     this.o.instances.check(resource.instanceName);
+    checkBlobSize(resource.digest, this.o.maxBlobSizeBytes);
     if ((await this.o.cas.findMissing([resource.digest])).length === 0) {
       return { committedSize: resource.compressor === 'identity' ? resource.digest.sizeBytes : -1, complete: true };
     }
@@ -231,7 +219,7 @@ export class ByteStreamServiceImpl {
   definition(): ServiceDefinition {
     const d = ByteStreamService;
     return {
-      read: { ...d.read, responseSerialize: encodeReadResponse },
+      read: { ...d.read, requestDeserialize: decodeReadRequest, responseSerialize: encodeReadResponse },
       write: { ...d.write, requestDeserialize: decodeWriteRequest },
       queryWriteStatus: d.queryWriteStatus,
     } as unknown as ServiceDefinition;
@@ -240,9 +228,24 @@ export class ByteStreamServiceImpl {
   handlers() {
     const log = this.o.log;
     return {
-      read: serverStreaming(log, 'Read', (r: ReadRequest, call: ServerWritableStream<ReadRequest, Buffer>) => this.read(r, call)),
+      read: serverStreaming(log, 'Read', (r: ReadRequestMsg, call: ServerWritableStream<ReadRequestMsg, Buffer>) => this.read(r, call)),
       write: this.write,
       queryWriteStatus: unary(log, 'QueryWriteStatus', (r: QueryWriteStatusRequest) => this.queryWriteStatus(r)),
     };
+  }
+}
+
+/**
+ * ByteStream's range rules for the first write_offset of a call, checked
+ * before anything is stored. For compressed uploads the first offset counts
+ * uncompressed bytes; a resumed one continues a count of compressed bytes,
+ * which may pass the blob's size, so the upper bound applies only to fresh
+ * compressed uploads (`fresh`).
+ */
+function checkFirstOffset(offset: number, resource: UploadResource, fresh: boolean): void {
+  const size = resource.digest.sizeBytes;
+  if (offset < 0) throw outOfRange(`write_offset ${int64Text(offset)} is negative`);
+  if (offset > size && (resource.compressor === 'identity' || fresh)) {
+    throw outOfRange(`write_offset ${int64Text(offset)} is past the end of the ${size}-byte blob`);
   }
 }

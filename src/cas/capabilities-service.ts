@@ -15,6 +15,7 @@ export interface CapabilitiesOptions {
   instances: InstanceNames;
   log: Logger;
   maxBatchTotalSizeBytes: number;
+  maxBlobSizeBytes: number;
   /** True only once this server can run actions. */
   execEnabled: boolean;
 }
@@ -39,7 +40,7 @@ export class CapabilitiesServiceImpl {
         symlinkAbsolutePathStrategy: SymlinkAbsolutePathStrategy_Value.ALLOWED,
         supportedCompressors: [Compressor_Value.ZSTD],
         supportedBatchUpdateCompressors: [Compressor_Value.ZSTD],
-        
+        maxCasBlobSizeBytes: this.o.maxBlobSizeBytes,
       },
       executionCapabilities: {
         digestFunction: SHA256.value,

@@ -1,9 +1,10 @@
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import { type Digest, digestFunctionFromValue, digestString, fromWire, toWire } from '../common/digest.js';
+import { checkBlobSize, type Digest, type DigestFunction, digestFunctionFromValue, digestString, fromWire, toWire } from '../common/digest.js';
 import { Code, codeOf, invalidArgument, toReprError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { decodeFindMissingRequest, encodeFindMissingResponse } from './find-missing-codec.js';
+import { decodeBatchUpdateRequest } from './batch-update-codec.js';
+import { decodeFindMissingRequest, encodeFindMissingResponse, type WireDigest } from './find-missing-codec.js';
 import {
   type BatchReadBlobsRequest,
   type BatchReadBlobsResponse,
@@ -28,6 +29,8 @@ export interface CasServiceOptions {
   instances: InstanceNames;
   log: Logger;
   maxBatchTotalSizeBytes: number;
+  /** Largest blob accepted (REAPI's max_cas_blob_size_bytes). */
+  maxBlobSizeBytes: number;
 }
 
 /** Below this size zstd saves too little to be worth the CPU. */
@@ -42,7 +45,7 @@ export class CasService {
   async findMissingBlobs(req: FindMissingBlobsRequest): Promise<FindMissingBlobsResponse> {
     this.o.instances.check(req.instanceName);
     const fn = digestFunctionFromValue(req.digestFunction);
-    const digests = req.blobDigests.map((d, i) => fromWire(fn, d, `blob_digests[${i}]`));
+    const digests = req.blobDigests.map((d, i) => this.uploadable(fn, d, `blob_digests[${i}]`));
     const missing = await this.o.cas.findMissing(digests);
     return { missingBlobDigests: missing.map(toWire) };
   }
@@ -56,10 +59,15 @@ export class CasService {
         `BatchUpdateBlobs carries ${total} bytes, more than max_batch_total_size_bytes (${this.o.maxBatchTotalSizeBytes}); upload large blobs with ByteStream.Write`,
       );
     }
-    const digests = req.requests.map((r, i) => fromWire(fn, r.digest, `requests[${i}].digest`));
     const responses = await Promise.all(
       req.requests.map(async (r, i) => {
-        const digest = digests[i]!;
+        let digest: Digest;
+        try {
+          digest = this.uploadable(fn, r.digest, `requests[${i}].digest`);
+        } catch (e) {
+          // REAPI reports a bad digest in that blob's status; its neighbours still go in.
+          return { digest: r.digest, status: statusOf(e) };
+        }
         try {
           const data = decode(r.compressor, r.data, digest);
           await this.o.cas.put(digest, data);
@@ -70,6 +78,17 @@ export class CasService {
       }),
     );
     return { responses };
+  }
+
+  /** A wire digest of a blob a client may upload: well formed and within the size limit. */
+  private uploadable(fn: DigestFunction, d: WireDigest | undefined, field: string): Digest {
+    const digest = fromWire(fn, d, field);
+    try {
+      checkBlobSize(digest, this.o.maxBlobSizeBytes);
+    } catch (e) {
+      throw toReprError(e, field);
+    }
+    return digest;
   }
 
   async batchReadBlobs(req: BatchReadBlobsRequest): Promise<BatchReadBlobsResponse> {
@@ -179,7 +198,10 @@ export class CasService {
     };
   }
 
-  /** The generated service, with the hand-written FindMissingBlobs codecs (the hot call). */
+  /**
+   * The generated service, with the hand-written FindMissingBlobs codecs (the
+   * hot call) and BatchUpdateBlobs decoder (see batch-update-codec.ts).
+   */
   static readonly definition = {
     ...ContentAddressableStorageService,
     findMissingBlobs: {
@@ -187,6 +209,7 @@ export class CasService {
       requestDeserialize: decodeFindMissingRequest,
       responseSerialize: encodeFindMissingResponse,
     },
+    batchUpdateBlobs: { ...ContentAddressableStorageService.batchUpdateBlobs, requestDeserialize: decodeBatchUpdateRequest },
   };
 }
 

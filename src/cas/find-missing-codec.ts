@@ -23,7 +23,7 @@ export interface FindMissingRequestMsg {
   digestFunction: number;
 }
 
-function decodeDigest(buf: Buffer, pos: number, end: number): WireDigest {
+export function decodeDigest(buf: Buffer, pos: number, end: number): WireDigest {
   const d: WireDigest = { hash: '', sizeBytes: 0 };
   while (pos < end) {
     let key: number;

@@ -93,10 +93,31 @@ export function makeDigest(fn: DigestFunction, hash: string, sizeBytes: number |
     throw invalidArgument(`invalid ${fn.name} hash "${truncate(hash)}": expected ${fn.hexLength} lowercase hex digits`);
   }
   const size = typeof sizeBytes === 'number' ? sizeBytes : Number(sizeBytes);
-  if (!Number.isSafeInteger(size) || size < 0) {
-    throw invalidArgument(`invalid size_bytes ${String(sizeBytes)} for digest ${hash}: must be a non-negative integer`);
+  const text = typeof sizeBytes === 'number' ? int64Text(sizeBytes) : String(sizeBytes);
+  if (size < 0) throw invalidArgument(`invalid size_bytes ${text} for digest ${hash}: it is negative`);
+  if (!Number.isSafeInteger(size)) {
+    throw invalidArgument(`invalid size_bytes ${text} for digest ${hash}: must be an integer below 2^53`);
   }
   return { fn, hash, sizeBytes: size };
+}
+
+/**
+ * An int64 from the wire for a message. Values past 2^53 arrive as the
+ * nearest double, whose digits would be misleading, so only their range is said.
+ */
+export function int64Text(n: number): string {
+  if (Number.isSafeInteger(n)) return String(n);
+  return n > 0 ? '>= 2^53' : '<= -2^53';
+}
+
+/**
+ * Refuses a blob larger than the CAS accepts. REAPI has servers answer
+ * INVALID_ARGUMENT for blobs over the max_cas_blob_size_bytes they advertise.
+ */
+export function checkBlobSize(d: Digest, maxBytes: number): void {
+  if (d.sizeBytes > maxBytes) {
+    throw invalidArgument(`blob ${digestString(d)} is ${d.sizeBytes} bytes, more than this server's max_cas_blob_size_bytes (${maxBytes})`);
+  }
 }
 
 /** Wire digest → Digest, with the field name used in error messages. */

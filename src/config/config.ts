@@ -78,6 +78,22 @@ const serverSchema = z
       .default({}),
     /** Largest total request or response of a Batch* call (and the gRPC message limit). */
     maxBatchTotalSizeBytes: byteSize.default(4 * MiB),
+    /**
+     * Largest blob the CAS accepts (advertised as max_cas_blob_size_bytes).
+     * Under half the default disk store, so one blob cannot flush the cache.
+     */
+    maxBlobSizeBytes: byteSize.default(4 * GiB),
+    /** ByteStream uploads in progress, including interrupted ones kept for resumption. */
+    uploads: z
+      .object({
+        maxCount: z.number().int().positive().default(1000),
+        /** Bound on the sum of the declared sizes of uploads in progress. */
+        maxBytes: byteSize.default(8 * GiB),
+        /** An upload that receives nothing for this long is dropped, whether or not its call is still open. */
+        idleSeconds: z.number().positive().default(60),
+      })
+      .strict()
+      .default({}),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'),
     /** Where each `repr run`'s telemetry goes (plugins: log, jsonl, prometheus). */
     telemetry: z.array(telemetrySinkSchema).default([{ type: 'log' }, { type: 'prometheus' }]),
@@ -135,6 +151,9 @@ export function compileServerConfig(input: unknown): ServerConfig {
     throw invalidArgument(`invalid configuration: ${msg}`);
   }
   const c = parsed.data;
+  if (c.uploads.maxBytes < c.maxBlobSizeBytes) {
+    throw invalidArgument(`invalid configuration: uploads.maxBytes (${c.uploads.maxBytes}) must be at least maxBlobSizeBytes (${c.maxBlobSizeBytes}), or the largest blobs could never be uploaded`);
+  }
   if (c.storage.ac && usesRemote(c.storage.ac)) {
     throw invalidArgument('invalid configuration: storage.ac: a remote store is a CAS, and action-cache entries are not content-addressed; keep the action cache local');
   }

@@ -80,13 +80,15 @@ export class ReprServer {
     const execution = await startExecution(config, cas, ac, log);
     const actionCache = new ActionCacheServiceImpl({ ac, cas, instances, log: log.child({ svc: 'ac' }) });
 
-    const byteStream = new ByteStreamServiceImpl({ cas, instances, log: log.child({ svc: 'bytestream' }) });
+    const maxBlob = config.maxBlobSizeBytes;
+    const uploads = { maxCount: config.uploads.maxCount, maxBytes: config.uploads.maxBytes, idleMs: config.uploads.idleSeconds * 1000 };
+    const byteStream = new ByteStreamServiceImpl({ cas, instances, log: log.child({ svc: 'bytestream' }), maxBlobSizeBytes: maxBlob, uploads });
     add(byteStream.definition(), byteStream.handlers());
-    add(CasService.definition, new CasService({ cas, instances, log: log.child({ svc: 'cas' }), maxBatchTotalSizeBytes: maxBatch }).handlers());
+    add(CasService.definition, new CasService({ cas, instances, log: log.child({ svc: 'cas' }), maxBatchTotalSizeBytes: maxBatch, maxBlobSizeBytes: maxBlob }).handlers());
     add(ActionCacheServiceImpl.definition, actionCache.handlers());
     add(
       CapabilitiesServiceImpl.definition,
-      new CapabilitiesServiceImpl({ instances, log, maxBatchTotalSizeBytes: maxBatch, execEnabled: execution !== undefined }).handlers(),
+      new CapabilitiesServiceImpl({ instances, log, maxBatchTotalSizeBytes: maxBatch, maxBlobSizeBytes: maxBlob, execEnabled: execution !== undefined }).handlers(),
     );
     if (execution) {
       const { scheduler } = execution;

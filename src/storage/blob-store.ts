@@ -13,6 +13,12 @@ export interface BlobWriter {
   /** Makes the blob visible atomically. Throws (and discards) if it is not what was declared. */
   commit(): Promise<void>;
   abort(): Promise<void>;
+  /**
+   * Lets go of what the writer holds between writes (a file descriptor)
+   * while it waits, perhaps for minutes, for a client to resume; the next
+   * write takes it back. Writers that hold nothing of the kind leave it out.
+   */
+  release?(): Promise<void>;
 }
 
 /**

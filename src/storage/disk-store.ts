@@ -206,7 +206,10 @@ function filePathIn(blobDir: string, name: string): string {
 }
 
 class DiskWriter implements BlobWriter {
+  /** Open only while bytes flow: `release` closes it and the next write reopens the file. */
   private fh: Promise<FileHandle> | undefined;
+  /** Whether the temporary file exists, so that a released writer still removes it on abort. */
+  private created = false;
   private bytes = 0;
   private done = false;
   /** Writes are serialized so that a caller firing several never interleaves them. */
@@ -224,23 +227,41 @@ class DiskWriter implements BlobWriter {
   }
 
   private handle(): Promise<FileHandle> {
-    this.fh ??= open(this.tmpPath, 'wx');
+    this.fh ??= open(this.tmpPath, this.created ? 'r+' : 'wx').then((fh) => {
+      this.created = true;
+      return fh;
+    });
     return this.fh;
+  }
+
+  private async closeHandle(): Promise<void> {
+    const fh = this.fh;
+    this.fh = undefined;
+    if (fh) await fh.then((h) => h.close()).catch(() => undefined);
+  }
+
+  private enqueue(step: () => Promise<void>): Promise<void> {
+    const p = this.tail.then(step);
+    this.tail = p.catch(() => undefined);
+    return p;
   }
 
   write(chunk: Buffer): Promise<void> {
     if (this.done) return Promise.reject(internal(`write to finished upload of ${digestString(this.digest)}`));
-    const p = this.tail.then(async () => {
+    return this.enqueue(async () => {
       const fh = await this.handle();
       let off = 0;
       while (off < chunk.length) {
-        const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
+        // Positioned writes: a reopened handle starts at 0, not at the end of what was written.
+        const { bytesWritten } = await fh.write(chunk, off, chunk.length - off, this.bytes + off);
         off += bytesWritten;
       }
       this.bytes += chunk.length;
     });
-    this.tail = p.catch(() => undefined);
-    return p;
+  }
+
+  release(): Promise<void> {
+    return this.enqueue(() => this.closeHandle());
   }
 
   async commit(): Promise<void> {
@@ -248,6 +269,7 @@ class DiskWriter implements BlobWriter {
     await this.tail;
     this.done = true;
     const fh = await this.handle();
+    this.fh = undefined;
     try {
       if (this.store.fsync) await fh.datasync();
     } finally {
@@ -260,9 +282,7 @@ class DiskWriter implements BlobWriter {
     if (this.done) return;
     this.done = true;
     await this.tail;
-    if (this.fh) {
-      await (await this.fh).close().catch(() => undefined);
-      await unlink(this.tmpPath).catch(() => undefined);
-    }
+    await this.closeHandle();
+    if (this.created) await unlink(this.tmpPath).catch(() => undefined);
   }
 }

@@ -92,4 +92,8 @@ class VerifyingWriter implements BlobWriter {
   async abort(): Promise<void> {
     await this.inner?.abort();
   }
+
+  async release(): Promise<void> {
+    await this.inner?.release?.();
+  }
 }

@@ -207,7 +207,7 @@ describe('REAPI services over gRPC', () => {
       assert.deepEqual(await client.read(d, { offset: 1000, limit: 5000 }), data.subarray(1000, 6000));
       assert.deepEqual(await client.read(d, { offset: data.length }), Buffer.alloc(0));
       await rejectsWith(client.read(d, { offset: data.length + 1 }), Code.OUT_OF_RANGE, /past the end/);
-      await rejectsWith(client.read(d, { offset: -1 }), Code.INVALID_ARGUMENT, /negative/);
+      await rejectsWith(client.read(d, { offset: -1 }), Code.OUT_OF_RANGE, /negative/);
     });
 
     it('reads and writes BLAKE3 blobs and zstd compressed-blobs', async () => {

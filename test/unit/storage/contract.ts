@@ -121,6 +121,30 @@ export function blobStoreContract(name: string, traits: ContractTraits, make: ()
       await store.close?.();
     });
 
+    it('stores the same bytes when its writer lets go of its resources between writes', async () => {
+      const { store } = await make();
+      const data = Buffer.alloc(200_000);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
+      const d = digestOf(data);
+      const w = store.beginWrite(d);
+      for (let off = 0; off < data.length; off += 70_000) {
+        await w.write(data.subarray(off, off + 70_000));
+        await w.release?.();
+        await w.release?.();
+      }
+      await w.commit();
+      assert.deepEqual(await store.get(d), data);
+
+      const other = blob('released, then abandoned');
+      const od = digestOf(other);
+      const w2 = store.beginWrite(od);
+      await w2.write(other.subarray(0, 4));
+      await w2.release?.();
+      await w2.abort();
+      assert.equal((await store.findMissing([od])).length, 1);
+      await store.close?.();
+    });
+
     it('does not keep a reference to the caller\'s buffer', async () => {
       const { store } = await make();
       const data = blob('mutable source buffer');

@@ -404,6 +404,11 @@ export interface CacheCapabilities {
   symlinkAbsolutePathStrategy: SymlinkAbsolutePathStrategy_Value;
   supportedCompressors: Compressor_Value[];
   supportedBatchUpdateCompressors: Compressor_Value[];
+  /**
+   * Largest blob the server accepts in the CAS; 0 means no limit. Same field
+   * number as upstream REAPI, so every client reads it.
+   */
+  maxCasBlobSizeBytes: number;
 }
 
 export interface ExecutionCapabilities {
@@ -4590,6 +4595,7 @@ function createBaseCacheCapabilities(): CacheCapabilities {
     symlinkAbsolutePathStrategy: 0,
     supportedCompressors: [],
     supportedBatchUpdateCompressors: [],
+    maxCasBlobSizeBytes: 0,
   };
 }
 
@@ -4627,6 +4633,9 @@ export const CacheCapabilities: MessageFns<CacheCapabilities> = {
         writer.int32(v);
       }
       writer.join();
+    }
+    if (message.maxCasBlobSizeBytes !== 0) {
+      writer.uint32(64).int64(message.maxCasBlobSizeBytes);
     }
     return writer;
   },
@@ -4730,6 +4739,14 @@ export const CacheCapabilities: MessageFns<CacheCapabilities> = {
 
             break;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.maxCasBlobSizeBytes = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4760,6 +4777,7 @@ export const CacheCapabilities: MessageFns<CacheCapabilities> = {
     message.symlinkAbsolutePathStrategy = object.symlinkAbsolutePathStrategy ?? 0;
     message.supportedCompressors = object.supportedCompressors?.map((e) => e) || [];
     message.supportedBatchUpdateCompressors = object.supportedBatchUpdateCompressors?.map((e) => e) || [];
+    message.maxCasBlobSizeBytes = object.maxCasBlobSizeBytes ?? 0;
     return message;
   },
 };
