@@ -174,6 +174,17 @@ export class FuseMount {
     return this.closing;
   }
 
+  /**
+   * Tears the mount down at once, for a run past its deadline: killing the
+   * helper closes its /dev/fuse descriptor, which aborts the connection, so
+   * every request still pending fails and no process stays blocked on one
+   * (a process waiting on FUSE ignores even SIGKILL). Never throws.
+   */
+  abort(): Promise<void> {
+    if (!this.exited) this.child.kill('SIGKILL');
+    return this.close();
+  }
+
   private async forceUnmount(): Promise<void> {
     for (const [cmd, args] of [
       ['fusermount', ['-u', '-z', this.realMountpoint]],
@@ -237,11 +248,23 @@ export class FuseMount {
   }
 }
 
-/** Whether a path is a mount point now, from /proc/self/mounts (never touching the mount itself). */
-async function isMounted(mountpoint: string): Promise<boolean> {
+/** Mount points in this process's namespace, from /proc/self/mounts (never touching the mounts themselves). */
+async function mountPoints(): Promise<string[]> {
   const text = await readFile('/proc/self/mounts', 'utf8');
-  return text.split('\n').some((line) => {
-    const field = line.split(' ')[1];
-    return field !== undefined && field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === mountpoint;
-  });
+  return text
+    .split('\n')
+    .map((line) => line.split(' ')[1])
+    .filter((f): f is string => f !== undefined)
+    .map((f) => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+}
+
+/** Whether a path is a mount point now. */
+async function isMounted(mountpoint: string): Promise<boolean> {
+  return (await mountPoints()).includes(mountpoint);
+}
+
+/** Mount points at or below `dir` (as /proc shows them: symlinks in `dir` resolved). */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  const real = await realpath(dir).catch(() => dir);
+  return (await mountPoints()).filter((m) => m === real || m.startsWith(`${real}/`));
 }

@@ -453,6 +453,10 @@ export class FuseTree {
 
   /** Caches what the client said about a path (and a listing it carried). */
   private learn(p: string, v: VNode, mapped: boolean): TreeNode {
+    // The worker binds each root into the sandbox by its path under the
+    // mount, as root: a root that were a symlink would lead it to its own
+    // files. Only a directory can be a root; anything else is not there.
+    if (v.kind !== 'dir' && this.roots.includes(p)) v = { kind: 'absent' };
     const t = v.mtimeMs ?? this.startMs;
     const n: TreeNode = {
       kind: v.kind,

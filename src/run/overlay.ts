@@ -18,7 +18,7 @@ const execFileP = promisify(execFile);
  * directories, symlinks, and whiteouts for removals.
  */
 export class RunOverlay {
-  private mounted = true;
+  private unmounting?: Promise<void>;
 
   private constructor(
     /** The merged view, to bind into the sandbox. */
@@ -45,16 +45,24 @@ export class RunOverlay {
    * listing with the merged one. That is done for the directories whose
    * listing the run read (`listed`): removing a directory needs its listing,
    * so any other directory cannot have been replaced.
+   *
+   * This runs as root after the command has ended, over trees the command
+   * and the client shaped, so it never follows a symlink: entries are typed
+   * with lstat, a symlink is reported as one, and a directory is only entered
+   * (in any layer) through directories already found to be real ones. The
+   * lower layer matters as much as the upper: the client's symlinks live
+   * there, and one with an absolute target leads into the worker's own tree.
    */
   async changes(roots: readonly string[], listed: ReadonlySet<string>): Promise<VChange[]> {
     const out: VChange[] = [];
     for (const root of roots) {
-      if (await isDir(path.join(this.upper, root))) await this.walk(root, listed, out);
+      if (await isDir(path.join(this.upper, root))) await this.walk(root, await isDir(path.join(this.lower, root)), listed, out);
     }
     return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   }
 
-  private async walk(dir: string, listed: ReadonlySet<string>, out: VChange[]): Promise<void> {
+  /** `inLower`: `dir` is a real directory in the lower layer too, every ancestor included. */
+  private async walk(dir: string, inLower: boolean, listed: ReadonlySet<string>, out: VChange[]): Promise<void> {
     const upDir = path.join(this.upper, dir);
     const entries: Dirent[] = await readdir(upDir, { withFileTypes: true });
     const inUpper = new Set<string>();
@@ -72,13 +80,14 @@ export class RunOverlay {
         out.push({ path: p, kind: 'symlink', target: await readlink(host) });
       } else if (e.isDirectory()) {
         // Parents of changes are copied up too; only new directories (or ones
-        // that replaced a file) are changes of their own, kept so that empty
-        // ones survive.
-        if (!(await isDir(path.join(this.lower, p)))) out.push({ path: p, kind: 'dir' });
-        await this.walk(p, listed, out);
+        // that replaced something else) are changes of their own, kept so
+        // that empty ones survive.
+        const lowerDir = inLower && (await isDir(path.join(this.lower, p)));
+        if (!lowerDir) out.push({ path: p, kind: 'dir' });
+        await this.walk(p, lowerDir, listed, out);
       }
     }
-    if (listed.has(dir) && (await isDir(path.join(this.lower, dir)))) {
+    if (inLower && listed.has(dir)) {
       const visible = new Set(await readdir(path.join(this.merged, dir)));
       for (const name of await readdir(path.join(this.lower, dir))) {
         if (!visible.has(name) && !inUpper.has(name)) out.push({ path: path.posix.join(dir, name), kind: 'absent' });
@@ -86,15 +95,16 @@ export class RunOverlay {
     }
   }
 
-  /** Unmounts (lazily if something still holds it); safe to call twice. */
-  async unmount(): Promise<void> {
-    if (!this.mounted) return;
-    this.mounted = false;
-    try {
-      await execFileP('umount', [this.merged]);
-    } catch {
-      await execFileP('umount', ['-l', this.merged]).catch(() => undefined);
-    }
+  /** Unmounts (lazily if something still holds it); a second call waits for the first. */
+  unmount(): Promise<void> {
+    this.unmounting ??= execFileP('umount', [this.merged]).then(
+      () => undefined,
+      () => execFileP('umount', ['-l', this.merged]).then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+    return this.unmounting;
   }
 }
 

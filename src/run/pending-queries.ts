@@ -35,7 +35,7 @@ export class PendingQueries {
     const q = this.waiting.get(r.queryId);
     if (!q) return;
     this.waiting.delete(r.queryId);
-    if (r.error && r.error.code !== Code.OK) q.reject(new ReprError(r.error.code, `${this.errorPrefix}${r.error.message}`));
+    if (r.error && r.error.code !== Code.OK) q.reject(new ReprError(r.error.code, `${this.errorPrefix}${clip(r.error.message)}`));
     else q.resolve(r.node ?? Node.fromPartial({}));
   }
 
@@ -43,4 +43,11 @@ export class PendingQueries {
     for (const q of this.waiting.values()) q.reject(new ReprError(Code.CANCELLED, why));
     this.waiting.clear();
   }
+}
+
+/** The client's words end up in the worker's logs; a few lines of them are enough. */
+const MAX_ERROR_CHARS = 1024;
+
+function clip(s: string): string {
+  return s.length > MAX_ERROR_CHARS ? `${s.slice(0, MAX_ERROR_CHARS)}...` : s;
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { type Digest, type DigestFunction, digestFunctionFromValue, makeDigest } from '../common/digest.js';
+import { type Digest, type DigestFunction, makeDigest } from '../common/digest.js';
 import { Code, codeOf, ReprError } from '../common/errors.js';
 import { OutputChunk_Stream, type Node, type RunFinished, type RunRequest, type RunStats } from '../proto/repr/run/v1/run.js';
 import type { Requirement } from '../scheduler/platform.js';
@@ -9,11 +9,13 @@ import { sandboxSettings } from '../scheduler/platform.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { LocalExecutorOptions } from '../worker/local-executor.js';
 import { uploadFile } from '../worker/outputs.js';
-import { FuseMount } from './fuse-mount.js';
+import { FuseMount, mountsUnder } from './fuse-mount.js';
 import { RunOverlay } from './overlay.js';
-import { nodeFromWire, nodeToWire, pathNodesFromWire } from './nodes.js';
-import { checkAbsolute, checkRoots, rootOf } from './paths.js';
-import type { VChange, VNode, VPathNode } from './vfs.js';
+import { nodeFromWire, nodeToWire } from './nodes.js';
+import { checkRunRequest } from './run-request.js';
+import type { VChange, VNode } from './vfs.js';
+
+export { checkRunRequest } from './run-request.js';
 
 /** What a run needs from its client, wherever the client is connected (here, or via the scheduler). */
 export interface RunHost {
@@ -36,29 +38,22 @@ export interface RunExecutorOptions extends LocalExecutorOptions {
 }
 
 const TOP_FILES = 10;
+/**
+ * Past its deadline a run's questions fail at once, which frees a command
+ * blocked in the mount on one. If it is still running this much later,
+ * something else holds it (a hung helper, a blocked fetch): the FUSE
+ * connection itself is then aborted.
+ */
+const FORCE_AFTER_MS = 2000;
+/**
+ * Paths and listing entries one run may learn from its client. The mount
+ * keeps every one in memory; real builds stay far below this.
+ */
+const MAX_ANSWERED_NODES = 4_000_000;
 
 /** The platform properties of a run as scheduler requirements. */
 export function runRequirements(req: RunRequest): Requirement[] {
   return req.platform.map((p) => ({ name: p.name, value: p.value }));
-}
-
-/**
- * Checks what can be checked before a run takes an executor; throws
- * INVALID_ARGUMENT. The scheduler checks before holding an executor, and the
- * executor again, as a worker trusts nothing it is sent.
- */
-export function checkRunRequest(req: RunRequest): { roots: string[]; fn: DigestFunction; mappings: VPathNode[] } {
-  if (!req.runId) throw new ReprError(Code.INVALID_ARGUMENT, 'run_id is empty');
-  if (req.arguments.length === 0 || !req.arguments[0]) throw new ReprError(Code.INVALID_ARGUMENT, 'a run needs a command (arguments is empty)');
-  const roots = checkRoots(req.roots);
-  checkAbsolute(req.workingDirectory, 'working_directory');
-  const fn = digestFunctionFromValue(req.digestFunction);
-  for (const m of req.mappings) {
-    checkAbsolute(m.path, 'mapping path');
-    if (!rootOf(m.path, roots)) throw new ReprError(Code.INVALID_ARGUMENT, `mapping ${m.path} is outside every root`);
-  }
-  // Parsed here so that a bad mapping fails the request, not the mount.
-  return { roots, fn, mappings: pathNodesFromWire(fn, req.mappings, 'mappings') };
 }
 
 /**
@@ -98,6 +93,39 @@ export class RunExecutor {
       c.bytes += bytes;
       cost.set(p, c);
     };
+
+    // The timeout bounds the whole time this run holds the executor, not only
+    // the command's: a command blocked in the mount on a question the client
+    // never answers cannot be killed (it sleeps uninterruptibly in the kernel
+    // until FUSE answers), so every wait on the client or the CAS ends at the
+    // deadline too, and past it the mount is torn down.
+    const timeoutMs = Math.min(this.o.maxTimeoutMs, req.timeoutMs > 0 ? req.timeoutMs : this.o.defaultTimeoutMs);
+    const stop = new AbortController();
+    let timedOut = false;
+    let mount: FuseMount | undefined;
+    let overlay: RunOverlay | undefined;
+    const onCancel = () => stop.abort(new ReprError(Code.CANCELLED, 'run cancelled'));
+    if (signal.aborted) onCancel();
+    else signal.addEventListener('abort', onCancel, { once: true });
+    let forceTimer: NodeJS.Timeout | undefined;
+    const deadlineTimer = setTimeout(() => {
+      timedOut = true;
+      stop.abort(new ReprError(Code.DEADLINE_EXCEEDED, `run timed out after ${timeoutMs} ms`));
+      forceTimer = setTimeout(() => {
+        this.o.log.warn({ run: req.runId, mnt }, 'run still busy past its deadline; aborting its FUSE connection');
+        void overlay?.unmount();
+        void mount?.abort();
+      }, FORCE_AFTER_MS);
+    }, timeoutMs);
+    const timedOutResult = (base: Pick<RunFinished, 'accessed' | 'listed' | 'stats'>, exitCode = -1, sig = ''): RunFinished => ({
+      runId: req.runId,
+      ...base,
+      status: { code: Code.DEADLINE_EXCEEDED, message: `run timed out after ${timeoutMs} ms; its process tree was killed and nothing was written back`, details: [] },
+      exitCode,
+      signal: sig,
+      changes: [],
+    });
+
     const fetches = new Map<string, Promise<string>>();
     const pathOfHash = new Map<string, string>();
     /** The mapped blobs being fetched in one batch before the command asks for them. */
@@ -128,11 +156,10 @@ export class RunExecutor {
         fetches.set(hash, p);
         p.catch(() => fetches.delete(hash));
       }
-      return p;
+      return untilStopped(p, stop.signal);
     };
+    let answeredNodes = mappings.length;
 
-    let mount: FuseMount | undefined;
-    let overlay: RunOverlay | undefined;
     try {
       await mkdir(mnt, { recursive: true });
       await mkdir(scratch, { recursive: true });
@@ -169,13 +196,15 @@ export class RunExecutor {
         gid: this.o.gid ?? 65534,
         log: this.o.log,
         query: async (p: string, list: boolean): Promise<VNode> => {
-          if (signal.aborted) throw new ReprError(Code.CANCELLED, 'run cancelled');
+          if (stop.signal.aborted) throw stop.signal.reason;
           const started = performance.now();
           stats.queries++;
-          const node = await host.query(p, list);
+          const node = await untilStopped(host.query(p, list), stop.signal);
           const us = Math.round((performance.now() - started) * 1000);
           stats.blockedOnClientUs += us;
           addCost(p, us, 0);
+          answeredNodes += 1 + (node.entries?.length ?? 0);
+          if (answeredNodes > MAX_ANSWERED_NODES) throw new ReprError(Code.RESOURCE_EXHAUSTED, `the client described more than ${MAX_ANSWERED_NODES} paths in one run`);
           const v = nodeFromWire(fn, node, `answer for ${p}`);
           if (v.hash !== undefined) pathOfHash.set(v.hash, p);
           return v;
@@ -184,11 +213,20 @@ export class RunExecutor {
       });
       overlay = await this.overlayOver(mnt, dir);
       const view = overlay?.merged ?? mnt;
-      const timeoutMs = Math.min(this.o.maxTimeoutMs, req.timeoutMs > 0 ? req.timeoutMs : this.o.defaultTimeoutMs);
+      // bwrap resolves these as root on the worker: a root the client calls a
+      // symlink would be followed to the worker's own files.
+      for (const root of roots) {
+        const st = await untilStopped(lstat(path.join(view, root)), stop.signal).catch((e: unknown) => {
+          if (stop.signal.aborted) throw e;
+          return undefined;
+        });
+        if (!st?.isDirectory()) throw new ReprError(Code.FAILED_PRECONDITION, `root ${root} is not a directory on the client`);
+      }
       const { limits, network } = sandboxSettings(runRequirements(req));
       const env: Record<string, string> = {};
       for (const v of req.environmentVariables) env[v.name] = v.value;
       env.PATH ??= '/usr/local/bin:/usr/bin:/bin';
+      if (stop.signal.aborted) throw stop.signal.reason;
       const started = performance.now();
       stats.setupUs = Math.round((started - t0) * 1000);
       const r = await this.o.sandbox.run(
@@ -198,14 +236,15 @@ export class RunExecutor {
           binds: roots.map((root) => ({ host: path.join(view, root), path: root })),
           workingDirectory: req.workingDirectory,
           onOutput: (s, chunk) => host.output(s === 'stdout' ? OutputChunk_Stream.STDOUT : OutputChunk_Stream.STDERR, chunk),
-          timeoutMs,
+          // The sandbox keeps its own timer as well, in case the deadline's is late.
+          timeoutMs: Math.max(1, timeoutMs - (started - t0)),
           limits,
           network,
         },
-        signal,
+        stop.signal,
       );
       stats.runUs = Math.round((performance.now() - started) * 1000);
-      const report = await mount.report();
+      const report = await mount.report().catch(() => ({ accessed: [], listed: [], mappedHits: 0, queries: 0 }));
       stats.mappedHits = report.mappedHits;
       stats.top = [...cost]
         .sort((a, b) => b[1].micros - a[1].micros)
@@ -213,12 +252,11 @@ export class RunExecutor {
         .map(([p, c]) => ({ path: p, micros: c.micros, bytes: c.bytes }));
       const base = { runId: req.runId, accessed: report.accessed, listed: report.listed, stats };
       if (signal.aborted) return { ...base, status: { code: Code.CANCELLED, message: 'run cancelled; nothing was written back', details: [] }, exitCode: r.exitCode, signal: r.signal ?? '', changes: [] };
-      if (r.timedOut) {
-        return { ...base, status: { code: Code.DEADLINE_EXCEEDED, message: `run timed out after ${timeoutMs} ms; its process tree was killed and nothing was written back`, details: [] }, exitCode: r.exitCode, signal: r.signal ?? '', changes: [] };
-      }
+      if (r.timedOut || timedOut) return timedOutResult(base, r.exitCode, r.signal ?? '');
       const changes = overlay ? await overlay.changes(roots, new Set(report.listed)) : await mount.changes();
       const wire = [];
       for (const c of changes) wire.push({ path: c.path, node: await this.store(cas, fn, c, stats) });
+      if (timedOut) return timedOutResult(base, r.exitCode, r.signal ?? '');
       return {
         ...base,
         status: r.oomKilled ? { code: Code.RESOURCE_EXHAUSTED, message: `the command exceeded its memory limit and was killed (exit code ${r.exitCode})`, details: [] } : undefined,
@@ -227,12 +265,21 @@ export class RunExecutor {
         changes: wire,
       };
     } catch (e) {
+      if (timedOut && !signal.aborted) return timedOutResult({ accessed: [], listed: [], stats });
       return this.failed(req, e, signal, stats);
     } finally {
+      clearTimeout(deadlineTimer);
+      clearTimeout(forceTimer);
+      signal.removeEventListener('abort', onCancel);
       // The overlay first: it holds the FUSE mount as its lower layer.
       await overlay?.unmount();
       await mount?.close().catch((e: unknown) => this.o.log.warn({ err: e, mnt }, 'could not unmount a run'));
-      await rm(dir, { recursive: true, force: true }).catch((e: unknown) => this.o.log.warn({ err: e, dir }, 'could not remove a run directory'));
+      // A mount that could not be removed is left with its directory: a
+      // recursive delete would walk into it (and through it, into the client's
+      // tree or the command's symlinks).
+      const left = await mountsUnder(dir).catch(() => [dir]);
+      if (left.length > 0) this.o.log.warn({ dir, mounts: left }, 'run directory still has mounts; leaving it');
+      else await rm(dir, { recursive: true, force: true }).catch((e: unknown) => this.o.log.warn({ err: e, dir }, 'could not remove a run directory'));
     }
   }
 
@@ -291,4 +338,26 @@ export class RunExecutor {
     }
     return nodeToWire(v, fn);
   }
+}
+
+/** `p`, or the stop signal's reason as soon as it fires: nothing of a run waits past its end. */
+function untilStopped<T>(p: Promise<T>, stop: AbortSignal): Promise<T> {
+  if (stop.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(stop.reason as Error);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onStop = () => reject(stop.reason as Error);
+    stop.addEventListener('abort', onStop, { once: true });
+    p.then(
+      (v) => {
+        stop.removeEventListener('abort', onStop);
+        resolve(v);
+      },
+      (e: unknown) => {
+        stop.removeEventListener('abort', onStop);
+        reject(e as Error);
+      },
+    );
+  });
 }

@@ -24,6 +24,13 @@ export interface RunServiceOptions {
 
 type Stream = ServerDuplexStream<ClientMessage, ServerMessage>;
 
+/**
+ * Runs one stream may have at once (queued or running). Each waiting run
+ * holds state here and a place in the scheduler's queue; a client fanning
+ * out a batch keeps a few per executor in flight, far fewer than this.
+ */
+const MAX_RUNS_PER_STREAM = 1024;
+
 interface ActiveRun {
   abort: AbortController;
   queries: PendingQueries;
@@ -85,6 +92,7 @@ export class RunService {
     const fail = (code: Code, message: string) =>
       finish({ runId: req.runId, status: { code, message, details: [] }, exitCode: -1, signal: '', changes: [], accessed: [], listed: [], stats: undefined });
     if (runs.has(req.runId)) return fail(Code.ALREADY_EXISTS, `run ${req.runId} is already running on this stream`);
+    if (runs.size >= MAX_RUNS_PER_STREAM) return fail(Code.RESOURCE_EXHAUSTED, `a stream may carry at most ${MAX_RUNS_PER_STREAM} runs at once`);
     try {
       checkRunRequest(req);
       this.o.instances.check(req.instanceName);

@@ -135,7 +135,7 @@ describe('Runner.Session: bad requests get a clear status and leave the stream u
     const call = (s as unknown as { call: NodeJS.EventEmitter }).call;
     call.on('data', onQuery);
     const root = { path: proj, node: { kind: 2, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] } };
-    const f = await s.run({ runId: 'k', roots: [proj], workingDirectory: '/', mappings: [root], arguments: ['/bin/sh', '-c', `cat ${proj}/f.txt`] });
+    const f = await s.run({ runId: 'k', roots: [proj], workingDirectory: proj, mappings: [root], arguments: ['/bin/sh', '-c', `cat ${proj}/f.txt`] });
     call.off('data', onQuery);
     assert.equal(f.status?.code ?? 0, Code.OK, f.status?.message);
     assert.notEqual(f.exitCode, 0);
