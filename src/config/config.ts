@@ -131,6 +131,21 @@ const serverSchema = z
         maxInputDepth: z.number().int().positive().max(4096).default(512),
         /** Host paths visible read-only in the sandbox; default: the toolchain (/usr, /bin, /lib*, parts of /etc). */
         readOnlyPaths: z.array(z.string()).optional(),
+        /** The sandbox's own limits and hardening; unset fields keep BwrapSandbox's defaults (see BwrapSandboxOptions). */
+        sandbox: z
+          .object({
+            defaultMemoryBytes: byteSize.optional(),
+            maxStdoutBytes: byteSize.optional(),
+            maxStderrBytes: byteSize.optional(),
+            maxWriteBytes: byteSize.optional(),
+            maxWriteEntries: z.number().int().nonnegative().optional(),
+            tmpBytes: byteSize.optional(),
+            seccomp: z.boolean().optional(),
+            allowPtrace: z.boolean().optional(),
+            disableUserns: z.boolean().optional(),
+          })
+          .strict()
+          .default({}),
       })
       .strict()
       .default({}),

@@ -23,7 +23,7 @@ export class RunOverlay {
   private constructor(
     /** The merged view, to bind into the sandbox. */
     readonly merged: string,
-    private readonly upper: string,
+    readonly upper: string,
     private readonly lower: string,
   ) {}
 

@@ -234,6 +234,11 @@ export class RunExecutor {
           argv: req.arguments,
           env,
           binds: roots.map((root) => ({ host: path.join(view, root), path: root })),
+          // The command's writes land in the overlay's upper layer, owned by
+          // the sandbox user, where the write caps can count them. FUSE
+          // copy-on-write stores them as root in the helper's scratch space:
+          // not counted (a known gap of that fallback mode).
+          writableDirs: overlay ? [overlay.upper] : [],
           workingDirectory: req.workingDirectory,
           onOutput: (s, chunk) => host.output(s === 'stdout' ? OutputChunk_Stream.STDOUT : OutputChunk_Stream.STDERR, chunk),
           // The sandbox keeps its own timer as well, in case the deadline's is late.
@@ -253,6 +258,7 @@ export class RunExecutor {
       const base = { runId: req.runId, accessed: report.accessed, listed: report.listed, stats };
       if (signal.aborted) return { ...base, status: { code: Code.CANCELLED, message: 'run cancelled; nothing was written back', details: [] }, exitCode: r.exitCode, signal: r.signal ?? '', changes: [] };
       if (r.timedOut || timedOut) return timedOutResult(base, r.exitCode, r.signal ?? '');
+      if (r.limitExceeded) return { ...base, status: { code: Code.RESOURCE_EXHAUSTED, message: `${r.limitExceeded.message}; nothing was written back`, details: [] }, exitCode: r.exitCode, signal: r.signal ?? '', changes: [] };
       const changes = overlay ? await overlay.changes(roots, new Set(report.listed)) : await mount.changes();
       const wire = [];
       for (const c of changes) wire.push({ path: c.path, node: await this.store(cas, fn, c, stats) });

@@ -16,13 +16,30 @@ export interface SandboxSpec {
   /** Files on the host that receive stdout and stderr. */
   stdoutPath?: string;
   stderrPath?: string;
-  /** Or: stdout and stderr as they come (used when the paths are not set). */
+  /** Or: stdout and stderr as they come (used when the paths are not set; not capped). */
   onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
+  /**
+   * Host directories where the action's writes land, held to the sandbox's
+   * write caps. Default: rootDir. Binds are not measured unless listed: a
+   * `repr run` bind is a FUSE view, so list its overlay upper layer instead.
+   */
+  writableDirs?: string[];
   /** 0 = no timeout. */
   timeoutMs: number;
   limits: ResourceLimits;
   /** Give the action a network (the host's); off by default. */
   network: boolean;
+}
+
+/** The sandbox's own caps, beyond the cgroup's memory, pids and CPU. */
+export type SandboxLimit = 'stdout-bytes' | 'stderr-bytes' | 'write-bytes' | 'write-entries';
+
+export interface LimitExceeded {
+  limit: SandboxLimit;
+  /** The cap: bytes, or a count for write-entries. */
+  max: number;
+  /** Names the cap, for the action's result and its stderr. */
+  message: string;
 }
 
 export interface SandboxResult {
@@ -33,6 +50,13 @@ export interface SandboxResult {
   oomKilled: boolean;
   wallMs: number;
   peakMemoryBytes?: number;
+  /** The memory limit applied: the action's own, or the sandbox's default. */
+  memoryLimitBytes?: number;
+  /**
+   * Set when the action broke one of the sandbox's caps: it was killed (or, if
+   * it had already exited, its result must still fail). Only the first one.
+   */
+  limitExceeded?: LimitExceeded;
 }
 
 /**

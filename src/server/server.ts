@@ -166,7 +166,7 @@ async function startExecution(config: ServerConfig, cas: BlobStore, ac: BlobStor
   }
   let sandbox: Sandbox;
   try {
-    sandbox = new BwrapSandbox({ ...(ex.readOnlyPaths ? { readOnlyPaths: ex.readOnlyPaths } : {}) });
+    sandbox = new BwrapSandbox({ ...ex.sandbox, ...(ex.readOnlyPaths ? { readOnlyPaths: ex.readOnlyPaths } : {}) });
   } catch (e) {
     // Never run unsandboxed: every action fails with the reason instead.
     log.error({ err: e }, 'sandbox unavailable; actions will fail until it is fixed');

@@ -118,7 +118,8 @@ export class LocalExecutor {
       meta.virtualExecutionDuration = { seconds: Math.floor(r.wallMs / 1000), nanos: Math.round((r.wallMs % 1000) * 1e6) };
 
       meta.outputUploadStartTimestamp = ts(new Date());
-      const outputs = r.timedOut ? undefined : await collectOutputs(cas, fn, command, root, wd);
+      // Nothing is collected from an action stopped part-way (its outputs may be partial or over a cap).
+      const outputs = r.timedOut || r.limitExceeded ? undefined : await collectOutputs(cas, fn, command, root, wd);
       const stdout = await uploadFile(cas, fn, path.join(dir, 'stdout'));
       const stderr = await uploadFile(cas, fn, path.join(dir, 'stderr'));
       meta.outputUploadCompletedTimestamp = ts(new Date());
@@ -145,8 +146,14 @@ export class LocalExecutor {
       } else if (signal?.aborted) {
         message = 'execution cancelled';
         status = { code: Code.CANCELLED, message, details: [] };
+      } else if (r.limitExceeded) {
+        // FAILED_PRECONDITION, as for an input root over the limits: a cap of
+        // this executor that the action broke, which a retry would break
+        // again (clients retry RESOURCE_EXHAUSTED). Never cached.
+        message = `${r.limitExceeded.message} on ${this.o.id}`;
+        status = { code: Code.FAILED_PRECONDITION, message, details: [] };
       } else if (r.oomKilled) {
-        message = `action exceeded its memory limit (${limits.memoryBytes ?? 'default'} bytes) and was killed (exit code ${r.exitCode})`;
+        message = `action exceeded its memory limit (${r.memoryLimitBytes ?? limits.memoryBytes ?? 'default'} bytes) and was killed (exit code ${r.exitCode})`;
       } else if (r.exitCode !== 0) {
         message = `action exited with code ${r.exitCode}${r.signal ? ` (killed by ${r.signal})` : ''} on ${this.o.id}`;
       }

@@ -1,4 +1,8 @@
 import path from 'node:path';
+import { after, before } from 'node:test';
+import { ReapiClient } from '../../src/client/reapi-client.js';
+import { ExecClient } from '../../src/client/execution-client.js';
+import { tmpDir } from './tmp.js';
 import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../../src/common/logger.js';
 import { compileServerConfig, type ServerConfigInput } from '../../src/config/config.js';
@@ -16,3 +20,22 @@ export async function startInProcess(input: ServerConfigInput & { dataDir: strin
 
 export { spawnWorker, type WorkerProcess } from '../../src/server/spawn-server.js';
 export { fetchStatus, waitForStatus } from '../../src/client/status-client.js';
+
+/**
+ * An in-process server with a CAS client and an Execution client, started
+ * before the enclosing describe's tests and stopped after them.
+ */
+export function useExecServer(input: ServerConfigInput): { readonly server: ReprServer; readonly client: ReapiClient; readonly exec: ExecClient } {
+  const s = {} as { server: ReprServer; client: ReapiClient; exec: ExecClient };
+  before(async () => {
+    s.server = await startInProcess({ dataDir: tmpDir(), ...input });
+    s.client = new ReapiClient({ target: s.server.address });
+    s.exec = new ExecClient(s.server.address);
+  });
+  after(async () => {
+    s.client.close();
+    s.exec.close();
+    await s.server.stop();
+  });
+  return s;
+}

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { type Digest, toWire } from '../../src/common/digest.js';
 import { Code } from '../../src/common/errors.js';
 import { ReapiClient } from '../../src/client/reapi-client.js';
 import { ExecClient, type Observed } from '../../src/client/execution-client.js';
 import { Directory } from '../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { ReprServer } from '../../src/server/server.js';
-import { startInProcess } from '../helpers/server.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { useExecServer } from '../helpers/server.js';
 import { putBlob, type TreeSpec, uploadRawAction } from '../helpers/actions.js';
 
 /** A chain of `levels` Directory messages, each naming the next one twice: 2^levels directories once expanded. */
@@ -35,25 +34,9 @@ const failure = async (p: Promise<unknown>): Promise<{ code: number; details: st
 };
 
 describe('hostile actions are refused with the right status, and limits hold (with positive controls)', () => {
-  let server: ReprServer;
-  let client: ReapiClient;
-  let exec: ExecClient;
+  const ctx = useExecServer({ execution: { executors: 2, maxTimeoutSeconds: 3, maxInputNodes: 1000, maxInputBytes: 1024 * 1024, maxInputDepth: 20 } });
   const run = (root: TreeSpec | Digest, command: Parameters<typeof uploadRawAction>[1]['command'], action?: Parameters<typeof uploadRawAction>[1]['action']): Promise<Observed> =>
-    uploadRawAction(client, { root, command, ...(action ? { action } : {}) }).then((d) => exec.execute(d, { skipCacheLookup: true }));
-
-  before(async () => {
-    server = await startInProcess({
-      dataDir: tmpDir(),
-      execution: { executors: 2, maxTimeoutSeconds: 3, maxInputNodes: 1000, maxInputBytes: 1024 * 1024, maxInputDepth: 20 },
-    });
-    client = new ReapiClient({ target: server.address });
-    exec = new ExecClient(server.address);
-  });
-  after(async () => {
-    client.close();
-    exec.close();
-    await server.stop();
-  });
+    uploadRawAction(ctx.client, { root, command, ...(action ? { action } : {}) }).then((d) => ctx.exec.execute(d, { skipCacheLookup: true }));
 
   it('a negative Action.timeout is INVALID_ARGUMENT, never "no timeout"', async () => {
     for (const timeout of [{ seconds: -1, nanos: 0 }, { seconds: 0, nanos: -5_000_000 }, { seconds: -1e12, nanos: 0 }]) {
@@ -71,12 +54,12 @@ describe('hostile actions are refused with the right status, and limits hold (wi
   });
 
   it('Execute of a digest that is not an Action is INVALID_ARGUMENT; an input child that is not a Directory is FAILED_PRECONDITION', async () => {
-    const junk = await putBlob(client, Buffer.from([0xff, 0xff, 0xff, 0xff]));
-    const e = await failure(exec.execute(junk));
+    const junk = await putBlob(ctx.client, Buffer.from([0xff, 0xff, 0xff, 0xff]));
+    const e = await failure(ctx.exec.execute(junk));
     assert.equal(e.code, Code.INVALID_ARGUMENT, e.details);
     assert.match(e.details, /not a valid Action/);
 
-    const root = await putBlob(client, Directory.encode(Directory.fromPartial({ directories: [{ name: 'x', digest: toWire(junk) }] })).finish());
+    const root = await putBlob(ctx.client, Directory.encode(Directory.fromPartial({ directories: [{ name: 'x', digest: toWire(junk) }] })).finish());
     const r = await run(root, { arguments: ['/bin/true'] });
     assert.equal(r.response!.status!.code, Code.FAILED_PRECONDITION, r.response!.status!.message);
     assert.match(r.response!.status!.message, /not a Directory/);
@@ -91,14 +74,14 @@ describe('hostile actions are refused with the right status, and limits hold (wi
 
   it('an input tree that expands past maxInputNodes is refused before staging, naming the limit; one just under runs', async () => {
     const t = Date.now();
-    const bomb = await run(await directoryBomb(client, 18), { arguments: ['/bin/true'] });
+    const bomb = await run(await directoryBomb(ctx.client, 18), { arguments: ['/bin/true'] });
     assert.equal(bomb.response!.status!.code, Code.FAILED_PRECONDITION);
     assert.match(bomb.response!.status!.message, /maxInputNodes/);
     assert.ok(Date.now() - t < 5000, 'refused quickly');
 
     // 2^9 - 1 + 2^9 = 1023 directories: over 1000; 2^8 levels is 511: under.
-    assert.equal((await run(await directoryBomb(client, 9), { arguments: ['/bin/true'] })).response!.status!.code, Code.FAILED_PRECONDITION);
-    const ok = await run(await directoryBomb(client, 8), { arguments: ['/bin/sh', '-c', 'test -d a/b/a/b/a/b/a/b'] });
+    assert.equal((await run(await directoryBomb(ctx.client, 9), { arguments: ['/bin/true'] })).response!.status!.code, Code.FAILED_PRECONDITION);
+    const ok = await run(await directoryBomb(ctx.client, 8), { arguments: ['/bin/sh', '-c', 'test -d a/b/a/b/a/b/a/b'] });
     assert.equal(ok.response!.status?.code ?? 0, Code.OK, ok.response!.status?.message);
     assert.equal(ok.response!.result!.exitCode, 0);
   });
@@ -118,30 +101,46 @@ describe('hostile actions are refused with the right status, and limits hold (wi
 });
 
 describe('the action timeout covers staging', () => {
-  let server: ReprServer;
-  let client: ReapiClient;
-  let exec: ExecClient;
-  before(async () => {
-    server = await startInProcess({ dataDir: tmpDir(), execution: { executors: 1 } });
-    client = new ReapiClient({ target: server.address });
-    exec = new ExecClient(server.address);
-  });
-  after(async () => {
-    client.close();
-    exec.close();
-    await server.stop();
-  });
+  const ctx = useExecServer({ execution: { executors: 1 } });
 
   it('a 2^17-directory input root (under the default limits) is stopped at a 1 s timeout, and the executor is free again', async () => {
     const levels = 17;
-    let d = await putBlob(client, Directory.encode(Directory.fromPartial({})).finish());
-    for (let i = 0; i < levels; i++) d = await putBlob(client, Directory.encode(Directory.fromPartial({ directories: [{ name: 'a', digest: toWire(d) }, { name: 'b', digest: toWire(d) }] })).finish());
+    const d = await directoryBomb(ctx.client, levels);
     const t = Date.now();
-    const r = await exec.execute(await uploadRawAction(client, { root: d, command: { arguments: ['/bin/true'] }, action: { timeout: { seconds: 1, nanos: 0 } } }));
+    const r = await ctx.exec.execute(await uploadRawAction(ctx.client, { root: d, command: { arguments: ['/bin/true'] }, action: { timeout: { seconds: 1, nanos: 0 } } }));
     assert.equal(r.response!.status!.code, Code.DEADLINE_EXCEEDED, r.response!.status!.message);
     assert.match(r.response!.status!.message, /staged/);
     assert.ok(Date.now() - t < 15_000, `stopped soon after the timeout (${Date.now() - t} ms)`);
-    const next = await exec.execute(await uploadRawAction(client, { root: {}, command: { arguments: ['/bin/true'] } }));
+    const next = await ctx.exec.execute(await uploadRawAction(ctx.client, { root: {}, command: { arguments: ['/bin/true'] } }));
     assert.equal(next.response!.status?.code ?? 0, Code.OK);
+  });
+});
+
+describe("the sandbox's caps fail an action with a message naming the cap (positive controls just under)", () => {
+  const MiB = 1024 * 1024;
+  const ctx = useExecServer({ execution: { executors: 2, sandbox: { maxWriteBytes: 8 * MiB, maxStdoutBytes: MiB } } });
+  const run = async (script: string, outputFiles: string[] = []) =>
+    (await ctx.exec.execute(await uploadRawAction(ctx.client, { root: {}, command: { arguments: ['/bin/sh', '-c', script], outputFiles } }))).response!;
+
+  it('bytes written in the action directory', async () => {
+    const over = await run('head -c 12000000 /dev/zero > big; sleep 5', ['big']);
+    assert.equal(over.status!.code, Code.FAILED_PRECONDITION, over.status!.message);
+    assert.match(over.status!.message, /write/);
+    assert.deepEqual(over.result!.outputFiles, [], 'nothing collected from an action over a cap');
+    const under = await run('head -c 6000000 /dev/zero > big', ['big']);
+    assert.equal(under.status?.code ?? 0, Code.OK, under.status?.message);
+    assert.equal(under.result!.outputFiles[0]!.digest!.sizeBytes, 6_000_000);
+    // Not cached: the same action fails again rather than answering from the cache.
+    const again = await run('head -c 12000000 /dev/zero > big; sleep 5', ['big']);
+    assert.equal(again.cachedResult, false);
+  });
+
+  it('stdout', async () => {
+    const over = await run(`head -c ${MiB + 1} /dev/zero`);
+    assert.equal(over.status!.code, Code.FAILED_PRECONDITION, over.status!.message);
+    assert.match(over.status!.message, /stdout/);
+    const under = await run(`head -c ${MiB} /dev/zero`);
+    assert.equal(under.status?.code ?? 0, Code.OK, under.status?.message);
+    assert.equal(under.result!.stdoutDigest!.sizeBytes, MiB);
   });
 });

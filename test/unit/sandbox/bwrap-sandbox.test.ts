@@ -7,29 +7,11 @@ import { describe, it } from 'node:test';
 import { BwrapSandbox } from '../../../src/sandbox/bwrap-sandbox.js';
 import type { SandboxSpec } from '../../../src/sandbox/sandbox.js';
 import { tmpDir } from '../../helpers/tmp.js';
+import { type FileSpec, fileSpec } from '../../helpers/sandbox-spec.js';
 
 const sandbox = new BwrapSandbox();
 
-type FileSpec = SandboxSpec & { rootDir: string; stdoutPath: string; stderrPath: string };
-
-function spec(script: string, over: Partial<SandboxSpec> = {}): FileSpec {
-  const dir = tmpDir('repr-sbx-');
-  const rootDir = path.join(dir, 'root');
-  mkdirSync(rootDir);
-  chmodSync(rootDir, 0o777);
-  return {
-    argv: ['/bin/bash', '-c', script],
-    env: { PATH: '/usr/bin:/bin' },
-    rootDir,
-    workingDirectory: '',
-    stdoutPath: path.join(dir, 'stdout'),
-    stderrPath: path.join(dir, 'stderr'),
-    timeoutMs: 20_000,
-    limits: {},
-    network: false,
-    ...over,
-  };
-}
+const spec = (script: string, over: Partial<SandboxSpec> = {}): FileSpec => fileSpec(script, over, { shell: '/bin/bash', timeoutMs: 20_000 });
 
 const out = (s: FileSpec) => readFileSync(s.stdoutPath, 'utf8');
 
