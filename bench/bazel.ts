@@ -2,7 +2,7 @@ import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BazelWorkspace, FIXTURE, hasBazel, processSummary } from '../support/bazel.js';
-import { spawnServer, type ServerProcess } from '../src/server/spawn-server.js';
+import { spawnServer, type ServerProcess } from '../support/spawn-server.js';
 import { median, round } from './stats.js';
 import type { Benchmark, Metric } from './types.js';
 

@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPR_BIN } from '../src/server/spawn-server.js';
+import { REPR_BIN } from '../support/spawn-server.js';
 import { withServer } from './server.js';
 import { median, round } from './stats.js';
 import type { Benchmark, Metric } from './types.js';

@@ -1,8 +1,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ReapiClient } from '../src/client/reapi-client.js';
-import { spawnServer, type ServerProcess } from '../src/server/spawn-server.js';
+import { ReapiClient } from '../src/reapi/reapi-client.js';
+import { spawnServer, type ServerProcess } from '../support/spawn-server.js';
 
 /** A fresh server process with its own data directory, and a client for it. */
 export async function withServer<T>(fn: (s: { server: ServerProcess; client: ReapiClient; dataDir: string }) => Promise<T>, extraArgs: string[] = []): Promise<T> {

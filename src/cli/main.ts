@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { failedPrecondition, ReprError } from '../common/errors.js';
-import { compileServerConfig, defaultDataDir, loadConfigFile, parseByteSize, type ServerConfigInput } from '../config/config.js';
+import { compileServerConfig, defaultDataDir, loadConfigFile, type ServerConfigInput } from '../config/config.js';
+import { parseByteSize } from '../common/units.js';
 import os from 'node:os';
 import path from 'node:path';
 import type { Sandbox } from '../sandbox/sandbox.js';
@@ -195,8 +196,8 @@ program
   .option('--token <token>', 'bearer token for servers that require one (default $REPR_TOKEN)')
   .action(async (command: string[], opts: RunFlags) => {
     const { readBatch, runCommands } = await import('../client/run-command.js');
-    const { discoveryFromSpec } = await import('../plugins/discovery.js');
-    const { bearerInterceptor } = await import('../plugins/auth.js');
+    const { discoveryFromSpec } = await import('../client/discovery.js');
+    const { bearerInterceptor } = await import('../grpc/auth.js');
     const commands = opts.batch ? await readBatch(opts.batch) : command.length > 0 ? [command] : [];
     if (commands.length === 0) throw new InvalidArgumentError('nothing to run: give a command after --, or --batch FILE');
     const token = opts.token ?? process.env.REPR_TOKEN;

@@ -1,15 +1,7 @@
 import { computeDigest, type Digest, SHA256, toWire } from '../common/digest.js';
-import type { ReapiClient } from './reapi-client.js';
+import type { ReapiClient } from '../reapi/reapi-client.js';
 import { credentials, makeGenericClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
-import {
-  Action,
-  Command,
-  Directory,
-  ExecuteOperationMetadata,
-  ExecuteResponse,
-  ExecutionService,
-  type ExecutionStage_Value,
-} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import { Action, Command, Directory, ExecuteOperationMetadata, ExecuteResponse, ExecutionService, type ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { type Operation, OperationsService } from '../proto/google/longrunning/operations.js';
 
 /**

@@ -3,12 +3,12 @@ import { lstat, readdir, readFile, readlink, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { computeDigest, type Digest, type DigestFunction, digestKey, makeDigest } from '../common/digest.js';
 import { Code, ReprError } from '../common/errors.js';
-import { hashFile } from '../worker/outputs.js';
-import { nodeToWire } from '../run/nodes.js';
-import { rootOf } from '../run/paths.js';
-import type { VEntry, VNode } from '../run/vfs.js';
+import { hashFile } from '../common/hash-file.js';
+import { nodeToWire } from '../vfs/nodes.js';
+import { rootOf } from '../vfs/paths.js';
+import type { VEntry, VNode } from '../vfs/vfs.js';
 import type { Node } from '../proto/repr/run/v1/run.js';
-import type { ReapiClient } from './reapi-client.js';
+import type { ReapiClient } from '../reapi/reapi-client.js';
 
 /** Blobs up to this size go in BatchUpdateBlobs; bigger ones by ByteStream. */
 const BATCH_BLOB_BYTES = 1024 * 1024;

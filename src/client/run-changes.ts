@@ -4,9 +4,9 @@ import path from 'node:path';
 import { type DigestFunction, fromWire } from '../common/digest.js';
 import { Code, ReprError } from '../common/errors.js';
 import { Node_Kind, type PathNode } from '../proto/repr/run/v1/run.js';
-import { checkAbsolute, rootOf } from '../run/paths.js';
+import { checkAbsolute, rootOf } from '../vfs/paths.js';
 import { assertRealParent } from './file-source.js';
-import type { ReapiClient } from './reapi-client.js';
+import type { ReapiClient } from '../reapi/reapi-client.js';
 import { RemoteBlobStore } from '../storage/remote-store.js';
 
 /**

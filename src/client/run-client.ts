@@ -2,14 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type ClientDuplexStream, credentials, type Interceptor } from '@grpc/grpc-js';
 import type { DigestFunction } from '../common/digest.js';
 import { Code, ReprError } from '../common/errors.js';
-import {
-  type ClientMessage,
-  type OutputChunk_Stream,
-  type PathNode,
-  type RunFinished,
-  RunnerClient,
-  type ServerMessage,
-} from '../proto/repr/run/v1/run.js';
+import { type ClientMessage, type OutputChunk_Stream, type PathNode, type RunFinished, RunnerClient, type ServerMessage } from '../proto/repr/run/v1/run.js';
 import type { FileSource } from './file-source.js';
 
 export interface RunSpec {

@@ -3,7 +3,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { PathNode } from '../proto/repr/run/v1/run.js';
-import { nodeToWire } from '../run/nodes.js';
+import { nodeToWire } from '../vfs/nodes.js';
 import type { DigestFunction } from '../common/digest.js';
 import type { FileSource, HashEntry } from './file-source.js';
 

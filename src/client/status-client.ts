@@ -1,5 +1,5 @@
 import { credentials, Metadata } from '@grpc/grpc-js';
-import { bearerInterceptor } from '../plugins/auth.js';
+import { bearerInterceptor } from '../grpc/auth.js';
 import { type GetStatusResponse, SchedulerStatusClient } from '../proto/repr/worker/v1/worker.js';
 
 /** Asks a scheduler for its status (SchedulerStatus.GetStatus). */

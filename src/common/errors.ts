@@ -1,4 +1,6 @@
 import { status } from '@grpc/grpc-js';
+import type { Any } from '../proto/google/protobuf/any.js';
+import type { Status } from '../proto/google/rpc/status.js';
 
 export { status as Code };
 
@@ -13,16 +15,20 @@ export class ReprError extends Error {
   /** grpc-js reads `details` as the status message sent to the client. */
   readonly details: string;
 
-  constructor(code: status, message: string, options?: { cause?: unknown }) {
+  /** google.rpc.Status details (e.g. a PreconditionFailure listing missing blobs), kept through wrap(). */
+  readonly statusDetails: readonly Any[];
+
+  constructor(code: status, message: string, options?: { cause?: unknown; statusDetails?: readonly Any[] }) {
     super(message, options);
     this.name = 'ReprError';
     this.code = code;
     this.details = message;
+    this.statusDetails = options?.statusDetails ?? [];
   }
 
-  /** Adds context to the message but never changes the code. */
+  /** Adds context to the message but never changes the code or the details. */
   wrap(context: string): ReprError {
-    return new ReprError(this.code, `${context}: ${this.message}`, { cause: this });
+    return new ReprError(this.code, `${context}: ${this.message}`, { cause: this, statusDetails: this.statusDetails });
   }
 }
 
@@ -55,4 +61,17 @@ export function toReprError(err: unknown, context?: string): ReprError {
 
 export function isNotFound(err: unknown): boolean {
   return codeOf(err) === status.NOT_FOUND;
+}
+
+/**
+ * The one way from anything thrown to a google.rpc.Status: what an
+ * ExecuteResponse, a RunFinished and a gRPC call's trailers carry. A code it
+ * already had is kept (OK and UNKNOWN become INTERNAL: a failure is never OK,
+ * and UNKNOWN says nothing a client can act on); details stay with it;
+ * `context` prefixes the message (which executor or worker failed).
+ */
+export function toStatus(err: unknown, context?: string): Status {
+  const e = toReprError(err, context);
+  const code = e.code === status.OK || e.code === status.UNKNOWN ? status.INTERNAL : e.code;
+  return { code, message: e.message, details: [...e.statusDetails] };
 }

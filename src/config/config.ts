@@ -2,8 +2,11 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { authSchema } from '../plugins/auth.js';
-import { telemetrySinkSchema } from '../plugins/telemetry-config.js';
+import { parseByteSize } from '../common/units.js';
+import type { StoreConfig } from '../storage/store-config.js';
+
+import { authSchema } from '../grpc/auth.js';
+import { telemetrySinkSchema } from '../observability/telemetry-config.js';
 import { invalidArgument } from '../common/errors.js';
 
 const GiB = 1024 ** 3;
@@ -19,28 +22,6 @@ const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform
   }
   return n;
 });
-
-/**
- * The one parser for sizes, in config, flags and platform properties:
- * "1048576" (bytes), "512MiB" / "512Mi" (binary), "512MB" (decimal), and
- * the bare letters of Docker and Kubernetes memory limits, "2g" / "512m",
- * which are binary as they are there.
- */
-export function parseByteSize(s: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$/i.exec(s);
-  if (!m) return undefined;
-  const [, num, prefix = '', binary, bytes] = m;
-  const pow = ' kmgt'.indexOf(prefix.toLowerCase() || ' ');
-  if (!prefix) return binary ? undefined : Math.round(Number(num));
-  const decimal = !binary && bytes !== '';
-  return Math.round(Number(num) * (decimal ? 1000 : 1024) ** pow);
-}
-
-export type StoreConfig =
-  | { type: 'memory'; limitBytes: number }
-  | { type: 'disk'; directory: string; limitBytes: number; fsync: boolean }
-  | { type: 'read-caching'; fast: StoreConfig; slow: StoreConfig; maxBlobBytes: number }
-  | { type: 'remote'; target: string; instanceName: string };
 
 // A tree of stores: backends at the leaves, decorators wrapping them.
 const storeSchema: z.ZodType<StoreConfig, z.ZodTypeDef, unknown> = z.lazy(() =>

@@ -1,38 +1,18 @@
 import { type Digest, digestFunctionFromValue, digestKey, digestString, makeDigest } from '../common/digest.js';
-import { Code, codeOf, ReprError } from '../common/errors.js';
+import { Code, codeOf, ReprError, toStatus } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { acKey } from '../cas/action-cache-service.js';
-import {
-  Action,
-  ActionResult,
-  Command,
-  ExecuteResponse,
-  ExecutionStage_Value,
-} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
-import type { ExecutionTask } from '../worker/local-executor.js';
+import { acKey } from '../storage/action-cache.js';
+import { Action, ActionResult, Command, ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { RunFinished, RunRequest } from '../proto/repr/run/v1/run.js';
-import type { RunHost } from '../run/run-executor.js';
-import { MissingInputsError } from '../worker/input-root.js';
-import { preconditionFailureStatus } from './precondition.js';
 import { instanceOfOperation, newOperationName } from './operation-name.js';
 import type { OperationRow, OperationStore } from './operation-store.js';
-import { type ExecutorCapabilities, type Requirement, unmet } from './platform.js';
+import { type ExecutorCapabilities, type Requirement, unmet } from '../executor/platform.js';
+import type { ExecutionTask } from '../executor/execution-task.js';
+import type { RunHost } from '../executor/run-host.js';
+import { ExecutorLostError, ExecutorSlot, HeldExecutor } from '../executor/executor-slot.js';
 
-/** Something that runs one action at a time: a local executor, or one executor of a remote worker. */
-export interface ExecutorSlot {
-  id: string;
-  caps: ExecutorCapabilities;
-  execute(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse>;
-  /** Carries out a `repr run` (only executors that can mount FUSE offer it). */
-  run?(req: RunRequest, host: RunHost, signal: AbortSignal): Promise<RunFinished>;
-}
 
-/** An executor held for one `repr run`; give it back with release(). */
-export interface HeldExecutor {
-  slot: ExecutorSlot & Required<Pick<ExecutorSlot, 'run'>>;
-  release(): void;
-}
 
 interface RunWaiter {
   requirements: readonly Requirement[];
@@ -41,16 +21,6 @@ interface RunWaiter {
   reject(e: Error): void;
 }
 
-/**
- * Thrown by an executor that lost the action through no fault of the action
- * (its worker died, was cut off, or handed it back while draining): the
- * scheduler runs the action again elsewhere instead of reporting a failure.
- */
-export class ExecutorLostError extends ReprError {
-  constructor(message: string) {
-    super(Code.UNAVAILABLE, message);
-  }
-}
 
 export interface SchedulerOptions {
   /** Times an action is re-queued after its executor was lost before it fails. */
@@ -475,19 +445,12 @@ export class Scheduler {
       if (e instanceof ExecutorLostError && !entry.cancelled && entry.attempts < this.maxAttempts) {
         this.log.warn({ op: entry.state.name, executor: slot.id, attempt: entry.attempts, reason: e.message }, 'executor lost; re-queueing the action');
         this.counters.requeued++;
-      } else if (e instanceof MissingInputsError) {
-        response = ExecuteResponse.fromPartial({ status: preconditionFailureStatus(e.missing, e.message) });
       } else if (entry.cancelled) {
         response = cancelledResponse();
       } else {
-        const code = codeOf(e);
-        if (!(e instanceof ExecutorLostError)) this.log.error({ err: e, op: entry.state.name, executor: slot.id }, 'executor failed');
-        response = ExecuteResponse.fromPartial({
-          status: {
-            code: code === Code.OK ? Code.INTERNAL : code,
-            message: e instanceof ExecutorLostError ? `gave up after ${entry.attempts} executors were lost running it; last: ${e.message}` : `executor ${slot.id}: ${(e as Error).message}`,
-          },
-        });
+        if (!(e instanceof ExecutorLostError) && codeOf(e) !== Code.FAILED_PRECONDITION) this.log.error({ err: e, op: entry.state.name, executor: slot.id }, 'executor failed');
+        const status = e instanceof ExecutorLostError ? toStatus(e, `gave up after ${entry.attempts} executors were lost running it; last`) : toStatus(e, `executor ${slot.id}`);
+        response = ExecuteResponse.fromPartial({ status });
       }
     } finally {
       this.running.delete(slot);

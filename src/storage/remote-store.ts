@@ -1,9 +1,9 @@
 import type { Interceptor } from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { encodeWriteRequest } from '../cas/bytestream-codec.js';
-import { uploadResourceName } from '../cas/resource-name.js';
-import { type EncodedWriteCall, ReapiClient } from '../client/reapi-client.js';
+import { encodeWriteRequest } from '../reapi/bytestream-codec.js';
+import { uploadResourceName } from '../reapi/resource-name.js';
+import { type EncodedWriteCall, ReapiClient } from '../reapi/reapi-client.js';
 import { type Digest, type DigestFunction, digestKey, digestString, isEmptyDigest } from '../common/digest.js';
 import { cancelled, Code, codeOf, internal, invalidArgument, notFound, ReprError } from '../common/errors.js';
 import type { WriteResponse } from '../proto/google/bytestream/bytestream.js';

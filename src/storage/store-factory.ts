@@ -1,4 +1,4 @@
-import type { StoreConfig } from '../config/config.js';
+import type { StoreConfig } from './store-config.js';
 import type { BlobStore } from './blob-store.js';
 import { DiskBlobStore } from './disk-store.js';
 import { MemoryBlobStore } from './memory-store.js';

@@ -5,16 +5,8 @@ import { type Digest, type DigestFunction, digestString, fromWire, isEmptyDigest
 import { Code, codeOf, failedPrecondition, invalidArgument } from '../common/errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { Directory } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import { missingBlobsError } from '../reapi/precondition.js';
 
-/** Blobs an input tree refers to that the CAS lacks: Execute reports them as MISSING. */
-export class MissingInputsError extends Error {
-  readonly code = Code.FAILED_PRECONDITION;
-  readonly details: string;
-  constructor(readonly missing: Digest[]) {
-    super(`${missing.length} input blob(s) missing from the CAS, e.g. ${digestString(missing[0]!)}`);
-    this.details = this.message;
-  }
-}
 
 export interface StagingStats {
   files: number;
@@ -130,7 +122,7 @@ export class InputRootBuilder {
         throw failedPrecondition(`input root has more than ${this.limits.maxNodes} distinct directories, this server's limit (maxInputNodes)`);
       }
       const missing = await this.cas.findMissing(level);
-      if (missing.length > 0) throw new MissingInputsError(missing);
+      if (missing.length > 0) throw missingBlobsError(missing);
       const decoded = await Promise.all(level.map(async (d) => decodeDirectory(d, await this.cas.get(d))));
       const next = new Map<string, Digest>();
       decoded.forEach((dir, i) => {
@@ -146,7 +138,7 @@ export class InputRootBuilder {
     const files: Digest[] = [];
     for (const dir of dirs.values()) for (const f of dir.files) files.push(fromWire(fn, f.digest, `file "${f.name}"`));
     const missingFiles = files.length > 0 ? await this.cas.findMissing(files) : [];
-    if (missingFiles.length > 0) throw new MissingInputsError(missingFiles);
+    if (missingFiles.length > 0) throw missingBlobsError(missingFiles);
     if (files.length > 0) await this.cas.localize?.(files);
     return dirs;
   }
@@ -193,7 +185,7 @@ export class InputRootBuilder {
       if (local) await copyFile(local, tmp);
       else await writeFile(tmp, await this.cas.get(d));
     } catch (e) {
-      if (codeOf(e) === Code.NOT_FOUND || (e as NodeJS.ErrnoException).code === 'ENOENT') throw new MissingInputsError([d]);
+      if (codeOf(e) === Code.NOT_FOUND || (e as NodeJS.ErrnoException).code === 'ENOENT') throw missingBlobsError([d]);
       throw e;
     }
     await chmod(tmp, mode);
@@ -208,10 +200,3 @@ function decodeDirectory(d: Digest, bytes: Uint8Array): Directory {
     throw failedPrecondition(`input directory ${digestString(d)} is not a Directory message: ${(e as Error).message}`);
   }
 }
-
-export function assertRelativePath(p: string, what: string): string {
-  const norm = path.posix.normalize(p);
-  if (p.startsWith('/') || norm.startsWith('..') || norm.includes('\0')) throw invalidArgument(`${what} "${p}" must be a relative path inside the input root`);
-  return norm === '.' ? '' : norm;
-}
-

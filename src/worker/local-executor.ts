@@ -7,25 +7,15 @@ import { Code, invalidArgument } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
-import { type Requirement, sandboxSettings } from '../scheduler/platform.js';
+import { type Requirement, sandboxSettings } from '../executor/platform.js';
 import type { Action, Command, ExecuteResponse, ExecutedActionMetadata } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { toMillis, toTimestamp } from '../common/time.js';
-import { assertRelativePath, type InputLimits, InputRootBuilder } from './input-root.js';
+import { type InputLimits, InputRootBuilder } from './input-root.js';
 import { collectOutputs, uploadFile } from './outputs.js';
 import { resolveInRoot } from './root-paths.js';
+import { assertRelativePath } from '../reapi/paths.js';
+import { ExecutionTask } from '../executor/execution-task.js';
 
-/** One action to run, as the scheduler hands it to an executor. */
-export interface ExecutionTask {
-  operationName: string;
-  /** For the executor's own CAS calls. */
-  instanceName: string;
-  fn: DigestFunction;
-  actionDigest: Digest;
-  action: Action;
-  command: Command;
-  requirements: Requirement[];
-  queuedAt: Date;
-}
 
 export interface LocalExecutorOptions {
   id: string;

@@ -1,19 +1,13 @@
-import { constants, createReadStream } from 'node:fs';
+import { constants } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { type Digest, type DigestFunction, toWire } from '../common/digest.js';
 import { failedPrecondition } from '../common/errors.js';
+import { HASH_CHUNK } from '../common/hash-file.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import {
-  type Command,
-  Directory,
-  type OutputDirectory,
-  type OutputFile,
-  type OutputSymlink,
-  Tree,
-} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
-import { assertRelativePath } from './input-root.js';
+import { type Command, Directory, type OutputDirectory, type OutputFile, type OutputSymlink, Tree } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { resolveInRoot } from './root-paths.js';
+import { assertRelativePath } from '../reapi/paths.js';
 
 export interface CollectedOutputs {
   outputFiles: OutputFile[];
@@ -22,19 +16,6 @@ export interface CollectedOutputs {
   outputDirectorySymlinks: OutputSymlink[];
   outputSymlinks: OutputSymlink[];
   bytesUploaded: number;
-}
-
-const CHUNK = 1024 * 1024;
-
-/** Hashes a file in 1 MiB reads (the default 64 KiB halves throughput, see FINDINGS.md). */
-export async function hashFile(fn: DigestFunction, file: string): Promise<Digest> {
-  const h = fn.newHasher();
-  let size = 0;
-  for await (const c of createReadStream(file, { highWaterMark: CHUNK })) {
-    h.update(c as Buffer);
-    size += (c as Buffer).length;
-  }
-  return { fn, hash: h.digestHex(), sizeBytes: size };
 }
 
 /**
@@ -48,7 +29,7 @@ export async function uploadFile(cas: BlobStore, fn: DigestFunction, file: strin
   const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
     if (!(await fh.stat()).isFile()) throw failedPrecondition(`${path.basename(file)} is not a regular file`);
-    const read = () => fh.createReadStream({ start: 0, highWaterMark: CHUNK, autoClose: false });
+    const read = () => fh.createReadStream({ start: 0, highWaterMark: HASH_CHUNK, autoClose: false });
     const h = fn.newHasher();
     let size = 0;
     for await (const c of read()) {

@@ -1,22 +1,21 @@
 import { rmSync } from 'node:fs';
 import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
 import { digestFunctionFromValue, fromWire } from '../common/digest.js';
-import { Code, codeOf, ReprError } from '../common/errors.js';
+import { Code, codeOf, ReprError, toStatus } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { toMillis } from '../common/time.js';
 import { Action, Command, ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { type Lease, type RunLease, type SchedulerMessage, type WorkerMessage, WorkersClient } from '../proto/repr/worker/v1/worker.js';
 import { RunFinished } from '../proto/repr/run/v1/run.js';
-import { PendingQueries } from '../run/pending-queries.js';
-import { fuseUnavailable } from '../run/fuse-available.js';
-import { bearerInterceptor } from '../plugins/auth.js';
-import { type RunHost, RunExecutor } from '../run/run-executor.js';
-import { preconditionFailureStatus } from '../scheduler/precondition.js';
+import { PendingQueries } from '../executor/pending-queries.js';
+import { fuseUnavailable } from '../vfs/fuse-available.js';
+import { bearerInterceptor } from '../grpc/auth.js';
+import { RunExecutor } from './run-executor.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
-import { MissingInputsError } from './input-root.js';
 import { LocalExecutor } from './local-executor.js';
 import type { InputLimits } from './input-root.js';
 import { WorkerCas } from './worker-cas.js';
+import type { RunHost } from '../executor/run-host.js';
 
 export interface WorkerOptions {
   /** grpc://host:port of the scheduler. */
@@ -276,10 +275,8 @@ export class Worker {
         signal,
       );
     } catch (e) {
-      if (e instanceof MissingInputsError) return ExecuteResponse.fromPartial({ status: preconditionFailureStatus(e.missing, e.message) });
-      const code = codeOf(e);
-      this.o.log.error({ err: e, op: lease.operationName }, 'executor failed');
-      return ExecuteResponse.fromPartial({ status: { code: code === Code.OK ? Code.INTERNAL : code, message: `worker ${this.o.name}: ${(e as Error).message}` } });
+      if (codeOf(e) !== Code.FAILED_PRECONDITION) this.o.log.error({ err: e, op: lease.operationName }, 'executor failed');
+      return ExecuteResponse.fromPartial({ status: toStatus(e, `worker ${this.o.name}`) });
     }
   }
 

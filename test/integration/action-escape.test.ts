@@ -5,12 +5,12 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fromWire, SHA256 } from '../../src/common/digest.js';
 import { Code } from '../../src/common/errors.js';
-import { ReapiClient } from '../../src/client/reapi-client.js';
+import { ReapiClient } from '../../src/reapi/reapi-client.js';
 import { ExecClient } from '../../src/client/execution-client.js';
 import type { ExecuteResponse } from '../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
-import { type ServerProcess, spawnWorker, startServerProcess, type WorkerProcess } from '../helpers/server.js';
-import { tmpDir } from '../helpers/tmp.js';
-import { resultBlobs, type TreeSpec, uploadRawAction } from '../helpers/actions.js';
+import { type ServerProcess, spawnWorker, startServerProcess, type WorkerProcess } from '../../support/servers.js';
+import { tmpDir } from '../../support/tmp.js';
+import { resultBlobs, type TreeSpec, uploadRawAction } from '../../support/actions.js';
 
 // An attacker who may call Execute tries to make the executor, which runs as
 // root on the host, read or create host files through symlinks in the input

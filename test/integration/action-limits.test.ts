@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { type Digest, toWire } from '../../src/common/digest.js';
 import { Code } from '../../src/common/errors.js';
-import { ReapiClient } from '../../src/client/reapi-client.js';
+import { ReapiClient } from '../../src/reapi/reapi-client.js';
 import { ExecClient, type Observed } from '../../src/client/execution-client.js';
 import { Directory } from '../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { ReprServer } from '../../src/server/server.js';
-import { useExecServer } from '../helpers/server.js';
-import { putBlob, type TreeSpec, uploadRawAction } from '../helpers/actions.js';
+import { useExecServer } from '../../support/servers.js';
+import { putBlob, type TreeSpec, uploadRawAction } from '../../support/actions.js';
 
 /** A chain of `levels` Directory messages, each naming the next one twice: 2^levels directories once expanded. */
 async function directoryBomb(client: ReapiClient, levels: number): Promise<Digest> {

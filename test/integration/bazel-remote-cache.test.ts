@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { BazelWorkspace, hasBazel, processSummary } from '../helpers/bazel.js';
-import { startServerProcess, type ServerProcess } from '../helpers/server.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { BazelWorkspace, hasBazel, processSummary } from '../../support/bazel.js';
+import { startServerProcess, type ServerProcess } from '../../support/servers.js';
+import { tmpDir } from '../../support/tmp.js';
 
 const PACKAGES = ['gen', 'lib', 'app', 'tests', 'tree'];
 

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { BazelWorkspace, hasBazel, processSummary } from '../helpers/bazel.js';
-import { fetchStatus, spawnWorker, startServerProcess, waitForStatus, type ServerProcess, type WorkerProcess } from '../helpers/server.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { BazelWorkspace, hasBazel, processSummary } from '../../support/bazel.js';
+import { fetchStatus, spawnWorker, startServerProcess, waitForStatus, type ServerProcess, type WorkerProcess } from '../../support/servers.js';
+import { tmpDir } from '../../support/tmp.js';
 
 const PACKAGES = ['gen', 'lib', 'app', 'tests', 'tree'];
 

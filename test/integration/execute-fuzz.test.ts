@@ -3,12 +3,12 @@ import { after, before, describe, it } from 'node:test';
 import { credentials, makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
 import { toWire } from '../../src/common/digest.js';
 import { Code } from '../../src/common/errors.js';
-import { ReapiClient } from '../../src/client/reapi-client.js';
+import { ReapiClient } from '../../src/reapi/reapi-client.js';
 import { Action, ExecuteRequest } from '../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { ReprServer } from '../../src/server/server.js';
-import { startInProcess } from '../helpers/server.js';
-import { tmpDir } from '../helpers/tmp.js';
-import { putBlob, uploadRawAction } from '../helpers/actions.js';
+import { startInProcess } from '../../support/servers.js';
+import { tmpDir } from '../../support/tmp.js';
+import { putBlob, uploadRawAction } from '../../support/actions.js';
 
 /** A deterministic PRNG (mulberry32), so that a failing case can be replayed from its seed. */
 function prng(seed: number): () => number {

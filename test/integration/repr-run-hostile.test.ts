@@ -6,20 +6,11 @@ import { credentials } from '@grpc/grpc-js';
 import { SHA256 } from '../../src/common/digest.js';
 import { Code } from '../../src/common/errors.js';
 import { FileSource } from '../../src/client/file-source.js';
-import { ReapiClient } from '../../src/client/reapi-client.js';
-import {
-  type ClientMessage,
-  type Node,
-  Node_Kind,
-  type NodeQuery,
-  type RunFinished,
-  type RunRequest,
-  RunnerClient,
-  type ServerMessage,
-} from '../../src/proto/repr/run/v1/run.js';
+import { ReapiClient } from '../../src/reapi/reapi-client.js';
+import { type ClientMessage, type Node, Node_Kind, type NodeQuery, type RunFinished, type RunRequest, RunnerClient, type ServerMessage } from '../../src/proto/repr/run/v1/run.js';
 import type { ReprServer } from '../../src/server/server.js';
-import { startInProcess } from '../helpers/server.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { startInProcess } from '../../support/servers.js';
+import { tmpDir } from '../../support/tmp.js';
 
 /*
  * `repr run` against a client that does not play by the rules: it leaves

@@ -3,9 +3,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { REPR_BIN } from '../../src/server/spawn-server.js';
-import { fetchStatus, type ServerProcess, spawnWorker, startServerProcess, waitForStatus, type WorkerProcess } from '../helpers/server.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { REPR_BIN } from '../../support/spawn-server.js';
+import { fetchStatus, type ServerProcess, spawnWorker, startServerProcess, waitForStatus, type WorkerProcess } from '../../support/servers.js';
+import { tmpDir } from '../../support/tmp.js';
 
 interface Ran {
   code: number | null;

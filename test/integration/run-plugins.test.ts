@@ -3,9 +3,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { REPR_BIN } from '../../src/server/spawn-server.js';
-import { type ServerProcess, startServerProcess } from '../helpers/server.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { REPR_BIN } from '../../support/spawn-server.js';
+import { type ServerProcess, startServerProcess } from '../../support/servers.js';
+import { tmpDir } from '../../support/tmp.js';
 
 const TOKEN = 'ci-token-0123456789abcdef';
 

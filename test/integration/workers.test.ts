@@ -5,11 +5,11 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Digest, fromWire, SHA256 } from '../../src/common/digest.js';
 import { Code } from '../../src/common/errors.js';
-import { ReapiClient } from '../../src/client/reapi-client.js';
+import { ReapiClient } from '../../src/reapi/reapi-client.js';
 import { ExecClient, type Observed, uploadAction } from '../../src/client/execution-client.js';
-import { REPR_BIN } from '../../src/server/spawn-server.js';
-import { fetchStatus, type ServerProcess, spawnWorker, startServerProcess, waitForStatus, type WorkerProcess } from '../helpers/server.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { REPR_BIN } from '../../support/spawn-server.js';
+import { fetchStatus, type ServerProcess, spawnWorker, startServerProcess, waitForStatus, type WorkerProcess } from '../../support/servers.js';
+import { tmpDir } from '../../support/tmp.js';
 import { ExecutionStage_Value } from '../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 
 interface Job {

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { it } from 'node:test';
-import { REPO_ROOT } from '../helpers/server.js';
+import { REPO_ROOT } from '../../support/servers.js';
 
 // The benchmarks are not part of the tests, but their smoke mode is, so that
 // `npm run bench` cannot rot unnoticed.

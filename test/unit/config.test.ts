@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import path from 'node:path';
-import { compileServerConfig, loadConfigFile, parseByteSize } from '../../src/config/config.js';
-import { REPO_ROOT } from '../helpers/server.js';
-import { sandboxSettings, unmet } from '../../src/scheduler/platform.js';
+import { compileServerConfig, loadConfigFile } from '../../src/config/config.js';
+import { parseByteSize } from '../../src/common/units.js';
+import { REPO_ROOT } from '../../support/servers.js';
+import { sandboxSettings, unmet } from '../../src/executor/platform.js';
 
 it('parses sizes one way everywhere: binary with i or a bare letter, decimal with B', () => {
   const cases: [string, number | undefined][] = [

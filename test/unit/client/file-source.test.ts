@@ -6,11 +6,11 @@ import { computeDigest, SHA256 } from '../../../src/common/digest.js';
 import { Code, ReprError } from '../../../src/common/errors.js';
 import { FileSource } from '../../../src/client/file-source.js';
 import { applyChanges } from '../../../src/client/run-changes.js';
-import { ReapiClient } from '../../../src/client/reapi-client.js';
+import { ReapiClient } from '../../../src/reapi/reapi-client.js';
 import { Node_Kind } from '../../../src/proto/repr/run/v1/run.js';
 import type { ReprServer } from '../../../src/server/server.js';
-import { startInProcess } from '../../helpers/server.js';
-import { tmpDir } from '../../helpers/tmp.js';
+import { startInProcess } from '../../../support/servers.js';
+import { tmpDir } from '../../../support/tmp.js';
 
 describe("repr run's client side: answering questions and applying changes", () => {
   let server: ReprServer;

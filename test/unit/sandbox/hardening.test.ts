@@ -5,8 +5,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { BwrapSandbox, type BwrapSandboxOptions } from '../../../src/sandbox/bwrap-sandbox.js';
 import type { SandboxSpec } from '../../../src/sandbox/sandbox.js';
-import { tmpDir } from '../../helpers/tmp.js';
-import { type FileSpec, fileSpec } from '../../helpers/sandbox-spec.js';
+import { tmpDir } from '../../../support/tmp.js';
+import { type FileSpec, fileSpec } from '../../../support/sandbox-spec.js';
 
 const spec = (script: string, over: Partial<SandboxSpec> = {}): FileSpec => fileSpec(script, over);
 

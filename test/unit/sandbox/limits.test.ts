@@ -4,8 +4,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { BwrapSandbox } from '../../../src/sandbox/bwrap-sandbox.js';
 import type { SandboxSpec } from '../../../src/sandbox/sandbox.js';
-import { tmpDir } from '../../helpers/tmp.js';
-import { type FileSpec, fileSpec } from '../../helpers/sandbox-spec.js';
+import { tmpDir } from '../../../support/tmp.js';
+import { type FileSpec, fileSpec } from '../../../support/sandbox-spec.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

@@ -7,7 +7,7 @@ import { Action, Command, ExecuteResponse } from '../../../src/proto/build/bazel
 import { OperationStore } from '../../../src/scheduler/operation-store.js';
 import { Scheduler, type SubmitRequest } from '../../../src/scheduler/scheduler.js';
 import { MemoryBlobStore } from '../../../src/storage/memory-store.js';
-import { tmpDir } from '../../helpers/tmp.js';
+import { tmpDir } from '../../../support/tmp.js';
 
 function request(doNotCache: boolean): SubmitRequest {
   return {

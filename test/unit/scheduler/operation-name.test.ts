@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import { describe, it } from 'node:test';
 import { instanceOfCollection, instanceOfOperation, newOperationName } from '../../../src/scheduler/operation-name.js';
 import { OperationStore } from '../../../src/scheduler/operation-store.js';
-import { tmpDir } from '../../helpers/tmp.js';
+import { tmpDir } from '../../../support/tmp.js';
 
 describe('operation names', () => {
   it('carry their instance, and only canonical names map back to one', () => {

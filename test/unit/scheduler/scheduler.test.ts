@@ -5,9 +5,10 @@ import { computeDigest, SHA256 } from '../../../src/common/digest.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import { Action, Command, ExecuteResponse } from '../../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { OperationStore } from '../../../src/scheduler/operation-store.js';
-import { type ExecutorSlot, Scheduler } from '../../../src/scheduler/scheduler.js';
+import { Scheduler } from '../../../src/scheduler/scheduler.js';
 import { MemoryBlobStore } from '../../../src/storage/memory-store.js';
-import { tmpDir } from '../../helpers/tmp.js';
+import { tmpDir } from '../../../support/tmp.js';
+import type { ExecutorSlot } from '../../../src/executor/executor-slot.js';
 
 function scheduler() {
   const store = new OperationStore(path.join(tmpDir(), 'ops.sqlite'));

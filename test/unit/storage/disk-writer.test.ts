@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { computeDigest, SHA256 } from '../../../src/common/digest.js';
 import { DiskBlobStore } from '../../../src/storage/disk-store.js';
-import { tmpDir } from '../../helpers/tmp.js';
+import { tmpDir } from '../../../support/tmp.js';
 
 const openFds = () => readdirSync('/proc/self/fd').length;
 

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { ReapiClient } from '../../../src/client/reapi-client.js';
+import { ReapiClient } from '../../../src/reapi/reapi-client.js';
 import { BLAKE3, computeDigest, type Digest, type DigestFunction, SHA256 } from '../../../src/common/digest.js';
 import { Code, codeOf } from '../../../src/common/errors.js';
 import type { ReprServer } from '../../../src/server/server.js';
 import { readAll } from '../../../src/storage/blob-store.js';
 import { RemoteBlobStore } from '../../../src/storage/remote-store.js';
-import { startInProcess } from '../../helpers/server.js';
-import { tmpDir } from '../../helpers/tmp.js';
+import { startInProcess } from '../../../support/servers.js';
+import { tmpDir } from '../../../support/tmp.js';
 import { blobStoreContract } from './contract.js';
 
 const servers: ReprServer[] = [];

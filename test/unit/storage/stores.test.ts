@@ -6,7 +6,7 @@ import { DiskBlobStore } from '../../../src/storage/disk-store.js';
 import { MemoryBlobStore } from '../../../src/storage/memory-store.js';
 import { ReadCachingBlobStore } from '../../../src/storage/read-caching-store.js';
 import { createStore } from '../../../src/storage/store-factory.js';
-import { tmpDir } from '../../helpers/tmp.js';
+import { tmpDir } from '../../../support/tmp.js';
 import { blobStoreContract } from './contract.js';
 
 const LIMIT = 1024 * 1024;

@@ -5,12 +5,12 @@ import { after, before, describe, it } from 'node:test';
 import { computeDigest, SHA256 } from '../../../src/common/digest.js';
 import { Code, codeOf } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
-import { ReapiClient } from '../../../src/client/reapi-client.js';
+import { ReapiClient } from '../../../src/reapi/reapi-client.js';
 import type { ReprServer } from '../../../src/server/server.js';
 import { DiskBlobStore } from '../../../src/storage/disk-store.js';
 import { WorkerCas } from '../../../src/worker/worker-cas.js';
-import { startInProcess } from '../../helpers/server.js';
-import { tmpDir } from '../../helpers/tmp.js';
+import { startInProcess } from '../../../support/servers.js';
+import { tmpDir } from '../../../support/tmp.js';
 
 describe("a worker's local CAS cache over a remote CAS", () => {
   let server: ReprServer;

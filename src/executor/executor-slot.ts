@@ -1,0 +1,43 @@
+import { Code, ReprError } from '../common/errors.js';
+import type { ExecuteResponse } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import type { RunFinished, RunRequest } from '../proto/repr/run/v1/run.js';
+import type { ExecutionTask } from './execution-task.js';
+import type { ExecutorCapabilities } from './platform.js';
+import type { RunHost } from './run-host.js';
+
+/** Something that runs one action at a time: a local executor, or one executor of a remote worker. */
+export interface ExecutorSlot {
+  id: string;
+  caps: ExecutorCapabilities;
+  execute(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse>;
+  /** Carries out a `repr run` (only executors that can mount FUSE offer it). */
+  run?(req: RunRequest, host: RunHost, signal: AbortSignal): Promise<RunFinished>;
+}
+
+/** An executor held for one `repr run`; give it back with release(). */
+export interface HeldExecutor {
+  slot: ExecutorSlot & Required<Pick<ExecutorSlot, 'run'>>;
+  release(): void;
+}
+
+/**
+ * Thrown by an executor that lost the action through no fault of the action
+ * (its worker died, was cut off, or handed it back while draining): the
+ * scheduler runs the action again elsewhere instead of reporting a failure.
+ */
+export class ExecutorLostError extends ReprError {
+  constructor(message: string) {
+    super(Code.UNAVAILABLE, message);
+  }
+}
+
+/** What `repr status` shows of one worker (or of the server's own executors). */
+export interface WorkerGroup {
+  name: string;
+  address: string;
+  slots: ExecutorSlot[];
+  properties: Record<string, readonly string[]>;
+  draining: boolean;
+  connected: Date;
+  lastHeartbeat?: Date;
+}

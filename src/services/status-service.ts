@@ -1,0 +1,51 @@
+import { toWire } from '../common/digest.js';
+import type { Logger } from '../common/logger.js';
+import { toTimestamp } from '../common/time.js';
+import { type GetStatusResponse, SchedulerStatusService, type SchedulerStatusServer, type WorkerStatus } from '../proto/repr/worker/v1/worker.js';
+import { unary } from '../grpc/handlers.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
+import type { WorkerGroup } from '../executor/executor-slot.js';
+
+/** Answers `repr status`: the workers the scheduler has, what they run, and its queue. */
+export class StatusServiceImpl {
+  constructor(
+    private readonly scheduler: Scheduler,
+    /** Every group of executors: the server's own, then connected workers. */
+    private readonly groups: () => WorkerGroup[],
+    private readonly log: Logger,
+  ) {}
+
+  status(): GetStatusResponse {
+    const running = this.scheduler.runningActions();
+    const completed = this.scheduler.completedByExecutor();
+    const workers: WorkerStatus[] = this.groups().map((g) => ({
+      name: g.name,
+      address: g.address,
+      executors: g.slots.length,
+      properties: Object.entries(g.properties).flatMap(([name, values]) => values.map((value) => ({ name, value }))),
+      draining: g.draining,
+      connected: toTimestamp(g.connected),
+      lastHeartbeat: g.lastHeartbeat ? toTimestamp(g.lastHeartbeat) : undefined,
+      running: g.slots.flatMap((s) => {
+        const r = running.get(s.id);
+        return r ? [{ operationName: r.operationName, actionDigest: r.actionDigest && toWire(r.actionDigest), started: toTimestamp(r.started) }] : [];
+      }),
+      completed: g.slots.reduce((n, s) => n + (completed.get(s.id) ?? 0), 0),
+    }));
+    const c = this.scheduler.stats();
+    return {
+      workers,
+      queued: this.scheduler.queueDepth,
+      executing: this.scheduler.executing,
+      completed: c.completed,
+      requeued: c.requeued,
+      staleResults: c.staleResults,
+    };
+  }
+
+  handlers(): SchedulerStatusServer {
+    return { getStatus: unary(this.log, 'GetStatus', async () => this.status()) };
+  }
+
+  static readonly definition = SchedulerStatusService;
+}

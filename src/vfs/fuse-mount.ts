@@ -1,0 +1,254 @@
+import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { readFile, realpath } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { failedPrecondition, internal, invalidArgument } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { FromHelper, FuseMountOptions, ToHelper } from './fuse-protocol.js';
+
+export type { FuseMountOptions } from './fuse-protocol.js';
+import type { VAccessReport, VChange, VNode, VPathNode } from './vfs.js';
+
+const execFileP = promisify(execFile);
+const HELPER = fileURLToPath(new URL('./fuse-helper.js', import.meta.url));
+/** How long the helper gets to unmount and exit by itself before it is killed. */
+const CLOSE_GRACE_MS = 3000;
+
+
+let spare: ChildProcess | undefined;
+
+function forkHelper(): ChildProcess {
+  // No inherited execArgv: a debugger or test-runner flag of this process must not reach the helper.
+  return fork(HELPER, [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [] });
+}
+
+/**
+ * A helper process for a new mount. Starting Node takes ~100 ms, a large
+ * part of a short run's setup, so the next run's helper is forked as soon as
+ * this one is taken and waits, idle and unreferenced (it does not keep this
+ * process alive), until it is needed.
+ */
+function takeHelper(): ChildProcess {
+  let child = spare;
+  spare = undefined;
+  if (!child || child.exitCode !== null || child.signalCode !== null || !child.connected) {
+    child?.kill('SIGKILL');
+    child = forkHelper();
+  } else {
+    child.ref();
+    child.channel?.ref();
+    (child.stderr as { ref?: () => void } | null)?.ref?.();
+  }
+  const next = forkHelper();
+  next.unref();
+  next.channel?.unref();
+  (next.stderr as { unref?: () => void } | null)?.unref?.();
+  next.on('error', () => undefined);
+  spare = next;
+  return child;
+}
+
+/**
+ * The worker's handle on a run's FUSE mount. The mount is served by a child
+ * process (fuse-helper) so that nothing in this process can deadlock on it;
+ * this class answers the helper's questions with the caller's query/fetch and
+ * cleans the mount up however the helper ends.
+ */
+export class FuseMount {
+  private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private seq = 0;
+  private exited = false;
+  private readonly exit: Promise<void>;
+  private closing?: Promise<void>;
+  private stderrTail = '';
+  /** Set once the helper reported its mount: only then is a mount at the mountpoint ours to remove. */
+  private mounted = false;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly opts: FuseMountOptions,
+    /** As /proc/mounts shows it (symlinks resolved before mounting). */
+    private readonly realMountpoint: string,
+  ) {
+    this.exit = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exited = true;
+        const err = internal(`FUSE helper exited (${signal ?? `code ${code}`})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}`);
+        if (!this.closing && this.mounted) opts.log?.warn({ err }, 'FUSE helper died; close() will detach its mount');
+        for (const c of this.calls.values()) c.reject(err);
+        this.calls.clear();
+        resolve();
+      });
+    });
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+      this.stderrTail = (this.stderrTail + s).slice(-2000);
+      opts.log?.warn({ helper: s.trimEnd() }, 'FUSE helper stderr');
+    });
+    child.on('message', (m: FromHelper) => this.onMessage(m));
+  }
+
+  /** Forks the helper and resolves once the tree is mounted. */
+  static async start(opts: FuseMountOptions): Promise<FuseMount> {
+    // Resolved now, while it is still a plain directory: afterwards it is the mount's root.
+    const real = await realpath(opts.mountpoint).catch((err: Error) => {
+      throw invalidArgument(`FUSE mountpoint ${opts.mountpoint}: ${err.message}`);
+    });
+    if (await isMounted(real)) throw failedPrecondition(`FUSE mountpoint ${real} is already a mount point`);
+    const child = takeHelper();
+    const mount = new FuseMount(child, opts, real);
+    const init: ToHelper = {
+      t: 'init',
+      mountpoint: real,
+      scratchDir: opts.scratchDir,
+      roots: opts.roots,
+      mappings: opts.mappings,
+      uid: opts.uid,
+      gid: opts.gid,
+    };
+    const ready = new Promise<void>((resolve, reject) => {
+      const onMessage = (m: FromHelper): void => {
+        if (m.t === 'mounted') {
+          mount.mounted = true;
+          resolve();
+        }
+        else if (m.t === 'mount-failed') reject(internal(`FUSE mount at ${real} failed: ${m.error}`));
+      };
+      child.on('message', onMessage);
+      void mount.exit.then(() => reject(internal(`FUSE helper exited before mounting${mount.stderrTail ? `: ${mount.stderrTail.trim()}` : ''}`)));
+    });
+    child.send(init);
+    try {
+      await ready;
+    } catch (err) {
+      await mount.close();
+      throw err;
+    }
+    opts.log?.debug({ mountpoint: real, pid: child.pid }, 'FUSE mounted');
+    return mount;
+  }
+
+  /** The helper's process id, for diagnostics (and tests that kill it). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** What the run created, changed or removed under the roots. */
+  changes(): Promise<VChange[]> {
+    return this.call('changes') as Promise<VChange[]>;
+  }
+
+  report(): Promise<VAccessReport> {
+    return this.call('report') as Promise<VAccessReport>;
+  }
+
+  /**
+   * Unmounts and stops the helper. Idempotent and never throws: a busy or
+   * orphaned mount (helper killed) is detached lazily instead.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (!this.exited) {
+        this.sendToHelper({ t: 'close' });
+        const timer = setTimeout(() => this.child.kill('SIGKILL'), CLOSE_GRACE_MS);
+        await this.exit;
+        clearTimeout(timer);
+      }
+      if (this.mounted && (await isMounted(this.realMountpoint))) await this.forceUnmount();
+    })().catch((err: unknown) => this.opts.log?.warn({ err }, 'FUSE close failed'));
+    return this.closing;
+  }
+
+  /**
+   * Tears the mount down at once, for a run past its deadline: killing the
+   * helper closes its /dev/fuse descriptor, which aborts the connection, so
+   * every request still pending fails and no process stays blocked on one
+   * (a process waiting on FUSE ignores even SIGKILL). Never throws.
+   */
+  abort(): Promise<void> {
+    if (!this.exited) this.child.kill('SIGKILL');
+    return this.close();
+  }
+
+  private async forceUnmount(): Promise<void> {
+    for (const [cmd, args] of [
+      ['fusermount', ['-u', '-z', this.realMountpoint]],
+      ['umount', ['-l', this.realMountpoint]],
+    ] as const) {
+      try {
+        await execFileP(cmd, args);
+        if (!(await isMounted(this.realMountpoint))) return;
+      } catch (err) {
+        this.opts.log?.debug({ err, cmd }, 'unmount attempt failed');
+      }
+    }
+    this.opts.log?.warn({ mountpoint: this.realMountpoint }, 'FUSE mount could not be removed');
+  }
+
+  private call(op: 'changes' | 'report'): Promise<unknown> {
+    if (this.exited || this.closing) return Promise.reject(internal(`FUSE mount is ${this.exited ? 'gone' : 'closing'}`));
+    return new Promise((resolve, reject) => {
+      const id = ++this.seq;
+      this.calls.set(id, { resolve, reject });
+      this.sendToHelper({ t: 'call', id, op });
+    });
+  }
+
+  private onMessage(m: FromHelper): void {
+    switch (m.t) {
+      case 'query':
+        this.answer(m.id, () => this.opts.query(m.path, m.list));
+        break;
+      case 'fetch':
+        this.answer(m.id, () => this.opts.fetch(m.hash, m.size));
+        break;
+      case 'result': {
+        const c = this.calls.get(m.id);
+        this.calls.delete(m.id);
+        c?.resolve(m.value);
+        break;
+      }
+      case 'log':
+        this.opts.log?.[m.level]({ mountpoint: this.realMountpoint }, m.msg);
+        break;
+    }
+  }
+
+  private answer(id: number, f: () => Promise<VNode | string>): void {
+    let p: Promise<VNode | string>;
+    try {
+      p = f();
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      (value) => this.sendToHelper({ t: 'answer', id, ok: true, value }),
+      (err: unknown) => this.sendToHelper({ t: 'answer', id, ok: false, error: err instanceof Error ? err.message : String(err) }),
+    );
+  }
+
+  private sendToHelper(m: ToHelper): void {
+    // The helper may die between a question and its answer; its exit handler reports that.
+    if (this.child.connected) this.child.send(m, (err) => err && this.opts.log?.debug({ err }, 'IPC send to FUSE helper failed'));
+  }
+}
+
+/** Mount points in this process's namespace, from /proc/self/mounts (never touching the mounts themselves). */
+async function mountPoints(): Promise<string[]> {
+  const text = await readFile('/proc/self/mounts', 'utf8');
+  return text
+    .split('\n')
+    .map((line) => line.split(' ')[1])
+    .filter((f): f is string => f !== undefined)
+    .map((f) => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+}
+
+/** Whether a path is a mount point now. */
+async function isMounted(mountpoint: string): Promise<boolean> {
+  return (await mountPoints()).includes(mountpoint);
+}
+
+/** Mount points at or below `dir` (as /proc shows them: symlinks in `dir` resolved). */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  const real = await realpath(dir).catch(() => dir);
+  return (await mountPoints()).filter((m) => m === real || m.startsWith(`${real}/`));
+}

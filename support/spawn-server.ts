@@ -1,0 +1,81 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+/** The launcher script, from dist/src/server/. */
+export const REPR_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'repr.js');
+
+export interface ServerProcess {
+  child: ChildProcess;
+  /** host:port it bound. */
+  address: string;
+  /** grpc://address, as Bazel wants it. */
+  url: string;
+  /** Everything it printed. */
+  logs: string[];
+  /** Signals it and waits for it to exit; resolves to the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/**
+ * Starts `repr server` as a child process on a free loopback port and waits
+ * for its "listening" log line, for tests and benchmarks that want a real
+ * server process rather than an in-process one.
+ */
+export async function spawnServer(args: string[], timeoutMs = 20_000): Promise<ServerProcess> {
+  let address = '';
+  const p = await spawnRepr(['server', '--listen', '127.0.0.1:0', ...args], (rec) => {
+    if (rec.msg === 'repr server listening' && typeof rec.address === 'string') address = rec.address;
+    return address !== '';
+  }, timeoutMs);
+  return { ...p, address, url: `grpc://${address}` };
+}
+
+export type WorkerProcess = Omit<ServerProcess, 'address' | 'url'>;
+
+/** Starts `repr worker` and waits until it has registered with its scheduler. */
+export function spawnWorker(schedulerUrl: string, args: string[], timeoutMs = 20_000): Promise<WorkerProcess> {
+  return spawnRepr(['worker', '--scheduler', schedulerUrl, ...args], (rec) => rec.msg === 'registered with the scheduler', timeoutMs);
+}
+
+/** Runs `repr ARGS...` and resolves once a JSON log line satisfies `ready`. */
+async function spawnRepr(args: string[], ready: (rec: Record<string, unknown>) => boolean, timeoutMs: number): Promise<WorkerProcess> {
+  const child = spawn(process.execPath, [REPR_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: string[] = [];
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`repr ${args[0]} was not ready in ${timeoutMs} ms:\n${logs.join('')}`));
+    }, timeoutMs);
+    const rl = createInterface({ input: child.stdout! });
+    let done = false;
+    rl.on('line', (line) => {
+      logs.push(line);
+      if (done) return;
+      try {
+        if (ready(JSON.parse(line) as Record<string, unknown>)) {
+          done = true;
+          clearTimeout(timer);
+          resolve();
+        }
+      } catch {
+        /* not a log line */
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      if (!done) reject(new Error(`repr ${args[0]} exited with ${code} before it was ready:\n${logs.join('')}`));
+    });
+  });
+  return {
+    child,
+    logs,
+    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
