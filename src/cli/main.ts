@@ -1,9 +1,9 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, Help, InvalidArgumentError, Option } from 'commander';
 import { failedPrecondition, ReprError } from '../common/errors.js';
-import { compileServerConfig, defaultDataDir, loadConfigFile, type ServerConfigInput } from '../config/config.js';
-import { parseByteSize } from '../common/units.js';
-import os from 'node:os';
-import path from 'node:path';
+import { compileServerConfig, loadConfigFile } from '../config/config.js';
+import { addProperty, applyCompiledFlags, type Flag, flagDefault, overlayFlags, parseFlagValue } from '../config/flag.js';
+import { serverFlags, workerFlags } from '../config/flags.js';
+import { compileWorkerConfig } from '../config/worker-config.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { readFile } from 'node:fs/promises';
 
@@ -11,169 +11,125 @@ import { readFile } from 'node:fs/promises';
 // once per command a user runs, and loading the server and worker with it
 // would add a fifth of a second to every one.
 
-function byteSizeOption(v: string): number {
-  const n = parseByteSize(v);
-  if (n === undefined) throw new InvalidArgumentError(`"${v}" is not a size (e.g. 512MiB, 10GiB)`);
-  return n;
-}
+/** Help's "(default …)" for each config flag, worked out only when help is shown. */
+const helpDefaults = new WeakMap<Option, () => string | undefined>();
 
 const program = new Command()
   .name('repr')
   .description('repr ("reaper"): remote execution and caching for build tools, speaking the Bazel Remote Execution API v2')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Before the subcommands: they inherit it.
+  .configureHelp({
+    optionDescription(option: Option): string {
+      const base = Help.prototype.optionDescription.call(this as Help, option);
+      const shown = helpDefaults.get(option)?.();
+      return shown === undefined ? base : `${base} (default ${shown})`;
+    },
+  });
 
-program
+type Opts = Record<string, unknown>;
+
+/**
+ * Declares a table of config flags on a command; returns how to read one
+ * flag's value from what commander parsed (undefined when not given).
+ */
+function addConfigFlags<C>(command: Command, flags: readonly Flag<C>[], defaults: () => C): (opts: Opts) => (flag: Flag<C>) => unknown {
+  const options = new Map<Flag<C>, Option>();
+  for (const flag of flags) {
+    const option = new Option(flag.flags, flag.description);
+    if (flag.kind !== 'switch') {
+      option.argParser((text: string, previous: unknown) => {
+        try {
+          return parseFlagValue(flag, text, previous);
+        } catch (e) {
+          throw new InvalidArgumentError((e as Error).message);
+        }
+      });
+    }
+    helpDefaults.set(option, () => flagDefault(flag, defaults));
+    command.addOption(option);
+    options.set(flag, option);
+  }
+  return (opts) => (flag) => opts[options.get(flag)!.attributeName()];
+}
+
+const serverCommand = program
   .command('server')
   .description('run the server: REAPI CAS, ByteStream, ActionCache, Capabilities, Execution and Operations on one gRPC port, with sandboxed executors')
-  .option('-c, --config <file>', 'JSON config file (see examples/server.json); flags override it')
-  .option('-l, --listen <host:port>', 'gRPC address to listen on (default 127.0.0.1:8980; port 0 picks a free port)')
-  .option('-d, --data-dir <dir>', 'where blobs and the action cache live (default $REPR_DATA_DIR or ~/.local/share/repr)')
-  .option('--cas-size <size>', 'disk space for the CAS before LRU eviction, e.g. 50GiB (default 10GiB)', byteSizeOption)
-  .option('--instance <name...>', 'instance names to serve (default: any)')
-  .option('--log-level <level>', 'trace, debug, info, warn, error or silent (default info)')
-  .option('--executors <n>', 'actions run at once in this process (default: cores; 0 = a pure scheduler for `repr worker`s)', (v) => intOption(v, '--executors'))
-  .option('--cache-only', 'serve only the cache (CAS, ByteStream, ActionCache): no Execution, no scheduler')
-  .option('--worker-heartbeat-timeout <seconds>', 'drop a worker silent for this long and run its actions elsewhere (default 10)', (v) => positiveNumber(v, '--worker-heartbeat-timeout'))
-  .option('--executor-property <name=value...>', 'platform properties the executors offer (default OSFamily=linux)')
-  .option('--allow-network', 'let actions ask for the host network with the platform property network=on')
-  .option('--metrics-listen <host:port>', 'serve Prometheus /metrics and /healthz over HTTP here (port 0 picks one)')
-  .option('--auth-tokens-file <file>', 'require a bearer token on every call; FILE has lines name:token (see PLUGINS.md)')
-  .action(async (opts: ServerFlags) => {
-    const input = (opts.config ? loadConfigFile(opts.config) : {}) as ServerConfigInput & Record<string, unknown>;
-    if (opts.listen) input.listen = opts.listen;
-    if (opts.dataDir) input.dataDir = opts.dataDir;
-    if (opts.instance) input.instanceNames = opts.instance;
-    if (opts.logLevel) input.logLevel = opts.logLevel as ServerConfigInput['logLevel'];
-    if (opts.metricsListen) input.metricsListen = opts.metricsListen;
-    if (opts.authTokensFile) input.auth = { type: 'token', tokensFile: opts.authTokensFile };
-    const execution = (input.execution ?? {}) as NonNullable<ServerConfigInput['execution']>;
-    if (opts.executors !== undefined) execution.executors = opts.executors;
-    if (opts.executorProperty) execution.properties = parseProperties(opts.executorProperty);
-    if (opts.allowNetwork) execution.allowNetwork = true;
-    if (opts.cacheOnly) execution.enabled = false;
-    if (opts.workerHeartbeatTimeout !== undefined) execution.workerHeartbeatTimeoutSeconds = opts.workerHeartbeatTimeout;
-    input.execution = execution;
-    let config = compileServerConfig(input);
-    if (opts.casSize !== undefined) config = withCasSize(config, opts.casSize);
-    const { createLogger } = await import('../common/logger.js');
-    const log = createLogger(config.logLevel);
-    const { ReprServer } = await import('../server/server.js');
-    const server = await ReprServer.start(config, log);
-    const stop = (signal: string) => {
-      log.info({ signal }, 'shutting down');
-      server.stop().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
+  .option('-c, --config <file>', 'JSON config file (see examples/server.json); flags override it');
+const serverFlag = addConfigFlags(serverCommand, serverFlags, () => compileServerConfig({}));
+serverCommand.action(async (opts: Opts) => {
+  const flag = serverFlag(opts);
+  const input = overlayFlags(typeof opts.config === 'string' ? loadConfigFile(opts.config) : {}, serverFlags, flag);
+  const config = applyCompiledFlags(compileServerConfig(input), serverFlags, flag);
+  const { createLogger } = await import('../common/logger.js');
+  const log = createLogger(config.logLevel);
+  const { ReprServer } = await import('../server/server.js');
+  const server = await ReprServer.start(config, log);
+  const stop = (signal: string) => {
+    log.info({ signal }, 'shutting down');
+    server.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+});
 
-interface ServerFlags {
-  config?: string;
-  listen?: string;
-  dataDir?: string;
-  casSize?: number;
-  instance?: string[];
-  logLevel?: string;
-  executors?: number;
-  executorProperty?: string[];
-  allowNetwork?: boolean;
-  cacheOnly?: boolean;
-  workerHeartbeatTimeout?: number;
-  metricsListen?: string;
-  authTokensFile?: string;
-}
-
-program
+const workerCommand = program
   .command('worker')
   .description('run a worker: connects to a scheduler (repr server), takes actions matching its platform properties and runs them sandboxed')
-  .requiredOption('-s, --scheduler <url>', 'scheduler address, grpc://HOST:PORT')
-  .option('--cas <url>', 'CAS to fetch inputs from and upload outputs to, if not the scheduler (grpc://HOST:PORT)')
-  .option('--name <name>', 'worker name, unique per scheduler (default HOSTNAME-PID)')
-  .option('--executors <n>', 'actions run at once (default: cores)', (v) => intOption(v, '--executors'))
-  .option('--executor-property <name=value...>', 'platform properties offered (default OSFamily=linux)')
-  .option('--cpus <n>', 'cores an action may ask for at most (default: all)', (v) => positiveNumber(v, '--cpus'))
-  .option('--memory <size>', 'memory an action may ask for at most (default: all)', byteSizeOption)
-  .option('--allow-network', 'let actions ask for the host network with the platform property network=on')
-  .option('-d, --data-dir <dir>', 'local CAS cache and scratch space (default $REPR_DATA_DIR/workers/NAME)')
-  .option('--cache-size <size>', 'local CAS cache size before LRU eviction (default 10GiB)', byteSizeOption)
-  .option('--drain-timeout <seconds>', 'on SIGTERM, how long running actions may finish before they are handed back (default 60)', (v) => positiveNumber(v, '--drain-timeout'))
-  .option('--log-level <level>', 'trace, debug, info, warn, error or silent (default info)')
-  .option('--token <token>', 'bearer token for a scheduler that requires one (default $REPR_TOKEN)')
-  .option('--run-writes <mode>', '`repr run` writes go to an overlayfs layer on disk (overlay, default) or through FUSE (fuse)', (v) => {
-    if (v !== 'overlay' && v !== 'fuse') throw new InvalidArgumentError('--run-writes takes overlay or fuse');
-    return v;
-  })
-  .option('--max-input-nodes <n>', 'files, directories and symlinks an action\'s input root may expand to (default 1000000)', (v) => intOption(v, '--max-input-nodes'))
-  .option('--max-input-bytes <size>', 'bytes of files an action\'s input root may expand to (default 64GiB)', byteSizeOption)
-  .action(async (opts: WorkerFlags) => {
-    const { createLogger } = await import('../common/logger.js');
-    const log = createLogger((opts.logLevel ?? 'info') as Parameters<typeof createLogger>[0]);
-    const name = opts.name ?? `${os.hostname()}-${process.pid}`;
-    const dataDir = opts.dataDir ?? path.join(defaultDataDir(), 'workers', name.replace(/[^\w.-]/g, '_'));
-    const { BwrapSandbox } = await import('../sandbox/bwrap-sandbox.js');
-    const { Worker } = await import('../worker/worker.js');
-    const { DEFAULT_INPUT_LIMITS } = await import('../worker/input-root.js');
-    let sandbox: Sandbox;
-    try {
-      sandbox = new BwrapSandbox({});
-    } catch (e) {
-      throw failedPrecondition(`cannot run actions without a sandbox: ${(e as Error).message}`);
-    }
-    const worker = await Worker.start({
-      scheduler: opts.scheduler,
-      ...(opts.cas ? { cas: opts.cas } : {}),
-      name,
-      executors: opts.executors ?? os.cpus().length,
-      properties: opts.executorProperty ? parseProperties(opts.executorProperty) : { OSFamily: ['linux'] },
-      cpus: opts.cpus ?? os.cpus().length,
-      memoryBytes: opts.memory ?? os.totalmem(),
-      allowNetwork: opts.allowNetwork ?? false,
-      cacheDir: path.join(dataDir, 'cas'),
-      cacheBytes: opts.cacheSize ?? 10 * 1024 ** 3,
-      workDir: path.join(dataDir, 'work'),
-      sandbox,
-      defaultTimeoutMs: 900_000,
-      maxTimeoutMs: 3_600_000,
-      inputLimits: { ...DEFAULT_INPUT_LIMITS, ...(opts.maxInputNodes ? { maxNodes: opts.maxInputNodes } : {}), ...(opts.maxInputBytes ? { maxBytes: opts.maxInputBytes } : {}) },
-      log: log.child({ worker: name }),
-      ...(opts.token || process.env.REPR_TOKEN ? { token: opts.token ?? process.env.REPR_TOKEN } : {}),
-      ...(opts.runWrites ? { runWrites: opts.runWrites } : {}),
-    });
-    const stop = (signal: string) => {
-      log.info({ signal, running: worker.busy }, 'draining: no new work; finishing running actions');
-      worker.drain((opts.drainTimeout ?? 60) * 1000).then(
-        () => {
-          log.info('worker stopped');
-          process.exit(0);
-        },
-        () => process.exit(1),
-      );
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+  .option('-c, --config <file>', 'JSON config file (see examples/worker.json); flags override it');
+// Help needs some scheduler to work the defaults out; the address plays no part in them.
+const workerFlag = addConfigFlags(workerCommand, workerFlags, () => compileWorkerConfig({ scheduler: 'grpc://localhost:8980' }));
+workerCommand.action(async (opts: Opts) => {
+  const input = overlayFlags(typeof opts.config === 'string' ? loadConfigFile(opts.config) : {}, workerFlags, workerFlag(opts));
+  const config = compileWorkerConfig(input);
+  const ex = config.execution;
+  const { createLogger } = await import('../common/logger.js');
+  const log = createLogger(config.logLevel);
+  const { BwrapSandbox } = await import('../sandbox/bwrap-sandbox.js');
+  const { Worker } = await import('../worker/worker.js');
+  let sandbox: Sandbox;
+  try {
+    sandbox = new BwrapSandbox({ ...ex.sandbox, ...(ex.readOnlyPaths ? { readOnlyPaths: ex.readOnlyPaths } : {}) });
+  } catch (e) {
+    throw failedPrecondition(`cannot run actions without a sandbox: ${(e as Error).message}`);
+  }
+  const worker = await Worker.start({
+    scheduler: config.scheduler,
+    ...(config.cas ? { cas: config.cas } : {}),
+    name: config.name,
+    executors: ex.executors,
+    properties: ex.properties,
+    cpus: ex.cpus,
+    memoryBytes: ex.memoryBytes,
+    allowNetwork: ex.allowNetwork,
+    cacheDir: config.cache.directory,
+    cacheBytes: config.cache.limitBytes,
+    workDir: config.workDir,
+    sandbox,
+    defaultTimeoutMs: ex.defaultTimeoutSeconds * 1000,
+    maxTimeoutMs: ex.maxTimeoutSeconds * 1000,
+    inputLimits: { maxNodes: ex.maxInputNodes, maxBytes: ex.maxInputBytes, maxDepth: ex.maxInputDepth },
+    log: log.child({ worker: config.name }),
+    ...(config.token ? { token: config.token } : {}),
+    runWrites: ex.runWrites,
   });
-
-interface WorkerFlags {
-  scheduler: string;
-  cas?: string;
-  name?: string;
-  executors?: number;
-  executorProperty?: string[];
-  cpus?: number;
-  memory?: number;
-  allowNetwork?: boolean;
-  dataDir?: string;
-  cacheSize?: number;
-  drainTimeout?: number;
-  logLevel?: string;
-  token?: string;
-  runWrites?: 'overlay' | 'fuse';
-  maxInputNodes?: number;
-  maxInputBytes?: number;
-}
+  const stop = (signal: string) => {
+    log.info({ signal, running: worker.busy }, 'draining: no new work; finishing running actions');
+    worker.drain(config.drainTimeoutSeconds * 1000).then(
+      () => {
+        log.info('worker stopped');
+        process.exit(0);
+      },
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+});
 
 program
   .command('run')
@@ -197,7 +153,6 @@ program
   .action(async (command: string[], opts: RunFlags) => {
     const { readBatch, runCommands } = await import('../client/run-command.js');
     const { discoveryFromSpec } = await import('../client/discovery.js');
-    const { bearerInterceptor } = await import('../grpc/auth.js');
     const commands = opts.batch ? await readBatch(opts.batch) : command.length > 0 ? [command] : [];
     if (commands.length === 0) throw new InvalidArgumentError('nothing to run: give a command after --, or --batch FILE');
     const token = opts.token ?? process.env.REPR_TOKEN;
@@ -218,13 +173,15 @@ program
       cwd: process.cwd(),
       roots: opts.root ?? [],
       env: [...env].map(([name, value]) => ({ name, value })),
-      platform: Object.entries(parseProperties(opts.platform ?? [], '--platform')).flatMap(([name, vs]) => vs.map((value) => ({ name, value }))),
+      platform: Object.entries((opts.platform ?? []).reduce((into, pair) => addProperty(into, pair, '--platform'), {} as Record<string, string[]>)).flatMap(([name, vs]) =>
+        vs.map((value) => ({ name, value })),
+      ),
       timeoutMs: (opts.timeout ?? 0) * 1000,
       ...(manifest ? { manifest } : {}),
       record: opts.record,
       stats: opts.stats ?? false,
       ...(opts.statsJson ? { statsJson: opts.statsJson } : {}),
-      ...(token ? { interceptors: [bearerInterceptor(token)] } : {}),
+      token,
       stdout: process.stdout,
       stderr: process.stderr,
     });
@@ -270,26 +227,6 @@ function intOption(v: string, flag: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${flag} takes a non-negative integer, not "${v}"`);
   return n;
-}
-
-function parseProperties(pairs: string[], flag = '--executor-property'): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
-  for (const p of pairs) {
-    const i = p.indexOf('=');
-    if (i <= 0) throw new InvalidArgumentError(`${flag} takes name=value, not "${p}"`);
-    (out[p.slice(0, i)] ??= []).push(p.slice(i + 1));
-  }
-  return out;
-}
-
-/** --cas-size sets the limit of the disk store at the bottom of the CAS stack. */
-function withCasSize(config: ReturnType<typeof compileServerConfig>, size: number) {
-  const resize = (s: (typeof config)['storage']['cas']): typeof s => {
-    if (s.type === 'disk') return { ...s, limitBytes: size };
-    if (s.type === 'read-caching') return { ...s, slow: resize(s.slow) };
-    return s;
-  };
-  return { ...config, storage: { ...config.storage, cas: resize(config.storage.cas) } };
 }
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -2,7 +2,11 @@ import type { SrvRecord } from 'node:dns';
 import { Resolver } from 'node:dns/promises';
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
+import { type Clock, systemClock } from '../common/clock.js';
 import { Code, invalidArgument, ReprError, unavailable } from '../common/errors.js';
+import { normalizeTarget, parseTarget } from '../grpc/dial.js';
+
+export { normalizeTarget };
 
 /**
  * How a client finds servers. Asked before each run rather than once, so a
@@ -14,26 +18,12 @@ export interface Discovery {
   servers(): Promise<string[]>;
 }
 
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)$/;
-
-/** `grpc://host:port` or `host:port` as `grpc://host:port`, or undefined if it is neither. */
-export function normalizeTarget(target: string): string | undefined {
-  const rest = target.trim().replace(/^grpc:\/\//, '');
-  const i = rest.lastIndexOf(':');
-  if (i <= 0) return undefined;
-  const host = rest.slice(0, i);
-  const port = rest.slice(i + 1);
-  if (!HOST.test(host) || !/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) return undefined;
-  return `grpc://${host}:${Number(port)}`;
-}
-
-function parseTarget(target: string, where: string): string {
-  const t = normalizeTarget(target);
-  if (t === undefined) {
-    // grpcs:// lands here too: repr's channels are plaintext for now.
-    throw invalidArgument(`${where}: "${target}" is not a server address; expected grpc://host:port or host:port`);
+function checkTarget(target: string, where: string): string {
+  try {
+    return parseTarget(target);
+  } catch (e) {
+    throw invalidArgument(`${where}: ${(e as Error).message}`);
   }
-  return t;
 }
 
 /** A fixed list, from a flag or the config file. */
@@ -42,7 +32,7 @@ export class StaticDiscovery implements Discovery {
 
   constructor(list: readonly string[]) {
     if (list.length === 0) throw invalidArgument('server list is empty; give at least one grpc://host:port');
-    this.targets = list.map((t) => parseTarget(t, 'server list'));
+    this.targets = list.map((t) => checkTarget(t, 'server list'));
   }
 
   async servers(): Promise<string[]> {
@@ -70,7 +60,7 @@ export class FileDiscovery implements Discovery {
     const targets: string[] = [];
     text.split('\n').forEach((raw, i) => {
       const line = raw.replace(/#.*/, '').trim();
-      if (line !== '') targets.push(parseTarget(line, `${this.path}:${i + 1}`));
+      if (line !== '') targets.push(checkTarget(line, `${this.path}:${i + 1}`));
     });
     if (targets.length === 0) throw unavailable(`server list ${this.path} names no servers`);
     return targets;
@@ -82,6 +72,7 @@ export interface DnsSrvOptions {
   timeoutMs?: number;
   /** Replaces the DNS lookup (tests). */
   resolveSrv?: (name: string) => Promise<SrvRecord[]>;
+  clock?: Clock;
 }
 
 /**
@@ -93,6 +84,7 @@ export interface DnsSrvOptions {
 export class DnsSrvDiscovery implements Discovery {
   private readonly timeoutMs: number;
   private readonly resolve: (name: string) => Promise<SrvRecord[]>;
+  private readonly clock: Clock;
 
   constructor(
     readonly name: string,
@@ -101,6 +93,7 @@ export class DnsSrvDiscovery implements Discovery {
     if (!name) throw invalidArgument('DNS SRV discovery needs a name, e.g. _repr._tcp.example.com');
     this.timeoutMs = options.timeoutMs ?? 2000;
     this.resolve = options.resolveSrv ?? ((n) => this.lookup(n));
+    this.clock = options.clock ?? systemClock;
   }
 
   async servers(): Promise<string[]> {
@@ -122,9 +115,9 @@ export class DnsSrvDiscovery implements Discovery {
   private async lookup(name: string): Promise<SrvRecord[]> {
     // A fresh resolver per lookup so that cancel() on timeout affects only this one.
     const resolver = new Resolver({ timeout: this.timeoutMs, tries: 1 });
-    let timer: NodeJS.Timeout | undefined;
+    let cancel = () => {};
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+      cancel = this.clock.setTimeout(() => {
         resolver.cancel();
         reject(Object.assign(new Error('timed out'), { code: `ETIMEOUT after ${this.timeoutMs} ms` }));
       }, this.timeoutMs);
@@ -132,7 +125,7 @@ export class DnsSrvDiscovery implements Discovery {
     try {
       return await Promise.race([resolver.resolveSrv(name), timeout]);
     } finally {
-      clearTimeout(timer);
+      cancel();
     }
   }
 }

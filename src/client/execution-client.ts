@@ -1,6 +1,7 @@
 import { computeDigest, type Digest, SHA256, toWire } from '../common/digest.js';
 import type { ReapiClient } from '../reapi/reapi-client.js';
-import { credentials, makeGenericClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
+import { makeGenericClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
+import { dial, type DialOptions } from '../grpc/dial.js';
 import { Action, Command, Directory, ExecuteOperationMetadata, ExecuteResponse, ExecutionService, type ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { type Operation, OperationsService } from '../proto/google/longrunning/operations.js';
 
@@ -70,9 +71,11 @@ export class ExecClient {
   private readonly exec: InstanceType<typeof ExecutionClient>;
   private readonly ops: InstanceType<typeof OperationsClient>;
 
-  constructor(address: string, private readonly instanceName = '') {
-    this.exec = new ExecutionClient(address, credentials.createInsecure());
-    this.ops = new OperationsClient(address, credentials.createInsecure());
+  /** @param target grpc://host:port or host:port */
+  constructor(target: string, private readonly instanceName = '', options: DialOptions = {}) {
+    const { address, credentials, options: channel } = dial(target, options);
+    this.exec = new ExecutionClient(address, credentials, channel);
+    this.ops = new OperationsClient(address, credentials, channel);
   }
 
   close(): void {

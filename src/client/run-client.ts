@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { type ClientDuplexStream, credentials, type Interceptor } from '@grpc/grpc-js';
+import type { ClientDuplexStream } from '@grpc/grpc-js';
+import { type Clock, systemClock } from '../common/clock.js';
 import type { DigestFunction } from '../common/digest.js';
 import { Code, ReprError } from '../common/errors.js';
+import { dial, type DialOptions } from '../grpc/dial.js';
 import { type ClientMessage, type OutputChunk_Stream, type PathNode, type RunFinished, RunnerClient, type ServerMessage } from '../proto/repr/run/v1/run.js';
 import type { FileSource } from './file-source.js';
 
@@ -40,14 +42,10 @@ export class RunSession {
   constructor(
     readonly target: string,
     private readonly files: FileSource,
-    private readonly o: { instanceName: string; fn: DigestFunction; interceptors?: Interceptor[] },
+    private readonly o: { instanceName: string; fn: DigestFunction; clock?: Clock } & DialOptions,
   ) {
-    this.client = new RunnerClient(target.replace(/^grpc:\/\//, ''), credentials.createInsecure(), {
-      'grpc.max_receive_message_length': -1,
-      'grpc.max_send_message_length': -1,
-      'grpc.keepalive_time_ms': 20_000,
-      ...(o.interceptors ? { interceptors: o.interceptors } : {}),
-    });
+    const { address, credentials, options } = dial(target, { keepaliveMs: 20_000, ...o });
+    this.client = new RunnerClient(address, credentials, options);
     this.call = this.client.session();
     this.call.on('data', (m: ServerMessage) => this.onMessage(m));
     const fail = (e: Error) => {
@@ -123,9 +121,9 @@ export class RunSession {
   async close(): Promise<void> {
     if (!this.broken) {
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 2000);
-        this.call.once('status', () => (clearTimeout(t), resolve()));
-        this.call.once('error', () => (clearTimeout(t), resolve()));
+        const cancel = (this.o.clock ?? systemClock).setTimeout(resolve, 2000);
+        this.call.once('status', () => (cancel(), resolve()));
+        this.call.once('error', () => (cancel(), resolve()));
         this.call.end();
       });
     }

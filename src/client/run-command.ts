@@ -1,6 +1,5 @@
 import { readFile, realpath, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Interceptor } from '@grpc/grpc-js';
 import { type DigestFunction, SHA256 } from '../common/digest.js';
 import { Code, ReprError } from '../common/errors.js';
 import { OutputChunk_Stream, type PathNode, type RunFinished } from '../proto/repr/run/v1/run.js';
@@ -33,7 +32,8 @@ export interface RunCommandOptions {
   record: boolean;
   stats: boolean;
   statsJson?: string;
-  interceptors?: Interceptor[];
+  /** Bearer token for servers that require one. */
+  token?: string;
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
 }
@@ -66,9 +66,9 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
   const roots = checkRoots(await Promise.all((o.roots.length > 0 ? o.roots : [cwd]).map((r) => realpath(path.resolve(cwd, r)))));
   if (!rootOf(cwd, roots)) throw new ReprError(Code.INVALID_ARGUMENT, `the working directory ${cwd} is not inside a root (${roots.join(', ')}); add --root`);
   const servers = await o.discovery.servers();
-  const cas = new ReapiClient({ target: o.cas ?? servers[0]!, instanceName: o.instanceName, digestFunction: fn, ...(o.interceptors ? { interceptors: o.interceptors } : {}) });
+  const cas = new ReapiClient({ target: o.cas ?? servers[0]!, instanceName: o.instanceName, digestFunction: fn, token: o.token });
   const files = new FileSource(cas, fn);
-  const sessions = servers.map((s) => new RunSession(s, files, { instanceName: o.instanceName, fn, ...(o.interceptors ? { interceptors: o.interceptors } : {}) }));
+  const sessions = servers.map((s) => new RunSession(s, files, { instanceName: o.instanceName, fn, token: o.token }));
   const records = recordDir();
   const manifest = (o.manifest ?? []).map((p) => path.resolve(cwd, p)).filter((p) => rootOf(p, roots));
   const outcomes: CommandOutcome[] = [];

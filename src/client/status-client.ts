@@ -1,11 +1,14 @@
-import { credentials, Metadata } from '@grpc/grpc-js';
-import { bearerInterceptor } from '../grpc/auth.js';
+import { Metadata } from '@grpc/grpc-js';
+import { type Clock, systemClock } from '../common/clock.js';
+import { dial } from '../grpc/dial.js';
 import { type GetStatusResponse, SchedulerStatusClient } from '../proto/repr/worker/v1/worker.js';
 
 /** Asks a scheduler for its status (SchedulerStatus.GetStatus). */
-export function fetchStatus(target: string, timeoutMs = 10_000, token?: string): Promise<GetStatusResponse> {
-  const client = new SchedulerStatusClient(target.replace(/^grpc:\/\//, ''), credentials.createInsecure(), token ? { interceptors: [bearerInterceptor(token)] } : {});
+export async function fetchStatus(target: string, timeoutMs = 10_000, token?: string): Promise<GetStatusResponse> {
+  const { address, credentials, options } = dial(target, { token });
+  const client = new SchedulerStatusClient(address, credentials, options);
   return new Promise<GetStatusResponse>((resolve, reject) => {
+    // grpc-js measures deadlines against the system clock, so an injected one has no say here.
     client.getStatus({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       client.close();
       if (err) reject(new Error(`cannot get the status of ${target}: ${err.details || err.message}`));
@@ -15,13 +18,13 @@ export function fetchStatus(target: string, timeoutMs = 10_000, token?: string):
 }
 
 /** Polls until `ready` holds for the scheduler's status (tests, scripts waiting for workers). */
-export async function waitForStatus(target: string, ready: (s: GetStatusResponse) => boolean, timeoutMs = 20_000): Promise<GetStatusResponse> {
-  const until = Date.now() + timeoutMs;
+export async function waitForStatus(target: string, ready: (s: GetStatusResponse) => boolean, timeoutMs = 20_000, clock: Clock = systemClock): Promise<GetStatusResponse> {
+  const until = clock.now() + timeoutMs;
   for (;;) {
     const s = await fetchStatus(target);
     if (ready(s)) return s;
-    if (Date.now() > until) throw new Error(`scheduler status not as expected after ${timeoutMs} ms: ${JSON.stringify(s)}`);
-    await new Promise((r) => setTimeout(r, 100));
+    if (clock.now() > until) throw new Error(`scheduler status not as expected after ${timeoutMs} ms: ${JSON.stringify(s)}`);
+    await new Promise<void>((r) => clock.setTimeout(r, 100));
   }
 }
 
@@ -32,7 +35,7 @@ function ago(ts: { seconds: number; nanos: number } | undefined, now: number): s
 }
 
 /** A human-readable table of a status. */
-export function formatStatus(s: GetStatusResponse, now = Date.now()): string {
+export function formatStatus(s: GetStatusResponse, now = systemClock.now()): string {
   const lines = [
     `queued ${s.queued}  executing ${s.executing}  completed ${s.completed}  requeued ${s.requeued}  stale results ${s.staleResults}`,
     '',

@@ -18,7 +18,7 @@ export function registerSchedulerMetrics(registry: Registry, scheduler: Schedule
       },
     });
   gauge('repr_scheduler_queued_actions', 'Actions waiting for an executor', () => scheduler.queueDepth);
-  gauge('repr_scheduler_busy_executors', 'Executors running an action or a repr run', () => scheduler.executing);
+  gauge('repr_scheduler_busy_executors', 'Executors executing an action or held for a repr run', () => scheduler.busyExecutors);
   gauge('repr_scheduler_executors', 'Executors connected (built-in and workers)', () => groups().reduce((n, g) => n + (g.draining ? 0 : g.slots.length), 0));
   gauge('repr_scheduler_workers', 'Worker groups connected (the built-in executors count as one)', () => groups().length);
   gauge('repr_scheduler_completed_total', 'Results accepted since the scheduler started', () => scheduler.stats().completed);

@@ -1,15 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import {
-  type ChannelCredentials,
-  type Client,
-  type ClientReadableStream,
-  type ClientWritableStream,
-  type Interceptor,
-  credentials,
-  makeGenericClientConstructor,
-  Metadata,
-  type ServiceDefinition,
-} from '@grpc/grpc-js';
+import { type Client, type ClientReadableStream, type ClientWritableStream, makeGenericClientConstructor, Metadata, type ServiceDefinition } from '@grpc/grpc-js';
+import { dial, type DialOptions } from '../grpc/dial.js';
 import { type Digest, type DigestFunction, fromWire, SHA256, toWire } from '../common/digest.js';
 import { ReprError, Code, invalidArgument } from '../common/errors.js';
 import { decodeReadResponse, encodeWriteRequest } from './bytestream-codec.js';
@@ -41,16 +32,13 @@ const CasClient = makeGenericClientConstructor(
   'build.bazel.remote.execution.v2.ContentAddressableStorage',
 ) as unknown as typeof ContentAddressableStorageClient;
 
-export interface ReapiClientOptions {
-  /** grpc://host:port (plaintext) or host:port. */
+export interface ReapiClientOptions extends DialOptions {
+  /** grpc://host:port or host:port. */
   target: string;
   instanceName?: string;
   digestFunction?: DigestFunction;
-  credentials?: ChannelCredentials;
   /** Bytes per WriteRequest. */
   writeChunkBytes?: number;
-  /** Client interceptors for every call (e.g. one adding an authorization header). */
-  interceptors?: Interceptor[];
 }
 
 type Callback<T> = (err: Error | null, res?: T) => void;
@@ -114,21 +102,13 @@ export class ReapiClient {
   private readonly chunk: number;
 
   constructor(opts: ReapiClientOptions) {
-    const address = opts.target.replace(/^grpc:\/\//, '');
-    const creds = opts.credentials ?? credentials.createInsecure();
-    // Large HTTP/2 windows: with the 64 KiB default, blob downloads stall on WINDOW_UPDATEs.
-    const options = {
-      'grpc.max_receive_message_length': -1,
-      'grpc.max_send_message_length': -1,
-      'grpc-node.flow_control_window': 16 * 1024 * 1024,
-      ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
-    };
+    const { address, credentials: creds, options, interceptors } = dial(opts.target, opts);
     this.instanceName = opts.instanceName ?? '';
     this.fn = opts.digestFunction ?? SHA256;
     this.chunk = opts.writeChunkBytes ?? 1024 * 1024;
     this.cas = new CasClient(address, creds, options);
     // Share one channel between the stubs.
-    const channelOverride = { channelOverride: this.cas.getChannel(), ...(opts.interceptors ? { interceptors: opts.interceptors } : {}) };
+    const channelOverride = { channelOverride: this.cas.getChannel(), interceptors };
     this.ac = new ActionCacheClient(address, creds, channelOverride);
     this.capabilities = new CapabilitiesClient(address, creds, channelOverride);
     this.byteStream = new ByteStreamClient(address, creds, channelOverride) as unknown as ReapiClient['byteStream'];

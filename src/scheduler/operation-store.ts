@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { type Clock, systemClock } from '../common/clock.js';
 import { operationCollection } from './operation-name.js';
 
 export interface OperationRow {
@@ -28,7 +29,10 @@ export class OperationStore {
   private readonly db: Database.Database;
   private readonly stmts;
 
-  constructor(file: string) {
+  constructor(
+    file: string,
+    private readonly clock: Clock = systemClock,
+  ) {
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
@@ -70,11 +74,11 @@ export class OperationStore {
   }
 
   setStage(name: string, stage: number): void {
-    this.stmts.stage.run(stage, Date.now(), name);
+    this.stmts.stage.run(stage, this.clock.now(), name);
   }
 
   complete(name: string, stage: number, response: Buffer): void {
-    this.stmts.complete.run(stage, response, Date.now(), name);
+    this.stmts.complete.run(stage, response, this.clock.now(), name);
   }
 
   get(name: string): OperationRow | undefined {

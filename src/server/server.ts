@@ -4,6 +4,7 @@ import type { Logger } from '../common/logger.js';
 import type { ServerConfig } from '../config/config.js';
 import { ActionCacheServiceImpl } from '../services/action-cache-service.js';
 import { prepareActionCacheStores } from '../storage/ac-key-format.js';
+import { ActionCache } from '../storage/action-cache.js';
 import { ByteStreamServiceImpl } from '../services/bytestream-service.js';
 import { CapabilitiesServiceImpl } from '../services/capabilities-service.js';
 import { CasService } from '../services/cas-service.js';
@@ -22,18 +23,15 @@ import { WorkerService } from '../services/worker-service.js';
 import os from 'node:os';
 import { BwrapSandbox } from '../sandbox/bwrap-sandbox.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
-import { defaultExecutorId, LocalExecutor } from '../worker/local-executor.js';
+import { createExecutors, defaultExecutorId } from '../worker/create-executors.js';
 import path from 'node:path';
 import { rmSync } from 'node:fs';
-import { VerifyingBlobStore } from '../storage/verifying-store.js';
-import { fuseUnavailable } from '../vfs/fuse-available.js';
-import { RunExecutor } from '../worker/run-executor.js';
 import { RunService } from '../services/run-service.js';
 import { Registry } from 'prom-client';
 import { authInterceptor, createAuthenticator } from '../grpc/auth.js';
 import { startMetricsServer, type MetricsServer } from '../observability/metrics-http.js';
 import { createTelemetrySinks, type TelemetrySink } from '../observability/telemetry.js';
-import type { ExecutorSlot, WorkerGroup } from '../executor/executor-slot.js';
+import type { WorkerGroup } from '../executor/executor-slot.js';
 
 type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
 
@@ -59,7 +57,7 @@ export class ReprServer {
   }
 
   static async start(config: ServerConfig, log: Logger): Promise<ReprServer> {
-    const cas = new VerifyingBlobStore(await createStore(config.storage.cas));
+    const cas = await createStore(config.storage.cas);
     prepareActionCacheStores(config.storage.ac, log);
     const ac = await createStore(config.storage.ac);
     const instances = new InstanceNames(config.instanceNames);
@@ -78,15 +76,15 @@ export class ReprServer {
     const tunedStreams = enlargeStreamWindows(grpc);
     const add = (def: unknown, impl: unknown) => grpc.addService(...refuseUndecodable(def as ServiceDefinition, impl as UntypedServiceImplementation));
 
-    const execution = await startExecution(config, cas, ac, log);
-    const actionCache = new ActionCacheServiceImpl({ ac, cas, instances, log: log.child({ svc: 'ac' }) });
+    const actionCache = new ActionCache(ac, cas);
+    const execution = await startExecution(config, cas, actionCache, log);
 
     const maxBlob = config.maxBlobSizeBytes;
     const uploads = { maxCount: config.uploads.maxCount, maxBytes: config.uploads.maxBytes, idleMs: config.uploads.idleSeconds * 1000 };
     const byteStream = new ByteStreamServiceImpl({ cas, instances, log: log.child({ svc: 'bytestream' }), maxBlobSizeBytes: maxBlob, uploads });
     add(byteStream.definition(), byteStream.handlers());
     add(CasService.definition, new CasService({ cas, instances, log: log.child({ svc: 'cas' }), maxBatchTotalSizeBytes: maxBatch, maxBlobSizeBytes: maxBlob }).handlers());
-    add(ActionCacheServiceImpl.definition, actionCache.handlers());
+    add(ActionCacheServiceImpl.definition, new ActionCacheServiceImpl({ actionCache, cas, instances, log: log.child({ svc: 'ac' }) }).handlers());
     add(
       CapabilitiesServiceImpl.definition,
       new CapabilitiesServiceImpl({ instances, log, maxBatchTotalSizeBytes: maxBatch, maxBlobSizeBytes: maxBlob, execEnabled: execution !== undefined }).handlers(),
@@ -149,11 +147,11 @@ export class ReprServer {
  * The scheduler with its operation store, the in-process executors and the
  * service external workers connect to, or undefined for a cache-only server.
  */
-async function startExecution(config: ServerConfig, cas: BlobStore, ac: BlobStore, log: Logger) {
+async function startExecution(config: ServerConfig, cas: BlobStore, actionCache: ActionCache, log: Logger) {
   const ex = config.execution;
   if (!ex.enabled) return undefined;
   const store = new OperationStore(path.join(config.dataDir, 'operations.sqlite'));
-  const scheduler = new Scheduler(store, cas, ac, log.child({ svc: 'scheduler' }), { departedGraceMs: ex.departedWorkerGraceSeconds * 1000 });
+  const scheduler = new Scheduler({ store, cas, actionCache, log: log.child({ svc: 'scheduler' }), departedGraceMs: ex.departedWorkerGraceSeconds * 1000 });
   const workers = new WorkerService({
     scheduler,
     log: log.child({ svc: 'workers' }),
@@ -177,29 +175,19 @@ async function startExecution(config: ServerConfig, cas: BlobStore, ac: BlobStor
   rmSync(workDir, { recursive: true, force: true }); // leftovers of a crash
   const properties = Object.fromEntries(Object.entries(ex.properties).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));
   const caps = { properties, cpus: ex.cpus, memoryBytes: ex.memoryBytes, networkAllowed: ex.allowNetwork };
-  const slots: ExecutorSlot[] = [];
-  const noFuse = fuseUnavailable();
-  if (noFuse) log.warn({ reason: noFuse }, 'built-in executors take no `repr run`s');
-  for (let i = 0; i < ex.executors; i++) {
-    const opts = {
-      id: defaultExecutorId(i),
-      cas: () => cas,
-      sandbox,
-      workDir,
-      log: log.child({ executor: i }),
-      defaultTimeoutMs: ex.defaultTimeoutSeconds * 1000,
-      maxTimeoutMs: ex.maxTimeoutSeconds * 1000,
-      inputLimits: { maxNodes: ex.maxInputNodes, maxBytes: ex.maxInputBytes, maxDepth: ex.maxInputDepth },
-    };
-    const executor = new LocalExecutor(opts);
-    const slot: ExecutorSlot = { id: executor.id, caps, execute: (task, signal) => executor.execute(task, signal) };
-    if (!noFuse) {
-      const runs = new RunExecutor(opts);
-      slot.run = (req, host, signal) => runs.run(req, host, signal);
-    }
-    slots.push(slot);
-    scheduler.addExecutor(slot);
-  }
+  const slots = createExecutors({
+    count: ex.executors,
+    id: defaultExecutorId,
+    caps,
+    cas: () => cas,
+    sandbox,
+    workDir,
+    log,
+    defaultTimeoutMs: ex.defaultTimeoutSeconds * 1000,
+    maxTimeoutMs: ex.maxTimeoutSeconds * 1000,
+    inputLimits: { maxNodes: ex.maxInputNodes, maxBytes: ex.maxInputBytes, maxDepth: ex.maxInputDepth },
+  });
+  for (const slot of slots) scheduler.addExecutor(slot);
   log.info({ executors: ex.executors, properties }, 'remote execution enabled');
   const local: WorkerGroup = { name: `${os.hostname()} (built-in)`, address: 'local', slots, properties, draining: false, connected: new Date() };
   return { scheduler, store, workers, local };

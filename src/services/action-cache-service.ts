@@ -1,14 +1,15 @@
-import { type Digest, type DigestFunction, digestFunctionFromValue, digestString, fromWire } from '../common/digest.js';
-import { Code, codeOf, invalidArgument, notFound } from '../common/errors.js';
+import { type DigestFunction, digestFunctionFromValue, fromWire } from '../common/digest.js';
+import { invalidArgument } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { ActionCacheService, type ActionCacheServer, ActionResult, type GetActionResultRequest, Tree, type UpdateActionResultRequest } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import { ActionCacheService, type ActionCacheServer, type ActionResult, type GetActionResultRequest, type UpdateActionResultRequest } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { unary } from '../grpc/handlers.js';
 import type { InstanceNames } from './instances.js';
-import { acKey, referencedDigests } from '../storage/action-cache.js';
+import type { ActionCache } from '../storage/action-cache.js';
 
 export interface ActionCacheServiceOptions {
-  ac: BlobStore;
+  actionCache: ActionCache;
+  /** Where inlined outputs are read from. */
   cas: BlobStore;
   instances: InstanceNames;
   log: Logger;
@@ -17,10 +18,8 @@ export interface ActionCacheServiceOptions {
 }
 
 /**
- * The action cache. Entries are ActionResult messages keyed by instance name
- * and action digest. A result is only served while everything it references is
- * still in the CAS: a hit whose outputs were evicted would make the client
- * fail later, where a miss just makes it run the action again.
+ * REAPI ActionCache over the storage-level ActionCache, which decides what
+ * counts as a hit; this adds the instance check and inlining.
  */
 export class ActionCacheServiceImpl {
   private readonly maxInline: number;
@@ -32,19 +31,7 @@ export class ActionCacheServiceImpl {
   async getActionResult(req: GetActionResultRequest): Promise<ActionResult> {
     this.o.instances.check(req.instanceName);
     const fn = digestFunctionFromValue(req.digestFunction);
-    const action = fromWire(fn, req.actionDigest, 'action_digest');
-    const key = acKey(req.instanceName, action);
-    let result: ActionResult;
-    try {
-      result = ActionResult.decode(await this.o.ac.get(key));
-    } catch (e) {
-      if (codeOf(e) === Code.NOT_FOUND) throw notFound(`no action result for action ${digestString(action)}`);
-      throw e;
-    }
-    const missing = await this.missingOutputs(fn, result);
-    if (missing.length > 0) {
-      throw notFound(`action result for ${digestString(action)} refers to ${missing.length} blob(s) no longer in the CAS (e.g. ${digestString(missing[0]!)})`);
-    }
+    const result = await this.o.actionCache.get(req.instanceName, fromWire(fn, req.actionDigest, 'action_digest'));
     await this.inline(fn, result, req);
     return result;
   }
@@ -54,31 +41,8 @@ export class ActionCacheServiceImpl {
     const fn = digestFunctionFromValue(req.digestFunction);
     const action = fromWire(fn, req.actionDigest, 'action_digest');
     if (!req.actionResult) throw invalidArgument('action_result is missing');
-    // Validate every digest now: a malformed one stored here would break every later hit.
-    referencedDigests(fn, req.actionResult);
-    await this.o.ac.put(acKey(req.instanceName, action), Buffer.from(ActionResult.encode(req.actionResult).finish()));
+    await this.o.actionCache.put(req.instanceName, action, req.actionResult);
     return req.actionResult;
-  }
-
-  /** Every blob the result references (output trees included) that the CAS lacks. */
-  private async missingOutputs(fn: DigestFunction, result: ActionResult): Promise<Digest[]> {
-    const direct = referencedDigests(fn, result);
-    const missing = await this.o.cas.findMissing(direct.all);
-    if (missing.length > 0) return missing;
-    const inTrees: Digest[] = [];
-    for (const t of direct.trees) {
-      let tree: Tree;
-      try {
-        tree = Tree.decode(await this.o.cas.get(t));
-      } catch (e) {
-        if (codeOf(e) === Code.NOT_FOUND) return [t];
-        throw invalidArgument(`output tree ${digestString(t)} is not a Tree message`);
-      }
-      for (const dir of [tree.root, ...tree.children]) {
-        for (const f of dir?.files ?? []) inTrees.push(fromWire(fn, f.digest, `file "${f.name}" in tree ${digestString(t)}`));
-      }
-    }
-    return inTrees.length > 0 ? this.o.cas.findMissing(inTrees) : [];
   }
 
   private async inline(fn: DigestFunction, result: ActionResult, req: GetActionResultRequest): Promise<void> {

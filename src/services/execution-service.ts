@@ -1,9 +1,9 @@
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import { type Digest, digestFunctionFromValue, digestString, fromWire } from '../common/digest.js';
-import { Code, codeOf, failedPrecondition, invalidArgument, notFound } from '../common/errors.js';
+import { digestFunctionFromValue, digestString, fromWire } from '../common/digest.js';
+import { Code, failedPrecondition, invalidArgument, notFound } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import type { ActionCache } from '../storage/action-cache.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import type { ActionCacheServiceImpl } from './action-cache-service.js';
 import type { InstanceNames } from './instances.js';
 import { Action, Command, type ExecuteRequest, ExecuteResponse, ExecutionService, type ExecutionServer, type WaitExecutionRequest } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { Operation } from '../proto/google/longrunning/operations.js';
@@ -44,7 +44,7 @@ function checkPaths(command: Command): void {
 
 export interface ExecutionServiceOptions {
   cas: BlobStore;
-  actionCache: ActionCacheServiceImpl;
+  actionCache: ActionCache;
   scheduler: Scheduler;
   instances: InstanceNames;
   log: Logger;
@@ -80,7 +80,7 @@ export class ExecutionServiceImpl {
     const requirements = (platform?.properties ?? []).map((p) => ({ name: p.name, value: p.value }));
 
     if (!req.skipCacheLookup && !action.doNotCache) {
-      const hit = await this.cachedResult(req.instanceName, fn.value, actionDigest);
+      const hit = await this.o.actionCache.find(req.instanceName, actionDigest);
       if (hit) {
         const state = this.o.scheduler.recordCompleted(req.instanceName, actionDigest, ExecuteResponse.fromPartial({ result: hit, cachedResult: true, status: { code: Code.OK } }));
         call.write(toOperation(state));
@@ -88,7 +88,7 @@ export class ExecutionServiceImpl {
       }
     }
     const why = this.o.scheduler.unsatisfiable(requirements);
-    if (why) throw failedPrecondition(`no executor can run this action; unmet platform properties: ${why.join(', ')}`);
+    if (why) throw failedPrecondition(`no executor can execute this action; unmet platform properties: ${why.join(', ')}`);
 
     const state = this.o.scheduler.submit({
       instanceName: req.instanceName,
@@ -100,22 +100,6 @@ export class ExecutionServiceImpl {
       priority: req.executionPolicy?.priority ?? 0,
     });
     await this.stream(state.name, call);
-  }
-
-  private async cachedResult(instanceName: string, digestFunction: number, actionDigest: Digest) {
-    try {
-      return await this.o.actionCache.getActionResult({
-        instanceName,
-        actionDigest: { hash: actionDigest.hash, sizeBytes: actionDigest.sizeBytes },
-        inlineStdout: false,
-        inlineStderr: false,
-        inlineOutputFiles: [],
-        digestFunction,
-      });
-    } catch (e) {
-      if (codeOf(e) === Code.NOT_FOUND) return undefined;
-      throw e;
-    }
   }
 
   async waitExecution(req: WaitExecutionRequest, call: ServerWritableStream<WaitExecutionRequest, Operation>): Promise<void> {

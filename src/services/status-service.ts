@@ -6,7 +6,7 @@ import { unary } from '../grpc/handlers.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { WorkerGroup } from '../executor/executor-slot.js';
 
-/** Answers `repr status`: the workers the scheduler has, what they run, and its queue. */
+/** Answers `repr status`: the workers the scheduler has, what they are busy with, and its queue. */
 export class StatusServiceImpl {
   constructor(
     private readonly scheduler: Scheduler,
@@ -16,7 +16,7 @@ export class StatusServiceImpl {
   ) {}
 
   status(): GetStatusResponse {
-    const running = this.scheduler.runningActions();
+    const busy = this.scheduler.assignments();
     const completed = this.scheduler.completedByExecutor();
     const workers: WorkerStatus[] = this.groups().map((g) => ({
       name: g.name,
@@ -27,7 +27,7 @@ export class StatusServiceImpl {
       connected: toTimestamp(g.connected),
       lastHeartbeat: g.lastHeartbeat ? toTimestamp(g.lastHeartbeat) : undefined,
       running: g.slots.flatMap((s) => {
-        const r = running.get(s.id);
+        const r = busy.get(s.id);
         return r ? [{ operationName: r.operationName, actionDigest: r.actionDigest && toWire(r.actionDigest), started: toTimestamp(r.started) }] : [];
       }),
       completed: g.slots.reduce((n, s) => n + (completed.get(s.id) ?? 0), 0),
@@ -36,7 +36,7 @@ export class StatusServiceImpl {
     return {
       workers,
       queued: this.scheduler.queueDepth,
-      executing: this.scheduler.executing,
+      executing: this.scheduler.busyExecutors,
       completed: c.completed,
       requeued: c.requeued,
       staleResults: c.staleResults,

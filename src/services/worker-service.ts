@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { type Clock, systemClock } from '../common/clock.js';
 import { toWire } from '../common/digest.js';
 import { Code, codeOf, invalidArgument, ReprError, resourceExhausted, toReprError } from '../common/errors.js';
 import { type NodeQuery, OutputChunk_Stream, type RunFinished, type RunRequest } from '../proto/repr/run/v1/run.js';
@@ -23,6 +24,8 @@ export interface WorkerServiceOptions {
   maxExecutorsPerWorker: number;
   /** Workers registered at once (execution.maxWorkers); as many more streams may wait to register. */
   maxWorkers: number;
+  /** Decides heartbeat and registration deadlines and the times `repr status` shows. */
+  clock?: Clock;
 }
 
 // Without auth anyone can connect as a worker, so everything a worker sends
@@ -132,7 +135,7 @@ interface Pending<T> {
   reject(e: Error): void;
 }
 
-type PendingLease = Pending<ExecuteResponse>;
+type PendingExecution = Pending<ExecuteResponse>;
 
 interface PendingRun extends Pending<RunFinished> {
   /** The client the run's questions and output are relayed to. */
@@ -147,20 +150,23 @@ type Stream = ServerDuplexStream<WorkerMessage, SchedulerMessage>;
  * One connected worker: its executors are slots in the scheduler, each
  * execution is a lease sent down the stream, and the lease's promise settles
  * when the worker's result comes back, or rejects with ExecutorLostError when
- * the worker goes away, so that the scheduler runs the action elsewhere.
+ * the worker goes away, so that the scheduler executes the action elsewhere.
  * A lease id is used once: a result for a lease this session no longer holds
  * (because it was given up) is counted and dropped, never recorded.
  */
 class WorkerSession implements WorkerGroup {
   readonly slots: ExecutorSlot[] = [];
   readonly properties: Record<string, string[]> = {};
-  readonly connected = new Date();
-  lastHeartbeat = new Date();
+  readonly connected: Date;
+  lastHeartbeat: Date;
   draining = false;
-  private readonly leases = new Map<string, PendingLease>();
+  /** Action leases not settled yet, by lease id. */
+  private readonly executions = new Map<string, PendingExecution>();
+  /** `repr run` leases not settled yet, by lease id (the run id on the worker). */
   private readonly runs = new Map<string, PendingRun>();
   private closed = false;
-  private readonly watchdog: NodeJS.Timeout;
+  private cancelWatchdog: () => void = () => undefined;
+  private readonly clock: Clock;
 
   constructor(
     readonly name: string,
@@ -170,19 +176,26 @@ class WorkerSession implements WorkerGroup {
     private readonly o: WorkerServiceOptions,
     private readonly onClose: (s: WorkerSession) => void,
   ) {
+    this.clock = o.clock ?? systemClock;
+    this.connected = new Date(this.clock.now());
+    this.lastHeartbeat = this.connected;
     for (const p of reg.properties) (this.properties[p.name] ??= []).push(p.value);
     const caps: ExecutorCapabilities = { properties: this.properties, cpus: reg.cpus, memoryBytes: reg.memoryBytes, networkAllowed: reg.networkAllowed };
     for (let i = 0; i < reg.executors; i++) {
-      const slot: ExecutorSlot = { id: `${name}/${i}`, caps, execute: (task, signal) => this.lease(task, signal) };
+      const slot: ExecutorSlot = { id: `${name}/${i}`, caps, execute: (task, signal) => this.executeLease(task, signal) };
       if (reg.runs) slot.run = (req, host, signal) => this.runLease(req, host, signal);
       this.slots.push(slot);
     }
-    // Checked as often as the worker is asked to beat.
-    this.watchdog = setInterval(() => {
-      const silent = Date.now() - this.lastHeartbeat.getTime();
-      if (silent > o.heartbeatTimeoutMs) this.lose(`no heartbeat for ${silent} ms (timeout ${o.heartbeatTimeoutMs} ms)`);
+    this.armWatchdog();
+  }
+
+  /** Checks for silence as often as the worker is asked to beat. */
+  private armWatchdog(): void {
+    this.cancelWatchdog = this.clock.setTimeout(() => {
+      const silent = this.clock.now() - this.lastHeartbeat.getTime();
+      if (silent > this.o.heartbeatTimeoutMs) this.lose(`no heartbeat for ${silent} ms (timeout ${this.o.heartbeatTimeoutMs} ms)`);
+      else this.armWatchdog();
     }, this.heartbeatIntervalMs);
-    this.watchdog.unref();
   }
 
   get heartbeatIntervalMs(): number {
@@ -210,9 +223,10 @@ class WorkerSession implements WorkerGroup {
     });
   }
 
-  private lease(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse> {
-    return this.offer<ExecuteResponse, PendingLease>(
-      this.leases,
+  /** Sends an action to execute. */
+  private executeLease(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse> {
+    return this.offer<ExecuteResponse, PendingExecution>(
+      this.executions,
       {},
       (leaseId) => ({
         lease: {
@@ -273,7 +287,7 @@ class WorkerSession implements WorkerGroup {
       this.lose(`sent a bad message: ${err.message}`, { code: err.code, details: err.message });
       return;
     }
-    this.lastHeartbeat = new Date(); // any message shows the worker is alive
+    this.lastHeartbeat = new Date(this.clock.now()); // any message shows the worker is alive
     if (m.runQuery) {
       this.relayQuery(m.runQuery);
     } else if (m.runOutput) {
@@ -284,23 +298,23 @@ class WorkerSession implements WorkerGroup {
       if (run) run.resolve(m.runFinished);
       else this.o.scheduler.noteStaleResult();
     } else if (m.result) {
-      const pending = this.leases.get(m.result.leaseId);
+      const pending = this.executions.get(m.result.leaseId);
       if (!pending) {
         this.o.scheduler.noteStaleResult();
         this.o.log.warn({ worker: this.name, lease: m.result.leaseId }, 'ignored a result for a lease that was already given up');
         return;
       }
-      this.leases.delete(m.result.leaseId);
+      this.executions.delete(m.result.leaseId);
       if (!m.result.response) pending.reject(new ExecutorLostError(`worker ${this.name} sent an empty result`));
       else pending.resolve(m.result.response);
     } else if (m.returned) {
-      const pending = this.leases.get(m.returned.leaseId) ?? this.runs.get(m.returned.leaseId);
-      this.leases.delete(m.returned.leaseId);
+      const pending = this.executions.get(m.returned.leaseId) ?? this.runs.get(m.returned.leaseId);
+      this.executions.delete(m.returned.leaseId);
       this.runs.delete(m.returned.leaseId);
       pending?.reject(new ExecutorLostError(`worker ${this.name} gave it back: ${m.returned.reason}`));
     } else if (m.drain && !this.draining) {
       this.draining = true;
-      this.o.log.info({ worker: this.name, running: this.leases.size }, 'worker is draining');
+      this.o.log.info({ worker: this.name, executing: this.executions.size, runs: this.runs.size }, 'worker is draining');
       for (const s of this.slots) this.o.scheduler.removeExecutor(s);
     }
   }
@@ -309,10 +323,10 @@ class WorkerSession implements WorkerGroup {
   lose(reason: string, status: { code: Code; details: string } | 'ok' = { code: Code.UNAVAILABLE, details: reason }): void {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.watchdog);
+    this.cancelWatchdog();
     for (const s of this.slots) this.o.scheduler.removeExecutor(s);
-    const lost = [...this.leases.values()];
-    this.leases.clear();
+    const lost = [...this.executions.values()];
+    this.executions.clear();
     if (lost.length > 0 || status !== 'ok') this.o.log.warn({ worker: this.name, leases: lost.length, reason }, 'worker disconnected');
     for (const p of lost) p.reject(new ExecutorLostError(`worker ${this.name} lost: ${reason}`));
     for (const r of this.runs.values()) r.reject(new ExecutorLostError(`worker ${this.name} lost: ${reason}`));
@@ -334,8 +348,11 @@ class WorkerSession implements WorkerGroup {
 export class WorkerService {
   private readonly sessions = new Map<string, WorkerSession>();
   private readonly unregistered = new Set<Stream>();
+  private readonly clock: Clock;
 
-  constructor(private readonly o: WorkerServiceOptions) {}
+  constructor(private readonly o: WorkerServiceOptions) {
+    this.clock = o.clock ?? systemClock;
+  }
 
   groups(): WorkerGroup[] {
     return [...this.sessions.values()];
@@ -345,9 +362,9 @@ export class WorkerService {
     let session: WorkerSession | undefined;
     let refused = false;
     const peer = call.getPeer();
-    let registerBy: NodeJS.Timeout | undefined;
+    let cancelRegisterBy: (() => void) | undefined;
     const settle = () => {
-      clearTimeout(registerBy);
+      cancelRegisterBy?.();
       this.unregistered.delete(call);
     };
     const refuse = (e: unknown) => {
@@ -363,8 +380,7 @@ export class WorkerService {
       refuse(resourceExhausted(`${this.unregistered.size} worker streams are waiting to register: at most ${this.o.maxWorkers} (execution.maxWorkers)`));
       return;
     }
-    registerBy = setTimeout(() => refuse(new ReprError(Code.DEADLINE_EXCEEDED, `no register within ${this.o.heartbeatTimeoutMs} ms of connecting`)), this.o.heartbeatTimeoutMs);
-    registerBy.unref();
+    cancelRegisterBy = this.clock.setTimeout(() => refuse(new ReprError(Code.DEADLINE_EXCEEDED, `no register within ${this.o.heartbeatTimeoutMs} ms of connecting`)), this.o.heartbeatTimeoutMs);
     this.unregistered.add(call);
     call.on('data', (m: WorkerMessage) => {
       if (session) return session.onMessage(m);

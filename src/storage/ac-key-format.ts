@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { StoreConfig } from './store-config.js';
+import { childStores, type StoreConfig } from './store-config.js';
 import type { Logger } from '../common/logger.js';
 import { AC_KEY_FORMAT } from './action-cache.js';
 
@@ -17,18 +17,8 @@ export const AC_KEY_FORMAT_FILE = 'ac-key-format';
  * once costs only re-execution. Memory stores start empty and need nothing.
  */
 export function prepareActionCacheStores(config: StoreConfig, log: Logger): void {
-  switch (config.type) {
-    case 'disk':
-      prepareDirectory(config.directory, log);
-      return;
-    case 'read-caching':
-      prepareActionCacheStores(config.fast, log);
-      prepareActionCacheStores(config.slow, log);
-      return;
-    case 'memory':
-    case 'remote':
-      return;
-  }
+  if (config.type === 'disk') prepareDirectory(config.directory, log);
+  for (const child of childStores(config)) prepareActionCacheStores(child, log);
 }
 
 function prepareDirectory(directory: string, log: Logger): void {

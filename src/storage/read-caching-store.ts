@@ -2,6 +2,18 @@ import type { Readable } from 'node:stream';
 import { type Digest, digestKey } from '../common/digest.js';
 import { codeOf, Code, isNotFound } from '../common/errors.js';
 import { ForwardingBlobStore, type BlobStore } from './blob-store.js';
+import type { FindMissingRule } from './store-config.js';
+
+export interface ReadCachingOptions {
+  /**
+   * Blobs larger than this are streamed from the slow store without being
+   * copied into the fast one: one large blob would otherwise evict many small
+   * hot ones and cost a full extra pass over its bytes. Default 16 MiB.
+   */
+  maxBlobBytes?: number;
+  /** Default `slow` (see FindMissingRule). */
+  findMissing?: FindMissingRule;
+}
 
 /**
  * A fast, size-limited store in front of a slow one. Reads are served from
@@ -11,28 +23,36 @@ import { ForwardingBlobStore, type BlobStore } from './blob-store.js';
  */
 export class ReadCachingBlobStore extends ForwardingBlobStore {
   private readonly filling = new Map<string, Promise<Buffer>>();
+  private readonly maxBlobBytes: number;
+  private readonly findMissingRule: FindMissingRule;
 
-  /**
-   * @param maxBlobBytes blobs larger than this are streamed from the slow store
-   *   without being copied into the fast one: one large blob would otherwise
-   *   evict many small hot ones and cost a full extra pass over its bytes.
-   */
   constructor(
     private readonly fast: BlobStore,
     slow: BlobStore,
-    private readonly maxBlobBytes = 16 * 1024 * 1024,
+    options: ReadCachingOptions = {},
   ) {
     super(slow);
+    this.maxBlobBytes = options.maxBlobBytes ?? 16 * 1024 * 1024;
+    this.findMissingRule = options.findMissing ?? 'slow';
   }
 
   /**
-   * Asks the slow store only: it is the source of truth, and a blob the fast
-   * store still holds but the slow one evicted is better re-uploaded than
-   * reported present. Checking the fast store first doubled the cost of a
-   * 10,000-digest FindMissingBlobs for no answer the slow store would not give.
+   * By default the slow store alone answers: where it is local too, checking
+   * the fast store first doubled the cost of a 10,000-digest FindMissingBlobs
+   * for no answer the slow store would not give.
    */
   override async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
-    return this.inner.findMissing(digests);
+    if (this.findMissingRule === 'slow') return this.inner.findMissing(digests);
+    const notFast = await this.fast.findMissing(digests);
+    return notFast.length === 0 ? [] : this.inner.findMissing(notFast);
+  }
+
+  /**
+   * The slow store's file first: it is the one that keeps the blob longest.
+   * The fast store's when the slow one has none (a remote store).
+   */
+  override localPath(digest: Digest): string | undefined {
+    return this.inner.localPath?.(digest) ?? this.fast.localPath?.(digest);
   }
 
   override async get(digest: Digest): Promise<Buffer> {

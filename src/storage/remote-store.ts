@@ -1,4 +1,3 @@
-import type { Interceptor } from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { encodeWriteRequest } from '../reapi/bytestream-codec.js';
@@ -7,6 +6,7 @@ import { type EncodedWriteCall, ReapiClient } from '../reapi/reapi-client.js';
 import { type Digest, type DigestFunction, digestKey, digestString, isEmptyDigest } from '../common/digest.js';
 import { cancelled, Code, codeOf, internal, invalidArgument, notFound, ReprError } from '../common/errors.js';
 import type { WriteResponse } from '../proto/google/bytestream/bytestream.js';
+import type { DialOptions } from '../grpc/dial.js';
 import { type BlobStore, type BlobWriter, putWithWriter, readAll } from './blob-store.js';
 
 const MiB = 1024 * 1024;
@@ -26,12 +26,10 @@ const PER_BLOB_OVERHEAD = 128;
 /** Calls one findMissing or getMany keeps in flight at once. */
 const PARALLEL_CALLS = 8;
 
-export interface RemoteBlobStoreOptions {
-  /** grpc://host:port or host:port (plaintext). */
+export interface RemoteBlobStoreOptions extends DialOptions {
+  /** grpc://host:port or host:port. */
   target: string;
   instanceName: string;
-  /** Client interceptors (e.g. one adding a bearer token). */
-  interceptors?: Interceptor[];
 }
 
 export interface RemoteBlobStoreTuning {
@@ -70,7 +68,7 @@ export class RemoteBlobStore implements BlobStore {
 
   constructor(remote: RemoteBlobStoreOptions | ReapiClient, tuning: RemoteBlobStoreTuning = {}) {
     this.ownsClient = !(remote instanceof ReapiClient);
-    this.client = remote instanceof ReapiClient ? remote : new ReapiClient({ target: remote.target, instanceName: remote.instanceName, ...(remote.interceptors ? { interceptors: remote.interceptors } : {}) });
+    this.client = remote instanceof ReapiClient ? remote : new ReapiClient(remote);
     const instance = this.client.instanceName ? ` (instance "${this.client.instanceName}")` : '';
     this.where = `remote CAS ${this.client.cas.getChannel().getTarget()}${instance}`;
     this.maxBatchBytes = tuning.maxBatchBytes ?? 3 * MiB;

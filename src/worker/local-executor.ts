@@ -1,34 +1,18 @@
-import { mkdir, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { type Digest, type DigestFunction, fromWire, toWire } from '../common/digest.js';
+import { type Clock, systemClock } from '../common/clock.js';
+import { fromWire, toWire } from '../common/digest.js';
 import { Code, invalidArgument } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import type { BlobStore } from '../storage/blob-store.js';
-import type { Sandbox } from '../sandbox/sandbox.js';
-import { type Requirement, sandboxSettings } from '../executor/platform.js';
-import type { Action, Command, ExecuteResponse, ExecutedActionMetadata } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import type { Command, ExecuteResponse, ExecutedActionMetadata } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { toMillis, toTimestamp } from '../common/time.js';
 import { type InputLimits, InputRootBuilder } from './input-root.js';
 import { collectOutputs, uploadFile } from './outputs.js';
 import { resolveInRoot } from './root-paths.js';
 import { assertRelativePath } from '../reapi/paths.js';
-import { ExecutionTask } from '../executor/execution-task.js';
+import type { ExecutionTask } from '../executor/execution-task.js';
+import { type CommandExecutorOptions, commandOutcome, prepareCommand, removeScratchDir, scratchDirPath } from './command-core.js';
 
-
-export interface LocalExecutorOptions {
-  id: string;
-  /** The CAS to stage inputs from and upload outputs to, per instance name. */
-  cas: (instanceName: string) => BlobStore;
-  sandbox: Sandbox;
-  /** Scratch space: one directory per running action, removed afterwards. */
-  workDir: string;
-  log: Logger;
-  /** Used when the action sets no timeout. */
-  defaultTimeoutMs: number;
-  /** Upper bound on any action's timeout. */
-  maxTimeoutMs: number;
+export interface LocalExecutorOptions extends CommandExecutorOptions {
   /** Bounds on an input root; defaults to DEFAULT_INPUT_LIMITS. */
   inputLimits?: InputLimits;
 }
@@ -37,15 +21,24 @@ const ts = toTimestamp;
 
 const STATUS_OK = { code: Code.OK, message: '', details: [] };
 
+/** A response without a result: the action never got to run to its end. */
+function unfinished(code: Code, message: string): ExecuteResponse {
+  return { result: undefined, cachedResult: false, status: { code, message, details: [] }, serverLogs: {}, message };
+}
+
 /**
- * Runs actions on this machine: stages the input root from the CAS by hard
- * links, runs the command in the sandbox, uploads outputs and logs, and
+ * Executes actions on this machine: stages the input root from the CAS by
+ * hard links, runs the command in the sandbox, uploads outputs and logs, and
  * reports an ExecuteResponse. Errors of the action itself (a non-zero exit, a
  * timeout) are results, not exceptions; an exception means the executor
  * could not do its job (and the scheduler decides what to tell the client).
  */
 export class LocalExecutor {
-  constructor(private readonly o: LocalExecutorOptions) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly o: LocalExecutorOptions) {
+    this.clock = o.clock ?? systemClock;
+  }
 
   get id(): string {
     return this.o.id;
@@ -54,20 +47,22 @@ export class LocalExecutor {
   async execute(task: ExecutionTask, signal?: AbortSignal): Promise<ExecuteResponse> {
     const { fn, action, command } = task;
     const cas = this.o.cas(task.instanceName);
+    const now = () => ts(new Date(this.clock.now()));
     const meta: ExecutedActionMetadata = {
       worker: this.o.id,
       queuedTimestamp: ts(task.queuedAt),
-      workerStartTimestamp: ts(new Date()),
+      workerStartTimestamp: now(),
       auxiliaryMetadata: [],
     } as unknown as ExecutedActionMetadata;
-    const dir = path.join(this.o.workDir, `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`);
+    const dir = scratchDirPath(this.o.workDir, 'action-', this.clock);
     const root = path.join(dir, 'root');
+    const prepared = prepareCommand({ timeoutMs: toMillis(action.timeout), environmentVariables: command.environmentVariables, requirements: task.requirements }, this.o);
+    const { timeoutMs } = prepared;
     // The timeout covers staging too: a huge input root must not hold an executor past it.
-    const timeoutMs = effectiveTimeoutMs(toMillis(action.timeout), this.o.defaultTimeoutMs, this.o.maxTimeoutMs);
     const started = performance.now();
     const deadline = AbortSignal.timeout(timeoutMs);
     try {
-      meta.inputFetchStartTimestamp = ts(new Date());
+      meta.inputFetchStartTimestamp = now();
       await mkdir(dir, { recursive: true });
       let wd: string;
       try {
@@ -75,45 +70,39 @@ export class LocalExecutor {
         await new InputRootBuilder(cas, path.join(this.o.workDir, 'cache'), this.o.inputLimits).build(fn, fromWire(fn, action.inputRootDigest, 'input_root_digest'), root, staging);
         wd = await prepareWorkingDirectory(root, command);
       } catch (e) {
-        if (deadline.aborted) {
-          const message = `action timed out after ${timeoutMs} ms while its input root was being staged`;
-          return { result: undefined, cachedResult: false, status: { code: Code.DEADLINE_EXCEEDED, message, details: [] }, serverLogs: {}, message };
-        }
-        if (signal?.aborted) return { result: undefined, cachedResult: false, status: { code: Code.CANCELLED, message: 'execution cancelled', details: [] }, serverLogs: {}, message: 'execution cancelled' };
+        if (deadline.aborted) return unfinished(Code.DEADLINE_EXCEEDED, `action timed out after ${timeoutMs} ms while its input root was being staged`);
+        if (signal?.aborted) return unfinished(Code.CANCELLED, 'execution cancelled');
         throw e;
       }
-      meta.inputFetchCompletedTimestamp = ts(new Date());
+      meta.inputFetchCompletedTimestamp = now();
       const remainingMs = Math.max(1, Math.round(timeoutMs - (performance.now() - started)));
 
-      const { limits, network } = sandboxSettings(task.requirements);
-      const env: Record<string, string> = {};
-      for (const v of command.environmentVariables) env[v.name] = v.value;
-      env.PATH ??= '/usr/local/bin:/usr/bin:/bin';
-      meta.executionStartTimestamp = ts(new Date());
+      meta.executionStartTimestamp = now();
       const r = await this.o.sandbox.run(
         {
           argv: command.arguments,
-          env,
+          env: prepared.env,
           rootDir: root,
           workingDirectory: wd,
           stdoutPath: path.join(dir, 'stdout'),
           stderrPath: path.join(dir, 'stderr'),
           timeoutMs: remainingMs,
-          limits,
-          network,
+          limits: prepared.limits,
+          network: prepared.network,
         },
         signal,
       );
-      meta.executionCompletedTimestamp = ts(new Date());
+      meta.executionCompletedTimestamp = now();
       meta.virtualExecutionDuration = { seconds: Math.floor(r.wallMs / 1000), nanos: Math.round((r.wallMs % 1000) * 1e6) };
+      const outcome = commandOutcome(r, { kind: 'action', executorId: this.o.id, timeoutMs, cancelled: signal?.aborted ?? false, limits: prepared.limits });
 
-      meta.outputUploadStartTimestamp = ts(new Date());
+      meta.outputUploadStartTimestamp = now();
       // Nothing is collected from an action stopped part-way (its outputs may be partial or over a cap).
-      const outputs = r.timedOut || r.limitExceeded ? undefined : await collectOutputs(cas, fn, command, root, wd);
+      const outputs = outcome.keepWrites ? await collectOutputs(cas, fn, command, root, wd) : undefined;
       const stdout = await uploadFile(cas, fn, path.join(dir, 'stdout'));
       const stderr = await uploadFile(cas, fn, path.join(dir, 'stderr'));
-      meta.outputUploadCompletedTimestamp = ts(new Date());
-      meta.workerCompletedTimestamp = ts(new Date());
+      meta.outputUploadCompletedTimestamp = now();
+      meta.workerCompletedTimestamp = now();
 
       const result = {
         outputFiles: outputs?.outputFiles ?? [],
@@ -128,28 +117,10 @@ export class LocalExecutor {
         stderrDigest: toWire(stderr.digest),
         executionMetadata: meta,
       };
-      let message = '';
-      let status = STATUS_OK;
-      if (r.timedOut) {
-        message = `action timed out after ${timeoutMs} ms; its process tree was killed`;
-        status = { code: Code.DEADLINE_EXCEEDED, message, details: [] };
-      } else if (signal?.aborted) {
-        message = 'execution cancelled';
-        status = { code: Code.CANCELLED, message, details: [] };
-      } else if (r.limitExceeded) {
-        // FAILED_PRECONDITION, as for an input root over the limits: a cap of
-        // this executor that the action broke, which a retry would break
-        // again (clients retry RESOURCE_EXHAUSTED). Never cached.
-        message = `${r.limitExceeded.message} on ${this.o.id}`;
-        status = { code: Code.FAILED_PRECONDITION, message, details: [] };
-      } else if (r.oomKilled) {
-        message = `action exceeded its memory limit (${r.memoryLimitBytes ?? limits.memoryBytes ?? 'default'} bytes) and was killed (exit code ${r.exitCode})`;
-      } else if (r.exitCode !== 0) {
-        message = `action exited with code ${r.exitCode}${r.signal ? ` (killed by ${r.signal})` : ''} on ${this.o.id}`;
-      }
-      return { result, cachedResult: false, status, serverLogs: {}, message };
+      const status = outcome.code === Code.OK ? STATUS_OK : { code: outcome.code, message: outcome.message, details: [] };
+      return { result, cachedResult: false, status, serverLogs: {}, message: outcome.message };
     } finally {
-      await rm(dir, { recursive: true, force: true }).catch((e: unknown) => this.o.log.warn({ err: e, dir }, 'could not remove work directory'));
+      await removeScratchDir(dir, this.o.log);
     }
   }
 }
@@ -178,18 +149,4 @@ async function prepareWorkingDirectory(root: string, command: Command): Promise<
     await resolveInRoot(root, path.posix.join(wd.rel, d), { followLast: true, create: true });
   }
   return wd.rel;
-}
-
-/**
- * The timeout an action gets: its own when positive, else the default, and
- * never more than the maximum. A zero or negative request can never mean
- * "no timeout" (Execute refuses negative ones; this guards every other path).
- */
-export function effectiveTimeoutMs(requestedMs: number, defaultMs: number, maxMs: number): number {
-  const wanted = Number.isFinite(requestedMs) && requestedMs > 0 ? requestedMs : defaultMs;
-  return Math.max(1, Math.min(maxMs, wanted));
-}
-
-export function defaultExecutorId(i: number): string {
-  return `${os.hostname()}/local-${i}`;
 }

@@ -1,50 +1,78 @@
-import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { type Digest, type DigestFunction, makeDigest } from '../common/digest.js';
+import { type Clock, systemClock } from '../common/clock.js';
+import type { DigestFunction } from '../common/digest.js';
 import { Code, codeOf, ReprError, toStatus } from '../common/errors.js';
 import { OutputChunk_Stream, type Node, type RunFinished, type RunRequest, type RunStats } from '../proto/repr/run/v1/run.js';
-import type { Requirement } from '../executor/platform.js';
-import { sandboxSettings } from '../executor/platform.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import type { LocalExecutorOptions } from './local-executor.js';
+import type { SandboxResult } from '../sandbox/sandbox.js';
 import { uploadFile } from './outputs.js';
-import { FuseMount, mountsUnder } from '../vfs/fuse-mount.js';
+import { FuseMount } from '../vfs/fuse-mount.js';
 import { RunOverlay } from '../vfs/overlay.js';
-import { nodeFromWire, nodeToWire } from '../vfs/nodes.js';
-import type { VChange, VNode } from '../vfs/vfs.js';
+import { nodeToWire } from '../vfs/nodes.js';
+import type { VChange, VNode, VPathNode } from '../vfs/vfs.js';
 import { checkRunRequest } from '../executor/run-request.js';
-import { RunHost, runRequirements } from '../executor/run-host.js';
+import { type RunHost, runRequirements } from '../executor/run-host.js';
+import {
+  type CommandExecutorOptions,
+  commandOutcome,
+  type PreparedCommand,
+  prepareCommand,
+  removeScratchDir,
+  runTimedOutMessage,
+  sandboxUser,
+  scratchDirPath,
+} from './command-core.js';
+import { RunDeadline } from './run-deadline.js';
+import { RunInputs } from './run-inputs.js';
 
-
+/** Whether overlayfs can be mounted over a FUSE mount here, as far as one attempt has shown. */
+export interface OverlaySupport {
+  unavailable: boolean;
+}
 
 /** As for actions; workDir gets one directory per run (mountpoint, copy-up files), removed afterwards. */
-export interface RunExecutorOptions extends LocalExecutorOptions {
+export interface RunExecutorOptions extends CommandExecutorOptions {
   /**
    * Where the command's writes go: `overlay` (default: an overlayfs upper
    * layer on the worker's disk, falling back to FUSE where it cannot be
    * mounted) or `fuse` (copy-on-write inside the FUSE mount).
    */
   writes?: 'overlay' | 'fuse';
-  /** The sandbox user, who must be able to write under the roots. */
-  uid?: number;
-  gid?: number;
+  /**
+   * Shared by the run executors of one machine, so that after one failed
+   * overlay mount none of them tries again on every run. Default: this
+   * executor's own.
+   */
+  overlaySupport?: OverlaySupport;
 }
 
 const TOP_FILES = 10;
-/**
- * Past its deadline a run's questions fail at once, which frees a command
- * blocked in the mount on one. If it is still running this much later,
- * something else holds it (a hung helper, a blocked fetch): the FUSE
- * connection itself is then aborted.
- */
+/** How long a run may stay busy past its deadline before its FUSE connection is aborted. */
 const FORCE_AFTER_MS = 2000;
-/**
- * Paths and listing entries one run may learn from its client. The mount
- * keeps every one in memory; real builds stay far below this.
- */
-const MAX_ANSWERED_NODES = 4_000_000;
 
+/** One run being carried out: what its steps share. */
+interface RunState {
+  req: RunRequest;
+  host: RunHost;
+  roots: string[];
+  mappings: VPathNode[];
+  fn: DigestFunction;
+  cas: BlobStore;
+  command: PreparedCommand;
+  dir: string;
+  mnt: string;
+  /** When the run started (performance.now()): its deadline covers setup too. */
+  t0: number;
+  deadline: RunDeadline;
+  inputs: RunInputs;
+  stats: RunStats;
+  mount?: FuseMount;
+  overlay?: RunOverlay;
+}
+
+/** What a run's result carries whatever became of its command. */
+type RunBase = Pick<RunFinished, 'runId' | 'accessed' | 'listed' | 'stats'>;
 
 /**
  * Carries out one `repr run` on this machine: mounts the client's roots
@@ -54,7 +82,13 @@ const MAX_ANSWERED_NODES = 4_000_000;
  * scratch space are gone when it returns, whatever happened.
  */
 export class RunExecutor {
-  constructor(private readonly o: RunExecutorOptions) {}
+  private readonly clock: Clock;
+  private readonly overlaySupport: OverlaySupport;
+
+  constructor(private readonly o: RunExecutorOptions) {
+    this.clock = o.clock ?? systemClock;
+    this.overlaySupport = o.overlaySupport ?? { unavailable: false };
+  }
 
   get id(): string {
     return this.o.id;
@@ -62,221 +96,160 @@ export class RunExecutor {
 
   async run(req: RunRequest, host: RunHost, signal: AbortSignal): Promise<RunFinished> {
     const t0 = performance.now();
-    let checked: ReturnType<typeof checkRunRequest>;
+    let s: RunState;
     try {
-      checked = checkRunRequest(req);
+      s = this.begin(req, host, signal, t0);
     } catch (e) {
       // An answer, not an exception: a worker's scheduler waits for one.
       return this.failed(req, e, signal);
     }
-    const { roots, fn, mappings } = checked;
-    const cas = this.o.cas(req.instanceName);
-    const dir = path.join(this.o.workDir, `run-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`);
-    const mnt = path.join(dir, 'mnt');
-    const scratch = path.join(dir, 'scratch');
-    const fetched = path.join(dir, 'fetched');
-    const stats: RunStats = { queries: 0, mappedHits: 0, bytesFetched: 0, blockedOnClientUs: 0, setupUs: 0, runUs: 0, top: [], bytesUploaded: 0 };
-    const cost = new Map<string, { micros: number; bytes: number }>();
-    const addCost = (p: string, micros: number, bytes: number) => {
-      const c = cost.get(p) ?? { micros: 0, bytes: 0 };
-      c.micros += micros;
-      c.bytes += bytes;
-      cost.set(p, c);
-    };
+    try {
+      await this.makeDirs(s);
+      s.inputs.prefetch();
+      const view = await this.mountView(s);
+      await this.checkRoots(s, view);
+      const r = await this.runCommand(s, view);
+      return await this.finish(s, r);
+    } catch (e) {
+      if (s.deadline.timedOut && !signal.aborted) return this.timedOut(s, { runId: req.runId, accessed: [], listed: [], stats: s.stats });
+      return this.failed(req, e, signal, s.stats);
+    } finally {
+      await this.cleanUp(s);
+    }
+  }
 
-    // The timeout bounds the whole time this run holds the executor, not only
-    // the command's: a command blocked in the mount on a question the client
-    // never answers cannot be killed (it sleeps uninterruptibly in the kernel
-    // until FUSE answers), so every wait on the client or the CAS ends at the
-    // deadline too, and past it the mount is torn down.
-    const timeoutMs = Math.min(this.o.maxTimeoutMs, req.timeoutMs > 0 ? req.timeoutMs : this.o.defaultTimeoutMs);
-    const stop = new AbortController();
-    let timedOut = false;
-    let mount: FuseMount | undefined;
-    let overlay: RunOverlay | undefined;
-    const onCancel = () => stop.abort(new ReprError(Code.CANCELLED, 'run cancelled'));
-    if (signal.aborted) onCancel();
-    else signal.addEventListener('abort', onCancel, { once: true });
-    let forceTimer: NodeJS.Timeout | undefined;
-    const deadlineTimer = setTimeout(() => {
-      timedOut = true;
-      stop.abort(new ReprError(Code.DEADLINE_EXCEEDED, `run timed out after ${timeoutMs} ms`));
-      forceTimer = setTimeout(() => {
+  /** Checks the request and sets the run up; its deadline runs from here. */
+  private begin(req: RunRequest, host: RunHost, signal: AbortSignal, t0: number): RunState {
+    const { roots, fn, mappings } = checkRunRequest(req);
+    const cas = this.o.cas(req.instanceName);
+    const command = prepareCommand({ timeoutMs: req.timeoutMs, environmentVariables: req.environmentVariables, requirements: runRequirements(req) }, this.o);
+    const dir = scratchDirPath(this.o.workDir, 'run-', this.clock);
+    const mnt = path.join(dir, 'mnt');
+    const stats: RunStats = { queries: 0, mappedHits: 0, bytesFetched: 0, blockedOnClientUs: 0, setupUs: 0, runUs: 0, top: [], bytesUploaded: 0 };
+    const deadline = new RunDeadline(signal, {
+      timeoutMs: command.timeoutMs,
+      clock: this.clock,
+      backstopAfterMs: FORCE_AFTER_MS,
+      backstop: () => {
         this.o.log.warn({ run: req.runId, mnt }, 'run still busy past its deadline; aborting its FUSE connection');
-        void overlay?.unmount();
-        void mount?.abort();
-      }, FORCE_AFTER_MS);
-    }, timeoutMs);
-    const timedOutResult = (base: Pick<RunFinished, 'accessed' | 'listed' | 'stats'>, exitCode = -1, sig = ''): RunFinished => ({
-      runId: req.runId,
+        void s.overlay?.unmount();
+        void s.mount?.abort();
+      },
+    });
+    const inputs = new RunInputs({ cas, fn, host, deadline, mappings, fetchedDir: path.join(dir, 'fetched'), log: this.o.log, stats });
+    const s: RunState = { req, host, roots, mappings, fn, cas, command, dir, mnt, t0, deadline, inputs, stats };
+    return s;
+  }
+
+  private async makeDirs(s: RunState): Promise<void> {
+    for (const d of ['mnt', 'scratch', 'fetched']) await mkdir(path.join(s.dir, d), { recursive: true });
+  }
+
+  /** Mounts the client's roots and returns the directory the command's roots are bound from. */
+  private async mountView(s: RunState): Promise<string> {
+    s.mount = await FuseMount.start({
+      mountpoint: s.mnt,
+      scratchDir: path.join(s.dir, 'scratch'),
+      roots: s.roots,
+      mappings: s.mappings,
+      ...sandboxUser(this.o),
+      log: this.o.log,
+      query: s.inputs.query,
+      fetch: s.inputs.fetch,
+    });
+    s.overlay = await this.overlayOver(s.mnt, s.dir);
+    return s.overlay?.merged ?? s.mnt;
+  }
+
+  /**
+   * bwrap resolves the roots as root on the worker: a root the client calls a
+   * symlink would be followed to the worker's own files.
+   */
+  private async checkRoots(s: RunState, view: string): Promise<void> {
+    for (const root of s.roots) {
+      const st = await s.deadline.until(lstat(path.join(view, root))).catch((e: unknown) => {
+        if (s.deadline.signal.aborted) throw e;
+        return undefined;
+      });
+      if (!st?.isDirectory()) throw new ReprError(Code.FAILED_PRECONDITION, `root ${root} is not a directory on the client`);
+    }
+  }
+
+  private async runCommand(s: RunState, view: string): Promise<SandboxResult> {
+    s.deadline.throwIfOver();
+    const started = performance.now();
+    s.stats.setupUs = Math.round((started - s.t0) * 1000);
+    const r = await this.o.sandbox.run(
+      {
+        argv: s.req.arguments,
+        env: s.command.env,
+        binds: s.roots.map((root) => ({ host: path.join(view, root), path: root })),
+        // The command's writes land in the overlay's upper layer, owned by
+        // the sandbox user, where the write caps can count them. FUSE
+        // copy-on-write stores them as root in the helper's scratch space:
+        // not counted (a known gap of that fallback mode).
+        writableDirs: s.overlay ? [s.overlay.upper] : [],
+        workingDirectory: s.req.workingDirectory,
+        onOutput: (stream, chunk) => s.host.output(stream === 'stdout' ? OutputChunk_Stream.STDOUT : OutputChunk_Stream.STDERR, chunk),
+        // The sandbox keeps its own timer as well, in case the deadline's is late.
+        timeoutMs: Math.max(1, s.command.timeoutMs - (started - s.t0)),
+        limits: s.command.limits,
+        network: s.command.network,
+      },
+      s.deadline.signal,
+    );
+    s.stats.runUs = Math.round((performance.now() - started) * 1000);
+    return r;
+  }
+
+  /** The run's answer from its command's end; what the command changed is stored only when it may be kept. */
+  private async finish(s: RunState, r: SandboxResult): Promise<RunFinished> {
+    const report = await s.mount!.report().catch(() => ({ accessed: [], listed: [], mappedHits: 0, queries: 0 }));
+    s.stats.mappedHits = report.mappedHits;
+    s.stats.top = s.inputs.costliest(TOP_FILES);
+    const base: RunBase = { runId: s.req.runId, accessed: report.accessed, listed: report.listed, stats: s.stats };
+    const outcome = commandOutcome(r, {
+      kind: 'run',
+      executorId: this.o.id,
+      timeoutMs: s.command.timeoutMs,
+      cancelled: s.deadline.cancelled,
+      timedOut: s.deadline.timedOut,
+      limits: s.command.limits,
+    });
+    const ended = { ...base, exitCode: r.exitCode, signal: r.signal ?? '' };
+    if (!outcome.keepWrites) return { ...ended, status: { code: outcome.code, message: outcome.message, details: [] }, changes: [] };
+    // The client shows an OK status's message nowhere; its stderr is where the user looks.
+    if (outcome.end === 'out-of-memory') s.host.output(OutputChunk_Stream.STDERR, Buffer.from(`repr run: ${outcome.message}\n`));
+    const changes = await this.storeChanges(s, report.listed);
+    // Reading the changes back is under the deadline too.
+    if (s.deadline.timedOut) return this.timedOut(s, base, r.exitCode, r.signal ?? '');
+    return { ...ended, status: outcome.message ? { code: Code.OK, message: outcome.message, details: [] } : undefined, changes };
+  }
+
+  /** What the command changed under the roots, as the client gets it; new content goes to the CAS first. */
+  private async storeChanges(s: RunState, listed: readonly string[]): Promise<RunFinished['changes']> {
+    const changes = s.overlay ? await s.overlay.changes(s.roots, new Set(listed)) : await s.mount!.changes();
+    const wire: RunFinished['changes'] = [];
+    for (const c of changes) wire.push({ path: c.path, node: await this.store(s.cas, s.fn, c, s.stats) });
+    return wire;
+  }
+
+  private timedOut(s: RunState, base: RunBase, exitCode = -1, sig = ''): RunFinished {
+    return {
       ...base,
-      status: { code: Code.DEADLINE_EXCEEDED, message: `run timed out after ${timeoutMs} ms; its process tree was killed and nothing was written back`, details: [] },
+      status: { code: Code.DEADLINE_EXCEEDED, message: runTimedOutMessage(s.command.timeoutMs), details: [] },
       exitCode,
       signal: sig,
       changes: [],
-    });
-
-    const fetches = new Map<string, Promise<string>>();
-    const pathOfHash = new Map<string, string>();
-    /** The mapped blobs being fetched in one batch before the command asks for them. */
-    let prefetch: Promise<void> = Promise.resolve();
-    const prefetching = new Set<string>();
-    // One fetch per blob, shared by every open of it; a prefetched blob waits for its batch.
-    const fetch = (hash: string, size: number): Promise<string> => {
-      let p = fetches.get(hash);
-      if (!p) {
-        p = (async () => {
-          const started = performance.now();
-          const d = makeDigest(fn, hash, size);
-          if (prefetching.has(hash)) await prefetch;
-          let local = cas.localPath?.(d);
-          if (!local) {
-            await cas.localize?.([d]);
-            local = cas.localPath?.(d);
-            if (!local) {
-              // A store with no files of its own (memory): keep a copy for the run.
-              local = path.join(fetched, hash);
-              await writeFile(local, await cas.get(d));
-            }
-            stats.bytesFetched += size;
-            addCost(pathOfHash.get(hash) ?? hash, Math.round((performance.now() - started) * 1000), size);
-          }
-          return local;
-        })();
-        fetches.set(hash, p);
-        p.catch(() => fetches.delete(hash));
-      }
-      return untilStopped(p, stop.signal);
     };
-    let answeredNodes = mappings.length;
+  }
 
-    try {
-      await mkdir(mnt, { recursive: true });
-      await mkdir(scratch, { recursive: true });
-      await mkdir(fetched, { recursive: true });
-      // Prefetch: the mapped files this worker lacks are fetched in one batch
-      // (BatchReadBlobs calls, not one call per file) while the mount comes up
-      // and the command starts.
-      const missing: Digest[] = [];
-      for (const m of mappings) {
-        if (m.node.kind !== 'file' || m.node.hash === undefined) continue;
-        pathOfHash.set(m.node.hash, m.path);
-        const d = makeDigest(fn, m.node.hash, m.node.size ?? 0);
-        if (d.sizeBytes > 0 && !prefetching.has(d.hash) && !cas.localPath?.(d)) {
-          prefetching.add(d.hash);
-          missing.push(d);
-        }
-      }
-      if (missing.length > 0 && cas.localize) {
-        const started = performance.now();
-        prefetch = cas.localize(missing).then(
-          () => {
-            for (const d of missing) if (cas.localPath?.(d)) stats.bytesFetched += d.sizeBytes;
-            this.o.log.debug({ blobs: missing.length, ms: Math.round(performance.now() - started) }, 'prefetched mapped inputs');
-          },
-          (e: unknown) => this.o.log.warn({ err: e }, 'prefetch of mapped inputs failed; they will be fetched when opened'),
-        );
-      }
-      mount = await FuseMount.start({
-        mountpoint: mnt,
-        scratchDir: scratch,
-        roots,
-        mappings,
-        uid: this.o.uid ?? 65534,
-        gid: this.o.gid ?? 65534,
-        log: this.o.log,
-        query: async (p: string, list: boolean): Promise<VNode> => {
-          if (stop.signal.aborted) throw stop.signal.reason;
-          const started = performance.now();
-          stats.queries++;
-          const node = await untilStopped(host.query(p, list), stop.signal);
-          const us = Math.round((performance.now() - started) * 1000);
-          stats.blockedOnClientUs += us;
-          addCost(p, us, 0);
-          answeredNodes += 1 + (node.entries?.length ?? 0);
-          if (answeredNodes > MAX_ANSWERED_NODES) throw new ReprError(Code.RESOURCE_EXHAUSTED, `the client described more than ${MAX_ANSWERED_NODES} paths in one run`);
-          const v = nodeFromWire(fn, node, `answer for ${p}`);
-          if (v.hash !== undefined) pathOfHash.set(v.hash, p);
-          return v;
-        },
-        fetch,
-      });
-      overlay = await this.overlayOver(mnt, dir);
-      const view = overlay?.merged ?? mnt;
-      // bwrap resolves these as root on the worker: a root the client calls a
-      // symlink would be followed to the worker's own files.
-      for (const root of roots) {
-        const st = await untilStopped(lstat(path.join(view, root)), stop.signal).catch((e: unknown) => {
-          if (stop.signal.aborted) throw e;
-          return undefined;
-        });
-        if (!st?.isDirectory()) throw new ReprError(Code.FAILED_PRECONDITION, `root ${root} is not a directory on the client`);
-      }
-      const { limits, network } = sandboxSettings(runRequirements(req));
-      const env: Record<string, string> = {};
-      for (const v of req.environmentVariables) env[v.name] = v.value;
-      env.PATH ??= '/usr/local/bin:/usr/bin:/bin';
-      if (stop.signal.aborted) throw stop.signal.reason;
-      const started = performance.now();
-      stats.setupUs = Math.round((started - t0) * 1000);
-      const r = await this.o.sandbox.run(
-        {
-          argv: req.arguments,
-          env,
-          binds: roots.map((root) => ({ host: path.join(view, root), path: root })),
-          // The command's writes land in the overlay's upper layer, owned by
-          // the sandbox user, where the write caps can count them. FUSE
-          // copy-on-write stores them as root in the helper's scratch space:
-          // not counted (a known gap of that fallback mode).
-          writableDirs: overlay ? [overlay.upper] : [],
-          workingDirectory: req.workingDirectory,
-          onOutput: (s, chunk) => host.output(s === 'stdout' ? OutputChunk_Stream.STDOUT : OutputChunk_Stream.STDERR, chunk),
-          // The sandbox keeps its own timer as well, in case the deadline's is late.
-          timeoutMs: Math.max(1, timeoutMs - (started - t0)),
-          limits,
-          network,
-        },
-        stop.signal,
-      );
-      stats.runUs = Math.round((performance.now() - started) * 1000);
-      const report = await mount.report().catch(() => ({ accessed: [], listed: [], mappedHits: 0, queries: 0 }));
-      stats.mappedHits = report.mappedHits;
-      stats.top = [...cost]
-        .sort((a, b) => b[1].micros - a[1].micros)
-        .slice(0, TOP_FILES)
-        .map(([p, c]) => ({ path: p, micros: c.micros, bytes: c.bytes }));
-      const base = { runId: req.runId, accessed: report.accessed, listed: report.listed, stats };
-      if (signal.aborted) return { ...base, status: { code: Code.CANCELLED, message: 'run cancelled; nothing was written back', details: [] }, exitCode: r.exitCode, signal: r.signal ?? '', changes: [] };
-      if (r.timedOut || timedOut) return timedOutResult(base, r.exitCode, r.signal ?? '');
-      if (r.limitExceeded) return { ...base, status: { code: Code.RESOURCE_EXHAUSTED, message: `${r.limitExceeded.message}; nothing was written back`, details: [] }, exitCode: r.exitCode, signal: r.signal ?? '', changes: [] };
-      const changes = overlay ? await overlay.changes(roots, new Set(report.listed)) : await mount.changes();
-      const wire = [];
-      for (const c of changes) wire.push({ path: c.path, node: await this.store(cas, fn, c, stats) });
-      if (timedOut) return timedOutResult(base, r.exitCode, r.signal ?? '');
-      return {
-        ...base,
-        status: r.oomKilled ? { code: Code.RESOURCE_EXHAUSTED, message: `the command exceeded its memory limit and was killed (exit code ${r.exitCode})`, details: [] } : undefined,
-        exitCode: r.exitCode,
-        signal: r.signal ?? '',
-        changes: wire,
-      };
-    } catch (e) {
-      if (timedOut && !signal.aborted) return timedOutResult({ accessed: [], listed: [], stats });
-      return this.failed(req, e, signal, stats);
-    } finally {
-      clearTimeout(deadlineTimer);
-      clearTimeout(forceTimer);
-      signal.removeEventListener('abort', onCancel);
-      // The overlay first: it holds the FUSE mount as its lower layer.
-      await overlay?.unmount();
-      await mount?.close().catch((e: unknown) => this.o.log.warn({ err: e, mnt }, 'could not unmount a run'));
-      // A mount that could not be removed is left with its directory: a
-      // recursive delete would walk into it (and through it, into the client's
-      // tree or the command's symlinks).
-      const left = await mountsUnder(dir).catch(() => [dir]);
-      if (left.length > 0) this.o.log.warn({ dir, mounts: left }, 'run directory still has mounts; leaving it');
-      else await rm(dir, { recursive: true, force: true }).catch((e: unknown) => this.o.log.warn({ err: e, dir }, 'could not remove a run directory'));
-    }
+  /** Unmounts (the overlay first: it holds the FUSE mount as its lower layer) and removes the run's directory. */
+  private async cleanUp(s: RunState): Promise<void> {
+    s.deadline.dispose();
+    await s.overlay?.unmount();
+    await s.mount?.close().catch((e: unknown) => this.o.log.warn({ err: e, mnt: s.mnt }, 'could not unmount a run'));
+    await removeScratchDir(s.dir, this.o.log);
   }
 
   /** A run that could not be carried out, with the error's code (INTERNAL for an unexpected one). */
@@ -303,18 +276,15 @@ export class RunExecutor {
    * copy-on-write into its scratch directory: slower, same result.
    */
   private async overlayOver(mnt: string, dir: string): Promise<RunOverlay | undefined> {
-    if (this.o.writes === 'fuse' || RunExecutor.noOverlay) return undefined;
+    if (this.o.writes === 'fuse' || this.overlaySupport.unavailable) return undefined;
     try {
       return await RunOverlay.mount(mnt, dir);
     } catch (e) {
-      RunExecutor.noOverlay = true;
+      this.overlaySupport.unavailable = true;
       this.o.log.warn({ err: e }, 'cannot mount overlayfs over the FUSE mount; runs write through FUSE instead (slower)');
       return undefined;
     }
   }
-
-  /** Set after an overlay mount failed once, so that every run does not try again. */
-  private static noOverlay = false;
 
   /** A change as the client gets it; new content goes to the CAS first. */
   private async store(cas: BlobStore, fn: DigestFunction, c: VChange, stats: RunStats): Promise<Node> {
@@ -335,26 +305,4 @@ export class RunExecutor {
     }
     return nodeToWire(v, fn);
   }
-}
-
-/** `p`, or the stop signal's reason as soon as it fires: nothing of a run waits past its end. */
-function untilStopped<T>(p: Promise<T>, stop: AbortSignal): Promise<T> {
-  if (stop.aborted) {
-    p.catch(() => undefined);
-    return Promise.reject(stop.reason as Error);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onStop = () => reject(stop.reason as Error);
-    stop.addEventListener('abort', onStop, { once: true });
-    p.then(
-      (v) => {
-        stop.removeEventListener('abort', onStop);
-        resolve(v);
-      },
-      (e: unknown) => {
-        stop.removeEventListener('abort', onStop);
-        reject(e as Error);
-      },
-    );
-  });
 }

@@ -1,43 +1,28 @@
-import type { Interceptor } from '@grpc/grpc-js';
 import type { Digest } from '../common/digest.js';
 import { Code, codeOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { BlobStore } from '../storage/blob-store.js';
-import { DiskBlobStore } from '../storage/disk-store.js';
+import type { DialOptions } from '../grpc/dial.js';
+import { type BlobStore, ForwardingBlobStore } from '../storage/blob-store.js';
 import { ReadCachingBlobStore } from '../storage/read-caching-store.js';
 import { RemoteBlobStore } from '../storage/remote-store.js';
-import { VerifyingBlobStore } from '../storage/verifying-store.js';
+import { createStore } from '../storage/store-factory.js';
 
 /** Blobs larger than this are streamed into the cache one by one instead of batched in memory. */
 const BATCH_BLOB_BYTES = 4 * 1024 * 1024;
 
 /**
- * A worker's local disk cache (size-limited, LRU) in front of the remote
- * CAS. Reads are served locally and fill the cache on a miss; writes
- * (outputs) go to the remote CAS, which is the source of truth. `localize`
- * fetches an action's missing inputs in batches so that the executor can
- * hard-link every input from the cache.
+ * Fetches an action's missing inputs into the local cache in batches, so
+ * that the executor can hard-link every input from it; everything else is
+ * the read-caching store it wraps.
  */
-export class CachedRemoteStore extends ReadCachingBlobStore {
+class PrefetchingStore extends ForwardingBlobStore {
   constructor(
+    cached: BlobStore,
     private readonly local: BlobStore,
     private readonly remote: RemoteBlobStore,
     private readonly log: Logger,
-    /** Blobs up to this size are kept locally; the executor links inputs only from local files. */
-    maxCachedBlobBytes: number,
   ) {
-    super(local, remote, maxCachedBlobBytes);
-  }
-
-  /** The cache's file, which the executor hard-links (the remote has no local files). */
-  override localPath(digest: Digest): string | undefined {
-    return this.local.localPath?.(digest);
-  }
-
-  /** Local first: here the slow store is a round trip away, and most inputs are cached. */
-  override async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
-    const notLocal = await this.local.findMissing(digests);
-    return notLocal.length === 0 ? [] : this.remote.findMissing(notLocal);
+    super(cached);
   }
 
   override async localize(digests: readonly Digest[]): Promise<void> {
@@ -56,7 +41,7 @@ export class CachedRemoteStore extends ReadCachingBlobStore {
     // Streamed (read fills the cache without holding the blob in memory).
     for (const d of large) {
       await this.keep(async () => {
-        (await this.read(d)).destroy();
+        (await this.inner.read(d)).destroy();
       });
     }
   }
@@ -72,24 +57,28 @@ export class CachedRemoteStore extends ReadCachingBlobStore {
     }
   }
 
-  /** The local cache is shared by every instance name's store, so it is closed by the worker, not here. */
+  /** The local cache is shared by every instance name's store, so it is closed by WorkerCas, not here. */
   override async close(): Promise<void> {
-    await this.remote.close?.();
+    await this.remote.close();
   }
 }
 
-export interface WorkerCasOptions {
+export interface WorkerCasOptions extends DialOptions {
   /** grpc://host:port of the CAS. */
   target: string;
   cacheDir: string;
   cacheBytes: number;
   log: Logger;
-  interceptors?: Interceptor[];
 }
 
-/** One local cache, and a remote-backed store per instance name on top of it. */
+/**
+ * A worker's local disk cache (size-limited, LRU) in front of the remote
+ * CAS: one cache, and a remote-backed store per instance name on top of it.
+ * Reads are served locally and fill the cache on a miss; writes (outputs)
+ * go to the remote CAS, which is the source of truth.
+ */
 export class WorkerCas {
-  private readonly stores = new Map<string, CachedRemoteStore>();
+  private readonly stores = new Map<string, PrefetchingStore>();
 
   private constructor(
     private readonly o: WorkerCasOptions,
@@ -99,13 +88,22 @@ export class WorkerCas {
   static async open(o: WorkerCasOptions): Promise<WorkerCas> {
     // Verified on the way in: a corrupt or lying remote must not poison the
     // cache that every later action on this worker links its inputs from.
-    return new WorkerCas(o, new VerifyingBlobStore(await DiskBlobStore.open({ directory: o.cacheDir, limitBytes: o.cacheBytes })));
+    const local = await createStore({ type: 'verifying', backend: { type: 'disk', directory: o.cacheDir, limitBytes: o.cacheBytes, fsync: false } });
+    return new WorkerCas(o, local);
   }
 
   forInstance(instanceName: string): BlobStore {
     let s = this.stores.get(instanceName);
     if (!s) {
-      s = new CachedRemoteStore(this.local, new RemoteBlobStore({ target: this.o.target, instanceName, ...(this.o.interceptors ? { interceptors: this.o.interceptors } : {}) }), this.o.log, Math.floor(this.o.cacheBytes / 4));
+      const { cacheDir: _cacheDir, cacheBytes, log, ...connection } = this.o;
+      const remote = new RemoteBlobStore({ ...connection, instanceName });
+      const cached = new ReadCachingBlobStore(this.local, remote, {
+        // Blobs up to this size are kept locally; the executor links inputs only from local files.
+        maxBlobBytes: Math.floor(cacheBytes / 4),
+        // Most inputs are cached, and the remote is a round trip away.
+        findMissing: 'fast-first',
+      });
+      s = new PrefetchingStore(cached, this.local, remote, log);
       this.stores.set(instanceName, s);
     }
     return s;

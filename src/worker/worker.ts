@@ -1,5 +1,5 @@
 import { rmSync } from 'node:fs';
-import { type ClientDuplexStream, credentials } from '@grpc/grpc-js';
+import type { ClientDuplexStream } from '@grpc/grpc-js';
 import { digestFunctionFromValue, fromWire } from '../common/digest.js';
 import { Code, codeOf, ReprError, toStatus } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -8,12 +8,12 @@ import { Action, Command, ExecuteResponse, ExecutionStage_Value } from '../proto
 import { type Lease, type RunLease, type SchedulerMessage, type WorkerMessage, WorkersClient } from '../proto/repr/worker/v1/worker.js';
 import { RunFinished } from '../proto/repr/run/v1/run.js';
 import { PendingQueries } from '../executor/pending-queries.js';
-import { fuseUnavailable } from '../vfs/fuse-available.js';
-import { bearerInterceptor } from '../grpc/auth.js';
-import { RunExecutor } from './run-executor.js';
+import { dial } from '../grpc/dial.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
-import { LocalExecutor } from './local-executor.js';
 import type { InputLimits } from './input-root.js';
+import { createExecutors } from './create-executors.js';
+import type { ExecutorSlot } from '../executor/executor-slot.js';
+import { type Clock, systemClock } from '../common/clock.js';
 import { WorkerCas } from './worker-cas.js';
 import type { RunHost } from '../executor/run-host.js';
 
@@ -44,35 +44,37 @@ export interface WorkerOptions {
   token?: string;
   /** Where `repr run`s write (see RunExecutorOptions.writes). */
   runWrites?: 'overlay' | 'fuse';
+  /** Timestamps and deadlines; default the system clock. */
+  clock?: Clock;
 }
 
 type Call = ClientDuplexStream<WorkerMessage, SchedulerMessage>;
 
-interface Running {
+interface HeldLease {
   abort: AbortController;
   /** Set when the lease was handed back: its result must not be sent. */
   returned?: boolean;
   done: Promise<void>;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (clock: Clock, ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
 
 /**
- * `repr worker`: keeps a stream open to the scheduler, runs the leases it
- * is sent with sandboxed executors, and sends results back. When the stream
- * breaks, the scheduler has already taken back every lease, so the worker
- * abandons what it runs (a result sent later would be ignored anyway) and
- * reconnects with backoff.
+ * `repr worker`: keeps a stream open to the scheduler, carries out the
+ * leases it is sent (actions to execute, `repr run`s) with sandboxed
+ * executors, and sends results back. When the stream breaks, the scheduler
+ * has already taken back every lease, so the worker abandons what it holds
+ * (a result sent later would be ignored anyway) and reconnects with backoff.
  */
 export class Worker {
   private readonly client: InstanceType<typeof WorkersClient>;
-  private readonly executors: LocalExecutor[] = [];
-  private readonly idle: LocalExecutor[] = [];
-  private readonly runners = new Map<LocalExecutor, RunExecutor>();
+  private readonly idle: ExecutorSlot[];
   /** Questions of running `repr run`s waiting for the client's answer, by lease. */
   private readonly runQueries = new Map<string, PendingQueries>();
-  private readonly runsSupported = fuseUnavailable() === undefined;
-  private readonly running = new Map<string, Running>();
+  private readonly runsSupported: boolean;
+  private readonly clock: Clock;
+  /** Leases being carried out, by id. */
+  private readonly leases = new Map<string, HeldLease>();
   private call?: Call;
   private stopping = false;
   private stopped?: Promise<void>;
@@ -81,37 +83,31 @@ export class Worker {
     private readonly o: WorkerOptions,
     private readonly cas: WorkerCas,
   ) {
-    const address = o.scheduler.replace(/^grpc:\/\//, '');
-    this.client = new WorkersClient(address, credentials.createInsecure(), {
-      // A scheduler that vanished without closing the connection (a cut
-      // cable, a frozen VM) is noticed by these pings, not by TCP minutes later.
-      'grpc.keepalive_time_ms': 20_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-      'grpc.max_receive_message_length': -1,
-      'grpc.max_send_message_length': -1,
-      ...(o.token ? { interceptors: [bearerInterceptor(o.token)] } : {}),
+    // A scheduler that vanished without closing the connection (a cut
+    // cable, a frozen VM) is noticed by these pings, not by TCP minutes later.
+    const scheduler = dial(o.scheduler, { token: o.token, keepaliveMs: 20_000, keepaliveTimeoutMs: 10_000 });
+    this.client = new WorkersClient(scheduler.address, scheduler.credentials, scheduler.options);
+    this.clock = o.clock ?? systemClock;
+    this.idle = createExecutors({
+      count: o.executors,
+      id: (i) => `${o.name}/${i}`,
+      caps: { properties: o.properties, cpus: o.cpus, memoryBytes: o.memoryBytes, networkAllowed: o.allowNetwork },
+      cas: (instance: string) => cas.forInstance(instance),
+      sandbox: o.sandbox,
+      workDir: o.workDir,
+      log: o.log,
+      defaultTimeoutMs: o.defaultTimeoutMs,
+      maxTimeoutMs: o.maxTimeoutMs,
+      clock: this.clock,
+      ...(o.inputLimits ? { inputLimits: o.inputLimits } : {}),
+      ...(o.runWrites ? { runWrites: o.runWrites } : {}),
     });
-    for (let i = 0; i < o.executors; i++) {
-      const opts = {
-        id: `${o.name}/${i}`,
-        cas: (instance: string) => cas.forInstance(instance),
-        sandbox: o.sandbox,
-        workDir: o.workDir,
-        log: o.log.child({ executor: i }),
-        defaultTimeoutMs: o.defaultTimeoutMs,
-        maxTimeoutMs: o.maxTimeoutMs,
-        ...(o.inputLimits ? { inputLimits: o.inputLimits } : {}),
-      };
-      const ex = new LocalExecutor(opts);
-      this.executors.push(ex);
-      this.idle.push(ex);
-      this.runners.set(ex, new RunExecutor({ ...opts, ...(o.runWrites ? { writes: o.runWrites } : {}) }));
-    }
+    this.runsSupported = this.idle.every((slot) => slot.run !== undefined);
   }
 
   static async start(o: WorkerOptions): Promise<Worker> {
     rmSync(o.workDir, { recursive: true, force: true }); // leftovers of a crash
-    const cas = await WorkerCas.open({ target: o.cas ?? o.scheduler, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, ...(o.token ? { interceptors: [bearerInterceptor(o.token)] } : {}) });
+    const cas = await WorkerCas.open({ target: o.cas ?? o.scheduler, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, token: o.token });
     const w = new Worker(o, cas);
     void w.loop();
     return w;
@@ -122,13 +118,13 @@ export class Worker {
     while (!this.stopping) {
       // Executors still winding down abandoned leases must be free before
       // registering again, or the scheduler would lease them at once.
-      await Promise.all([...this.running.values()].map((r) => r.done));
-      const started = Date.now();
+      await Promise.all([...this.leases.values()].map((r) => r.done));
+      const started = this.clock.now();
       const reason = await this.session();
       if (this.stopping) break;
-      if (Date.now() - started > 10_000) backoff = 100;
+      if (this.clock.now() - started > 10_000) backoff = 100;
       this.o.log.warn({ reason, retryInMs: backoff }, 'lost the scheduler; reconnecting');
-      await sleep(backoff);
+      await sleep(this.clock, backoff);
       backoff = Math.min(backoff * 2, 5000);
     }
   }
@@ -146,7 +142,7 @@ export class Worker {
         clearInterval(beat);
         if (this.call === call) this.call = undefined;
         // The scheduler re-queued these already; finishing them would be wasted work.
-        for (const r of this.running.values()) {
+        for (const r of this.leases.values()) {
           r.returned = true;
           r.abort.abort();
         }
@@ -167,7 +163,7 @@ export class Worker {
         } else if (m.runReply) {
           this.runQueries.get(m.runReply.runId)?.settle(m.runReply);
         } else if (m.cancel) {
-          this.running.get(m.cancel.leaseId)?.abort.abort();
+          this.leases.get(m.cancel.leaseId)?.abort.abort();
         }
       });
       call.on('error', (e: Error & { code?: number }) => end(`${Code[e.code ?? Code.UNKNOWN] ?? e.code}: ${e.message}`));
@@ -201,19 +197,19 @@ export class Worker {
    * `refuse` when there is none (the scheduler sends at most one lease per
    * executor, so that is a race with draining) or the worker is draining.
    */
-  private occupy(leaseId: string, refuse: (reason: string) => void, work: (executor: LocalExecutor, entry: Running) => Promise<void>): void {
+  private occupy(leaseId: string, refuse: (reason: string) => void, work: (executor: ExecutorSlot, entry: HeldLease) => Promise<void>): void {
     const executor = this.idle.pop();
     if (!executor || this.stopping) {
       refuse(executor ? 'worker is draining' : 'no idle executor');
       if (executor) this.idle.push(executor);
       return;
     }
-    const entry: Running = { abort: new AbortController(), done: Promise.resolve() };
-    this.running.set(leaseId, entry);
+    const entry: HeldLease = { abort: new AbortController(), done: Promise.resolve() };
+    this.leases.set(leaseId, entry);
     entry.done = work(executor, entry)
       .catch((e: unknown) => this.o.log.error({ err: e, lease: leaseId }, 'lease failed unexpectedly'))
       .finally(() => {
-        this.running.delete(leaseId);
+        this.leases.delete(leaseId);
         this.idle.push(executor);
       });
   }
@@ -225,7 +221,7 @@ export class Worker {
       (reason) => this.send(call, { returned: { leaseId, reason } }),
       async (executor, entry) => {
         this.send(call, { progress: { leaseId, stage: ExecutionStage_Value.EXECUTING } });
-        const response = await this.runLease(lease, executor, entry.abort.signal);
+        const response = await this.executeLease(lease, executor, entry.abort.signal);
         if (!entry.returned && this.call === call) this.send(call, { result: { leaseId, response } });
       },
     );
@@ -239,6 +235,7 @@ export class Worker {
       this.send(call, { runFinished: RunFinished.fromPartial({ runId: leaseId, status: { code: Code.UNAVAILABLE, message: `worker ${this.o.name}: ${reason}` } }) });
     if (!req) return refuse('the lease carries no run request');
     this.occupy(leaseId, refuse, async (executor, entry) => {
+      if (!executor.run) return refuse('this worker takes no `repr run`s');
       const { signal } = entry.abort;
       const queries = new PendingQueries((queryId, path, list) => this.send(call, { runQuery: { runId: leaseId, queryId, path, list } }), signal);
       this.runQueries.set(leaseId, queries);
@@ -248,7 +245,7 @@ export class Worker {
         output: (stream, data) => this.send(call, { runOutput: { runId: leaseId, stream, data } }),
       };
       try {
-        const finished = await this.runners.get(executor)!.run(req, host, signal);
+        const finished = await executor.run(req, host, signal);
         if (!entry.returned && this.call === call) this.send(call, { runFinished: { ...finished, runId: leaseId } });
       } finally {
         this.runQueries.delete(leaseId);
@@ -256,8 +253,8 @@ export class Worker {
     });
   }
 
-  /** Runs a lease; failures of the worker itself become statuses, as with built-in executors. */
-  private async runLease(lease: Lease, executor: LocalExecutor, signal: AbortSignal): Promise<ExecuteResponse> {
+  /** Executes an action's lease; failures of the worker itself become statuses, as with built-in executors. */
+  private async executeLease(lease: Lease, executor: ExecutorSlot, signal: AbortSignal): Promise<ExecuteResponse> {
     try {
       const fn = digestFunctionFromValue(lease.digestFunction);
       const d = lease.queuedTimestamp;
@@ -270,7 +267,7 @@ export class Worker {
           action: lease.action ?? Action.fromPartial({}),
           command: lease.command ?? Command.fromPartial({}),
           requirements: lease.requirements.map((p) => ({ name: p.name, value: p.value })),
-          queuedAt: d ? new Date(toMillis(d)) : new Date(),
+          queuedAt: new Date(d ? toMillis(d) : this.clock.now()),
         },
         signal,
       );
@@ -281,11 +278,11 @@ export class Worker {
   }
 
   get busy(): number {
-    return this.running.size;
+    return this.leases.size;
   }
 
   /**
-   * Stops taking work, lets running actions finish for up to `graceMs`,
+   * Stops taking work, lets leases in progress finish for up to `graceMs`,
    * hands the rest back to the scheduler, closes the stream and the cache.
    */
   drain(graceMs: number): Promise<void> {
@@ -293,10 +290,10 @@ export class Worker {
       this.stopping = true;
       const call = this.call;
       if (call) this.send(call, { drain: {} });
-      const all = Promise.all([...this.running.values()].map((r) => r.done));
-      const timedOut = await Promise.race([all.then(() => false), sleep(graceMs).then(() => true)]);
+      const all = Promise.all([...this.leases.values()].map((r) => r.done));
+      const timedOut = await Promise.race([all.then(() => false), sleep(this.clock, graceMs).then(() => true)]);
       if (timedOut) {
-        for (const [leaseId, r] of this.running) {
+        for (const [leaseId, r] of this.leases) {
           r.returned = true;
           r.abort.abort();
           if (call) this.send(call, { returned: { leaseId, reason: `worker ${this.o.name} is shutting down` } });

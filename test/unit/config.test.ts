@@ -31,7 +31,27 @@ it('accepts the example config, which shows every field', () => {
   const c = compileServerConfig(loadConfigFile(path.join(REPO_ROOT, 'examples', 'server.json')));
   assert.equal(c.execution.workerHeartbeatTimeoutSeconds, 10);
   assert.equal(c.execution.memoryBytes, 8 * 2 ** 30);
-  assert.equal(c.storage.cas.type, 'read-caching');
+  assert.equal(c.storage.cas.type, 'verifying');
+  assert.equal(c.storage.cas.type === 'verifying' && c.storage.cas.backend.type, 'read-caching');
+});
+
+it('verifies the CAS whether or not its tree says so, and never the action cache', () => {
+  const disk = { type: 'disk', directory: '/tmp/repr-cas' } as const;
+  const given = compileServerConfig({ storage: { cas: disk } }).storage.cas;
+  assert.deepEqual(given, { type: 'verifying', backend: { ...disk, limitBytes: 10 * 2 ** 30, fsync: false } });
+  const explicit = compileServerConfig({ storage: { cas: { type: 'verifying', backend: disk } } }).storage.cas;
+  assert.deepEqual(explicit, given, 'not wrapped twice');
+  const defaults = compileServerConfig({ dataDir: '/d' }).storage;
+  assert.equal(defaults.cas.type, 'verifying');
+  assert.ok(!JSON.stringify(defaults.ac).includes('verifying'));
+  assert.throws(() => compileServerConfig({ storage: { ac: { type: 'verifying', backend: disk } } }), /storage\.ac: .*verifying store would refuse every one/);
+});
+
+it('refuses store targets other than grpc://host:port or host:port, naming the field', () => {
+  const cas = (target: string) => compileServerConfig({ storage: { cas: { type: 'remote', target } } }).storage.cas;
+  assert.deepEqual(cas('cas:8980'), { type: 'verifying', backend: { type: 'remote', target: 'grpc://cas:8980', instanceName: '' } });
+  assert.throws(() => cas('https://cas:443'), /storage\.cas\.target: .*unsupported scheme https/);
+  assert.throws(() => cas('grpcs://cas:443'), /TLS/);
 });
 
 it('refuses a remote store for the action cache, saying why', () => {

@@ -120,7 +120,8 @@ describe('worker protocol (a hand-driven worker against a real scheduler)', () =
     f.close();
   });
 
-  it('re-queues the lease of a worker whose stream drops, and of one that goes silent', async () => {
+  // A worker that goes silent past the heartbeat timeout: worker-service.test.ts, on a manual clock.
+  it('re-queues the lease of a worker whose stream drops', async () => {
     const dropper = fake('dropper');
     await dropper.next((m) => m.welcome);
     const action = await uploadAction(client, { argv: ['/bin/true'], salt: 'p2' });
@@ -129,22 +130,14 @@ describe('worker protocol (a hand-driven worker against a real scheduler)', () =
     const before = (await fetchStatus(server.address)).requeued;
     dropper.close();
 
-    const silent = fake('silent');
-    const second = await silent.lease();
+    const good = fake('good');
+    const second = await good.lease();
     assert.equal(second.operationName, first.operationName, 'the same operation, leased again');
     assert.notEqual(second.leaseId, first.leaseId);
-    // No heartbeats: dropped after the 1 s timeout, and the lease goes to the next worker.
-    const end = await silent.ended;
-    assert.equal(end.code, Code.UNAVAILABLE);
-    assert.match(end.details, /no heartbeat/);
-
-    const good = fake('good');
-    const third = await good.lease();
-    assert.equal(third.operationName, first.operationName);
-    good.succeed(third.leaseId);
+    good.succeed(second.leaseId);
     const r = await pending;
-    assert.equal(r.response!.message, `done by ${third.leaseId}`);
-    assert.equal((await fetchStatus(server.address)).requeued - before, 2);
+    assert.equal(r.response!.message, `done by ${second.leaseId}`);
+    assert.equal((await fetchStatus(server.address)).requeued - before, 1);
     good.close();
   });
 

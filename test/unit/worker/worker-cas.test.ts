@@ -57,3 +57,28 @@ describe("a worker's local CAS cache over a remote CAS", () => {
     await assert.rejects(store.get(d), (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT);
   });
 });
+
+describe("a worker's local CAS cache, asked what is missing", () => {
+  it('answers from local files first and asks the remote only about the rest', async () => {
+    const dataDir = tmpDir();
+    const server = await startInProcess({ dataDir, execution: { enabled: false } });
+    const client = new ReapiClient({ target: server.address });
+    const cas = await WorkerCas.open({ target: server.address, cacheDir: tmpDir(), cacheBytes: 64 * 1024 * 1024, log: silentLogger() });
+    try {
+      const blobs = Array.from({ length: 5 }, (_, i) => Buffer.from(`cached ${i}`));
+      const digests = blobs.map((b) => computeDigest(SHA256, b));
+      await client.batchUpdate(blobs.map((data, i) => ({ digest: digests[i]!, data })));
+      const store = cas.forInstance('');
+      await store.localize!(digests);
+      // With the remote gone, only the local cache can answer.
+      await server.stop();
+      assert.deepEqual(await store.findMissing(digests), []);
+      const elsewhere = computeDigest(SHA256, Buffer.from('not cached'));
+      await assert.rejects(store.findMissing([...digests, elsewhere]), (e: unknown) => codeOf(e) === Code.UNAVAILABLE);
+    } finally {
+      await cas.close();
+      client.close();
+      await server.stop();
+    }
+  });
+});

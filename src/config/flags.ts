@@ -1,0 +1,86 @@
+import type { ServerConfig } from './config.js';
+import type { Flag } from './flag.js';
+import { bottomDisk, withBottomDiskLimit } from './store-schema.js';
+import type { WorkerConfig } from './worker-config.js';
+
+// Flags the server and the worker share: one spelling, one meaning.
+const common = {
+  logLevel: { flags: '--log-level <level>', description: 'trace, debug, info, warn, error or silent', kind: 'string', path: 'logLevel' },
+  executorProperty: { flags: '--executor-property <name=value...>', description: 'platform properties the executors offer', kind: 'properties', path: 'execution.properties' },
+  allowNetwork: {
+    flags: '--allow-network',
+    description: 'let actions ask for the host network with the platform property network=on',
+    kind: 'switch',
+    path: 'execution.allowNetwork',
+    toConfig: () => true,
+  },
+} satisfies Record<string, Flag<never>>;
+
+/** `repr server`'s flags, each over the field of the config file it overrides. */
+export const serverFlags: readonly Flag<ServerConfig>[] = [
+  { flags: '-l, --listen <host:port>', description: 'gRPC address to listen on (port 0 picks a free port)', kind: 'string', path: 'listen' },
+  { flags: '-d, --data-dir <dir>', description: 'where blobs and the action cache live', kind: 'string', path: 'dataDir', defaultText: '$REPR_DATA_DIR or ~/.local/share/repr' },
+  {
+    flags: '--cas-size <size>',
+    description: 'disk space for the CAS before LRU eviction, e.g. 50GiB (the disk store at the bottom of the CAS)',
+    kind: 'size',
+    applyCompiled: (c: ServerConfig, bytes: number) => ({ ...c, storage: { ...c.storage, cas: withBottomDiskLimit(c.storage.cas, bytes) } }),
+    defaultOf: (c) => bottomDisk(c.storage.cas)?.limitBytes,
+  },
+  { flags: '--instance <name...>', description: 'instance names to serve', kind: 'list', path: 'instanceNames', defaultText: 'any' },
+  common.logLevel,
+  {
+    flags: '--executors <n>',
+    description: 'actions run at once in this process (0 = a pure scheduler for `repr worker`s)',
+    kind: 'int',
+    path: 'execution.executors',
+    defaultText: 'cores',
+  },
+  { flags: '--cache-only', description: 'serve only the cache (CAS, ByteStream, ActionCache): no Execution, no scheduler', kind: 'switch', path: 'execution.enabled', toConfig: () => false },
+  {
+    flags: '--worker-heartbeat-timeout <seconds>',
+    description: 'drop a worker silent for this long and run its actions elsewhere',
+    kind: 'positive',
+    path: 'execution.workerHeartbeatTimeoutSeconds',
+  },
+  common.executorProperty,
+  common.allowNetwork,
+  { flags: '--metrics-listen <host:port>', description: 'serve Prometheus /metrics and /healthz over HTTP here (port 0 picks one)', kind: 'string', path: 'metricsListen' },
+  {
+    flags: '--auth-tokens-file <file>',
+    description: 'require a bearer token on every call; FILE has lines name:token (see PLUGINS.md)',
+    kind: 'string',
+    path: 'auth',
+    toConfig: (tokensFile: string) => ({ type: 'token', tokensFile }),
+  },
+];
+
+/** `repr worker`'s flags, each over the field of the config file it overrides. */
+export const workerFlags: readonly Flag<WorkerConfig>[] = [
+  { flags: '-s, --scheduler <url>', description: 'scheduler address, grpc://HOST:PORT (required here or in the config file)', kind: 'string', path: 'scheduler', required: true },
+  { flags: '--cas <url>', description: 'CAS to fetch inputs from and upload outputs to, if not the scheduler (grpc://HOST:PORT)', kind: 'string', path: 'cas' },
+  { flags: '--name <name>', description: 'worker name, unique per scheduler', kind: 'string', path: 'name', defaultText: 'HOSTNAME-PID' },
+  { flags: '--executors <n>', description: 'actions run at once', kind: 'int', path: 'execution.executors', defaultText: 'cores' },
+  common.executorProperty,
+  { flags: '--cpus <n>', description: 'cores an action may ask for at most', kind: 'positive', path: 'execution.cpus', defaultText: 'all' },
+  { flags: '--memory <size>', description: 'memory an action may ask for at most', kind: 'size', path: 'execution.memoryBytes', defaultText: 'all' },
+  common.allowNetwork,
+  { flags: '-d, --data-dir <dir>', description: 'local CAS cache and scratch space', kind: 'string', path: 'dataDir', defaultText: '$REPR_DATA_DIR/workers/NAME' },
+  { flags: '--cache-size <size>', description: 'local CAS cache size before LRU eviction', kind: 'size', path: 'cache.limitBytes' },
+  {
+    flags: '--drain-timeout <seconds>',
+    description: 'on SIGTERM, how long running actions may finish before they are handed back',
+    kind: 'positive',
+    path: 'drainTimeoutSeconds',
+  },
+  common.logLevel,
+  { flags: '--token <token>', description: 'bearer token for a scheduler that requires one', kind: 'string', path: 'token', defaultText: '$REPR_TOKEN' },
+  {
+    flags: '--run-writes <mode>',
+    description: '`repr run` writes go to an overlayfs layer on disk (overlay) or through FUSE (fuse)',
+    kind: 'string',
+    path: 'execution.runWrites',
+  },
+  { flags: '--max-input-nodes <n>', description: "files, directories and symlinks an action's input root may expand to", kind: 'int', path: 'execution.maxInputNodes' },
+  { flags: '--max-input-bytes <size>', description: "bytes of files an action's input root may expand to", kind: 'size', path: 'execution.maxInputBytes' },
+];

@@ -1,0 +1,105 @@
+import path from 'node:path';
+import { z } from 'zod';
+import { someStore, type StoreConfig } from '../storage/store-config.js';
+import { byteSize, grpcTarget } from './schema.js';
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+
+// A tree of stores: backends at the leaves, decorators wrapping them.
+export const storeSchema: z.ZodType<StoreConfig, z.ZodTypeDef, unknown> = z.lazy(() =>
+  z.discriminatedUnion('type', [
+    z.object({ type: z.literal('memory'), limitBytes: byteSize.default(256 * MiB) }).strict(),
+    z.object({ type: z.literal('disk'), directory: z.string().min(1), limitBytes: byteSize.default(10 * GiB), fsync: z.boolean().default(false) }).strict(),
+    z
+      .object({
+        type: z.literal('read-caching'),
+        fast: storeSchema,
+        slow: storeSchema,
+        maxBlobBytes: byteSize.default(16 * MiB),
+        findMissing: z.enum(['slow', 'fast-first']).default('slow'),
+      })
+      .strict(),
+    z.object({ type: z.literal('verifying'), backend: storeSchema }).strict(),
+    // Another REAPI server's CAS: a scheduler and its workers can share one
+    // CAS that runs elsewhere.
+    z.object({ type: z.literal('remote'), target: grpcTarget, instanceName: z.string().default('') }).strict(),
+  ]),
+);
+
+/**
+ * The CAS a server keeps under `dataDir` unless configured: hot small blobs
+ * in memory over an LRU disk store, every write verified against its digest.
+ */
+export function defaultCasStore(dataDir: string): StoreConfig {
+  return {
+    type: 'verifying',
+    backend: {
+      type: 'read-caching',
+      maxBlobBytes: 16 * MiB,
+      findMissing: 'slow',
+      fast: { type: 'memory', limitBytes: 256 * MiB },
+      slow: { type: 'disk', directory: path.join(dataDir, 'cas'), limitBytes: 10 * GiB, fsync: false },
+    },
+  };
+}
+
+export function defaultAcStore(dataDir: string): StoreConfig {
+  return {
+    type: 'read-caching',
+    maxBlobBytes: 1 * MiB,
+    findMissing: 'slow',
+    fast: { type: 'memory', limitBytes: 64 * MiB },
+    slow: { type: 'disk', directory: path.join(dataDir, 'ac'), limitBytes: 1 * GiB, fsync: false },
+  };
+}
+
+/**
+ * A CAS is always verified: a tree that does not say so at its root is
+ * wrapped, so that a config written before `verifying` was a node keeps
+ * the protection it had, and a forgotten node cannot turn it off.
+ */
+export function verifiedCas(config: StoreConfig): StoreConfig {
+  return config.type === 'verifying' ? config : { type: 'verifying', backend: config };
+}
+
+/** Why a tree cannot hold the action cache, or undefined if it can. */
+export function actionCacheProblem(config: StoreConfig): string | undefined {
+  if (someStore(config, (s) => s.type === 'remote')) {
+    return 'a remote store is a CAS, and action-cache entries are not content-addressed; keep the action cache local';
+  }
+  if (someStore(config, (s) => s.type === 'verifying')) {
+    return 'action-cache entries are keyed by action digest, not by the hash of their bytes, so a verifying store would refuse every one; remove it';
+  }
+  return undefined;
+}
+
+/** The disk store at the bottom of a tree (the slow end of every read cache), if there is one. */
+export function bottomDisk(config: StoreConfig): Extract<StoreConfig, { type: 'disk' }> | undefined {
+  switch (config.type) {
+    case 'disk':
+      return config;
+    case 'read-caching':
+      return bottomDisk(config.slow);
+    case 'verifying':
+      return bottomDisk(config.backend);
+    case 'memory':
+    case 'remote':
+      return undefined;
+  }
+}
+
+/** The same tree with the bottom disk store's limit replaced (`--cas-size`). */
+export function withBottomDiskLimit(config: StoreConfig, limitBytes: number): StoreConfig {
+  switch (config.type) {
+    case 'disk':
+      return { ...config, limitBytes };
+    case 'read-caching':
+      return { ...config, slow: withBottomDiskLimit(config.slow, limitBytes) };
+    case 'verifying':
+      return { ...config, backend: withBottomDiskLimit(config.backend, limitBytes) };
+    case 'memory':
+    case 'remote':
+      return config;
+  }
+}

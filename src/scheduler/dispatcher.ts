@@ -1,0 +1,222 @@
+import type { Clock } from '../common/clock.js';
+import { Code, codeOf, ReprError, toStatus } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { ExecutorLostError, type ExecutorSlot, type HeldExecutor } from '../executor/executor-slot.js';
+import { type Requirement, unmet } from '../executor/platform.js';
+import { ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import { ActionQueue } from './action-queue.js';
+import { type ExecutorPool, unsatisfiable } from './executor-pool.js';
+import type { LiveOperation, OperationBook } from './operation-book.js';
+import type { ResultCache } from './result-cache.js';
+
+/** How often work that no executor can take any more is looked for, while any waits. */
+const SWEEP_INTERVAL_MS = 1000;
+
+export interface DispatcherOptions {
+  pool: ExecutorPool;
+  book: OperationBook;
+  results: ResultCache;
+  clock: Clock;
+  log: Logger;
+  /** Times an action is re-queued after its executor was lost before it fails. */
+  maxAttempts: number;
+}
+
+interface RunWaiter {
+  requirements: readonly Requirement[];
+  label: string;
+  resolve(h: HeldExecutor): void;
+  reject(e: Error): void;
+}
+
+/**
+ * Hands idle executors their work: first to `repr run`s waiting to hold one
+ * (a person is waiting on them), then to queued actions, each to the first
+ * executor whose capabilities satisfy its platform. An action whose executor
+ * is lost goes back in line, up to maxAttempts executions; work that no
+ * executor, present or within its grace, can take any more fails.
+ */
+export class Dispatcher {
+  private readonly queue = new ActionQueue();
+  private readonly runWaiters: RunWaiter[] = [];
+  private readonly counters = { completed: 0, requeued: 0 };
+  /** Set while the sweep timer is armed: only while something waits. */
+  private cancelSweep: (() => void) | undefined;
+  private closed = false;
+
+  constructor(private readonly o: DispatcherOptions) {}
+
+  get queueDepth(): number {
+    return this.queue.length;
+  }
+
+  /** Results accepted, and actions put back in line after losing their executor. */
+  stats(): { completed: number; requeued: number } {
+    return { ...this.counters };
+  }
+
+  enqueue(op: LiveOperation): void {
+    this.queue.insert(op);
+    this.armSweep();
+    this.dispatch();
+  }
+
+  /**
+   * Waits for an idle executor that can carry out `repr run`s and satisfies
+   * the requirements, and holds it until released. Fails at once with
+   * FAILED_PRECONDITION when no executor could ever take it.
+   */
+  acquire(requirements: readonly Requirement[], label: string, signal: AbortSignal): Promise<HeldExecutor> {
+    const why = this.o.pool.unsatisfiable(requirements, true);
+    if (why) return Promise.reject(new ReprError(Code.FAILED_PRECONDITION, `no executor can run this command; unmet: ${why.join(', ')}`));
+    return new Promise<HeldExecutor>((resolve, reject) => {
+      const w: RunWaiter = { requirements, label, resolve, reject };
+      const onAbort = () => {
+        const i = this.runWaiters.indexOf(w);
+        if (i >= 0) this.runWaiters.splice(i, 1);
+        reject(new ReprError(Code.CANCELLED, 'cancelled while waiting for an executor'));
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      w.resolve = (h) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(h);
+      };
+      this.runWaiters.push(w);
+      this.armSweep();
+      this.dispatch();
+    });
+  }
+
+  /** Stops an unfinished operation: a queued one finishes as cancelled at once, an executing one is aborted. */
+  cancel(op: LiveOperation): void {
+    op.cancelled = true;
+    if (this.queue.remove(op)) this.o.book.finish(op, cancelledResponse());
+    else op.abort?.abort();
+  }
+
+  dispatch(): void {
+    const { pool } = this.o;
+    for (let wi = 0; wi < this.runWaiters.length && pool.idle.length > 0; ) {
+      const w = this.runWaiters[wi]!;
+      const slot = pool.idle.find((s) => s.run !== undefined && unmet(w.requirements, s.caps).length === 0);
+      if (!slot) {
+        wi++;
+        continue;
+      }
+      this.runWaiters.splice(wi, 1);
+      this.hold(slot, w);
+    }
+    for (let i = 0; i < pool.idle.length && this.queue.length > 0; ) {
+      const slot = pool.idle[i]!;
+      const op = this.queue.takeFor(slot.caps);
+      if (!op) {
+        i++;
+        continue;
+      }
+      void this.execute(slot, op);
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    this.cancelSweep?.();
+    this.cancelSweep = undefined;
+  }
+
+  private hold(slot: ExecutorSlot, w: RunWaiter): void {
+    this.o.pool.claim(slot, { operationName: w.label });
+    let released = false;
+    w.resolve({
+      slot: slot as HeldExecutor['slot'],
+      release: () => {
+        if (released) return;
+        released = true;
+        this.o.pool.free(slot);
+        this.o.pool.credit(slot);
+        this.dispatch();
+      },
+    });
+  }
+
+  /** Executes a queued operation on a claimed executor; called synchronously from dispatch. */
+  private async execute(slot: ExecutorSlot, op: LiveOperation): Promise<void> {
+    const { pool, book, log } = this.o;
+    op.abort = new AbortController();
+    op.attempts++;
+    pool.claim(slot, { operationName: op.state.name, actionDigest: op.req.actionDigest });
+    book.transition(op, ExecutionStage_Value.EXECUTING);
+    let response: ExecuteResponse | undefined;
+    try {
+      response = await slot.execute({ ...op.req, operationName: op.state.name, queuedAt: op.queuedAt }, op.abort.signal);
+      if (op.cancelled) response = { ...cancelledResponse(), result: response.result };
+    } catch (e) {
+      if (e instanceof ExecutorLostError && !op.cancelled && op.attempts < this.o.maxAttempts) {
+        log.warn({ op: op.state.name, executor: slot.id, attempt: op.attempts, reason: e.message }, 'executor lost; re-queueing the action');
+        this.counters.requeued++;
+      } else if (op.cancelled) {
+        response = cancelledResponse();
+      } else {
+        if (!(e instanceof ExecutorLostError) && codeOf(e) !== Code.FAILED_PRECONDITION) log.error({ err: e, op: op.state.name, executor: slot.id }, 'executor failed');
+        const status = e instanceof ExecutorLostError ? toStatus(e, `gave up after ${op.attempts} executors were lost executing it; last`) : toStatus(e, `executor ${slot.id}`);
+        response = ExecuteResponse.fromPartial({ status });
+      }
+    } finally {
+      // A removed executor (lost or draining) gets no more work.
+      pool.free(slot);
+    }
+    if (!response) {
+      // Back in line at its original place: it has waited already.
+      op.abort = undefined;
+      book.transition(op, ExecutionStage_Value.QUEUED);
+      this.enqueue(op);
+      this.dispatch();
+      return;
+    }
+    await this.o.results.record(op, response);
+    this.counters.completed++;
+    pool.credit(slot);
+    book.finish(op, response);
+    this.dispatch();
+  }
+
+  private armSweep(): void {
+    if (this.cancelSweep || this.closed) return;
+    this.cancelSweep = this.o.clock.setTimeout(() => {
+      this.cancelSweep = undefined;
+      this.failUnsatisfiable();
+      if (this.runWaiters.length > 0 || this.queue.length > 0) this.armSweep();
+    }, SWEEP_INTERVAL_MS);
+  }
+
+  /** Fails waiting work that no executor (present, or gone but within its grace) can take. */
+  private failUnsatisfiable(): void {
+    const { pool, book } = this.o;
+    if (this.runWaiters.length > 0) {
+      const runCaps = pool.capabilities(true);
+      for (const w of [...this.runWaiters]) {
+        const why = unsatisfiable(w.requirements, runCaps);
+        if (!why) continue;
+        this.runWaiters.splice(this.runWaiters.indexOf(w), 1);
+        w.reject(new ReprError(Code.FAILED_PRECONDITION, `no executor can run this command any more; unmet: ${why.join(', ')}`));
+      }
+    }
+    if (this.queue.length === 0) return;
+    const caps = pool.capabilities();
+    for (const op of this.queue.waiting()) {
+      const why = unsatisfiable(op.req.requirements, caps);
+      if (!why) continue;
+      this.queue.remove(op);
+      book.finish(
+        op,
+        ExecuteResponse.fromPartial({
+          status: { code: Code.FAILED_PRECONDITION, message: `no executor can execute this action any more; unmet platform properties: ${why.join(', ')}` },
+        }),
+      );
+    }
+  }
+}
+
+function cancelledResponse(): ExecuteResponse {
+  return ExecuteResponse.fromPartial({ status: { code: Code.CANCELLED, message: 'operation cancelled' } });
+}

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Code, codeOf } from '../../../src/common/errors.js';
+import { compileServerConfig } from '../../../src/config/config.js';
+import { applyCompiledFlags, type Flag, flagDefault, flagName, formatByteSize, overlayFlags, parseFlagValue } from '../../../src/config/flag.js';
+import { serverFlags, workerFlags } from '../../../src/config/flags.js';
+import { compileWorkerConfig } from '../../../src/config/worker-config.js';
+
+/** A value of the right kind for each flag, as commander would hand it over after parsing. */
+function sample<C>(flag: Flag<C>): unknown {
+  const byName: Record<string, unknown> = {
+    '--log-level': 'debug',
+    '--run-writes': 'fuse',
+    '--scheduler': 'grpc://sched:1',
+    '--cas': 'cas:2',
+    '--auth-tokens-file': '/etc/repr/tokens',
+  };
+  const name = flagName(flag);
+  if (name in byName) return byName[name];
+  switch (flag.kind) {
+    case 'string':
+      return `value of ${name}`;
+    case 'list':
+      return ['one', 'two'];
+    case 'switch':
+      return true;
+    case 'int':
+    case 'positive':
+      return 7;
+    case 'size':
+      return 3 * 2 ** 30;
+    case 'properties':
+      return { pool: ['big'] };
+  }
+}
+
+function get(obj: unknown, dotted: string): unknown {
+  return dotted.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], obj);
+}
+
+describe('config flags', () => {
+  for (const [command, flags] of [
+    ['server', serverFlags],
+    ['worker', workerFlags],
+  ] as const) {
+    it(`${command}: each flag is spelled once and sets a field the schema knows`, () => {
+      const names = flags.map((f) => flagName(f as Flag<unknown>));
+      assert.equal(new Set(names).size, names.length, 'a flag declared twice');
+      const compile = command === 'server' ? compileServerConfig : compileWorkerConfig;
+      const base = command === 'server' ? {} : { scheduler: 'grpc://s:1' };
+      for (const flag of flags as readonly Flag<unknown>[]) {
+        if (flag.path === undefined) continue;
+        const value = sample(flag);
+        // Schemas are strict: a path that names no field fails to compile.
+        const config = compile(overlayFlags(base, [flag], () => value));
+        const expected = flag.toConfig ? flag.toConfig(value as never) : value;
+        const got = get(config, flag.path);
+        if (flag.path === 'cas' || flag.path === 'scheduler') assert.match(String(got), /^grpc:\/\//, flagName(flag));
+        else assert.deepEqual(got, expected, flagName(flag));
+      }
+    });
+  }
+
+  it('overrides the config file without changing it', () => {
+    const file = { listen: '0.0.0.0:1', execution: { cpus: 3, executors: 2 } };
+    const given: Record<string, unknown> = { '--executors': 0, '--cache-only': true, '--instance': ['a'] };
+    const input = overlayFlags(file, serverFlags, (f) => given[flagName(f)]);
+    assert.deepEqual(input, { listen: '0.0.0.0:1', instanceNames: ['a'], execution: { cpus: 3, executors: 0, enabled: false } });
+    assert.deepEqual(file, { listen: '0.0.0.0:1', execution: { cpus: 3, executors: 2 } });
+  });
+
+  it('--cas-size resizes the disk store at the bottom of the CAS, under the verifying node', () => {
+    const casSize = serverFlags.find((f) => flagName(f) === '--cas-size')!;
+    const c = applyCompiledFlags(compileServerConfig({ dataDir: '/d' }), serverFlags, (f) => (f === casSize ? 50 * 2 ** 30 : undefined));
+    assert.equal(c.storage.cas.type, 'verifying');
+    const rc = c.storage.cas.type === 'verifying' ? c.storage.cas.backend : undefined;
+    assert.equal(rc?.type === 'read-caching' && rc.slow.type === 'disk' && rc.slow.limitBytes, 50 * 2 ** 30);
+    assert.equal(flagDefault(casSize, () => compileServerConfig({})), '10GiB');
+  });
+
+  it("shows the schema's defaults in help, and none for flags that have none of their own", () => {
+    const serverDefaults = () => compileServerConfig({});
+    const workerDefaults = () => compileWorkerConfig({ scheduler: 'grpc://s:1' });
+    const shown = <C>(flags: readonly Flag<C>[], defaults: () => C) => Object.fromEntries(flags.map((f) => [flagName(f), flagDefault(f, defaults)]));
+    const server = shown(serverFlags, serverDefaults);
+    assert.equal(server['--listen'], '127.0.0.1:8980');
+    assert.equal(server['--worker-heartbeat-timeout'], '10');
+    assert.equal(server['--executor-property'], 'OSFamily=linux');
+    assert.equal(server['--cache-only'], undefined);
+    assert.equal(server['--auth-tokens-file'], undefined);
+    const worker = shown(workerFlags, workerDefaults);
+    assert.equal(worker['--scheduler'], undefined);
+    assert.equal(worker['--cache-size'], '10GiB');
+    assert.equal(worker['--drain-timeout'], '60');
+    assert.equal(worker['--max-input-bytes'], '64GiB');
+    assert.equal(worker['--run-writes'], 'overlay');
+    assert.equal(formatByteSize(1536), '1536B');
+  });
+
+  it('refuses bad values naming the flag, and collects repeated properties', () => {
+    const flag = (name: string) => [...serverFlags, ...workerFlags].find((f) => flagName(f as Flag<unknown>) === name) as Flag<unknown>;
+    const refused = (name: string, text: string, pattern: RegExp) =>
+      assert.throws(() => parseFlagValue(flag(name), text, undefined), (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT && pattern.test((e as Error).message));
+    refused('--executors', '-1', /--executors takes a non-negative integer/);
+    refused('--cpus', '0', /--cpus takes a positive number/);
+    refused('--memory', '2gx', /--memory: "2gx" is not a size/);
+    refused('--executor-property', 'pool', /--executor-property takes name=value/);
+    const props = flag('--executor-property');
+    const two = parseFlagValue(props, 'pool=b', parseFlagValue(props, 'pool=a', undefined));
+    assert.deepEqual(parseFlagValue(props, 'os=linux', two), { pool: ['a', 'b'], os: ['linux'] });
+    assert.equal(parseFlagValue(flag('--memory'), '512MiB', undefined), 512 * 2 ** 20);
+  });
+});

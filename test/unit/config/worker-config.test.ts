@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { Code, codeOf } from '../../../src/common/errors.js';
+import { compileServerConfig, loadConfigFile } from '../../../src/config/config.js';
+import { compileWorkerConfig } from '../../../src/config/worker-config.js';
+import { DEFAULT_INPUT_LIMITS } from '../../../src/worker/input-root.js';
+import { REPO_ROOT } from '../../../support/servers.js';
+
+/** Runs `fn` with environment variables set (undefined: unset), then puts them back. */
+function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T): T {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  const apply = (vs: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(vs)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+  apply(vars);
+  try {
+    return fn();
+  } finally {
+    apply(saved);
+  }
+}
+
+describe('compileWorkerConfig', () => {
+  it('accepts the example config, which shows every field', () => {
+    const c = compileWorkerConfig(loadConfigFile(path.join(REPO_ROOT, 'examples', 'worker.json')));
+    assert.equal(c.scheduler, 'grpc://scheduler.example.com:8980');
+    assert.equal(c.cas, 'grpc://cas.example.com:8980');
+    assert.equal(c.name, 'worker-1');
+    assert.deepEqual(c.cache, { directory: '/var/lib/repr-worker/cas', limitBytes: 50 * 2 ** 30 });
+    assert.equal(c.workDir, '/var/lib/repr-worker/work');
+    assert.deepEqual(c.execution.properties, { OSFamily: ['linux'], pool: ['default', 'big'] });
+    assert.equal(c.execution.memoryBytes, 16 * 2 ** 30);
+    assert.equal(c.execution.runWrites, 'overlay');
+    assert.equal(c.execution.sandbox.maxWriteBytes, 16 * 2 ** 30);
+  });
+
+  it('fills in every default from one place, the same as the server for what executors share', () => {
+    const c = withEnv({ REPR_DATA_DIR: '/data', REPR_TOKEN: undefined }, () => compileWorkerConfig({ scheduler: 'sched:8980', name: 'w 1' }));
+    assert.equal(c.scheduler, 'grpc://sched:8980');
+    assert.equal(c.cas, undefined);
+    assert.equal(c.token, undefined);
+    assert.equal(c.dataDir, '/data/workers/w_1');
+    assert.equal(c.cache.directory, '/data/workers/w_1/cas');
+    assert.equal(c.cache.limitBytes, 10 * 2 ** 30);
+    assert.equal(c.workDir, '/data/workers/w_1/work');
+    assert.equal(c.drainTimeoutSeconds, 60);
+    assert.equal(c.logLevel, 'info');
+    const ex = c.execution;
+    assert.equal(ex.executors, os.cpus().length);
+    assert.equal(ex.cpus, os.cpus().length);
+    assert.equal(ex.memoryBytes, os.totalmem());
+    assert.deepEqual(ex.properties, { OSFamily: ['linux'] });
+    assert.equal(ex.allowNetwork, false);
+    assert.equal(ex.defaultTimeoutSeconds, 900);
+    assert.equal(ex.maxTimeoutSeconds, 3600);
+    assert.deepEqual({ maxNodes: ex.maxInputNodes, maxBytes: ex.maxInputBytes, maxDepth: ex.maxInputDepth }, DEFAULT_INPUT_LIMITS);
+    assert.deepEqual(ex.sandbox, {});
+    assert.equal(ex.runWrites, 'overlay');
+
+    const server = compileServerConfig({}).execution;
+    for (const key of ['executors', 'cpus', 'memoryBytes', 'allowNetwork', 'defaultTimeoutSeconds', 'maxTimeoutSeconds', 'maxInputNodes', 'maxInputBytes', 'maxInputDepth', 'sandbox'] as const) {
+      assert.deepEqual(ex[key], server[key], key);
+    }
+  });
+
+  it('names the worker after the host and process by default, and takes the token from $REPR_TOKEN', () => {
+    const c = withEnv({ REPR_TOKEN: 'from-the-environment' }, () => compileWorkerConfig({ scheduler: 'grpc://s:1' }));
+    assert.equal(c.name, `${os.hostname()}-${process.pid}`);
+    assert.equal(c.token, 'from-the-environment');
+    const given = withEnv({ REPR_TOKEN: 'from-the-environment' }, () => compileWorkerConfig({ scheduler: 'grpc://s:1', token: 'given' }));
+    assert.equal(given.token, 'given');
+  });
+
+  it('refuses a missing or undialable scheduler and unknown fields with INVALID_ARGUMENT naming them', () => {
+    const refused = (input: unknown, pattern: RegExp) =>
+      assert.throws(() => compileWorkerConfig(input), (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT && pattern.test((e as Error).message));
+    refused({}, /scheduler: missing/);
+    refused({ scheduler: 'http://s:80' }, /scheduler: .*unsupported scheme http/);
+    refused({ scheduler: 's:1', cas: 'nope' }, /cas: "nope" is not a server address/);
+    refused({ scheduler: 's:1', cacheBytes: 5 }, /unrecognized key.*cacheBytes/i);
+    refused({ scheduler: 's:1', execution: { runWrites: 'tmpfs' } }, /execution\.runWrites/);
+    refused({ scheduler: 's:1', execution: { maxInputNodes: 0 } }, /execution\.maxInputNodes/);
+  });
+});
