@@ -26,11 +26,16 @@ function generateWorkspace(libs: number, bins: number): string {
         `int lib${i}(int x) {\n  std::vector<std::string> v;\n  for (int k = 0; k < x % 7 + ${i % 5}; ++k) v.push_back(std::to_string(k * ${i + 1}));\n` +
         `  int n = static_cast<int>(v.size());\n  return ${dep !== undefined ? `lib${dep}(x + n)` : 'n'};\n}\n`,
     );
-    build.push(`cc_library(name = "lib${i}", srcs = ["lib${i}.cc"], hdrs = ["lib${i}.h"], linkstatic = True${dep !== undefined ? `, deps = [":lib${dep}"]` : ''})`);
+    build.push(
+      `cc_library(name = "lib${i}", srcs = ["lib${i}.cc"], hdrs = ["lib${i}.h"], linkstatic = True${dep !== undefined ? `, deps = [":lib${dep}"]` : ''})`,
+    );
   }
   for (let b = 0; b < bins; b++) {
     const top = Math.min(libs - 1, (b + 1) * group - 1);
-    writeFileSync(path.join(dir, 'cc', `bin${b}.cc`), `#include <cstdio>\n#include "cc/lib${top}.h"\nint main() { std::printf("%d\\n", lib${top}(${b})); return 0; }\n`);
+    writeFileSync(
+      path.join(dir, 'cc', `bin${b}.cc`),
+      `#include <cstdio>\n#include "cc/lib${top}.h"\nint main() { std::printf("%d\\n", lib${top}(${b})); return 0; }\n`,
+    );
     build.push(`cc_binary(name = "bin${b}", srcs = ["bin${b}.cc"], deps = [":lib${top}"])`);
   }
   writeFileSync(path.join(dir, 'cc', 'BUILD'), `${build.join('\n')}\n`);
@@ -49,7 +54,8 @@ async function timed(ws: BazelWorkspace, args: string[], expect?: (kinds: Map<st
   return s;
 }
 
-const allHits = (k: Map<string, number>) => ((k.get('remote') ?? 0) + (k.get('linux-sandbox') ?? 0) + (k.get('processwrapper-sandbox') ?? 0) > 0 ? `not all cached: ${JSON.stringify([...k])}` : undefined);
+const allHits = (k: Map<string, number>) =>
+  (k.get('remote') ?? 0) + (k.get('linux-sandbox') ?? 0) + (k.get('processwrapper-sandbox') ?? 0) > 0 ? `not all cached: ${JSON.stringify([...k])}` : undefined;
 
 /**
  * Bazel 4.2.3 building a generated C++ workspace (~200 targets): local, then
@@ -106,9 +112,16 @@ export const bazel: Benchmark = {
       ctx.log(`remote cache cold ${rcCold.toFixed(1)} s, warm ${rcWarm.map((t) => t.toFixed(1)).join(' ')} s`);
 
       const exec = await server([]);
-      const remoteExec = [`--remote_executor=${exec.url}`, '--remote_instance_name=bench', '--remote_default_exec_properties=OSFamily=linux', '--spawn_strategy=remote'];
+      const remoteExec = [
+        `--remote_executor=${exec.url}`,
+        '--remote_instance_name=bench',
+        '--remote_default_exec_properties=OSFamily=linux',
+        '--spawn_strategy=remote',
+      ];
       await ws.ok(['clean']);
-      const reCold = await timed(ws, [...build, ...remoteExec], (k) => ((k.get('linux-sandbox') ?? 0) + (k.get('processwrapper-sandbox') ?? 0) > 0 ? `ran locally: ${JSON.stringify([...k])}` : undefined));
+      const reCold = await timed(ws, [...build, ...remoteExec], (k) =>
+        (k.get('linux-sandbox') ?? 0) + (k.get('processwrapper-sandbox') ?? 0) > 0 ? `ran locally: ${JSON.stringify([...k])}` : undefined,
+      );
       const reWarm = await warm(remoteExec);
       ctx.log(`remote execution cold ${reCold.toFixed(1)} s, warm ${reWarm.map((t) => t.toFixed(1)).join(' ')} s`);
 
@@ -121,7 +134,14 @@ export const bazel: Benchmark = {
         { name: 'disk cache cold', value: round(diskCold, 2), unit: 's', baseline: round(local, 2) },
         { name: 'disk cache warm (baseline)', value: round(dw, 2), unit: 's', spread: spread(diskWarm) },
         { name: 'remote cache cold', value: round(rcCold, 2), unit: 's', baseline: round(local, 2) },
-        { name: 'remote cache warm', value: round(rw, 2), unit: 's', baseline: round(dw, 2), spread: spread(rcWarm), target: { text: '<= 1.3x disk cache warm', met: rw <= 1.3 * dw } },
+        {
+          name: 'remote cache warm',
+          value: round(rw, 2),
+          unit: 's',
+          baseline: round(dw, 2),
+          spread: spread(rcWarm),
+          target: { text: '<= 1.3x disk cache warm', met: rw <= 1.3 * dw },
+        },
         { name: 'remote execution cold', value: round(reCold, 2), unit: 's', baseline: round(local, 2) },
         { name: 'remote execution warm', value: round(median(reWarm), 2), unit: 's', baseline: round(dw, 2), spread: spread(reWarm) },
       ];

@@ -42,34 +42,40 @@ export const dispatch: Benchmark = {
     const count = ctx.quick ? 6 : 150;
     const n = ctx.quick ? 3 : 40;
     const callers = 12;
-    const builtin = await withServer(async ({ client, server }) => {
-      const exec = new ExecClient(server.address);
-      try {
-        return { lat: await latencies(client, exec, n, 'builtin'), rate: await throughput(client, exec, count, callers, 'builtin') };
-      } finally {
-        exec.close();
-      }
-    }, ['--executors', '2']);
-    const viaWorkers = async (workers: number) =>
-      withServer(async ({ client, server }) => {
-        const dirs: string[] = [];
-        const procs: WorkerProcess[] = [];
+    const builtin = await withServer(
+      async ({ client, server }) => {
         const exec = new ExecClient(server.address);
         try {
-          for (let i = 0; i < workers; i++) {
-            const dir = mkdtempSync(path.join(os.tmpdir(), 'repr-bench-worker-'));
-            dirs.push(dir);
-            procs.push(await spawnWorker(server.url, ['--name', `bench-${i}`, '--executors', '2', '--data-dir', dir]));
-          }
-          await waitForStatus(server.url, (s) => s.workers.length === workers);
-          ctx.log(`${workers} worker(s) registered`);
-          return { lat: await latencies(client, exec, n, `w${workers}`), rate: await throughput(client, exec, count, callers, `w${workers}`) };
+          return { lat: await latencies(client, exec, n, 'builtin'), rate: await throughput(client, exec, count, callers, 'builtin') };
         } finally {
           exec.close();
-          for (const p of procs) await p.stop();
-          for (const d of dirs) rmSync(d, { recursive: true, force: true });
         }
-      }, ['--executors', '0']);
+      },
+      ['--executors', '2'],
+    );
+    const viaWorkers = async (workers: number) =>
+      withServer(
+        async ({ client, server }) => {
+          const dirs: string[] = [];
+          const procs: WorkerProcess[] = [];
+          const exec = new ExecClient(server.address);
+          try {
+            for (let i = 0; i < workers; i++) {
+              const dir = mkdtempSync(path.join(os.tmpdir(), 'repr-bench-worker-'));
+              dirs.push(dir);
+              procs.push(await spawnWorker(server.url, ['--name', `bench-${i}`, '--executors', '2', '--data-dir', dir]));
+            }
+            await waitForStatus(server.url, (s) => s.workers.length === workers);
+            ctx.log(`${workers} worker(s) registered`);
+            return { lat: await latencies(client, exec, n, `w${workers}`), rate: await throughput(client, exec, count, callers, `w${workers}`) };
+          } finally {
+            exec.close();
+            for (const p of procs) await p.stop();
+            for (const d of dirs) rmSync(d, { recursive: true, force: true });
+          }
+        },
+        ['--executors', '0'],
+      );
     const one = await viaWorkers(1);
     const three = await viaWorkers(3);
     const p50 = (xs: number[]) => round(quantile(xs, 0.5), 2);

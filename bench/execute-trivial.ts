@@ -14,15 +14,23 @@ export const executeTrivial: Benchmark = {
   description: 'Execute of /bin/true with cached inputs, end to end; baselines: spawning it from Node, and the sandbox alone',
   async run(ctx) {
     const n = ctx.quick ? 5 : 60;
-    const spawnTimes = await timeEach(
-      () => new Promise((resolve, reject) => spawn('/bin/true').once('exit', resolve).once('error', reject)),
-      n,
-    );
+    const spawnTimes = await timeEach(() => new Promise((resolve, reject) => spawn('/bin/true').once('exit', resolve).once('error', reject)), n);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'repr-bench-sbx-'));
     chmodSync(dir, 0o777);
     const sandbox = new BwrapSandbox();
     const sandboxTimes = await timeEach(
-      () => sandbox.run({ argv: ['/bin/true'], env: {}, rootDir: dir, workingDirectory: '', stdoutPath: path.join(dir, '..', `${path.basename(dir)}.out`), stderrPath: path.join(dir, '..', `${path.basename(dir)}.err`), timeoutMs: 10_000, limits: {}, network: false }),
+      () =>
+        sandbox.run({
+          argv: ['/bin/true'],
+          env: {},
+          rootDir: dir,
+          workingDirectory: '',
+          stdoutPath: path.join(dir, '..', `${path.basename(dir)}.out`),
+          stderrPath: path.join(dir, '..', `${path.basename(dir)}.err`),
+          timeoutMs: 10_000,
+          limits: {},
+          network: false,
+        }),
       n,
     );
     rmSync(dir, { recursive: true, force: true });
@@ -36,7 +44,14 @@ export const executeTrivial: Benchmark = {
         const rate = await throughput(client, exec, ctx.quick ? 8 : 120, 8, 't');
         const p50 = quantile(e2e, 0.5);
         return [
-          { name: 'end-to-end p50', value: round(p50, 2), unit: 'ms', baseline: round(quantile(spawnTimes, 0.5), 2), spread: [round(Math.min(...e2e), 2), round(Math.max(...e2e), 2)], target: { text: '<= 25 ms', met: p50 <= 25 } },
+          {
+            name: 'end-to-end p50',
+            value: round(p50, 2),
+            unit: 'ms',
+            baseline: round(quantile(spawnTimes, 0.5), 2),
+            spread: [round(Math.min(...e2e), 2), round(Math.max(...e2e), 2)],
+            target: { text: '<= 25 ms', met: p50 <= 25 },
+          },
           { name: 'end-to-end p99', value: round(quantile(e2e, 0.99), 2), unit: 'ms' },
           { name: 'sandbox alone p50', value: round(quantile(sandboxTimes, 0.5), 2), unit: 'ms', baseline: round(quantile(spawnTimes, 0.5), 2) },
           { name: 'throughput, all executors busy', value: round(rate, 1), unit: 'actions/s' },

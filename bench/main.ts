@@ -52,14 +52,22 @@ async function main(): Promise<void> {
   const out = {
     when,
     quick,
-    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` },
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memGiB: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+      platform: `${os.platform()} ${os.release()}`,
+    },
     ran: { ...previous.ran, ...Object.fromEntries(Object.keys(results).map((k) => [k, when])) },
     results: { ...previous.results, ...results },
   };
   mkdirSync(path.dirname(file), { recursive: true });
-  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
   console.error(`wrote ${file}`);
-  const missed = Object.values(results).flat().filter((m) => m.target && !m.target.met);
+  const missed = Object.values(results)
+    .flat()
+    .filter((m) => m.target && !m.target.met);
   if (!quick && missed.length > 0) console.error(`targets missed: ${missed.map((m) => m.name).join(', ')}`);
 }
 
@@ -80,7 +88,13 @@ function printTable(results: Record<string, Metric[]>): void {
     }
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) console.log(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  for (const r of rows)
+    console.log(
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    );
 }
 
 main().catch((e: unknown) => {

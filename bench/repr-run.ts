@@ -17,11 +17,17 @@ function makeProject(dir: string, files: number, headers: number): void {
   mkdirSync(path.join(dir, 'include', 'lib'), { recursive: true });
   for (let h = 0; h < headers; h++) {
     const deps = h > 0 ? `#include "lib/h${h - 1}.h"\n` : '';
-    writeFileSync(path.join(dir, 'include', 'lib', `h${h}.h`), `#ifndef H${h}\n#define H${h}\n${deps}static inline int f${h}(int x) { return x * ${h + 1} + ${h}; }\n#endif\n`);
+    writeFileSync(
+      path.join(dir, 'include', 'lib', `h${h}.h`),
+      `#ifndef H${h}\n#define H${h}\n${deps}static inline int f${h}(int x) { return x * ${h + 1} + ${h}; }\n#endif\n`,
+    );
   }
   for (let f = 0; f < files; f++) {
     const inc = [0, 1, 2].map((k) => `#include "lib/h${(f * 7 + k * 5) % headers}.h"`).join('\n');
-    writeFileSync(path.join(dir, 'src', `m${f}.c`), `#include <stdio.h>\n#include <string.h>\n${inc}\nint g${f}(int x) { return f${(f * 7) % headers}(x) + (int)strlen("m${f}"); }\n`);
+    writeFileSync(
+      path.join(dir, 'src', `m${f}.c`),
+      `#include <stdio.h>\n#include <string.h>\n${inc}\nint g${f}(int x) { return f${(f * 7) % headers}(x) + (int)strlen("m${f}"); }\n`,
+    );
   }
   const decls = Array.from({ length: files }, (_, f) => `int g${f}(int);`).join(' ');
   const calls = Array.from({ length: files }, (_, f) => `g${f}(1)`).join(' + ');
@@ -99,19 +105,28 @@ export const reprRunBench: Benchmark = {
         const t = performance.now();
         await reprRun(proj, server, records, statsFile, ['make', '-j2']);
         const ms = performance.now() - t;
-        const s = (JSON.parse(readFileSync(statsFile, 'utf8')) as { runs: { stats: { queries: number; mappedHits: number; setupUs: number; blockedOnClientUs: number } }[] }).runs[0]!.stats;
+        const s = (
+          JSON.parse(readFileSync(statsFile, 'utf8')) as {
+            runs: { stats: { queries: number; mappedHits: number; setupUs: number; blockedOnClientUs: number } }[];
+          }
+        ).runs[0]!.stats;
         return { ms, queries: s.queries, mappedHits: s.mappedHits, setupMs: s.setupUs / 1000, blockedMs: s.blockedOnClientUs / 1000 };
       };
       const first: RunSample[] = [];
       const second: RunSample[] = [];
       for (let i = 0; i < reps; i++) {
         // A new server per repetition: its CAS and the worker cache start empty, as on a first run.
-        await withServer(async ({ server }) => {
-          const records = path.join(base, `records-${i}`);
-          first.push(await sample(server.url, records));
-          second.push(await sample(server.url, records));
-        }, ['--executors', '2']);
-        ctx.log(`rep ${i + 1}: local ${round(localMs[i]!)} ms, first ${round(first[i]!.ms)} ms (${first[i]!.queries} queries), second ${round(second[i]!.ms)} ms (${second[i]!.queries} queries)`);
+        await withServer(
+          async ({ server }) => {
+            const records = path.join(base, `records-${i}`);
+            first.push(await sample(server.url, records));
+            second.push(await sample(server.url, records));
+          },
+          ['--executors', '2'],
+        );
+        ctx.log(
+          `rep ${i + 1}: local ${round(localMs[i]!)} ms, first ${round(first[i]!.ms)} ms (${first[i]!.queries} queries), second ${round(second[i]!.ms)} ms (${second[i]!.queries} queries)`,
+        );
       }
       const local = median(localMs);
       const m = (xs: RunSample[], k: keyof RunSample) => round(median(xs.map((x) => x[k])));
@@ -122,7 +137,12 @@ export const reprRunBench: Benchmark = {
         { name: 'repr run second (mapped)', value: m(second, 'ms'), unit: 'ms', baseline: round(local), spread: spread(second.map((x) => x.ms)) },
         { name: 'first run: on-demand queries', value: m(first, 'queries'), unit: 'queries' },
         { name: 'first run: blocked on client', value: m(first, 'blockedMs'), unit: 'ms' },
-        { name: 'second run: on-demand queries', value: m(second, 'queries'), unit: 'queries', target: { text: '= 0', met: second.every((x) => x.queries === 0) } },
+        {
+          name: 'second run: on-demand queries',
+          value: m(second, 'queries'),
+          unit: 'queries',
+          target: { text: '= 0', met: second.every((x) => x.queries === 0) },
+        },
         { name: 'second run: lookups served by mappings', value: m(second, 'mappedHits'), unit: 'lookups' },
         { name: 'setup (mount + sandbox start), second run', value: m(second, 'setupMs'), unit: 'ms' },
       ];

@@ -18,23 +18,38 @@ export async function uploadTree(client: ReapiClient, spec: TreeSpec): Promise<D
   for (const [name, v] of Object.entries(spec).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     if (typeof v === 'string') dir.files.push({ name, digest: toWire(await putBlob(client, Buffer.from(v))), isExecutable: false, nodeProperties: undefined });
     else if ('symlink' in v && typeof v.symlink === 'string') dir.symlinks.push({ name, target: v.symlink, nodeProperties: undefined });
-    else if ('executable' in v && typeof v.executable === 'string') dir.files.push({ name, digest: toWire(await putBlob(client, Buffer.from(v.executable))), isExecutable: true, nodeProperties: undefined });
+    else if ('executable' in v && typeof v.executable === 'string')
+      dir.files.push({ name, digest: toWire(await putBlob(client, Buffer.from(v.executable))), isExecutable: true, nodeProperties: undefined });
     else dir.directories.push({ name, digest: toWire(await uploadTree(client, v as TreeSpec)) });
   }
   return putBlob(client, Directory.encode(dir).finish());
 }
 
 /** Uploads an Action whose Command and input root the test writes field by field (hostile ones included). */
-export async function uploadRawAction(client: ReapiClient, spec: { root: TreeSpec | Digest; command: Partial<Command>; action?: Partial<Action> }): Promise<Digest> {
+export async function uploadRawAction(
+  client: ReapiClient,
+  spec: { root: TreeSpec | Digest; command: Partial<Command>; action?: Partial<Action> },
+): Promise<Digest> {
   const root = 'hash' in spec.root && typeof spec.root.hash === 'string' ? (spec.root as Digest) : await uploadTree(client, spec.root as TreeSpec);
   const command = await putBlob(
     client,
-    Command.encode(Command.fromPartial({ environmentVariables: [{ name: 'PATH', value: '/usr/bin:/bin' }], platform: { properties: [{ name: 'OSFamily', value: 'linux' }] }, ...spec.command })).finish(),
+    Command.encode(
+      Command.fromPartial({
+        environmentVariables: [{ name: 'PATH', value: '/usr/bin:/bin' }],
+        platform: { properties: [{ name: 'OSFamily', value: 'linux' }] },
+        ...spec.command,
+      }),
+    ).finish(),
   );
   return putBlob(
     client,
     Action.encode(
-      Action.fromPartial({ commandDigest: toWire(command), inputRootDigest: toWire(root), platform: { properties: [{ name: 'OSFamily', value: 'linux' }] }, ...spec.action }),
+      Action.fromPartial({
+        commandDigest: toWire(command),
+        inputRootDigest: toWire(root),
+        platform: { properties: [{ name: 'OSFamily', value: 'linux' }] },
+        ...spec.action,
+      }),
     ).finish(),
   );
 }

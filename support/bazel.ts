@@ -76,7 +76,13 @@ export class BazelWorkspace {
         if (name.endsWith('.runfiles') || name.endsWith('.runfiles_manifest') || name.endsWith('.params') || name.endsWith('.d')) continue;
         const st = statSync(path.join(bin, r));
         if (st.isDirectory()) walk(r);
-        else if (st.isFile()) out.set(r, createHash('sha256').update(readFileSync(path.join(bin, r))).digest('hex'));
+        else if (st.isFile())
+          out.set(
+            r,
+            createHash('sha256')
+              .update(readFileSync(path.join(bin, r)))
+              .digest('hex'),
+          );
       }
     };
     for (const p of packages) walk(p);

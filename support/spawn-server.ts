@@ -25,10 +25,14 @@ export interface ServerProcess {
  */
 export async function spawnServer(args: string[], timeoutMs = 20_000): Promise<ServerProcess> {
   let address = '';
-  const p = await spawnRepr(['server', '--listen', '127.0.0.1:0', ...args], (rec) => {
-    if (rec.msg === 'repr server listening' && typeof rec.address === 'string') address = rec.address;
-    return address !== '';
-  }, timeoutMs);
+  const p = await spawnRepr(
+    ['server', '--listen', '127.0.0.1:0', ...args],
+    (rec) => {
+      if (rec.msg === 'repr server listening' && typeof rec.address === 'string') address = rec.address;
+      return address !== '';
+    },
+    timeoutMs,
+  );
   return { ...p, address, url: `grpc://${address}` };
 }
 

@@ -133,15 +133,23 @@ workerCommand.action(async (opts: Opts) => {
 
 program
   .command('run')
-  .description("run a command on a repr server or worker; it sees this directory's files (fetched on demand through FUSE), its output streams back, and the files it writes come back here")
+  .description(
+    "run a command on a repr server or worker; it sees this directory's files (fetched on demand through FUSE), its output streams back, and the files it writes come back here",
+  )
   .usage('[options] -- COMMAND [ARGS...]')
   .argument('[command...]', 'the command and its arguments (after --)')
-  .option('-s, --server <spec>', 'where to run: grpc://HOST:PORT[,grpc://...], file:PATH (one server per line) or dns-srv:NAME (default $REPR_SERVER or grpc://127.0.0.1:8980)')
+  .option(
+    '-s, --server <spec>',
+    'where to run: grpc://HOST:PORT[,grpc://...], file:PATH (one server per line) or dns-srv:NAME (default $REPR_SERVER or grpc://127.0.0.1:8980)',
+  )
   .option('--cas <url>', 'CAS to put files in, if not the server (grpc://HOST:PORT)')
   .option('-r, --root <dir...>', 'directories shown to the command (default: the current directory)')
-  .option('-e, --env <NAME[=VALUE]...>', 'environment variables to pass (NAME alone passes this shell\'s value); PATH, LANG, LC_ALL, TZ and TERM pass by default')
+  .option(
+    '-e, --env <NAME[=VALUE]...>',
+    "environment variables to pass (NAME alone passes this shell's value); PATH, LANG, LC_ALL, TZ and TERM pass by default",
+  )
   .option('-p, --platform <name=value...>', 'platform properties the executor must offer (pool=big, cpu=2, memory=1g, network=on ...)')
-  .option('--timeout <seconds>', 'kill the command after this long (default: the server\'s)', (v) => positiveNumber(v, '--timeout'))
+  .option('--timeout <seconds>', "kill the command after this long (default: the server's)", (v) => positiveNumber(v, '--timeout'))
   .option('--batch <file>', 'run every line of FILE as a shell command (- for stdin), fanned out over the executors')
   .option('-w, --workers <n>', 'commands run at once, each on its own executor (default 4)', (v) => intOption(v, '--workers'))
   .option('--manifest <file>', 'paths (one per line, relative to the working directory) to send as mappings before the command asks')
@@ -163,7 +171,12 @@ program
       if (i < 0) env.set(e, process.env[e] ?? '');
       else env.set(e.slice(0, i), e.slice(i + 1));
     }
-    const manifest = opts.manifest ? (await readFile(opts.manifest, 'utf8')).split('\n').map((l) => l.trim()).filter(Boolean) : undefined;
+    const manifest = opts.manifest
+      ? (await readFile(opts.manifest, 'utf8'))
+          .split('\n')
+          .map((l) => l.trim())
+          .filter(Boolean)
+      : undefined;
     const { exitCode } = await runCommands({
       discovery: discoveryFromSpec(opts.server ?? process.env.REPR_SERVER ?? 'grpc://127.0.0.1:8980'),
       ...(opts.cas ? { cas: opts.cas } : {}),
@@ -173,8 +186,8 @@ program
       cwd: process.cwd(),
       roots: opts.root ?? [],
       env: [...env].map(([name, value]) => ({ name, value })),
-      platform: Object.entries((opts.platform ?? []).reduce((into, pair) => addProperty(into, pair, '--platform'), {} as Record<string, string[]>)).flatMap(([name, vs]) =>
-        vs.map((value) => ({ name, value })),
+      platform: Object.entries((opts.platform ?? []).reduce((into, pair) => addProperty(into, pair, '--platform'), {} as Record<string, string[]>)).flatMap(
+        ([name, vs]) => vs.map((value) => ({ name, value })),
       ),
       timeoutMs: (opts.timeout ?? 0) * 1000,
       ...(manifest ? { manifest } : {}),

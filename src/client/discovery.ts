@@ -134,9 +134,7 @@ export const discoverySchema = z.discriminatedUnion('type', [
   z
     .object({
       type: z.literal('static'),
-      servers: z
-        .array(z.string().refine((s) => normalizeTarget(s) !== undefined, { message: 'expected grpc://host:port or host:port' }))
-        .min(1),
+      servers: z.array(z.string().refine((s) => normalizeTarget(s) !== undefined, { message: 'expected grpc://host:port or host:port' })).min(1),
     })
     .strict(),
   z.object({ type: z.literal('file'), path: z.string().min(1) }).strict(),
@@ -172,7 +170,10 @@ export function discoveryFromSpec(spec: string): Discovery {
     if (!name) throw invalidArgument(`server spec "${spec}": dns-srv: needs a name, e.g. dns-srv:_repr._tcp.example.com`);
     return new DnsSrvDiscovery(name);
   }
-  const list = s.split(',').map((t) => t.trim()).filter((t) => t !== '');
+  const list = s
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
   if (list.length === 0) throw invalidArgument('server spec is empty; give grpc://host:port, file:PATH or dns-srv:NAME');
   return new StaticDiscovery(list);
 }

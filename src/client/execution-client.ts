@@ -2,7 +2,15 @@ import { computeDigest, type Digest, SHA256, toWire } from '../common/digest.js'
 import type { ReapiClient } from '../reapi/reapi-client.js';
 import { makeGenericClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
 import { dial, type DialOptions } from '../grpc/dial.js';
-import { Action, Command, Directory, ExecuteOperationMetadata, ExecuteResponse, ExecutionService, type ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import {
+  Action,
+  Command,
+  Directory,
+  ExecuteOperationMetadata,
+  ExecuteResponse,
+  ExecutionService,
+  type ExecutionStage_Value,
+} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { type Operation, OperationsService } from '../proto/google/longrunning/operations.js';
 
 /**
@@ -33,12 +41,22 @@ async function put(client: ReapiClient, data: Uint8Array): Promise<Digest> {
 /** Uploads an action's Command, input root and Action; returns the action digest. */
 export async function uploadAction(client: ReapiClient, spec: ActionSpec): Promise<Digest> {
   const files = [];
-  for (const [name, content] of Object.entries(spec.inputs ?? {}).sort()) files.push({ name, digest: toWire(await put(client, Buffer.from(content))), isExecutable: false });
+  for (const [name, content] of Object.entries(spec.inputs ?? {}).sort())
+    files.push({ name, digest: toWire(await put(client, Buffer.from(content))), isExecutable: false });
   const root = await put(client, Directory.encode(Directory.fromPartial({ files })).finish());
-  const properties = Object.entries(spec.platform ?? { OSFamily: 'linux' }).sort().map(([name, value]) => ({ name, value }));
+  const properties = Object.entries(spec.platform ?? { OSFamily: 'linux' })
+    .sort()
+    .map(([name, value]) => ({ name, value }));
   const command = await put(
     client,
-    Command.encode(Command.fromPartial({ arguments: spec.argv, outputFiles: spec.outputFiles ?? [], environmentVariables: [{ name: 'PATH', value: '/usr/bin:/bin' }], platform: { properties } })).finish(),
+    Command.encode(
+      Command.fromPartial({
+        arguments: spec.argv,
+        outputFiles: spec.outputFiles ?? [],
+        environmentVariables: [{ name: 'PATH', value: '/usr/bin:/bin' }],
+        platform: { properties },
+      }),
+    ).finish(),
   );
   return put(
     client,
@@ -72,7 +90,11 @@ export class ExecClient {
   private readonly ops: InstanceType<typeof OperationsClient>;
 
   /** @param target grpc://host:port or host:port */
-  constructor(target: string, private readonly instanceName = '', options: DialOptions = {}) {
+  constructor(
+    target: string,
+    private readonly instanceName = '',
+    options: DialOptions = {},
+  ) {
     const { address, credentials, options: channel } = dial(target, options);
     this.exec = new ExecutionClient(address, credentials, channel);
     this.ops = new OperationsClient(address, credentials, channel);
@@ -116,7 +138,9 @@ export class ExecClient {
 
   private unary<T>(method: string, req: unknown): Promise<T> {
     return new Promise((resolve, reject) =>
-      (this.ops as unknown as Record<string, (r: unknown, cb: (e: Error | null, r: T) => void) => void>)[method]!.call(this.ops, req, (e, r) => (e ? reject(e) : resolve(r))),
+      (this.ops as unknown as Record<string, (r: unknown, cb: (e: Error | null, r: T) => void) => void>)[method]!.call(this.ops, req, (e, r) =>
+        e ? reject(e) : resolve(r),
+      ),
     );
   }
 

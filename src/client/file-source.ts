@@ -129,7 +129,14 @@ export class FileSource {
       );
       const unknown = found.filter((f) => !this.inCas.has(digestKey(f.digest)));
       if (unknown.length === 0) return;
-      const missing = new Set((await this.cas.findMissing(unknown.map((f) => f.digest), this.fn)).map(digestKey));
+      const missing = new Set(
+        (
+          await this.cas.findMissing(
+            unknown.map((f) => f.digest),
+            this.fn,
+          )
+        ).map(digestKey),
+      );
       const send: Upload[] = [];
       let budget = WARM_UPLOAD_BYTES_PER_DIR;
       for (const f of unknown) {
@@ -264,7 +271,14 @@ export class FileSource {
     const batch = this.pending;
     this.pending = [];
     try {
-      const missing = new Set((await this.cas.findMissing(batch.map((b) => b.digest), this.fn)).map(digestKey));
+      const missing = new Set(
+        (
+          await this.cas.findMissing(
+            batch.map((b) => b.digest),
+            this.fn,
+          )
+        ).map(digestKey),
+      );
       const present = batch.filter((b) => !missing.has(digestKey(b.digest)));
       this.stats.presentBlobs += present.length;
       for (const b of present) b.resolve();

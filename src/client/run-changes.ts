@@ -19,7 +19,8 @@ import { RemoteBlobStore } from '../storage/remote-store.js';
 export async function applyChanges(changes: readonly PathNode[], roots: readonly string[], cas: ReapiClient, fn: DigestFunction): Promise<number> {
   for (const c of changes) {
     checkAbsolute(c.path, 'changed path');
-    if (!rootOf(c.path, roots) || roots.includes(c.path)) throw new ReprError(Code.PERMISSION_DENIED, `the server reported a change outside the run's roots: ${c.path}`);
+    if (!rootOf(c.path, roots) || roots.includes(c.path))
+      throw new ReprError(Code.PERMISSION_DENIED, `the server reported a change outside the run's roots: ${c.path}`);
   }
   const kind = (c: PathNode) => c.node?.kind ?? Node_Kind.ABSENT;
   // Every step checks where the path really leads first: a run may leave a

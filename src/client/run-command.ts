@@ -110,7 +110,14 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
             const applying = performance.now();
             outcome.changedBytes = await applyChanges(finished.changes, roots, cas, fn);
             outcome.applyMs = performance.now() - applying;
-            if (o.record) await saveRecord(records, roots, { argv, cwd, accessed: finished.accessed, listed: finished.listed, hashes: await files.knownHashes(finished.accessed) });
+            if (o.record)
+              await saveRecord(records, roots, {
+                argv,
+                cwd,
+                accessed: finished.accessed,
+                listed: finished.listed,
+                hashes: await files.knownHashes(finished.accessed),
+              });
           } else {
             outcome.error = `${Code[finished.status.code] ?? finished.status.code}: ${finished.status.message}`;
           }
@@ -130,7 +137,27 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
     cas.close();
   }
   if (o.statsJson) {
-    await writeFile(o.statsJson, JSON.stringify({ client: files.stats, runs: outcomes.map((x) => ({ argv: x.argv, exitCode: x.finished?.exitCode, status: x.finished?.status?.code ?? 0, error: x.error, mappings: x.mappings, wallMs: x.wallMs, mappingMs: x.mappingMs, applyMs: x.applyMs, stats: x.finished?.stats })) }, null, 2));
+    await writeFile(
+      o.statsJson,
+      JSON.stringify(
+        {
+          client: files.stats,
+          runs: outcomes.map((x) => ({
+            argv: x.argv,
+            exitCode: x.finished?.exitCode,
+            status: x.finished?.status?.code ?? 0,
+            error: x.error,
+            mappings: x.mappings,
+            wallMs: x.wallMs,
+            mappingMs: x.mappingMs,
+            applyMs: x.applyMs,
+            stats: x.finished?.stats,
+          })),
+        },
+        null,
+        2,
+      ),
+    );
   }
   let exitCode = 0;
   for (const x of outcomes) {
@@ -169,8 +196,12 @@ function formatStats(x: CommandOutcome, client: FileSourceStats): string {
   lines.push(
     `  exit ${x.finished?.exitCode ?? '-'}; wall ${x.wallMs.toFixed(0)} ms: mappings ${x.mappingMs.toFixed(1)} ms, executor setup ${ms(s?.setupUs)}, command ${ms(s?.runUs)}, applying changes ${x.applyMs.toFixed(1)} ms`,
   );
-  lines.push(`  files: ${x.mappings} mapped up front, ${s?.mappedHits ?? 0} lookups served from mappings, ${s?.queries ?? 0} asked on demand, blocked on this client ${ms(s?.blockedOnClientUs)}`);
-  lines.push(`  bytes: ${s?.bytesFetched ?? 0} fetched by the worker, ${client.uploadedBytes} uploaded by this client in ${client.uploadedBlobs} blobs (session total), ${x.changedBytes} written back`);
+  lines.push(
+    `  files: ${x.mappings} mapped up front, ${s?.mappedHits ?? 0} lookups served from mappings, ${s?.queries ?? 0} asked on demand, blocked on this client ${ms(s?.blockedOnClientUs)}`,
+  );
+  lines.push(
+    `  bytes: ${s?.bytesFetched ?? 0} fetched by the worker, ${client.uploadedBytes} uploaded by this client in ${client.uploadedBlobs} blobs (session total), ${x.changedBytes} written back`,
+  );
   if (s && s.top.length > 0) {
     lines.push('  costliest files:');
     for (const t of s.top) lines.push(`    ${(t.micros / 1000).toFixed(2).padStart(8)} ms ${String(t.bytes).padStart(9)} B  ${t.path}`);

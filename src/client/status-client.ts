@@ -18,7 +18,12 @@ export async function fetchStatus(target: string, timeoutMs = 10_000, token?: st
 }
 
 /** Polls until `ready` holds for the scheduler's status (tests, scripts waiting for workers). */
-export async function waitForStatus(target: string, ready: (s: GetStatusResponse) => boolean, timeoutMs = 20_000, clock: Clock = systemClock): Promise<GetStatusResponse> {
+export async function waitForStatus(
+  target: string,
+  ready: (s: GetStatusResponse) => boolean,
+  timeoutMs = 20_000,
+  clock: Clock = systemClock,
+): Promise<GetStatusResponse> {
   const until = clock.now() + timeoutMs;
   for (;;) {
     const s = await fetchStatus(target);

@@ -54,7 +54,16 @@ const byName = new Map(DIGEST_FUNCTIONS.map((f) => [f.name, f]));
 
 /** REAPI DigestFunction.Value names, for error messages about unsupported ones. */
 const KNOWN_VALUE_NAMES: Record<number, string> = {
-  0: 'UNKNOWN', 1: 'SHA256', 2: 'SHA1', 3: 'MD5', 4: 'VSO', 5: 'SHA384', 6: 'SHA512', 7: 'MURMUR3', 8: 'SHA256TREE', 9: 'BLAKE3',
+  0: 'UNKNOWN',
+  1: 'SHA256',
+  2: 'SHA1',
+  3: 'MD5',
+  4: 'VSO',
+  5: 'SHA384',
+  6: 'SHA512',
+  7: 'MURMUR3',
+  8: 'SHA256TREE',
+  9: 'BLAKE3',
 };
 
 /**

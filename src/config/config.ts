@@ -90,7 +90,9 @@ export interface ServerConfig extends Omit<z.output<typeof serverSchema>, 'stora
 export function compileServerConfig(input: unknown): ServerConfig {
   const c = parseConfig(serverSchema, input);
   if (c.uploads.maxBytes < c.maxBlobSizeBytes) {
-    throw invalidArgument(`invalid configuration: uploads.maxBytes (${c.uploads.maxBytes}) must be at least maxBlobSizeBytes (${c.maxBlobSizeBytes}), or the largest blobs could never be uploaded`);
+    throw invalidArgument(
+      `invalid configuration: uploads.maxBytes (${c.uploads.maxBytes}) must be at least maxBlobSizeBytes (${c.maxBlobSizeBytes}), or the largest blobs could never be uploaded`,
+    );
   }
   const acProblem = c.storage.ac && actionCacheProblem(c.storage.ac);
   if (acProblem) throw invalidArgument(`invalid configuration: storage.ac: ${acProblem}`);

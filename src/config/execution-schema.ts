@@ -10,11 +10,18 @@ const GiB = 1024 ** 3;
  */
 export const executorFields = {
   /** Actions run at once. On a server, 0 makes a pure scheduler that only external workers (`repr worker`) serve. */
-  executors: z.number().int().nonnegative().default(() => os.cpus().length),
+  executors: z
+    .number()
+    .int()
+    .nonnegative()
+    .default(() => os.cpus().length),
   /** Platform properties every executor offers (matched exactly). */
   properties: z.record(z.union([z.string(), z.array(z.string())])).default({ OSFamily: 'linux' }),
   /** Cores and memory an action may ask for at most (EngFlow-style cpu/memory properties). */
-  cpus: z.number().positive().default(() => os.cpus().length),
+  cpus: z
+    .number()
+    .positive()
+    .default(() => os.cpus().length),
   memoryBytes: byteSize.default(() => os.totalmem()),
   /** Whether actions may ask for the host network (network=on). */
   allowNetwork: z.boolean().default(false),

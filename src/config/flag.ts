@@ -77,13 +77,13 @@ export function addProperty(into: Record<string, string[]>, pair: string, flag: 
 }
 
 /**
- * The config file's content with the given flags on top. `valueOf` is the
+ * The config file's content with the given flags on top. `flagValue` is the
  * parsed value of a flag, undefined when it was not given.
  */
-export function overlayFlags<C>(input: unknown, flags: readonly Flag<C>[], valueOf: (flag: Flag<C>) => unknown): unknown {
+export function overlayFlags<C>(input: unknown, flags: readonly Flag<C>[], flagValue: (flag: Flag<C>) => unknown): unknown {
   let out: unknown = input ?? {};
   for (const flag of flags) {
-    const value = valueOf(flag);
+    const value = flagValue(flag);
     if (value === undefined || flag.path === undefined) continue;
     out = setPath(out, flag.path.split('.'), flag.toConfig ? flag.toConfig(value as never) : value);
   }
@@ -91,10 +91,10 @@ export function overlayFlags<C>(input: unknown, flags: readonly Flag<C>[], value
 }
 
 /** Applies the flags that change the compiled config rather than a field. */
-export function applyCompiledFlags<C>(config: C, flags: readonly Flag<C>[], valueOf: (flag: Flag<C>) => unknown): C {
+export function applyCompiledFlags<C>(config: C, flags: readonly Flag<C>[], flagValue: (flag: Flag<C>) => unknown): C {
   let out = config;
   for (const flag of flags) {
-    const value = valueOf(flag);
+    const value = flagValue(flag);
     if (value !== undefined && flag.applyCompiled) out = flag.applyCompiled(out, value as never);
   }
   return out;
@@ -119,7 +119,12 @@ export function flagDefault<C>(flag: Flag<C>, defaults: () => C): string | undef
 
 /** The largest binary unit that divides the size evenly: 10737418240 is "10GiB". */
 export function formatByteSize(bytes: number): string {
-  for (const [unit, size] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) {
+  for (const [unit, size] of [
+    ['TiB', 2 ** 40],
+    ['GiB', 2 ** 30],
+    ['MiB', 2 ** 20],
+    ['KiB', 2 ** 10],
+  ] as const) {
     if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
   }
   return `${bytes}B`;

@@ -6,7 +6,12 @@ import type { WorkerConfig } from './worker-config.js';
 // Flags the server and the worker share: one spelling, one meaning.
 const common = {
   logLevel: { flags: '--log-level <level>', description: 'trace, debug, info, warn, error or silent', kind: 'string', path: 'logLevel' },
-  executorProperty: { flags: '--executor-property <name=value...>', description: 'platform properties the executors offer', kind: 'properties', path: 'execution.properties' },
+  executorProperty: {
+    flags: '--executor-property <name=value...>',
+    description: 'platform properties the executors offer',
+    kind: 'properties',
+    path: 'execution.properties',
+  },
   allowNetwork: {
     flags: '--allow-network',
     description: 'let actions ask for the host network with the platform property network=on',
@@ -19,7 +24,13 @@ const common = {
 /** `repr server`'s flags, each over the field of the config file it overrides. */
 export const serverFlags: readonly Flag<ServerConfig>[] = [
   { flags: '-l, --listen <host:port>', description: 'gRPC address to listen on (port 0 picks a free port)', kind: 'string', path: 'listen' },
-  { flags: '-d, --data-dir <dir>', description: 'where blobs and the action cache live', kind: 'string', path: 'dataDir', defaultText: '$REPR_DATA_DIR or ~/.local/share/repr' },
+  {
+    flags: '-d, --data-dir <dir>',
+    description: 'where blobs and the action cache live',
+    kind: 'string',
+    path: 'dataDir',
+    defaultText: '$REPR_DATA_DIR or ~/.local/share/repr',
+  },
   {
     flags: '--cas-size <size>',
     description: 'disk space for the CAS before LRU eviction, e.g. 50GiB (the disk store at the bottom of the CAS)',
@@ -36,7 +47,13 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
     path: 'execution.executors',
     defaultText: 'cores',
   },
-  { flags: '--cache-only', description: 'serve only the cache (CAS, ByteStream, ActionCache): no Execution, no scheduler', kind: 'switch', path: 'execution.enabled', toConfig: () => false },
+  {
+    flags: '--cache-only',
+    description: 'serve only the cache (CAS, ByteStream, ActionCache): no Execution, no scheduler',
+    kind: 'switch',
+    path: 'execution.enabled',
+    toConfig: () => false,
+  },
   {
     flags: '--worker-heartbeat-timeout <seconds>',
     description: 'drop a worker silent for this long and run its actions elsewhere',
@@ -45,7 +62,12 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
   },
   common.executorProperty,
   common.allowNetwork,
-  { flags: '--metrics-listen <host:port>', description: 'serve Prometheus /metrics and /healthz over HTTP here (port 0 picks one)', kind: 'string', path: 'metricsListen' },
+  {
+    flags: '--metrics-listen <host:port>',
+    description: 'serve Prometheus /metrics and /healthz over HTTP here (port 0 picks one)',
+    kind: 'string',
+    path: 'metricsListen',
+  },
   {
     flags: '--auth-tokens-file <file>',
     description: 'require a bearer token on every call; FILE has lines name:token (see PLUGINS.md)',
@@ -57,7 +79,13 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
 
 /** `repr worker`'s flags, each over the field of the config file it overrides. */
 export const workerFlags: readonly Flag<WorkerConfig>[] = [
-  { flags: '-s, --scheduler <url>', description: 'scheduler address, grpc://HOST:PORT (required here or in the config file)', kind: 'string', path: 'scheduler', required: true },
+  {
+    flags: '-s, --scheduler <url>',
+    description: 'scheduler address, grpc://HOST:PORT (required here or in the config file)',
+    kind: 'string',
+    path: 'scheduler',
+    required: true,
+  },
   { flags: '--cas <url>', description: 'CAS to fetch inputs from and upload outputs to, if not the scheduler (grpc://HOST:PORT)', kind: 'string', path: 'cas' },
   { flags: '--name <name>', description: 'worker name, unique per scheduler', kind: 'string', path: 'name', defaultText: 'HOSTNAME-PID' },
   { flags: '--executors <n>', description: 'actions run at once', kind: 'int', path: 'execution.executors', defaultText: 'cores' },
@@ -65,7 +93,13 @@ export const workerFlags: readonly Flag<WorkerConfig>[] = [
   { flags: '--cpus <n>', description: 'cores an action may ask for at most', kind: 'positive', path: 'execution.cpus', defaultText: 'all' },
   { flags: '--memory <size>', description: 'memory an action may ask for at most', kind: 'size', path: 'execution.memoryBytes', defaultText: 'all' },
   common.allowNetwork,
-  { flags: '-d, --data-dir <dir>', description: 'local CAS cache and scratch space', kind: 'string', path: 'dataDir', defaultText: '$REPR_DATA_DIR/workers/NAME' },
+  {
+    flags: '-d, --data-dir <dir>',
+    description: 'local CAS cache and scratch space',
+    kind: 'string',
+    path: 'dataDir',
+    defaultText: '$REPR_DATA_DIR/workers/NAME',
+  },
   { flags: '--cache-size <size>', description: 'local CAS cache size before LRU eviction', kind: 'size', path: 'cache.limitBytes' },
   {
     flags: '--drain-timeout <seconds>',
@@ -81,6 +115,11 @@ export const workerFlags: readonly Flag<WorkerConfig>[] = [
     kind: 'string',
     path: 'execution.runWrites',
   },
-  { flags: '--max-input-nodes <n>', description: "files, directories and symlinks an action's input root may expand to", kind: 'int', path: 'execution.maxInputNodes' },
+  {
+    flags: '--max-input-nodes <n>',
+    description: "files, directories and symlinks an action's input root may expand to",
+    kind: 'int',
+    path: 'execution.maxInputNodes',
+  },
   { flags: '--max-input-bytes <size>', description: "bytes of files an action's input root may expand to", kind: 'size', path: 'execution.maxInputBytes' },
 ];

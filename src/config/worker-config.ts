@@ -14,7 +14,10 @@ const workerSchema = z
     /** The CAS inputs come from and outputs go to, if not the scheduler's. */
     cas: grpcTarget.optional(),
     /** Unique among the scheduler's workers; stable across reconnects. */
-    name: z.string().min(1).default(() => `${os.hostname()}-${process.pid}`),
+    name: z
+      .string()
+      .min(1)
+      .default(() => `${os.hostname()}-${process.pid}`),
     /** The local CAS cache and scratch space; default $REPR_DATA_DIR/workers/NAME. */
     dataDir: z.string().min(1).optional(),
     /** The local CAS cache every input is linked from: LRU, verified on the way in. */

@@ -32,7 +32,6 @@ function truthyNetwork(v: string): boolean {
   return ['on', 'true', 'yes', 'standard', 'host', '1'].includes(v.toLowerCase());
 }
 
-
 /** Reasons an executor cannot run an action with these requirements; empty if it can. */
 export function unmet(reqs: readonly Requirement[], caps: ExecutorCapabilities): string[] {
   const why: string[] = [];

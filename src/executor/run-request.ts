@@ -51,11 +51,14 @@ export function checkRunRequest(req: RunRequest): { roots: string[]; fn: DigestF
   if (total > L.argvAndEnvBytes) throw invalidArgument(`arguments and environment add up to ${total} bytes, over the limit of ${L.argvAndEnvBytes}`);
   const roots = checkRoots(req.roots);
   checkWorkingDirectory(req.workingDirectory, roots);
-  if (!Number.isSafeInteger(req.timeoutMs) || req.timeoutMs < 0) throw invalidArgument(`timeout_ms ${req.timeoutMs} is negative (0 means the server's default)`);
+  if (!Number.isSafeInteger(req.timeoutMs) || req.timeoutMs < 0)
+    throw invalidArgument(`timeout_ms ${req.timeoutMs} is negative (0 means the server's default)`);
   if (Buffer.byteLength(req.instanceName) > L.instanceNameBytes) throw invalidArgument(`instance_name is longer than ${L.instanceNameBytes} bytes`);
-  if (req.platform.length > L.platformProperties) throw invalidArgument(`a run may give at most ${L.platformProperties} platform properties, not ${req.platform.length}`);
+  if (req.platform.length > L.platformProperties)
+    throw invalidArgument(`a run may give at most ${L.platformProperties} platform properties, not ${req.platform.length}`);
   for (const p of req.platform) {
-    if (Buffer.byteLength(p.name) + Buffer.byteLength(p.value) > L.platformBytes) throw invalidArgument(`platform property ${p.name.slice(0, 100)} is longer than ${L.platformBytes} bytes`);
+    if (Buffer.byteLength(p.name) + Buffer.byteLength(p.value) > L.platformBytes)
+      throw invalidArgument(`platform property ${p.name.slice(0, 100)} is longer than ${L.platformBytes} bytes`);
   }
   const fn = digestFunctionFromValue(req.digestFunction);
   let nodes = 0;

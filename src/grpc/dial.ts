@@ -8,7 +8,7 @@ import { WINDOW_BYTES } from './http2-windows.js';
  * plaintext until TLS is implemented, and `dial` refuses a `tls` it cannot
  * honour rather than falling back to plaintext behind the caller's back.
  */
-export interface DialTls {}
+export type DialTls = Record<string, never>;
 
 export interface DialOptions {
   /** Sent as `authorization: Bearer <token>` on every call. */

@@ -28,11 +28,7 @@ export function toServiceError(err: unknown, log?: Logger, method?: string): Par
   return { code, details: message, message, metadata };
 }
 
-export function unary<Req, Res>(
-  log: Logger,
-  method: string,
-  fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
-): handleUnaryCall<Req, Res> {
+export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     fn(call.request, call).then(
       (res) => callback(null, res),
@@ -107,7 +103,11 @@ export function refuseUndecodable(def: ServiceDefinition, impl: UntypedServiceIm
     const handler = impl[key] as ((call: never, cb?: never) => void) | undefined;
     if (!handler) continue;
     const refusal = (bad: Undecodable) =>
-      ({ code: Code.INVALID_ARGUMENT, details: `${m.path}: request is not a valid message: ${bad[UNDECODABLE]}`, metadata: new Metadata() }) as Partial<ServiceError>;
+      ({
+        code: Code.INVALID_ARGUMENT,
+        details: `${m.path}: request is not a valid message: ${bad[UNDECODABLE]}`,
+        metadata: new Metadata(),
+      }) as Partial<ServiceError>;
     outImpl[key] = ((call: ServerReadable, callback?: (e: Partial<ServiceError> | null) => void) => {
       if (!m.requestStream) {
         const req = (call as { request?: unknown }).request;

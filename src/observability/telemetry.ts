@@ -84,7 +84,7 @@ export class JsonlTelemetrySink implements TelemetrySink {
       return;
     }
     try {
-      this.pending.push(JSON.stringify({ time: this.now().toISOString(), ...r }) + '\n');
+      this.pending.push(`${JSON.stringify({ time: this.now().toISOString(), ...r })}\n`);
     } catch (err) {
       this.log.warn({ err, runId: r.runId }, 'telemetry record cannot be serialized; dropped');
       return;
@@ -217,6 +217,8 @@ export function createTelemetrySinks(configs: readonly TelemetrySinkConfig[], de
       case 'prometheus':
         if (!deps.registry) throw invalidArgument('invalid configuration: telemetry: a "prometheus" sink needs a metrics registry (set metricsListen)');
         return new PrometheusTelemetrySink(deps.registry);
+      default:
+        throw invalidArgument(`invalid configuration: telemetry: unknown sink type "${(c as { type: string }).type}"`);
     }
   });
   return sinks.length === 1 ? sinks[0]! : new FanoutTelemetrySink(sinks, log);

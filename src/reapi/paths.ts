@@ -7,4 +7,3 @@ export function assertRelativePath(p: string, what: string): string {
   if (p.startsWith('/') || norm.startsWith('..') || norm.includes('\0')) throw invalidArgument(`${what} "${p}" must be a relative path inside the input root`);
   return norm === '.' ? '' : norm;
 }
-

@@ -1,5 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { type Client, type ClientReadableStream, type ClientWritableStream, makeGenericClientConstructor, Metadata, type ServiceDefinition } from '@grpc/grpc-js';
+import {
+  type Client,
+  type ClientReadableStream,
+  type ClientWritableStream,
+  makeGenericClientConstructor,
+  Metadata,
+  type ServiceDefinition,
+} from '@grpc/grpc-js';
 import { dial, type DialOptions } from '../grpc/dial.js';
 import { type Digest, type DigestFunction, fromWire, SHA256, toWire } from '../common/digest.js';
 import { ReprError, Code, invalidArgument } from '../common/errors.js';
@@ -7,7 +14,17 @@ import { decodeReadResponse, encodeWriteRequest } from './bytestream-codec.js';
 import { decodeFindMissingResponse, encodeFindMissingRequest } from './find-missing-codec.js';
 import { blobResourceName, type Compressor, uploadResourceName } from './resource-name.js';
 import { ByteStreamService, type QueryWriteStatusResponse, type WriteResponse } from '../proto/google/bytestream/bytestream.js';
-import { ActionCacheClient, type ActionResult, CapabilitiesClient, Compressor_Value, ContentAddressableStorageClient, ContentAddressableStorageService, type BatchReadBlobsResponse, type BatchUpdateBlobsResponse, type ServerCapabilities } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import {
+  ActionCacheClient,
+  type ActionResult,
+  CapabilitiesClient,
+  Compressor_Value,
+  type ContentAddressableStorageClient,
+  ContentAddressableStorageService,
+  type BatchReadBlobsResponse,
+  type BatchUpdateBlobsResponse,
+  type ServerCapabilities,
+} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 
 /**
  * ByteStream with the hand-written codecs (the server uses the same ones).
@@ -27,7 +44,11 @@ const ByteStreamClient = makeGenericClientConstructor(byteStreamDefinition, 'goo
 const CasClient = makeGenericClientConstructor(
   {
     ...ContentAddressableStorageService,
-    findMissingBlobs: { ...ContentAddressableStorageService.findMissingBlobs, requestSerialize: encodeFindMissingRequest, responseDeserialize: decodeFindMissingResponse },
+    findMissingBlobs: {
+      ...ContentAddressableStorageService.findMissingBlobs,
+      requestSerialize: encodeFindMissingRequest,
+      responseDeserialize: decodeFindMissingResponse,
+    },
   } as unknown as ServiceDefinition,
   'build.bazel.remote.execution.v2.ContentAddressableStorage',
 ) as unknown as typeof ContentAddressableStorageClient;
@@ -145,7 +166,10 @@ export class ReapiClient {
 
   /** BatchUpdateBlobs, uncompressed; the blobs must share a digest function. */
   async batchUpdate(blobs: readonly { digest: Digest; data: Buffer }[]): Promise<BatchBlobStatus[]> {
-    const fn = sharedFunction(blobs.map((b) => b.digest), this.fn);
+    const fn = sharedFunction(
+      blobs.map((b) => b.digest),
+      this.fn,
+    );
     const res = await call<BatchUpdateBlobsResponse>((cb) =>
       this.cas.batchUpdateBlobs(
         {
@@ -190,9 +214,7 @@ export class ReapiClient {
   async write(digest: Digest, data: Buffer, opts: { compressor?: Compressor; uploadId?: string; offset?: number } = {}): Promise<WriteResponse> {
     const name = uploadResourceName(this.instanceName, opts.uploadId ?? randomUUID(), digest, opts.compressor);
     return new Promise<WriteResponse>((resolve, reject) => {
-      const stream = (this.byteStream.write as (cb: Callback<WriteResponse>) => NodeJS.WritableStream)((err, res) =>
-        err ? reject(err) : resolve(res!),
-      );
+      const stream = (this.byteStream.write as (cb: Callback<WriteResponse>) => NodeJS.WritableStream)((err, res) => (err ? reject(err) : resolve(res!)));
       // For compressed uploads REAPI counts offsets as the first offset plus
       // compressed bytes sent, which this formula gives for both kinds.
       const start = opts.offset ?? 0;
@@ -228,7 +250,14 @@ export class ReapiClient {
   getActionResult(action: Digest): Promise<ActionResult> {
     return call((cb) =>
       this.ac.getActionResult(
-        { instanceName: this.instanceName, actionDigest: toWire(action), inlineStdout: false, inlineStderr: false, inlineOutputFiles: [], digestFunction: this.fn.value },
+        {
+          instanceName: this.instanceName,
+          actionDigest: toWire(action),
+          inlineStdout: false,
+          inlineStderr: false,
+          inlineOutputFiles: [],
+          digestFunction: this.fn.value,
+        },
         cb,
       ),
     );
@@ -236,7 +265,10 @@ export class ReapiClient {
 
   updateActionResult(action: Digest, result: ActionResult): Promise<ActionResult> {
     return call((cb) =>
-      this.ac.updateActionResult({ instanceName: this.instanceName, actionDigest: toWire(action), actionResult: result, resultsCachePolicy: undefined, digestFunction: this.fn.value }, cb),
+      this.ac.updateActionResult(
+        { instanceName: this.instanceName, actionDigest: toWire(action), actionResult: result, resultsCachePolicy: undefined, digestFunction: this.fn.value },
+        cb,
+      ),
     );
   }
 }

@@ -30,7 +30,8 @@ export function parseReadResource(name: string): BlobResource {
   try {
     const segs = name.split('/');
     const i = segs.findIndex((s) => KEYWORDS.has(s));
-    if (i < 0 || (segs[i] !== 'blobs' && segs[i] !== 'compressed-blobs')) throw invalidArgument('expected {instance}/blobs/... or {instance}/compressed-blobs/...');
+    if (i < 0 || (segs[i] !== 'blobs' && segs[i] !== 'compressed-blobs'))
+      throw invalidArgument('expected {instance}/blobs/... or {instance}/compressed-blobs/...');
     const { digest, compressor, rest } = parseBlobPart(segs, i);
     if (rest.length > 0) throw invalidArgument(`unexpected trailing segments "${rest.join('/')}"`);
     return { instanceName: segs.slice(0, i).join('/'), digest, compressor };

@@ -236,8 +236,20 @@ export class BwrapSandbox implements Sandbox {
         if (!exited) kill();
       };
       const copying = Promise.all([
-        drain(child.stdout!, out, this.maxStdoutBytes, (c) => spec.onOutput?.('stdout', c), () => exceed('stdout-bytes', this.maxStdoutBytes, '')),
-        drain(child.stderr!, err, this.maxStderrBytes, (c) => spec.onOutput?.('stderr', c), () => exceed('stderr-bytes', this.maxStderrBytes, '')),
+        drain(
+          child.stdout!,
+          out,
+          this.maxStdoutBytes,
+          (c) => spec.onOutput?.('stdout', c),
+          () => exceed('stdout-bytes', this.maxStdoutBytes, ''),
+        ),
+        drain(
+          child.stderr!,
+          err,
+          this.maxStderrBytes,
+          (c) => spec.onOutput?.('stderr', c),
+          () => exceed('stderr-bytes', this.maxStderrBytes, ''),
+        ),
       ]);
       copying.catch(() => undefined); // awaited below, once the child is gone
 
@@ -347,7 +359,11 @@ function limitMessage(limit: SandboxLimit, max: number, found: string, running: 
 }
 
 function bytes(n: number): string {
-  for (const [unit, size] of [['GiB', GiB], ['MiB', MiB], ['KiB', 1024]] as const) {
+  for (const [unit, size] of [
+    ['GiB', GiB],
+    ['MiB', MiB],
+    ['KiB', 1024],
+  ] as const) {
     if (n >= size && n % size === 0) return `${n / size} ${unit}`;
   }
   return `${n} bytes`;

@@ -157,8 +157,12 @@ export class Dispatcher {
       } else if (op.cancelled) {
         response = cancelledResponse();
       } else {
-        if (!(e instanceof ExecutorLostError) && codeOf(e) !== Code.FAILED_PRECONDITION) log.error({ err: e, op: op.state.name, executor: slot.id }, 'executor failed');
-        const status = e instanceof ExecutorLostError ? toStatus(e, `gave up after ${op.attempts} executors were lost executing it; last`) : toStatus(e, `executor ${slot.id}`);
+        if (!(e instanceof ExecutorLostError) && codeOf(e) !== Code.FAILED_PRECONDITION)
+          log.error({ err: e, op: op.state.name, executor: slot.id }, 'executor failed');
+        const status =
+          e instanceof ExecutorLostError
+            ? toStatus(e, `gave up after ${op.attempts} executors were lost executing it; last`)
+            : toStatus(e, `executor ${slot.id}`);
         response = ExecuteResponse.fromPartial({ status });
       }
     } finally {

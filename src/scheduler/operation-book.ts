@@ -178,13 +178,23 @@ export class OperationBook {
         const actionDigest = makeDigest(fn, row.actionHash, row.actionSize);
         const action = Action.decode(await cas.get(actionDigest));
         const command = Command.decode(await cas.get(makeDigest(fn, action.commandDigest!.hash, action.commandDigest!.sizeBytes)));
-        const req: SubmitRequest = { instanceName: row.instanceName, fn, actionDigest, action, command, requirements: JSON.parse(row.requirements) as Requirement[], priority: row.priority };
+        const req: SubmitRequest = {
+          instanceName: row.instanceName,
+          fn,
+          actionDigest,
+          action,
+          command,
+          requirements: JSON.parse(row.requirements) as Requirement[],
+          priority: row.priority,
+        };
         const op = this.track(row.name, req, new Date(row.createdMs));
         this.store.setStage(row.name, ExecutionStage_Value.QUEUED);
         requeue(op);
         n++;
       } catch (e) {
-        const response = ExecuteResponse.fromPartial({ status: { code: Code.FAILED_PRECONDITION, message: `could not resume after restart: ${(e as Error).message}` } });
+        const response = ExecuteResponse.fromPartial({
+          status: { code: Code.FAILED_PRECONDITION, message: `could not resume after restart: ${(e as Error).message}` },
+        });
         this.store.complete(row.name, ExecutionStage_Value.COMPLETED, Buffer.from(ExecuteResponse.encode(response).finish()));
       }
     }

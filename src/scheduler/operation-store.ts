@@ -56,7 +56,9 @@ export class OperationStore {
     `);
     this.migrate();
     this.stmts = {
-      insert: this.db.prepare(`INSERT INTO operations VALUES (@name, @instanceName, @digestFunction, @actionHash, @actionSize, @stage, @priority, @requirements, @response, @createdMs, @updatedMs)`),
+      insert: this.db.prepare(
+        `INSERT INTO operations VALUES (@name, @instanceName, @digestFunction, @actionHash, @actionSize, @stage, @priority, @requirements, @response, @createdMs, @updatedMs)`,
+      ),
       stage: this.db.prepare(`UPDATE operations SET stage = ?, updated_ms = ? WHERE name = ?`),
       complete: this.db.prepare(`UPDATE operations SET stage = ?, response = ?, updated_ms = ? WHERE name = ?`),
       get: this.db.prepare(`SELECT * FROM operations WHERE name = ?`),

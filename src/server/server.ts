@@ -83,15 +83,27 @@ export class ReprServer {
     const uploads = { maxCount: config.uploads.maxCount, maxBytes: config.uploads.maxBytes, idleMs: config.uploads.idleSeconds * 1000 };
     const byteStream = new ByteStreamServiceImpl({ cas, instances, log: log.child({ svc: 'bytestream' }), maxBlobSizeBytes: maxBlob, uploads });
     add(byteStream.definition(), byteStream.handlers());
-    add(CasService.definition, new CasService({ cas, instances, log: log.child({ svc: 'cas' }), maxBatchTotalSizeBytes: maxBatch, maxBlobSizeBytes: maxBlob }).handlers());
+    add(
+      CasService.definition,
+      new CasService({ cas, instances, log: log.child({ svc: 'cas' }), maxBatchTotalSizeBytes: maxBatch, maxBlobSizeBytes: maxBlob }).handlers(),
+    );
     add(ActionCacheServiceImpl.definition, new ActionCacheServiceImpl({ actionCache, cas, instances, log: log.child({ svc: 'ac' }) }).handlers());
     add(
       CapabilitiesServiceImpl.definition,
-      new CapabilitiesServiceImpl({ instances, log, maxBatchTotalSizeBytes: maxBatch, maxBlobSizeBytes: maxBlob, execEnabled: execution !== undefined }).handlers(),
+      new CapabilitiesServiceImpl({
+        instances,
+        log,
+        maxBatchTotalSizeBytes: maxBatch,
+        maxBlobSizeBytes: maxBlob,
+        execEnabled: execution !== undefined,
+      }).handlers(),
     );
     if (execution) {
       const { scheduler } = execution;
-      add(ExecutionServiceImpl.definition, new ExecutionServiceImpl({ cas, actionCache, scheduler, instances, log: log.child({ svc: 'execution' }) }).handlers());
+      add(
+        ExecutionServiceImpl.definition,
+        new ExecutionServiceImpl({ cas, actionCache, scheduler, instances, log: log.child({ svc: 'execution' }) }).handlers(),
+      );
       add(OperationsServiceImpl.definition, new OperationsServiceImpl(scheduler, log.child({ svc: 'operations' })).handlers());
       add(WorkerService.definition, execution.workers.handlers());
       add(RunService.definition, new RunService({ scheduler, instances, telemetry, log: log.child({ svc: 'run' }) }).handlers());
@@ -104,7 +116,9 @@ export class ReprServer {
     // must find it queued again, not half-known.
     await execution?.scheduler.recover();
     const port = await new Promise<number>((resolve, reject) =>
-      grpc.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, p) => (err ? reject(internal(`cannot listen on ${config.listen}: ${err.message}`, err)) : resolve(p))),
+      grpc.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(internal(`cannot listen on ${config.listen}: ${err.message}`, err)) : resolve(p),
+      ),
     );
     const tunedSessions = enlargeSessionWindows(grpc);
     const metrics = config.metricsListen ? await startMetricsServer(config.metricsListen, registry, log, { defaultMetrics: true }) : undefined;

@@ -2,7 +2,13 @@ import { type DigestFunction, digestFunctionFromValue, fromWire } from '../commo
 import { invalidArgument } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { ActionCacheService, type ActionCacheServer, type ActionResult, type GetActionResultRequest, type UpdateActionResultRequest } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import {
+  ActionCacheService,
+  type ActionCacheServer,
+  type ActionResult,
+  type GetActionResultRequest,
+  type UpdateActionResultRequest,
+} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { unary } from '../grpc/handlers.js';
 import type { InstanceNames } from './instances.js';
 import type { ActionCache } from '../storage/action-cache.js';

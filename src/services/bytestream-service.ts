@@ -1,9 +1,4 @@
-import type {
-  handleClientStreamingCall,
-  ServerReadableStream,
-  ServerWritableStream,
-  ServiceDefinition,
-} from '@grpc/grpc-js';
+import type { handleClientStreamingCall, ServerReadableStream, ServerWritableStream, ServiceDefinition } from '@grpc/grpc-js';
 import { checkBlobSize, digestString, int64Text } from '../common/digest.js';
 import { Code, invalidArgument, outOfRange, ReprError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';

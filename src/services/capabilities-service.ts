@@ -1,6 +1,13 @@
 import { DIGEST_FUNCTIONS, SHA256 } from '../common/digest.js';
 import type { Logger } from '../common/logger.js';
-import { CapabilitiesService, type CapabilitiesServer, Compressor_Value, type GetCapabilitiesRequest, ServerCapabilities, SymlinkAbsolutePathStrategy_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import {
+  CapabilitiesService,
+  type CapabilitiesServer,
+  Compressor_Value,
+  type GetCapabilitiesRequest,
+  ServerCapabilities,
+  SymlinkAbsolutePathStrategy_Value,
+} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { unary } from '../grpc/handlers.js';
 import type { InstanceNames } from './instances.js';
 

@@ -5,7 +5,21 @@ import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { decodeBatchUpdateRequest } from '../reapi/batch-update-codec.js';
 import { decodeFindMissingRequest, encodeFindMissingResponse, type WireDigest } from '../reapi/find-missing-codec.js';
-import { type BatchReadBlobsRequest, type BatchReadBlobsResponse, type BatchReadBlobsResponse_Response, type BatchUpdateBlobsRequest, type BatchUpdateBlobsResponse, Compressor_Value, type ContentAddressableStorageServer, ContentAddressableStorageService, Directory, type FindMissingBlobsRequest, type FindMissingBlobsResponse, type GetTreeRequest, type GetTreeResponse } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import {
+  type BatchReadBlobsRequest,
+  type BatchReadBlobsResponse,
+  type BatchReadBlobsResponse_Response,
+  type BatchUpdateBlobsRequest,
+  type BatchUpdateBlobsResponse,
+  Compressor_Value,
+  type ContentAddressableStorageServer,
+  ContentAddressableStorageService,
+  Directory,
+  type FindMissingBlobsRequest,
+  type FindMissingBlobsResponse,
+  type GetTreeRequest,
+  type GetTreeResponse,
+} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { drained, serverStreaming, unary } from '../grpc/handlers.js';
 import type { InstanceNames } from './instances.js';
 import { compressBuffer, decompressBounded } from '../reapi/zstd.js';

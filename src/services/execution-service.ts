@@ -5,7 +5,15 @@ import type { Logger } from '../common/logger.js';
 import type { ActionCache } from '../storage/action-cache.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { InstanceNames } from './instances.js';
-import { Action, Command, type ExecuteRequest, ExecuteResponse, ExecutionService, type ExecutionServer, type WaitExecutionRequest } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import {
+  Action,
+  Command,
+  type ExecuteRequest,
+  ExecuteResponse,
+  ExecutionService,
+  type ExecutionServer,
+  type WaitExecutionRequest,
+} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { Operation } from '../proto/google/longrunning/operations.js';
 import { missingBlobsError } from '../reapi/precondition.js';
 import type { OperationState, Scheduler } from '../scheduler/scheduler.js';
@@ -33,7 +41,8 @@ function checkTimeout(action: Action): void {
   if (!Number.isFinite(t.seconds) || !Number.isInteger(t.nanos) || t.nanos <= -1e9 || t.nanos >= 1e9) {
     throw invalidArgument(`action.timeout {seconds: ${t.seconds}, nanos: ${t.nanos}} is not a valid Duration`);
   }
-  if (t.seconds < 0 || t.nanos < 0) throw invalidArgument(`action.timeout ${t.seconds}s ${t.nanos}ns is negative; give a positive timeout or none for the server's default`);
+  if (t.seconds < 0 || t.nanos < 0)
+    throw invalidArgument(`action.timeout ${t.seconds}s ${t.nanos}ns is negative; give a positive timeout or none for the server's default`);
 }
 
 /** Paths in the Command are relative to the input root and stay inside it (checked again by the executor). */
@@ -82,7 +91,11 @@ export class ExecutionServiceImpl {
     if (!req.skipCacheLookup && !action.doNotCache) {
       const hit = await this.o.actionCache.find(req.instanceName, actionDigest);
       if (hit) {
-        const state = this.o.scheduler.recordCompleted(req.instanceName, actionDigest, ExecuteResponse.fromPartial({ result: hit, cachedResult: true, status: { code: Code.OK } }));
+        const state = this.o.scheduler.recordCompleted(
+          req.instanceName,
+          actionDigest,
+          ExecuteResponse.fromPartial({ result: hit, cachedResult: true, status: { code: Code.OK } }),
+        );
         call.write(toOperation(state));
         return;
       }

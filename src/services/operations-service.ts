@@ -1,6 +1,14 @@
 import { invalidArgument, notFound } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { type CancelOperationRequest, type DeleteOperationRequest, type GetOperationRequest, type ListOperationsRequest, type ListOperationsResponse, type Operation, OperationsService } from '../proto/google/longrunning/operations.js';
+import {
+  type CancelOperationRequest,
+  type DeleteOperationRequest,
+  type GetOperationRequest,
+  type ListOperationsRequest,
+  type ListOperationsResponse,
+  type Operation,
+  OperationsService,
+} from '../proto/google/longrunning/operations.js';
 import type { Empty } from '../proto/google/protobuf/empty.js';
 import { instanceOfCollection } from '../scheduler/operation-name.js';
 import type { Scheduler } from '../scheduler/scheduler.js';

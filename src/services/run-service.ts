@@ -3,7 +3,7 @@ import { Code, ReprError, toStatus } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { InstanceNames } from './instances.js';
 import { type ClientMessage, type RunFinished, type RunRequest, RunnerService, type RunnerServer, type ServerMessage } from '../proto/repr/run/v1/run.js';
-import { type Scheduler } from '../scheduler/scheduler.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
 import type { TelemetrySink } from '../observability/telemetry.js';
 import { PendingQueries } from '../executor/pending-queries.js';
 import { checkRunRequest } from '../executor/run-request.js';
@@ -84,7 +84,8 @@ export class RunService {
 
   private async start(req: RunRequest, runs: Map<string, ActiveRun>, send: (m: ServerMessage) => void): Promise<void> {
     const finish = (f: RunFinished) => send({ finished: f });
-    const fail = (e: unknown) => finish({ runId: req.runId, status: toStatus(e), exitCode: -1, signal: '', changes: [], accessed: [], listed: [], stats: undefined });
+    const fail = (e: unknown) =>
+      finish({ runId: req.runId, status: toStatus(e), exitCode: -1, signal: '', changes: [], accessed: [], listed: [], stats: undefined });
     if (runs.has(req.runId)) return fail(new ReprError(Code.ALREADY_EXISTS, `run ${req.runId} is already running on this stream`));
     if (runs.size >= MAX_RUNS_PER_STREAM) return fail(new ReprError(Code.RESOURCE_EXHAUSTED, `a stream may carry at most ${MAX_RUNS_PER_STREAM} runs at once`));
     try {

@@ -77,7 +77,9 @@ export class UploadTable {
     const bytes = resource.digest.sizeBytes;
     const what = `upload of ${digestString(resource.digest)}`;
     if (bytes > this.limits.maxBytes) {
-      throw resourceExhausted(`${what} needs ${bytes} bytes, more than the ${this.limits.maxBytes} bytes this server allows uploads in progress (uploads.maxBytes)`);
+      throw resourceExhausted(
+        `${what} needs ${bytes} bytes, more than the ${this.limits.maxBytes} bytes this server allows uploads in progress (uploads.maxBytes)`,
+      );
     }
     while (this.uploads.size >= this.limits.maxCount || this.reservedBytes + bytes > this.limits.maxBytes) {
       const idle = this.oldestIdle();

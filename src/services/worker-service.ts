@@ -10,10 +10,10 @@ import { type ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel
 import type { Status } from '../proto/google/rpc/status.js';
 import { type Register, type SchedulerMessage, type WorkerMessage, WorkersService, type WorkersServer } from '../proto/repr/worker/v1/worker.js';
 import type { ExecutorCapabilities } from '../executor/platform.js';
-import { type Scheduler } from '../scheduler/scheduler.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
 import type { RunHost } from '../executor/run-host.js';
 import type { ExecutionTask } from '../executor/execution-task.js';
-import { ExecutorLostError, WorkerGroup, type ExecutorSlot } from '../executor/executor-slot.js';
+import { ExecutorLostError, type WorkerGroup, type ExecutorSlot } from '../executor/executor-slot.js';
 
 export interface WorkerServiceOptions {
   scheduler: Scheduler;
@@ -66,6 +66,7 @@ function checkSize(what: string, s: string | Uint8Array, max: number): void {
 /** A string `repr status` prints to a terminal: no escape sequences, no forged lines. */
 function checkLabel(what: string, s: string, max: number): void {
   checkSize(what, s, max);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point: names are printed on terminals
   if (/[\u0000-\u001f\u007f-\u009f]/.test(s)) throw invalidArgument(`${what} contains control characters`);
 }
 
@@ -74,7 +75,8 @@ function checkRange(what: string, n: number, min: number, max: number, unit = ''
 }
 
 function checkStatus(what: string, st: Status | undefined): void {
-  if (st && !(Number.isInteger(st.code) && st.code >= 0 && st.code <= MAX_STATUS_CODE)) throw invalidArgument(`${what} status code ${st.code} is not a gRPC code`);
+  if (st && !(Number.isInteger(st.code) && st.code >= 0 && st.code <= MAX_STATUS_CODE))
+    throw invalidArgument(`${what} status code ${st.code} is not a gRPC code`);
 }
 
 /** Throws INVALID_ARGUMENT naming the first field of a registration that is out of bounds. */
@@ -82,7 +84,8 @@ function checkRegister(reg: Register, maxExecutors: number): void {
   if (!reg.workerName) throw invalidArgument('the first message on a worker stream must be a register with a worker_name');
   checkLabel('worker_name', reg.workerName, MAX_NAME_BYTES);
   if (reg.executors < 1) throw invalidArgument(`executors ${reg.executors} is out of range: at least 1`);
-  if (reg.executors > maxExecutors) throw invalidArgument(`executors ${reg.executors} is out of range: at most ${maxExecutors} per worker (execution.maxExecutorsPerWorker)`);
+  if (reg.executors > maxExecutors)
+    throw invalidArgument(`executors ${reg.executors} is out of range: at most ${maxExecutors} per worker (execution.maxExecutorsPerWorker)`);
   if (reg.properties.length > MAX_PROPERTIES) throw invalidArgument(`${reg.properties.length} properties are too many: at most ${MAX_PROPERTIES}`);
   for (const [i, p] of reg.properties.entries()) {
     if (!p.name) throw invalidArgument(`properties[${i}].name is empty`);
@@ -102,7 +105,8 @@ function checkMessage(m: WorkerMessage): void {
   } else if (m.progress) {
     leaseId('progress.lease_id', m.progress.leaseId);
     const stage = m.progress.stage;
-    if (!(Number.isInteger(stage) && stage >= ExecutionStage_Value.UNKNOWN && stage <= ExecutionStage_Value.COMPLETED)) throw invalidArgument(`progress stage ${stage} is not a stage`);
+    if (!(Number.isInteger(stage) && stage >= ExecutionStage_Value.UNKNOWN && stage <= ExecutionStage_Value.COMPLETED))
+      throw invalidArgument(`progress stage ${stage} is not a stage`);
   } else if (m.result) {
     leaseId('result.lease_id', m.result.leaseId);
     checkStatus('result', m.result.response?.status);
@@ -115,7 +119,8 @@ function checkMessage(m: WorkerMessage): void {
   } else if (m.runOutput) {
     leaseId('run_output.run_id', m.runOutput.runId);
     const stream = m.runOutput.stream;
-    if (stream !== OutputChunk_Stream.STDOUT && stream !== OutputChunk_Stream.STDERR) throw invalidArgument(`run_output stream ${stream} is neither stdout nor stderr`);
+    if (stream !== OutputChunk_Stream.STDOUT && stream !== OutputChunk_Stream.STDERR)
+      throw invalidArgument(`run_output stream ${stream} is neither stdout nor stderr`);
     checkSize('run_output.data', m.runOutput.data, MAX_OUTPUT_CHUNK_BYTES);
   } else if (m.runFinished) {
     // changes, accessed and listed are as long as the command made them; the message limit bounds them.
@@ -127,7 +132,6 @@ function checkMessage(m: WorkerMessage): void {
     if (top > MAX_TOP_FILES) throw invalidArgument(`run_finished.stats.top has ${top} entries: at most ${MAX_TOP_FILES}`);
   }
 }
-
 
 /** A lease sent to the worker, settled by its result or by the worker's loss. */
 interface Pending<T> {
@@ -211,7 +215,12 @@ class WorkerSession implements WorkerGroup {
    * Sends a lease under a new id (used once) and resolves with its outcome;
    * aborting sends CancelLease.
    */
-  private offer<T, P extends Pending<T>>(table: Map<string, P>, extra: Omit<P, keyof Pending<T>>, message: (leaseId: string) => SchedulerMessage, signal: AbortSignal): Promise<T> {
+  private offer<T, P extends Pending<T>>(
+    table: Map<string, P>,
+    extra: Omit<P, keyof Pending<T>>,
+    message: (leaseId: string) => SchedulerMessage,
+    signal: AbortSignal,
+  ): Promise<T> {
     if (this.closed) return Promise.reject(new ExecutorLostError(`worker ${this.name} is gone`));
     const leaseId = randomUUID();
     return new Promise<T>((resolve, reject) => {
@@ -270,7 +279,9 @@ class WorkerSession implements WorkerGroup {
       },
       (e: unknown) => {
         run.asking--;
-        this.send({ runReply: { runId: q.runId, queryId: q.queryId, node: undefined, error: { code: codeOf(e), message: (e as Error).message, details: [] } } });
+        this.send({
+          runReply: { runId: q.runId, queryId: q.queryId, node: undefined, error: { code: codeOf(e), message: (e as Error).message, details: [] } },
+        });
       },
     );
   }
@@ -380,7 +391,10 @@ export class WorkerService {
       refuse(resourceExhausted(`${this.unregistered.size} worker streams are waiting to register: at most ${this.o.maxWorkers} (execution.maxWorkers)`));
       return;
     }
-    cancelRegisterBy = this.clock.setTimeout(() => refuse(new ReprError(Code.DEADLINE_EXCEEDED, `no register within ${this.o.heartbeatTimeoutMs} ms of connecting`)), this.o.heartbeatTimeoutMs);
+    cancelRegisterBy = this.clock.setTimeout(
+      () => refuse(new ReprError(Code.DEADLINE_EXCEEDED, `no register within ${this.o.heartbeatTimeoutMs} ms of connecting`)),
+      this.o.heartbeatTimeoutMs,
+    );
     this.unregistered.add(call);
     call.on('data', (m: WorkerMessage) => {
       if (session) return session.onMessage(m);

@@ -37,12 +37,12 @@ export function acKey(instanceName: string, action: Digest): Digest {
 function referencedDigests(fn: DigestFunction, r: ActionResult): { all: Digest[]; trees: Digest[] } {
   const all: Digest[] = [];
   const trees: Digest[] = [];
-  r.outputFiles.forEach((f) => all.push(fromWire(fn, f.digest, `output file "${f.path}"`)));
-  r.outputDirectories.forEach((d) => {
+  for (const f of r.outputFiles) all.push(fromWire(fn, f.digest, `output file "${f.path}"`));
+  for (const d of r.outputDirectories) {
     const t = fromWire(fn, d.treeDigest, `output directory "${d.path}"`);
     all.push(t);
     trees.push(t);
-  });
+  }
   if (r.stdoutDigest) all.push(fromWire(fn, r.stdoutDigest, 'stdout_digest'));
   if (r.stderrDigest) all.push(fromWire(fn, r.stderrDigest, 'stderr_digest'));
   return { all, trees };

@@ -156,7 +156,7 @@ export class RemoteBlobStore implements BlobStore {
 
   async put(digest: Digest, data: Buffer): Promise<void> {
     if (data.length > this.smallBlobBytes) return putWithWriter(this, digest, data);
-    let results;
+    let results: Awaited<ReturnType<ReapiClient['batchUpdate']>>;
     try {
       results = await this.client.batchUpdate([{ digest, data }]);
     } catch (e) {
@@ -211,17 +211,19 @@ export class RemoteBlobStore implements BlobStore {
           if (codeOf(e) !== Code.NOT_FOUND) throw e;
         }
       }),
-      ...[...groupByFunction(small).values()].flatMap((ds) => this.packBatches(ds)).map((batch) => async () => {
-        const answered = new Set<string>();
-        for (const r of await this.batchRead(batch)) {
-          answered.add(r.digest.hash);
-          if (r.code === Code.NOT_FOUND) continue;
-          if (r.code !== Code.OK) throw this.blobError(r.digest, r.code, r.message, 'reading');
-          else out.set(r.digest.hash, this.checkedLength(r.digest, r.data));
-        }
-        const unanswered = batch.find((d) => !answered.has(d.hash));
-        if (unanswered) throw internal(`BatchReadBlobs on ${this.where} did not answer for blob ${digestString(unanswered)}`);
-      }),
+      ...[...groupByFunction(small).values()]
+        .flatMap((ds) => this.packBatches(ds))
+        .map((batch) => async () => {
+          const answered = new Set<string>();
+          for (const r of await this.batchRead(batch)) {
+            answered.add(r.digest.hash);
+            if (r.code === Code.NOT_FOUND) continue;
+            if (r.code !== Code.OK) throw this.blobError(r.digest, r.code, r.message, 'reading');
+            else out.set(r.digest.hash, this.checkedLength(r.digest, r.data));
+          }
+          const unanswered = batch.find((d) => !answered.has(d.hash));
+          if (unanswered) throw internal(`BatchReadBlobs on ${this.where} did not answer for blob ${digestString(unanswered)}`);
+        }),
     ];
     await inParallel(jobs, PARALLEL_CALLS, (job) => job());
     return out;

@@ -70,9 +70,7 @@ class VerifyingWriter implements BlobWriter {
     if (this.bytes + chunk.length > this.digest.sizeBytes) {
       // Refuse as soon as it overflows instead of storing up to the end.
       await this.abort();
-      throw invalidArgument(
-        `size mismatch for blob ${digestString(this.digest)}: received more than the ${this.digest.sizeBytes} bytes the digest says`,
-      );
+      throw invalidArgument(`size mismatch for blob ${digestString(this.digest)}: received more than the ${this.digest.sizeBytes} bytes the digest says`);
     }
     this.hasher.update(chunk);
     this.bytes += chunk.length;

@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { FuseTree, TreeError, type Attr, type TreeNode } from './fuse-tree.js';
 import type { FromHelper, HelperInit, ToHelper } from './fuse-protocol.js';
-import type { VAccessReport, VChange, VNode } from './vfs.js';
+import type { VNode } from './vfs.js';
 
 // ---- fuse-native, which ships no types ----------------------------------
 
@@ -184,7 +184,19 @@ function main(init: HelperInit): void {
         return tree.utimens(p, utimeOf(atime, now), utimeOf(mtime, now));
       }),
     statfs: (_p: string, cb: Cb<Record<string, number>>) =>
-      cb(0, { bsize: 4096, frsize: 4096, blocks: 1 << 28, bfree: 1 << 27, bavail: 1 << 27, files: 1 << 24, ffree: 1 << 23, favail: 1 << 23, fsid: 0, flag: 0, namemax: 255 }),
+      cb(0, {
+        bsize: 4096,
+        frsize: 4096,
+        blocks: 1 << 28,
+        bfree: 1 << 27,
+        bavail: 1 << 27,
+        files: 1 << 24,
+        ffree: 1 << 23,
+        favail: 1 << 23,
+        fsid: 0,
+        flag: 0,
+        namemax: 255,
+      }),
   };
 
   const fuse = new Fuse(init.mountpoint, ops, {

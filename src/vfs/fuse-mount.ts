@@ -3,17 +3,15 @@ import { readFile, realpath } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { failedPrecondition, internal, invalidArgument } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
 import type { FromHelper, FuseMountOptions, ToHelper } from './fuse-protocol.js';
 
 export type { FuseMountOptions } from './fuse-protocol.js';
-import type { VAccessReport, VChange, VNode, VPathNode } from './vfs.js';
+import type { VAccessReport, VChange, VNode } from './vfs.js';
 
 const execFileP = promisify(execFile);
 const HELPER = fileURLToPath(new URL('./fuse-helper.js', import.meta.url));
 /** How long the helper gets to unmount and exit by itself before it is killed. */
 const CLOSE_GRACE_MS = 3000;
-
 
 let spare: ChildProcess | undefined;
 
@@ -110,8 +108,7 @@ export class FuseMount {
         if (m.t === 'mounted') {
           mount.mounted = true;
           resolve();
-        }
-        else if (m.t === 'mount-failed') reject(internal(`FUSE mount at ${real} failed: ${m.error}`));
+        } else if (m.t === 'mount-failed') reject(internal(`FUSE mount at ${real} failed: ${m.error}`));
       };
       child.on('message', onMessage);
       void mount.exit.then(() => reject(internal(`FUSE helper exited before mounting${mount.stderrTail ? `: ${mount.stderrTail.trim()}` : ''}`)));

@@ -603,7 +603,7 @@ export class FuseTree {
 }
 
 function isUnder(p: string, dir: string): boolean {
-  return p === dir || dir === '/' || p.startsWith(dir + '/');
+  return p === dir || dir === '/' || p.startsWith(`${dir}/`);
 }
 
 function join(dir: string, name: string): string {

@@ -59,7 +59,8 @@ export function nodeFromWire(fn: DigestFunction, n: Node | undefined, where: str
     v.target = n.symlinkTarget;
   } else if (kind === 'dir' && n.listed) {
     if (depth > 0) throw invalidArgument(`${where}: entries of a listing carry no listing of their own`);
-    if (n.entries.length > MAX_LISTING_ENTRIES) throw invalidArgument(`${where}: a listing of ${n.entries.length} entries is over the limit of ${MAX_LISTING_ENTRIES}`);
+    if (n.entries.length > MAX_LISTING_ENTRIES)
+      throw invalidArgument(`${where}: a listing of ${n.entries.length} entries is over the limit of ${MAX_LISTING_ENTRIES}`);
     const seen = new Set<string>();
     v.entries = n.entries.map((e) => {
       if (!validName(e.name)) throw invalidArgument(`${where}: bad entry name ${clip(e.name)}`);

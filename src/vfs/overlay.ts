@@ -99,10 +99,11 @@ export class RunOverlay {
   unmount(): Promise<void> {
     this.unmounting ??= execFileP('umount', [this.merged]).then(
       () => undefined,
-      () => execFileP('umount', ['-l', this.merged]).then(
-        () => undefined,
-        () => undefined,
-      ),
+      () =>
+        execFileP('umount', ['-l', this.merged]).then(
+          () => undefined,
+          () => undefined,
+        ),
     );
     return this.unmounting;
   }

@@ -148,7 +148,8 @@ export function commandOutcome(r: SandboxResult, c: OutcomeContext): CommandOutc
     return { end: 'timed-out', code: Code.DEADLINE_EXCEEDED, message, keepWrites: false };
   }
   if (r.limitExceeded) {
-    if (run) return { end: 'limit-exceeded', code: Code.RESOURCE_EXHAUSTED, message: `${r.limitExceeded.message}; nothing was written back`, keepWrites: false };
+    if (run)
+      return { end: 'limit-exceeded', code: Code.RESOURCE_EXHAUSTED, message: `${r.limitExceeded.message}; nothing was written back`, keepWrites: false };
     return { end: 'limit-exceeded', code: Code.FAILED_PRECONDITION, message: `${r.limitExceeded.message} on ${c.executorId}`, keepWrites: false };
   }
   const exit = `exit code ${r.exitCode}${r.signal ? `, killed by ${r.signal}` : ''}`;

@@ -7,7 +7,6 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { Directory } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { missingBlobsError } from '../reapi/precondition.js';
 
-
 export interface StagingStats {
   files: number;
   directories: number;
@@ -62,7 +61,8 @@ export class InputRootBuilder {
       stats.directories++;
       const seen = new Set<string>();
       const name = (n: string) => {
-        if (!n || n === '.' || n === '..' || n.includes('/') || n.includes('\0')) throw invalidArgument(`invalid name "${n}" in input directory ${digestString(digest)}`);
+        if (!n || n === '.' || n === '..' || n.includes('/') || n.includes('\0'))
+          throw invalidArgument(`invalid name "${n}" in input directory ${digestString(digest)}`);
         if (seen.has(n)) throw invalidArgument(`duplicate name "${n}" in input directory ${digestString(digest)}`);
         seen.add(n);
         return path.join(at, n);
@@ -100,10 +100,12 @@ export class InputRootBuilder {
         nodes += sub.nodes;
         bytes += sub.bytes;
         // Checked as the sums grow, so that they stay small numbers however deep the sharing goes.
-        if (nodes > maxNodes) throw failedPrecondition(`input root expands to more than ${maxNodes} files, directories and symlinks, this server's limit (maxInputNodes)`);
+        if (nodes > maxNodes)
+          throw failedPrecondition(`input root expands to more than ${maxNodes} files, directories and symlinks, this server's limit (maxInputNodes)`);
         if (bytes > maxBytes) throw failedPrecondition(`input root expands to more than ${maxBytes} bytes of files, this server's limit (maxInputBytes)`);
       }
-      if (nodes > maxNodes) throw failedPrecondition(`input root expands to more than ${maxNodes} files, directories and symlinks, this server's limit (maxInputNodes)`);
+      if (nodes > maxNodes)
+        throw failedPrecondition(`input root expands to more than ${maxNodes} files, directories and symlinks, this server's limit (maxInputNodes)`);
       if (bytes > maxBytes) throw failedPrecondition(`input root expands to more than ${maxBytes} bytes of files, this server's limit (maxInputBytes)`);
       const m = { nodes, bytes };
       sizes.set(d.hash, m);

@@ -56,7 +56,10 @@ export class LocalExecutor {
     } as unknown as ExecutedActionMetadata;
     const dir = scratchDirPath(this.o.workDir, 'action-', this.clock);
     const root = path.join(dir, 'root');
-    const prepared = prepareCommand({ timeoutMs: toMillis(action.timeout), environmentVariables: command.environmentVariables, requirements: task.requirements }, this.o);
+    const prepared = prepareCommand(
+      { timeoutMs: toMillis(action.timeout), environmentVariables: command.environmentVariables, requirements: task.requirements },
+      this.o,
+    );
     const { timeoutMs } = prepared;
     // The timeout covers staging too: a huge input root must not hold an executor past it.
     const started = performance.now();
@@ -67,7 +70,12 @@ export class LocalExecutor {
       let wd: string;
       try {
         const staging = signal ? AbortSignal.any([signal, deadline]) : deadline;
-        await new InputRootBuilder(cas, path.join(this.o.workDir, 'cache'), this.o.inputLimits).build(fn, fromWire(fn, action.inputRootDigest, 'input_root_digest'), root, staging);
+        await new InputRootBuilder(cas, path.join(this.o.workDir, 'cache'), this.o.inputLimits).build(
+          fn,
+          fromWire(fn, action.inputRootDigest, 'input_root_digest'),
+          root,
+          staging,
+        );
         wd = await prepareWorkingDirectory(root, command);
       } catch (e) {
         if (deadline.aborted) return unfinished(Code.DEADLINE_EXCEEDED, `action timed out after ${timeoutMs} ms while its input root was being staged`);
@@ -137,7 +145,9 @@ async function prepareWorkingDirectory(root: string, command: Command): Promise<
   const wanted = assertRelativePath(command.workingDirectory, 'working_directory');
   const wd = await resolveInRoot(root, wanted, { followLast: true, create: true });
   if (wd.kind !== 'inside') {
-    throw invalidArgument(`working_directory "${command.workingDirectory}" is not a directory inside the input root${wd.kind === 'outside' ? `: ${wd.why}` : ''}`);
+    throw invalidArgument(
+      `working_directory "${command.workingDirectory}" is not a directory inside the input root${wd.kind === 'outside' ? `: ${wd.why}` : ''}`,
+    );
   }
   const dirs = [
     ...[...command.outputPaths, ...command.outputFiles, ...command.outputDirectories].map((p) => path.posix.dirname(assertRelativePath(p, 'output path'))),

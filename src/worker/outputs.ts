@@ -1,3 +1,4 @@
+import type { Stats } from 'node:fs';
 import { constants } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -5,7 +6,14 @@ import { type Digest, type DigestFunction, toWire } from '../common/digest.js';
 import { failedPrecondition } from '../common/errors.js';
 import { HASH_CHUNK } from '../common/hash-file.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { type Command, Directory, type OutputDirectory, type OutputFile, type OutputSymlink, Tree } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
+import {
+  type Command,
+  Directory,
+  type OutputDirectory,
+  type OutputFile,
+  type OutputSymlink,
+  Tree,
+} from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { resolveInRoot } from './root-paths.js';
 import { assertRelativePath } from '../reapi/paths.js';
 
@@ -67,7 +75,14 @@ async function putMessage(cas: BlobStore, fn: DigestFunction, bytes: Uint8Array)
  * when present, else the older `output_files` / `output_directories`.
  */
 export async function collectOutputs(cas: BlobStore, fn: DigestFunction, cmd: Command, root: string, workingDirectory: string): Promise<CollectedOutputs> {
-  const res: CollectedOutputs = { outputFiles: [], outputDirectories: [], outputFileSymlinks: [], outputDirectorySymlinks: [], outputSymlinks: [], bytesUploaded: 0 };
+  const res: CollectedOutputs = {
+    outputFiles: [],
+    outputDirectories: [],
+    outputFileSymlinks: [],
+    outputDirectorySymlinks: [],
+    outputSymlinks: [],
+    bytesUploaded: 0,
+  };
   const useNew = cmd.outputPaths.length > 0;
   const wanted: { p: string; kind: 'file' | 'dir' | 'any' }[] = useNew
     ? cmd.outputPaths.map((p) => ({ p, kind: 'any' as const }))
@@ -80,7 +95,7 @@ export async function collectOutputs(cas: BlobStore, fn: DigestFunction, cmd: Co
     const at = await resolveInRoot(root, path.posix.join(workingDirectory, rel), { followLast: false });
     if (at.kind !== 'inside') continue; // not produced, or only reachable outside the root: absent
     const abs = at.host;
-    let st;
+    let st: Stats;
     try {
       st = await lstat(abs);
     } catch {

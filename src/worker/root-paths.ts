@@ -1,3 +1,4 @@
+import type { Stats } from 'node:fs';
 import { chmod, lstat, mkdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { SANDBOX_ROOT } from '../sandbox/sandbox.js';
@@ -47,7 +48,7 @@ export async function resolveInRoot(root: string, rel: string, opts: ResolveOpti
     }
     const host = path.join(root, ...at, name);
     const last = todo.length === 0;
-    let st;
+    let st: Stats;
     try {
       st = await lstat(host);
     } catch (e) {

@@ -99,7 +99,8 @@ export class RunInputs {
     stats.blockedOnClientUs += us;
     this.addCost(p, us, 0);
     this.answeredNodes += 1 + (node.entries?.length ?? 0);
-    if (this.answeredNodes > MAX_ANSWERED_NODES) throw new ReprError(Code.RESOURCE_EXHAUSTED, `the client described more than ${MAX_ANSWERED_NODES} paths in one run`);
+    if (this.answeredNodes > MAX_ANSWERED_NODES)
+      throw new ReprError(Code.RESOURCE_EXHAUSTED, `the client described more than ${MAX_ANSWERED_NODES} paths in one run`);
     const v = nodeFromWire(this.o.fn, node, `answer for ${p}`);
     if (v.hash !== undefined) this.pathOfHash.set(v.hash, p);
     return v;

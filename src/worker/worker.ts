@@ -232,8 +232,13 @@ export class Worker {
     const leaseId = lease.leaseId;
     const req = lease.request;
     const refuse = (reason: string) =>
-      this.send(call, { runFinished: RunFinished.fromPartial({ runId: leaseId, status: { code: Code.UNAVAILABLE, message: `worker ${this.o.name}: ${reason}` } }) });
-    if (!req) return refuse('the lease carries no run request');
+      this.send(call, {
+        runFinished: RunFinished.fromPartial({ runId: leaseId, status: { code: Code.UNAVAILABLE, message: `worker ${this.o.name}: ${reason}` } }),
+      });
+    if (!req) {
+      refuse('the lease carries no run request');
+      return;
+    }
     this.occupy(leaseId, refuse, async (executor, entry) => {
       if (!executor.run) return refuse('this worker takes no `repr run`s');
       const { signal } = entry.abort;

@@ -69,8 +69,14 @@ for (const mode of ['built-in executors', 'a repr worker'] as const) {
         { arguments: ['/bin/true'], outputFiles: ['e/secret.txt', 'p/environ', 'p/cmdline'], outputDirectories: ['e/sub'] },
       );
       assert.equal(res.status?.code ?? 0, Code.OK, res.status?.message);
-      assert.deepEqual(res.result!.outputFiles.map((f) => f.path), []);
-      assert.deepEqual(res.result!.outputDirectories.map((d) => d.path), []);
+      assert.deepEqual(
+        res.result!.outputFiles.map((f) => f.path),
+        [],
+      );
+      assert.deepEqual(
+        res.result!.outputDirectories.map((d) => d.path),
+        [],
+      );
       await assertNoSecret(res);
     });
 
@@ -78,12 +84,22 @@ for (const mode of ['built-in executors', 'a repr worker'] as const) {
       const res = await run({ e: { symlink: hostDir } }, { arguments: ['/bin/true'], outputPaths: ['e/secret.txt', 'e/sub', 'e'] });
       assert.deepEqual(res.result!.outputFiles, []);
       assert.deepEqual(res.result!.outputDirectories, []);
-      assert.deepEqual(res.result!.outputSymlinks.map((s) => [s.path, s.target]), [['e', hostDir]]);
+      assert.deepEqual(
+        res.result!.outputSymlinks.map((s) => [s.path, s.target]),
+        [['e', hostDir]],
+      );
       await assertNoSecret(res);
     });
 
     it('a symlink the action makes itself is not followed by output collection', async () => {
-      const res = await run({}, { arguments: ['/bin/sh', '-c', `rm -rf x y && ln -s ${hostDir} x && ln -s /proc/1 y`], outputFiles: ['x/secret.txt', 'y/environ'], outputDirectories: ['x/sub'] });
+      const res = await run(
+        {},
+        {
+          arguments: ['/bin/sh', '-c', `rm -rf x y && ln -s ${hostDir} x && ln -s /proc/1 y`],
+          outputFiles: ['x/secret.txt', 'y/environ'],
+          outputDirectories: ['x/sub'],
+        },
+      );
       assert.equal(res.result!.exitCode, 0);
       assert.deepEqual(res.result!.outputFiles, []);
       assert.deepEqual(res.result!.outputDirectories, []);
@@ -91,13 +107,22 @@ for (const mode of ['built-in executors', 'a repr worker'] as const) {
     });
 
     it('a directory output holding symlinks to the host reports them as symlinks and reads nothing through them', async () => {
-      const res = await run({}, { arguments: ['/bin/sh', '-c', `mkdir -p out/d && ln -s ${hostDir} out/d/h && ln -s ${hostDir}/secret.txt out/f && echo mine > out/own`], outputDirectories: ['out'] });
+      const res = await run(
+        {},
+        {
+          arguments: ['/bin/sh', '-c', `mkdir -p out/d && ln -s ${hostDir} out/d/h && ln -s ${hostDir}/secret.txt out/f && echo mine > out/own`],
+          outputDirectories: ['out'],
+        },
+      );
       assert.equal(res.result!.outputDirectories.length, 1);
       await assertNoSecret(res);
     });
 
     it('a working directory that is a symlink out of the root is refused', async () => {
-      const res = await run({ w: { symlink: hostDir } }, { arguments: ['/bin/true'], workingDirectory: 'w', outputFiles: ['secret.txt'], outputDirectories: ['sub'] });
+      const res = await run(
+        { w: { symlink: hostDir } },
+        { arguments: ['/bin/true'], workingDirectory: 'w', outputFiles: ['secret.txt'], outputDirectories: ['sub'] },
+      );
       assert.equal(res.status?.code, Code.INVALID_ARGUMENT, res.status?.message);
       assert.match(res.status!.message, /working_directory "w"/);
       await assertNoSecret(res);
@@ -124,11 +149,17 @@ for (const mode of ['built-in executors', 'a repr worker'] as const) {
       assert.deepEqual(res.result!.outputFiles.map((f) => f.path).sort(), ['abs/three.txt', 'rel/one.txt', 'w/sub/up/one.txt']);
       const one = res.result!.outputFiles.find((f) => f.path === 'rel/one.txt')!;
       assert.equal((await client.read(fromWire(SHA256, one.digest))).toString(), 'one\n');
-      assert.deepEqual(res.result!.outputDirectories.map((d) => d.path), ['abs/dir']);
+      assert.deepEqual(
+        res.result!.outputDirectories.map((d) => d.path),
+        ['abs/dir'],
+      );
     });
 
     it('output parents inside the root are created, also behind an in-root symlink', async () => {
-      const res = await run({ real: { keep: 'k' }, l: { symlink: 'real' } }, { arguments: ['/bin/sh', '-c', 'echo a > l/new/a.txt && echo b > deep/er/b.txt'], outputFiles: ['l/new/a.txt', 'deep/er/b.txt'] });
+      const res = await run(
+        { real: { keep: 'k' }, l: { symlink: 'real' } },
+        { arguments: ['/bin/sh', '-c', 'echo a > l/new/a.txt && echo b > deep/er/b.txt'], outputFiles: ['l/new/a.txt', 'deep/er/b.txt'] },
+      );
       assert.equal(res.result!.exitCode, 0);
       assert.deepEqual(res.result!.outputFiles.map((f) => f.path).sort(), ['deep/er/b.txt', 'l/new/a.txt']);
     });

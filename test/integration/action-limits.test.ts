@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { type Digest, toWire } from '../../src/common/digest.js';
 import { Code } from '../../src/common/errors.js';
-import { ReapiClient } from '../../src/reapi/reapi-client.js';
-import { ExecClient, type Observed } from '../../src/client/execution-client.js';
+import type { ReapiClient } from '../../src/reapi/reapi-client.js';
+import type { Observed } from '../../src/client/execution-client.js';
 import { Directory } from '../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
-import type { ReprServer } from '../../src/server/server.js';
 import { useExecServer } from '../../support/servers.js';
 import { putBlob, type TreeSpec, uploadRawAction } from '../../support/actions.js';
 
@@ -13,7 +12,17 @@ import { putBlob, type TreeSpec, uploadRawAction } from '../../support/actions.j
 async function directoryBomb(client: ReapiClient, levels: number): Promise<Digest> {
   let d = await putBlob(client, Directory.encode(Directory.fromPartial({})).finish());
   for (let i = 0; i < levels; i++) {
-    d = await putBlob(client, Directory.encode(Directory.fromPartial({ directories: [{ name: 'a', digest: toWire(d) }, { name: 'b', digest: toWire(d) }] })).finish());
+    d = await putBlob(
+      client,
+      Directory.encode(
+        Directory.fromPartial({
+          directories: [
+            { name: 'a', digest: toWire(d) },
+            { name: 'b', digest: toWire(d) },
+          ],
+        }),
+      ).finish(),
+    );
   }
   return d;
 }
@@ -35,11 +44,19 @@ const failure = async (p: Promise<unknown>): Promise<{ code: number; details: st
 
 describe('hostile actions are refused with the right status, and limits hold (with positive controls)', () => {
   const ctx = useExecServer({ execution: { executors: 2, maxTimeoutSeconds: 3, maxInputNodes: 1000, maxInputBytes: 1024 * 1024, maxInputDepth: 20 } });
-  const run = (root: TreeSpec | Digest, command: Parameters<typeof uploadRawAction>[1]['command'], action?: Parameters<typeof uploadRawAction>[1]['action']): Promise<Observed> =>
+  const run = (
+    root: TreeSpec | Digest,
+    command: Parameters<typeof uploadRawAction>[1]['command'],
+    action?: Parameters<typeof uploadRawAction>[1]['action'],
+  ): Promise<Observed> =>
     uploadRawAction(ctx.client, { root, command, ...(action ? { action } : {}) }).then((d) => ctx.exec.execute(d, { skipCacheLookup: true }));
 
   it('a negative Action.timeout is INVALID_ARGUMENT, never "no timeout"', async () => {
-    for (const timeout of [{ seconds: -1, nanos: 0 }, { seconds: 0, nanos: -5_000_000 }, { seconds: -1e12, nanos: 0 }]) {
+    for (const timeout of [
+      { seconds: -1, nanos: 0 },
+      { seconds: 0, nanos: -5_000_000 },
+      { seconds: -1e12, nanos: 0 },
+    ]) {
       const e = await failure(run({}, { arguments: ['/bin/sleep', '8'] }, { timeout }));
       assert.equal(e.code, Code.INVALID_ARGUMENT, `timeout ${JSON.stringify(timeout)}: ${e.details}`);
       assert.match(e.details, /timeout/);
@@ -107,7 +124,9 @@ describe('the action timeout covers staging', () => {
     const levels = 17;
     const d = await directoryBomb(ctx.client, levels);
     const t = Date.now();
-    const r = await ctx.exec.execute(await uploadRawAction(ctx.client, { root: d, command: { arguments: ['/bin/true'] }, action: { timeout: { seconds: 1, nanos: 0 } } }));
+    const r = await ctx.exec.execute(
+      await uploadRawAction(ctx.client, { root: d, command: { arguments: ['/bin/true'] }, action: { timeout: { seconds: 1, nanos: 0 } } }),
+    );
     assert.equal(r.response!.status!.code, Code.DEADLINE_EXCEEDED, r.response!.status!.message);
     assert.match(r.response!.status!.message, /staged/);
     assert.ok(Date.now() - t < 15_000, `stopped soon after the timeout (${Date.now() - t} ms)`);

@@ -34,7 +34,7 @@ describe('Bazel 4.2.3 with --remote_cache', () => {
   });
 
   it('cold build runs locally and uploads; warm build after clean and server restart is all cache hits', async () => {
-    const remote = (url: string) => ['--remote_cache=' + url, '--remote_instance_name=main', '--remote_retries=0'];
+    const remote = (url: string) => [`--remote_cache=${url}`, '--remote_instance_name=main', '--remote_retries=0'];
 
     const cold = processSummary(await ws.ok(['test', '//...', ...remote(server.url)]));
     assert.equal(cold.kinds.get('remote cache hit') ?? 0, 0, 'nothing can be cached yet');

@@ -58,7 +58,8 @@ describe('Bazel 4.2.3 with --remote_executor', () => {
     const workers: WorkerProcess[] = [];
     before(async () => {
       server = await startServerProcess(['--data-dir', tmpDir('repr-data-'), '--executors', '0']);
-      for (const name of ['bazel-w1', 'bazel-w2']) workers.push(await spawnWorker(server.url, ['--name', name, '--executors', '2', '--data-dir', tmpDir(`repr-${name}-`)]));
+      for (const name of ['bazel-w1', 'bazel-w2'])
+        workers.push(await spawnWorker(server.url, ['--name', name, '--executors', '2', '--data-dir', tmpDir(`repr-${name}-`)]));
       await waitForStatus(server.url, (s) => s.workers.length === 2);
       await ws.ok(['clean']);
     });
@@ -71,7 +72,10 @@ describe('Bazel 4.2.3 with --remote_executor', () => {
       const executed = await coldThenWarm();
       const s = await fetchStatus(server.url);
       assert.equal(s.completed, executed, 'the workers ran every action');
-      assert.ok(s.workers.every((w) => w.completed > 0), `both workers took work: ${s.workers.map((w) => `${w.name}=${w.completed}`).join(' ')}`);
+      assert.ok(
+        s.workers.every((w) => w.completed > 0),
+        `both workers took work: ${s.workers.map((w) => `${w.name}=${w.completed}`).join(' ')}`,
+      );
     });
   });
 
@@ -88,20 +92,20 @@ describe('Bazel 4.2.3 with --remote_executor', () => {
       await coldThenWarm();
     });
 
-  it('reports a failing test as FAILED with its log', async () => {
-    const r = await ws.run(['test', '//failing:fails', ...remote()]);
-    assert.equal(r.code, 3, `bazel exits 3 when tests fail:\n${r.stderr.slice(-3000)}`);
-    assert.match(r.stdout + r.stderr, /\/\/failing:fails\s+FAILED/);
-    const log = readFileSync(path.join(ws.dir, 'bazel-testlogs', 'failing', 'fails', 'test.log'), 'utf8');
-    assert.match(log, /this test fails on purpose/);
-  });
+    it('reports a failing test as FAILED with its log', async () => {
+      const r = await ws.run(['test', '//failing:fails', ...remote()]);
+      assert.equal(r.code, 3, `bazel exits 3 when tests fail:\n${r.stderr.slice(-3000)}`);
+      assert.match(r.stdout + r.stderr, /\/\/failing:fails\s+FAILED/);
+      const log = readFileSync(path.join(ws.dir, 'bazel-testlogs', 'failing', 'fails', 'test.log'), 'utf8');
+      assert.match(log, /this test fails on purpose/);
+    });
 
-  it('reports a test that outlives its timeout as TIMEOUT', async () => {
-    const t = Date.now();
-    const r = await ws.run(['test', '//failing:sleeps', '--test_timeout=3', ...remote()]);
-    assert.equal(r.code, 3, r.stderr.slice(-3000));
-    assert.match(r.stdout + r.stderr, /\/\/failing:sleeps\s+TIMEOUT/);
-    assert.ok(Date.now() - t < 40_000, 'the sandbox killed the test at its timeout rather than after 60 s');
-  });
+    it('reports a test that outlives its timeout as TIMEOUT', async () => {
+      const t = Date.now();
+      const r = await ws.run(['test', '//failing:sleeps', '--test_timeout=3', ...remote()]);
+      assert.equal(r.code, 3, r.stderr.slice(-3000));
+      assert.match(r.stdout + r.stderr, /\/\/failing:sleeps\s+TIMEOUT/);
+      assert.ok(Date.now() - t < 40_000, 'the sandbox killed the test at its timeout rather than after 60 s');
+    });
   });
 });

@@ -7,7 +7,16 @@ import { SHA256 } from '../../src/common/digest.js';
 import { Code } from '../../src/common/errors.js';
 import { FileSource } from '../../src/client/file-source.js';
 import { ReapiClient } from '../../src/reapi/reapi-client.js';
-import { type ClientMessage, type Node, Node_Kind, type NodeQuery, type RunFinished, type RunRequest, RunnerClient, type ServerMessage } from '../../src/proto/repr/run/v1/run.js';
+import {
+  type ClientMessage,
+  type Node,
+  Node_Kind,
+  type NodeQuery,
+  type RunFinished,
+  type RunRequest,
+  RunnerClient,
+  type ServerMessage,
+} from '../../src/proto/repr/run/v1/run.js';
 import type { ReprServer } from '../../src/server/server.js';
 import { startInProcess } from '../../support/servers.js';
 import { tmpDir } from '../../support/tmp.js';
@@ -41,7 +50,15 @@ class HostileSession {
       if (q && answer) {
         answer(q).then(
           (node) => node !== 'hang' && this.send({ reply: { runId: q.runId, queryId: q.queryId, node, error: undefined } }),
-          (e: unknown) => this.send({ reply: { runId: q.runId, queryId: q.queryId, node: undefined, error: { code: Code.PERMISSION_DENIED, message: (e as Error).message, details: [] } } }),
+          (e: unknown) =>
+            this.send({
+              reply: {
+                runId: q.runId,
+                queryId: q.queryId,
+                node: undefined,
+                error: { code: Code.PERMISSION_DENIED, message: (e as Error).message, details: [] },
+              },
+            }),
         );
       }
     });
@@ -73,7 +90,9 @@ class HostileSession {
   }
 
   output(runId: string, stream: 0 | 1): string {
-    return Buffer.concat(this.received.filter((m) => m.output?.runId === runId && m.output.stream === stream).map((m) => Buffer.from(m.output!.data))).toString();
+    return Buffer.concat(
+      this.received.filter((m) => m.output?.runId === runId && m.output.stream === stream).map((m) => Buffer.from(m.output!.data)),
+    ).toString();
   }
 
   queries(runId: string): NodeQuery[] {
@@ -86,13 +105,33 @@ class HostileSession {
   }
 }
 
-const dirNode = (listed = false): Node => ({ kind: Node_Kind.DIRECTORY, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed, entries: [] });
-const symlinkNode = (target: string): Node => ({ kind: Node_Kind.SYMLINK, digest: undefined, size: 0, executable: false, symlinkTarget: target, mtimeMs: 0, listed: false, entries: [] });
+const dirNode = (listed = false): Node => ({
+  kind: Node_Kind.DIRECTORY,
+  digest: undefined,
+  size: 0,
+  executable: false,
+  symlinkTarget: '',
+  mtimeMs: 0,
+  listed,
+  entries: [],
+});
+const symlinkNode = (target: string): Node => ({
+  kind: Node_Kind.SYMLINK,
+  digest: undefined,
+  size: 0,
+  executable: false,
+  symlinkTarget: target,
+  mtimeMs: 0,
+  listed: false,
+  entries: [],
+});
 
 /** Resolves with the run, or rejects if it takes longer than `ms`: a held executor shows up here. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
 }
 
 /** Mounts whose mount point is under `dir`, from this process's mount table. */
@@ -164,7 +203,11 @@ describe('repr run against a hostile client', () => {
 
   /** The executor is free and works: a plain run finishes at once. */
   const executorIsFree = async (runId: string) => {
-    const f = await within(s.run({ runId, roots: [proj], workingDirectory: proj, arguments: ['/bin/cat', 'f.txt'], timeoutMs: 20_000 }, honest([proj])), 15_000, `run ${runId} after a hung one`);
+    const f = await within(
+      s.run({ runId, roots: [proj], workingDirectory: proj, arguments: ['/bin/cat', 'f.txt'], timeoutMs: 20_000 }, honest([proj])),
+      15_000,
+      `run ${runId} after a hung one`,
+    );
     assert.equal(f.status?.code ?? Code.OK, Code.OK, f.status?.message);
     assert.equal(f.exitCode, 0, s.output(runId, 1));
     assert.equal(s.output(runId, 0), 'data\n');
@@ -173,7 +216,11 @@ describe('repr run against a hostile client', () => {
 
   const expectTimedOut = async (runId: string, req: Partial<RunRequest>, limitMs: number) => {
     const t = Date.now();
-    const f = await within(s.run({ runId, roots: [proj], workingDirectory: proj, mappings: [{ path: proj, node: dirNode() }], ...req }), limitMs + 8_000, `run ${runId}`);
+    const f = await within(
+      s.run({ runId, roots: [proj], workingDirectory: proj, mappings: [{ path: proj, node: dirNode() }], ...req }),
+      limitMs + 8_000,
+      `run ${runId}`,
+    );
     const took = Date.now() - t;
     assert.ok(s.queries(runId).length > 0, 'the command never asked the client anything');
     assert.equal(f.status?.code, Code.DEADLINE_EXCEEDED, f.status?.message);
@@ -200,7 +247,14 @@ describe('repr run against a hostile client', () => {
     // The question reaches the client, then the helper process serving the
     // mount freezes: answering the question no longer frees the command.
     const runId = 'hang-helper';
-    const done = s.run({ runId, roots: [proj], workingDirectory: proj, mappings: [{ path: proj, node: dirNode() }], arguments: ['/bin/cat', 'f.txt'], timeoutMs: 1500 });
+    const done = s.run({
+      runId,
+      roots: [proj],
+      workingDirectory: proj,
+      mappings: [{ path: proj, node: dirNode() }],
+      arguments: ['/bin/cat', 'f.txt'],
+      timeoutMs: 1500,
+    });
     await until(() => s.queries(runId).length > 0, 10_000, 'the first question');
     const stopped = fuseHelpers();
     assert.ok(stopped.length > 0, 'no FUSE helper found');
@@ -223,7 +277,11 @@ describe('repr run against a hostile client', () => {
   });
 
   it('refuses a working directory outside the roots, naming both', async () => {
-    const f = await within(s.run({ runId: 'cwd-out', roots: [proj], workingDirectory: '/root', arguments: ['/bin/true'], timeoutMs: 20_000 }, honest([proj])), 15_000, 'cwd-out');
+    const f = await within(
+      s.run({ runId: 'cwd-out', roots: [proj], workingDirectory: '/root', arguments: ['/bin/true'], timeoutMs: 20_000 }, honest([proj])),
+      15_000,
+      'cwd-out',
+    );
     assert.equal(f.status?.code, Code.INVALID_ARGUMENT, f.status?.message);
     assert.match(f.status!.message, /working_directory \/root/);
     assert.ok(f.status!.message.includes(proj), f.status!.message);
@@ -237,10 +295,17 @@ describe('repr run against a hostile client', () => {
       ['root-symlink-query', []],
       ['root-symlink-mapping', [{ path: proj, node: symlinkNode(hostDir) }]],
     ] as const) {
-      const f = await within(s.run({ runId, roots, workingDirectory: proj, mappings: [...mappings], arguments: ['/bin/sh', '-c', cmd], timeoutMs: 20_000 }, lie), 15_000, runId);
+      const f = await within(
+        s.run({ runId, roots, workingDirectory: proj, mappings: [...mappings], arguments: ['/bin/sh', '-c', cmd], timeoutMs: 20_000 }, lie),
+        15_000,
+        runId,
+      );
       assert.doesNotMatch(s.output(runId, 0), /TOPSECRET|secret/);
       assert.ok(!existsSync(path.join(hostDir, 'pwned')), 'the command wrote into a directory of the worker');
-      assert.ok(f.changes.every((c) => !c.path.endsWith('/pwned') && !c.path.endsWith('/secret')), JSON.stringify(f.changes));
+      assert.ok(
+        f.changes.every((c) => !c.path.endsWith('/pwned') && !c.path.endsWith('/secret')),
+        JSON.stringify(f.changes),
+      );
     }
   });
 
@@ -264,7 +329,11 @@ describe('repr run against a hostile client', () => {
     assert.equal(byPath.get('d')?.kind, Node_Kind.SYMLINK);
     assert.equal(byPath.get('d')?.symlinkTarget, '/proc/self');
     assert.equal(byPath.get('host')?.kind, Node_Kind.SYMLINK);
-    assert.deepEqual([...byPath.keys()].filter((p) => p.includes('/')), [], JSON.stringify([...byPath.keys()]));
+    assert.deepEqual(
+      [...byPath.keys()].filter((p) => p.includes('/')),
+      [],
+      JSON.stringify([...byPath.keys()]),
+    );
     assert.doesNotMatch(s.output(runId, 0), /TOPSECRET/);
   });
 
@@ -275,7 +344,10 @@ describe('repr run against a hostile client', () => {
     const roots = [proj];
     symlinkSync(hostDir, path.join(proj, 'link'));
     const f = await within(
-      s.run({ runId, roots, workingDirectory: proj, arguments: ['/bin/sh', '-c', 'rm link && mkdir -p link/sub link/other'], timeoutMs: 20_000 }, honest(roots)),
+      s.run(
+        { runId, roots, workingDirectory: proj, arguments: ['/bin/sh', '-c', 'rm link && mkdir -p link/sub link/other'], timeoutMs: 20_000 },
+        honest(roots),
+      ),
       15_000,
       runId,
     );

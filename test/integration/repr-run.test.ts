@@ -65,7 +65,10 @@ function makeProject(dir: string): void {
   writeFileSync(path.join(dir, 'include', 'config.h'), '#define GREETING "hello from repr"\n#define FACTOR 7\n');
   writeFileSync(path.join(dir, 'include', 'util.h'), '#include "config.h"\n#include "sub/extra.h"\nint scale(int x);\n');
   writeFileSync(path.join(dir, 'include', 'sub', 'extra.h'), 'int extra(void);\n');
-  writeFileSync(path.join(dir, 'src', 'main.c'), '#include <stdio.h>\n#include "util.h"\nint main(void) { printf("%s %d\\n", GREETING, scale(6) + extra()); return 0; }\n');
+  writeFileSync(
+    path.join(dir, 'src', 'main.c'),
+    '#include <stdio.h>\n#include "util.h"\nint main(void) { printf("%s %d\\n", GREETING, scale(6) + extra()); return 0; }\n',
+  );
   writeFileSync(path.join(dir, 'src', 'util.c'), '#include "util.h"\nint scale(int x) { return x * FACTOR; }\n');
   writeFileSync(path.join(dir, 'src', 'extra.c'), '#include "util.h"\nint extra(void) { return FACTOR - 7; }\n');
   writeFileSync(
@@ -83,7 +86,8 @@ function makeProject(dir: string): void {
     ].join('\n'),
   );
   mkdirSync(path.join(dir, 'docs', 'deep', 'er'), { recursive: true });
-  for (let i = 0; i < 20; i++) writeFileSync(path.join(dir, 'docs', i % 2 ? 'deep' : 'deep/er', `note${i}.txt`), `note ${i}\n${i % 3 === 0 ? 'needle here\n' : 'hay\n'}`);
+  for (let i = 0; i < 20; i++)
+    writeFileSync(path.join(dir, 'docs', i % 2 ? 'deep' : 'deep/er', `note${i}.txt`), `note ${i}\n${i % 3 === 0 ? 'needle here\n' : 'hay\n'}`);
   writeFileSync(path.join(dir, 'old.txt'), 'to be removed\n');
   writeFileSync(path.join(dir, 'edit.txt'), 'first line\n');
 }
@@ -115,7 +119,9 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     // One worker whose runs write through FUSE itself (the fallback where overlayfs cannot be mounted).
     const d = tmpDir('repr-run-wfuse-');
     workerDirs.push(d);
-    workers.push(await spawnWorker(scheduler.url, ['--name', 'rwfuse', '--executors', '1', '--data-dir', d, '--run-writes', 'fuse', '--executor-property', 'writes=fuse']));
+    workers.push(
+      await spawnWorker(scheduler.url, ['--name', 'rwfuse', '--executors', '1', '--data-dir', d, '--run-writes', 'fuse', '--executor-property', 'writes=fuse']),
+    );
     await waitForStatus(scheduler.url, (s) => s.workers.length === 4);
     const base = tmpDir('repr-run-proj-');
     proj = path.join(base, 'proj');
@@ -237,7 +243,7 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     writeFileSync(manifest, 'include\ninclude/config.h\ninclude/sub\ninclude/sub/extra.h\n');
     const r = await run(['--no-record', '--manifest', manifest, '--stats-json', stats, '--', 'cat', 'include/config.h', 'include/sub/extra.h']);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, readFileSync(path.join(proj, 'include/config.h'), 'utf8') + 'int extra(void);\n');
+    assert.equal(r.stdout, `${readFileSync(path.join(proj, 'include/config.h'), 'utf8')}int extra(void);\n`);
     const s = statsOf(stats).runs[0]!.stats;
     assert.equal(s.queries, 0);
     assert.ok(s.mappedHits >= 4, `mapped hits ${s.mappedHits}`);
@@ -253,7 +259,11 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     const before = await fetchStatus(scheduler.url);
     const done = (s: typeof before) => new Map(s.workers.map((w) => [w.name, Number(w.completed)]));
     const stats = path.join(dir, 's.json');
-    const r = await reprRun(dir, ['--server', scheduler.url, '--batch', batch, '--workers', '3', '--platform', 'pool=main', '--no-record', '--stats-json', stats], { REPR_RUN_RECORDS: records });
+    const r = await reprRun(
+      dir,
+      ['--server', scheduler.url, '--batch', batch, '--workers', '3', '--platform', 'pool=main', '--no-record', '--stats-json', stats],
+      { REPR_RUN_RECORDS: records },
+    );
     assert.equal(r.code, 0, r.stderr);
     const expected = local(dir, 'cat in*.txt | wc -c').stdout;
     for (const k of [0, 1, 2]) assert.equal(readFileSync(path.join(dir, `out${k}.txt`), 'utf8'), expected);
@@ -270,10 +280,14 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
 
   it('stops the remote command and cleans the mount when the client is killed; the worker stays healthy', async () => {
     const marker = `${Date.now() % 1000}.${process.pid % 1000}`;
-    const child = spawn(process.execPath, [REPR_BIN, 'run', '--server', scheduler.url, '--no-record', '--', '/bin/sh', '-c', `echo started; exec sleep 9${marker}`], {
-      cwd: proj,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [REPR_BIN, 'run', '--server', scheduler.url, '--no-record', '--', '/bin/sh', '-c', `echo started; exec sleep 9${marker}`],
+      {
+        cwd: proj,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error('the command never started')), 30_000);
       child.stdout.on('data', (c: Buffer) => {
@@ -285,7 +299,10 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     });
     const sleeping = () => spawnSync('pgrep', ['-f', `sleep 9${marker}`]).status === 0;
     assert.ok(sleeping(), 'the remote command runs');
-    assert.ok(workerDirs.some((d) => mountsUnder(d).length > 0), 'a run mount exists while it runs');
+    assert.ok(
+      workerDirs.some((d) => mountsUnder(d).length > 0),
+      'a run mount exists while it runs',
+    );
     const runDirs = () =>
       workerDirs.flatMap((d) => {
         const work = path.join(d, 'work');
@@ -294,7 +311,8 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     child.kill('SIGKILL');
     // Cleanup is asynchronous on the worker: wait for all of it, then check each part.
     const deadline = Date.now() + 15_000;
-    while ((sleeping() || workerDirs.some((d) => mountsUnder(d).length > 0) || runDirs().length > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    while ((sleeping() || workerDirs.some((d) => mountsUnder(d).length > 0) || runDirs().length > 0) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
     assert.equal(sleeping(), false, 'the remote process was stopped');
     for (const d of workerDirs) assert.deepEqual(mountsUnder(d), [], `no mount left under ${d}`);
     assert.deepEqual(runDirs(), [], 'run directories removed');
@@ -308,11 +326,26 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
 
   it('fails a run whose worker drains past its timeout with a clear error, and leaves nothing mounted', async () => {
     const dir = tmpDir('repr-run-wdrain-');
-    const w = await spawnWorker(scheduler.url, ['--name', 'rdrain', '--executors', '1', '--data-dir', dir, '--executor-property', 'pool=drain', '--drain-timeout', '0.5']);
-    const child = spawn(process.execPath, [REPR_BIN, 'run', '--server', scheduler.url, '--no-record', '--platform', 'pool=drain', '--', '/bin/sh', '-c', 'echo started; exec sleep 30'], {
-      cwd: proj,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const w = await spawnWorker(scheduler.url, [
+      '--name',
+      'rdrain',
+      '--executors',
+      '1',
+      '--data-dir',
+      dir,
+      '--executor-property',
+      'pool=drain',
+      '--drain-timeout',
+      '0.5',
+    ]);
+    const child = spawn(
+      process.execPath,
+      [REPR_BIN, 'run', '--server', scheduler.url, '--no-record', '--platform', 'pool=drain', '--', '/bin/sh', '-c', 'echo started; exec sleep 30'],
+      {
+        cwd: proj,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stderr = '';
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));

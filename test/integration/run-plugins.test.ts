@@ -28,7 +28,16 @@ describe('repr run with plugins: token auth, telemetry sinks, file discovery', (
     jsonl = path.join(dir, 'telemetry', 'runs.jsonl');
     const config = path.join(dir, 'server.json');
     writeFileSync(config, JSON.stringify({ telemetry: [{ type: 'prometheus' }, { type: 'jsonl', path: jsonl }], execution: { executors: 1 } }));
-    server = await startServerProcess(['--config', config, '--data-dir', path.join(dir, 'data'), '--auth-tokens-file', tokens, '--metrics-listen', '127.0.0.1:0']);
+    server = await startServerProcess([
+      '--config',
+      config,
+      '--data-dir',
+      path.join(dir, 'data'),
+      '--auth-tokens-file',
+      tokens,
+      '--metrics-listen',
+      '127.0.0.1:0',
+    ]);
     for (const line of server.logs) {
       try {
         const rec = JSON.parse(line) as { msg?: string; address?: string };
@@ -49,7 +58,12 @@ describe('repr run with plugins: token auth, telemetry sinks, file discovery', (
   });
 
   const run = (args: string[], env: Record<string, string> = {}) =>
-    spawnSync(process.execPath, [REPR_BIN, 'run', ...args], { cwd: proj, encoding: 'utf8', env: { ...process.env, REPR_RUN_RECORDS: tmpDir('repr-plugins-rec-'), REPR_TOKEN: '', ...env }, timeout: 60_000 });
+    spawnSync(process.execPath, [REPR_BIN, 'run', ...args], {
+      cwd: proj,
+      encoding: 'utf8',
+      env: { ...process.env, REPR_RUN_RECORDS: tmpDir('repr-plugins-rec-'), REPR_TOKEN: '', ...env },
+      timeout: 60_000,
+    });
 
   it('refuses callers without a valid token and serves those with one', () => {
     const none = run(['--server', server.url, '--', 'cat', 'in.txt']);
@@ -84,14 +98,20 @@ describe('repr run with plugins: token auth, telemetry sinks, file discovery', (
     let lines: { argv: string[]; exitCode: number; queries: number }[] = [];
     for (let i = 0; i < 50 && lines.length < 2; i++) {
       try {
-        lines = readFileSync(jsonl, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as (typeof lines)[number]);
+        lines = readFileSync(jsonl, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as (typeof lines)[number]);
       } catch {
         /* not written yet */
       }
       if (lines.length < 2) await new Promise((res2) => setTimeout(res2, 100));
     }
     assert.equal(lines.length, 2);
-    assert.deepEqual(lines.map((l) => l.exitCode), [0, 3]);
+    assert.deepEqual(
+      lines.map((l) => l.exitCode),
+      [0, 3],
+    );
     assert.ok(lines[0]!.queries >= 1, 'the first run asked for in.txt');
   });
 });

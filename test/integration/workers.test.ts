@@ -182,7 +182,12 @@ describe('standalone workers', () => {
     before(async () => {
       cas = await startServerProcess(['--data-dir', tmpDir('repr-cas-'), '--cache-only']);
       const config = path.join(tmpDir('repr-conf-'), 'scheduler.json');
-      writeFileSync(config, JSON.stringify({ storage: { cas: { type: 'read-caching', fast: { type: 'memory', limitBytes: '64MiB' }, slow: { type: 'remote', target: cas.url } } } }));
+      writeFileSync(
+        config,
+        JSON.stringify({
+          storage: { cas: { type: 'read-caching', fast: { type: 'memory', limitBytes: '64MiB' }, slow: { type: 'remote', target: cas.url } } },
+        }),
+      );
       scheduler = await startServerProcess(['--config', config, '--data-dir', tmpDir('repr-sched-'), '--executors', '0']);
       client = new ReapiClient({ target: scheduler.address });
       exec = new ExecClient(scheduler.address);

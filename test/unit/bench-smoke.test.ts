@@ -12,7 +12,11 @@ it('npm run bench -- --quick runs every benchmark and writes results-quick.json'
   rmSync(path.join(REPO_ROOT, 'bench', 'results-quick.json'), { force: true });
   const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'dist', 'bench', 'main.js'), '--quick'], { encoding: 'utf8', timeout: 400_000 });
   assert.equal(r.status, 0, `bench failed:\n${r.stderr}\n${r.stdout}`);
-  const results = JSON.parse(readFileSync(path.join(REPO_ROOT, 'bench', 'results-quick.json'), 'utf8')) as { quick: boolean; results: Record<string, unknown[]> };
+  const results = JSON.parse(readFileSync(path.join(REPO_ROOT, 'bench', 'results-quick.json'), 'utf8')) as {
+    quick: boolean;
+    results: Record<string, unknown[]>;
+  };
   assert.equal(results.quick, true);
-  for (const name of ['bytestream', 'find-missing', 'ac-hit', 'execute-trivial', 'dispatch', 'repr-run', 'memory', 'bazel']) assert.ok(results.results[name]?.length, `${name} reported metrics`);
+  for (const name of ['bytestream', 'find-missing', 'ac-hit', 'execute-trivial', 'dispatch', 'repr-run', 'memory', 'bazel'])
+    assert.ok(results.results[name]?.length, `${name} reported metrics`);
 });

@@ -3,7 +3,15 @@ import { rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Code, codeOf } from '../../../src/common/errors.js';
-import { createDiscovery, DnsSrvDiscovery, discoveryFromSpec, discoverySchema, FileDiscovery, normalizeTarget, StaticDiscovery } from '../../../src/client/discovery.js';
+import {
+  createDiscovery,
+  DnsSrvDiscovery,
+  discoveryFromSpec,
+  discoverySchema,
+  FileDiscovery,
+  normalizeTarget,
+  StaticDiscovery,
+} from '../../../src/client/discovery.js';
 import { tmpDir } from '../../../support/tmp.js';
 
 const hasCode = (code: Code) => (e: unknown) => codeOf(e) === code;

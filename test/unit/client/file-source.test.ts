@@ -82,24 +82,55 @@ describe("repr run's client side: answering questions and applying changes", () 
     const data = Buffer.from('new content\n');
     const d = computeDigest(SHA256, data);
     await cas.batchUpdate([{ digest: d, data }]);
-    const file = (p: string, exec = false) => ({ path: p, node: { kind: Node_Kind.FILE, digest: { hash: d.hash, sizeBytes: d.sizeBytes }, size: 0, executable: exec, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] } });
-    const gone = (p: string) => ({ path: p, node: { kind: Node_Kind.ABSENT, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] } });
+    const file = (p: string, exec = false) => ({
+      path: p,
+      node: {
+        kind: Node_Kind.FILE,
+        digest: { hash: d.hash, sizeBytes: d.sizeBytes },
+        size: 0,
+        executable: exec,
+        symlinkTarget: '',
+        mtimeMs: 0,
+        listed: false,
+        entries: [],
+      },
+    });
+    const gone = (p: string) => ({
+      path: p,
+      node: { kind: Node_Kind.ABSENT, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] },
+    });
     await applyChanges([file(path.join(root, 'out', 'new.txt'), true), gone(path.join(root, 'dir'))], [root], cas, SHA256);
     const { readFileSync, existsSync, statSync } = await import('node:fs');
     assert.equal(readFileSync(path.join(root, 'out', 'new.txt'), 'utf8'), 'new content\n');
     assert.ok(statSync(path.join(root, 'out', 'new.txt')).mode & 0o100);
     assert.equal(existsSync(path.join(root, 'dir')), false);
     for (const p of ['/tmp/evil.txt', `${root}/../evil.txt`, root]) {
-      await assert.rejects(applyChanges([file(p)], [root], cas, SHA256), (e: unknown) => e instanceof ReprError && (e.code === Code.PERMISSION_DENIED || e.code === Code.INVALID_ARGUMENT), p);
+      await assert.rejects(
+        applyChanges([file(p)], [root], cas, SHA256),
+        (e: unknown) => e instanceof ReprError && (e.code === Code.PERMISSION_DENIED || e.code === Code.INVALID_ARGUMENT),
+        p,
+      );
     }
     assert.equal(existsSync('/tmp/evil.txt'), false);
     // Not through a symlink left under the root either: not a file, not a new directory, not a removal.
     const outside = tmpDir('repr-fs-target-');
     writeFileSync(path.join(outside, 'keep'), 'keep\n');
     symlinkSync(outside, path.join(root, 'out', 'door'));
-    const dir = (p: string) => ({ path: p, node: { kind: Node_Kind.DIRECTORY, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] } });
-    for (const change of [file(path.join(root, 'out', 'door', 'evil.txt')), file(path.join(root, 'out', 'door', 'new', 'evil.txt')), dir(path.join(root, 'out', 'door', 'newdir')), gone(path.join(root, 'out', 'door', 'keep'))]) {
-      await assert.rejects(applyChanges([change], [root], cas, SHA256), (e: unknown) => e instanceof ReprError && e.code === Code.PERMISSION_DENIED, change.path);
+    const dir = (p: string) => ({
+      path: p,
+      node: { kind: Node_Kind.DIRECTORY, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] },
+    });
+    for (const change of [
+      file(path.join(root, 'out', 'door', 'evil.txt')),
+      file(path.join(root, 'out', 'door', 'new', 'evil.txt')),
+      dir(path.join(root, 'out', 'door', 'newdir')),
+      gone(path.join(root, 'out', 'door', 'keep')),
+    ]) {
+      await assert.rejects(
+        applyChanges([change], [root], cas, SHA256),
+        (e: unknown) => e instanceof ReprError && e.code === Code.PERMISSION_DENIED,
+        change.path,
+      );
     }
     const { readdirSync } = await import('node:fs');
     assert.deepEqual(readdirSync(outside), ['keep']);

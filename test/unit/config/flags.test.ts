@@ -75,7 +75,10 @@ describe('config flags', () => {
     assert.equal(c.storage.cas.type, 'verifying');
     const rc = c.storage.cas.type === 'verifying' ? c.storage.cas.backend : undefined;
     assert.equal(rc?.type === 'read-caching' && rc.slow.type === 'disk' && rc.slow.limitBytes, 50 * 2 ** 30);
-    assert.equal(flagDefault(casSize, () => compileServerConfig({})), '10GiB');
+    assert.equal(
+      flagDefault(casSize, () => compileServerConfig({})),
+      '10GiB',
+    );
   });
 
   it("shows the schema's defaults in help, and none for flags that have none of their own", () => {
@@ -100,7 +103,10 @@ describe('config flags', () => {
   it('refuses bad values naming the flag, and collects repeated properties', () => {
     const flag = (name: string) => [...serverFlags, ...workerFlags].find((f) => flagName(f as Flag<unknown>) === name) as Flag<unknown>;
     const refused = (name: string, text: string, pattern: RegExp) =>
-      assert.throws(() => parseFlagValue(flag(name), text, undefined), (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT && pattern.test((e as Error).message));
+      assert.throws(
+        () => parseFlagValue(flag(name), text, undefined),
+        (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT && pattern.test((e as Error).message),
+      );
     refused('--executors', '-1', /--executors takes a non-negative integer/);
     refused('--cpus', '0', /--cpus takes a positive number/);
     refused('--memory', '2gx', /--memory: "2gx" is not a size/);

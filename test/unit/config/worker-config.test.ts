@@ -63,7 +63,18 @@ describe('compileWorkerConfig', () => {
     assert.equal(ex.runWrites, 'overlay');
 
     const server = compileServerConfig({}).execution;
-    for (const key of ['executors', 'cpus', 'memoryBytes', 'allowNetwork', 'defaultTimeoutSeconds', 'maxTimeoutSeconds', 'maxInputNodes', 'maxInputBytes', 'maxInputDepth', 'sandbox'] as const) {
+    for (const key of [
+      'executors',
+      'cpus',
+      'memoryBytes',
+      'allowNetwork',
+      'defaultTimeoutSeconds',
+      'maxTimeoutSeconds',
+      'maxInputNodes',
+      'maxInputBytes',
+      'maxInputDepth',
+      'sandbox',
+    ] as const) {
       assert.deepEqual(ex[key], server[key], key);
     }
   });
@@ -78,7 +89,10 @@ describe('compileWorkerConfig', () => {
 
   it('refuses a missing or undialable scheduler and unknown fields with INVALID_ARGUMENT naming them', () => {
     const refused = (input: unknown, pattern: RegExp) =>
-      assert.throws(() => compileWorkerConfig(input), (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT && pattern.test((e as Error).message));
+      assert.throws(
+        () => compileWorkerConfig(input),
+        (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT && pattern.test((e as Error).message),
+      );
     refused({}, /scheduler: missing/);
     refused({ scheduler: 'http://s:80' }, /scheduler: .*unsupported scheme http/);
     refused({ scheduler: 's:1', cas: 'nope' }, /cas: "nope" is not a server address/);

@@ -32,7 +32,17 @@ const request = (partial: Partial<RunRequest> = {}): RunRequest => ({
   ...partial,
 });
 
-const node = (partial: Partial<Node>): Node => ({ kind: Node_Kind.FILE, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [], ...partial });
+const node = (partial: Partial<Node>): Node => ({
+  kind: Node_Kind.FILE,
+  digest: undefined,
+  size: 0,
+  executable: false,
+  symlinkTarget: '',
+  mtimeMs: 0,
+  listed: false,
+  entries: [],
+  ...partial,
+});
 
 function refused(f: () => unknown, pattern: RegExp): void {
   assert.throws(f, (e: unknown) => {
@@ -50,7 +60,10 @@ describe('checkRunRequest', () => {
 
   it('refuses a working directory outside every root, naming it and the roots', () => {
     for (const wd of ['/', '/home/u', '/home/u/project', '/root', '/tmp']) {
-      refused(() => checkRunRequest(request({ workingDirectory: wd, roots: ['/home/u/proj', '/srv/x'] })), new RegExp(`working_directory ${wd} is not inside a root \\(roots: /home/u/proj, /srv/x\\)`));
+      refused(
+        () => checkRunRequest(request({ workingDirectory: wd, roots: ['/home/u/proj', '/srv/x'] })),
+        new RegExp(`working_directory ${wd} is not inside a root \\(roots: /home/u/proj, /srv/x\\)`),
+      );
     }
     refused(() => checkRunRequest(request({ workingDirectory: '/home/u/proj/../../etc' })), /working_directory must be an absolute, normalized path/);
     refused(() => checkRunRequest(request({ workingDirectory: 'proj' })), /working_directory must be an absolute/);
@@ -89,18 +102,31 @@ describe('checkRunRequest', () => {
     refused(() => checkRunRequest(request({ environmentVariables: [{ name: 'A=B', value: '' }] })), /holds '='/);
     refused(() => checkRunRequest(request({ environmentVariables: [{ name: '', value: 'x' }] })), /is empty/);
     refused(() => checkRunRequest(request({ environmentVariables: [{ name: 'A', value: 'a\0' }] })), /NUL/);
-    refused(() => checkRunRequest(request({ environmentVariables: Array.from({ length: L.environmentVariables + 1 }, (_, i) => ({ name: `V${i}`, value: '' })) })), /at most 4096 environment/);
+    refused(
+      () => checkRunRequest(request({ environmentVariables: Array.from({ length: L.environmentVariables + 1 }, (_, i) => ({ name: `V${i}`, value: '' })) })),
+      /at most 4096 environment/,
+    );
     refused(() => checkRunRequest(request({ timeoutMs: -1 })), /timeout_ms -1 is negative/);
-    refused(() => checkRunRequest(request({ platform: Array.from({ length: L.platformProperties + 1 }, (_, i) => ({ name: `p${i}`, value: '' })) })), /at most 64 platform/);
+    refused(
+      () => checkRunRequest(request({ platform: Array.from({ length: L.platformProperties + 1 }, (_, i) => ({ name: `p${i}`, value: '' })) })),
+      /at most 64 platform/,
+    );
     refused(() => checkRunRequest(request({ platform: [{ name: 'pool', value: 'x'.repeat(L.platformBytes) }] })), /platform property pool is longer/);
     refused(() => checkRunRequest(request({ instanceName: 'x'.repeat(L.instanceNameBytes + 1) })), /instance_name is longer/);
   });
 
   it('bounds the mappings and checks what they say', () => {
-    const dir = (entries: number) => node({ kind: Node_Kind.DIRECTORY, listed: true, entries: Array.from({ length: entries }, (_, i) => ({ name: `f${i}`, node: node({ size: 1 }) })) });
-    refused(() => checkRunRequest(request({ mappings: [{ path: '/home/u/proj', node: dir(RUN_REQUEST_LIMITS.mappedNodes) }] })), /more than \d+ paths and listing entries/);
+    const dir = (entries: number) =>
+      node({ kind: Node_Kind.DIRECTORY, listed: true, entries: Array.from({ length: entries }, (_, i) => ({ name: `f${i}`, node: node({ size: 1 }) })) });
+    refused(
+      () => checkRunRequest(request({ mappings: [{ path: '/home/u/proj', node: dir(RUN_REQUEST_LIMITS.mappedNodes) }] })),
+      /more than \d+ paths and listing entries/,
+    );
     refused(() => checkRunRequest(request({ mappings: [{ path: '/home/u/proj/../x', node: node({}) }] })), /mapping path must be an absolute, normalized path/);
-    refused(() => checkRunRequest(request({ mappings: [{ path: '/home/u/proj/l', node: node({ kind: Node_Kind.SYMLINK, symlinkTarget: 'x'.repeat(5000) }) }] })), /symlink target/);
+    refused(
+      () => checkRunRequest(request({ mappings: [{ path: '/home/u/proj/l', node: node({ kind: Node_Kind.SYMLINK, symlinkTarget: 'x'.repeat(5000) }) }] })),
+      /symlink target/,
+    );
   });
 });
 

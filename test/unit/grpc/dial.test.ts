@@ -42,13 +42,20 @@ describe('dial', () => {
       ['dns:///h:1', /unsupported scheme dns:\/\//],
     ];
     for (const [target, pattern] of cases) {
-      assert.throws(() => dial(target), (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT && pattern.test((e as Error).message), target);
+      assert.throws(
+        () => dial(target),
+        (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT && pattern.test((e as Error).message),
+        target,
+      );
       assert.equal(normalizeTarget(target), undefined, target);
     }
   });
 
   it('refuses TLS settings rather than dialling in plaintext', () => {
-    assert.throws(() => dial('h:1', { tls: {} }), (e: unknown) => codeOf(e) === Code.UNIMPLEMENTED);
+    assert.throws(
+      () => dial('h:1', { tls: {} }),
+      (e: unknown) => codeOf(e) === Code.UNIMPLEMENTED,
+    );
   });
 
   describe('against a server that requires a token', () => {

@@ -6,7 +6,16 @@ import { Writable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { Code, codeOf } from '../../../src/common/errors.js';
 import { createLogger, type Logger, silentLogger } from '../../../src/common/logger.js';
-import { createTelemetrySinks, FanoutTelemetrySink, JsonlTelemetrySink, LogTelemetrySink, PrometheusTelemetrySink, type RunRecord, type TelemetrySink, telemetrySinkSchema } from '../../../src/observability/telemetry.js';
+import {
+  createTelemetrySinks,
+  FanoutTelemetrySink,
+  JsonlTelemetrySink,
+  LogTelemetrySink,
+  PrometheusTelemetrySink,
+  type RunRecord,
+  type TelemetrySink,
+  telemetrySinkSchema,
+} from '../../../src/observability/telemetry.js';
 import { tmpDir } from '../../../support/tmp.js';
 
 function run(over: Partial<RunRecord> = {}): RunRecord {

@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { Code, codeOf } from '../../../src/common/errors.js';
-import { decodeFindMissingRequest, decodeFindMissingResponse, encodeFindMissingRequest, encodeFindMissingResponse } from '../../../src/reapi/find-missing-codec.js';
+import {
+  decodeFindMissingRequest,
+  decodeFindMissingResponse,
+  encodeFindMissingRequest,
+  encodeFindMissingResponse,
+} from '../../../src/reapi/find-missing-codec.js';
 import { FindMissingBlobsRequest, FindMissingBlobsResponse } from '../../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 
 const digests = [
@@ -35,7 +40,10 @@ describe('FindMissingBlobs codecs (hand-written) agree with the generated ones',
     const extra = Buffer.from([9 << 3, 5, (10 << 3) | 2, 2, 0xaa, 0xbb, (11 << 3) | 1, 1, 2, 3, 4, 5, 6, 7, 8]);
     assert.deepEqual(decodeFindMissingRequest(Buffer.concat([extra, known])), { instanceName: 'i', blobDigests: digests.slice(1, 2), digestFunction: 1 });
     for (const cut of [known.length - 1, known.length - 40, 4]) {
-      assert.throws(() => decodeFindMissingRequest(known.subarray(0, cut)), (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT);
+      assert.throws(
+        () => decodeFindMissingRequest(known.subarray(0, cut)),
+        (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT,
+      );
     }
   });
 });

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { BwrapSandbox, type BwrapSandboxOptions } from '../../../src/sandbox/bwrap-sandbox.js';
 import type { SandboxSpec } from '../../../src/sandbox/sandbox.js';
-import { tmpDir } from '../../../support/tmp.js';
 import { type FileSpec, fileSpec } from '../../../support/sandbox-spec.js';
 
 const spec = (script: string, over: Partial<SandboxSpec> = {}): FileSpec => fileSpec(script, over);
@@ -117,7 +116,12 @@ async function probe(sb: BwrapSandbox): Promise<Record<string, string>> {
   writeFileSync(path.join(s.rootDir, 'probe.c'), PROBE_C);
   const r = await sb.run(s);
   assert.equal(r.exitCode, 0, `probe failed: ${errOut(s)}`);
-  return Object.fromEntries(out(s).trim().split('\n').map((l) => l.split('=') as [string, string]));
+  return Object.fromEntries(
+    out(s)
+      .trim()
+      .split('\n')
+      .map((l) => l.split('=') as [string, string]),
+  );
 }
 
 const hardened: [string, BwrapSandboxOptions][] = [
@@ -145,7 +149,12 @@ describe('sandbox hardening', () => {
       it('the action has no capability, cannot gain one, and runs as the unprivileged user on the host too', async () => {
         const s = spec("grep -E '^(Cap|NoNewPrivs|Seccomp|Uid|Gid|Groups)' /proc/self/status; touch mine");
         await sb.run(s);
-        const status = Object.fromEntries(out(s).trim().split('\n').map((l) => l.split(/:\s*/) as [string, string]));
+        const status = Object.fromEntries(
+          out(s)
+            .trim()
+            .split('\n')
+            .map((l) => l.split(/:\s*/) as [string, string]),
+        );
         for (const c of ['CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) assert.equal(status[c], '0000000000000000', `${c}: ${out(s)}`);
         assert.equal(status.NoNewPrivs, '1');
         assert.equal(status.Seccomp, opts.seccomp === false ? '0' : '2', 'the filter is on unless turned off');

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { BwrapSandbox } from '../../../src/sandbox/bwrap-sandbox.js';
@@ -53,7 +53,13 @@ describe('sandbox limits (each with a positive control just under it)', () => {
       const r = await sb.run(s);
       assert.equal(r.limitExceeded?.limit, 'stderr-bytes');
       assert.equal(r.limitExceeded?.max, 64 * KiB);
-      assert.equal(readFileSync(s.stderrPath).subarray(0, 64 * KiB + 1).at(-1), '\n'.charCodeAt(0), 'cut at the cap, then the reason');
+      assert.equal(
+        readFileSync(s.stderrPath)
+          .subarray(0, 64 * KiB + 1)
+          .at(-1),
+        '\n'.charCodeAt(0),
+        'cut at the cap, then the reason',
+      );
     });
   });
 
@@ -155,7 +161,13 @@ describe('sandbox limits (each with a positive control just under it)', () => {
     });
 
     it('/tmp is a bounded tmpfs: its memory limit by default, or the size configured', async () => {
-      assert.equal(sb.bwrapArgs(spec('true')).join(' ').includes(`--size ${64 * MiB} --tmpfs /tmp`), true);
+      assert.equal(
+        sb
+          .bwrapArgs(spec('true'))
+          .join(' ')
+          .includes(`--size ${64 * MiB} --tmpfs /tmp`),
+        true,
+      );
       const small = new BwrapSandbox({ tmpBytes: 4 * MiB });
       const s = spec('head -c 3M /dev/zero > /tmp/a && echo under; head -c 2M /dev/zero > /tmp/b && echo over');
       await small.run(s);

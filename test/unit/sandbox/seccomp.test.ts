@@ -32,8 +32,22 @@ function evaluate(prog: Buffer, nr: number, arch: number, arg0 = 0): number {
 
 // Numbers from each ABI's table, independently of the filter's own.
 const cases: Record<SeccompArch, { arch: number; foreign: number; allowed: number[]; denied: number[]; clone: number; ptrace: number }> = {
-  x64: { arch: 0xc000003e, foreign: 0x40000003 /* i386 */, allowed: [0, 1, 39, 57, 59, 231], denied: [165, 166, 272, 308, 250, 321, 298, 425, 175], clone: 56, ptrace: 101 },
-  arm64: { arch: 0xc00000b7, foreign: 0x40000028 /* arm */, allowed: [63, 64, 172, 221, 93], denied: [40, 39, 97, 268, 219, 280, 241, 425, 105], clone: 220, ptrace: 117 },
+  x64: {
+    arch: 0xc000003e,
+    foreign: 0x40000003 /* i386 */,
+    allowed: [0, 1, 39, 57, 59, 231],
+    denied: [165, 166, 272, 308, 250, 321, 298, 425, 175],
+    clone: 56,
+    ptrace: 101,
+  },
+  arm64: {
+    arch: 0xc00000b7,
+    foreign: 0x40000028 /* arm */,
+    allowed: [63, 64, 172, 221, 93],
+    denied: [40, 39, 97, 268, 219, 280, 241, 425, 105],
+    clone: 220,
+    ptrace: 117,
+  },
 };
 
 describe('seccomp filter program', () => {

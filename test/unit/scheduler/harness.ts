@@ -57,7 +57,13 @@ export const ok = () => ExecuteResponse.fromPartial({ result: { exitCode: 0 }, s
 export function slot(
   id: string,
   clock: ManualClock,
-  opts: { properties?: Record<string, string[]>; log?: string[]; tasks?: ExecutionTask[]; workMs?: number; respond?: (t: ExecutionTask) => ExecuteResponse | Promise<ExecuteResponse> } = {},
+  opts: {
+    properties?: Record<string, string[]>;
+    log?: string[];
+    tasks?: ExecutionTask[];
+    workMs?: number;
+    respond?: (t: ExecutionTask) => ExecuteResponse | Promise<ExecuteResponse>;
+  } = {},
 ): ExecutorSlot {
   return {
     id,

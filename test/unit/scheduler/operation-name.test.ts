@@ -27,14 +27,26 @@ describe('operation names', () => {
   it('renames operations stored under the old unscoped names, once', () => {
     const file = path.join(tmpDir(), 'ops.sqlite');
     const row = (name: string, instanceName: string) => ({
-      name, instanceName, digestFunction: 1, actionHash: 'h', actionSize: 1, stage: 4, priority: 0, requirements: '[]', response: null, createdMs: 1, updatedMs: 1,
+      name,
+      instanceName,
+      digestFunction: 1,
+      actionHash: 'h',
+      actionSize: 1,
+      stage: 4,
+      priority: 0,
+      requirements: '[]',
+      response: null,
+      createdMs: 1,
+      updatedMs: 1,
     });
     // Rows as a server before scoped names left them.
     const old = new OperationStore(file);
     old.close();
     const raw = new Database(file);
     raw.pragma('user_version = 0');
-    const insert = raw.prepare(`INSERT INTO operations VALUES (@name, @instanceName, @digestFunction, @actionHash, @actionSize, @stage, @priority, @requirements, @response, @createdMs, @updatedMs)`);
+    const insert = raw.prepare(
+      `INSERT INTO operations VALUES (@name, @instanceName, @digestFunction, @actionHash, @actionSize, @stage, @priority, @requirements, @response, @createdMs, @updatedMs)`,
+    );
     insert.run(row('operations/1', ''));
     insert.run(row('operations/2', 'a'));
     insert.run(row('operations/operations/3', 'operations'));
@@ -42,10 +54,20 @@ describe('operation names', () => {
 
     const store = new OperationStore(file);
     try {
-      assert.deepEqual(store.list('', '', 10).map((r) => r.name), ['operations/1']);
-      assert.deepEqual(store.list('a', '', 10).map((r) => r.name), ['a/operations/2']);
+      assert.deepEqual(
+        store.list('', '', 10).map((r) => r.name),
+        ['operations/1'],
+      );
+      assert.deepEqual(
+        store.list('a', '', 10).map((r) => r.name),
+        ['a/operations/2'],
+      );
       assert.equal(store.get('operations/2'), undefined);
-      assert.deepEqual(store.list('operations', '', 10).map((r) => r.name), ['operations/operations/3'], 'already scoped: left alone');
+      assert.deepEqual(
+        store.list('operations', '', 10).map((r) => r.name),
+        ['operations/operations/3'],
+        'already scoped: left alone',
+      );
     } finally {
       store.close();
     }

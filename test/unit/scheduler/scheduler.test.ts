@@ -161,7 +161,9 @@ describe('Scheduler', () => {
 
   it('writes successful results to the action cache, and neither failures nor do_not_cache actions', async () => {
     const { scheduler: s, clock, actionCache } = harness();
-    s.addExecutor(slot('e', clock, { respond: (t) => ExecuteResponse.fromPartial({ result: { exitCode: t.actionDigest.hash === actionDigest(2).hash ? 3 : 0 } }) }));
+    s.addExecutor(
+      slot('e', clock, { respond: (t) => ExecuteResponse.fromPartial({ result: { exitCode: t.actionDigest.hash === actionDigest(2).hash ? 3 : 0 } }) }),
+    );
     const names = [s.submit(submitReq(1)).name, s.submit(submitReq(2)).name, s.submit(submitReq(3, [], 0, { doNotCache: true })).name];
     await advanceUntil(clock, finished(s, names).all);
     assert.equal((await actionCache.find('', actionDigest(1)))?.exitCode, 0);

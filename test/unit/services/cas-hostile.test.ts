@@ -3,7 +3,14 @@ import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type Client, type ClientReadableStream, type ClientWritableStream, credentials, makeGenericClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
+import {
+  type Client,
+  type ClientReadableStream,
+  type ClientWritableStream,
+  credentials,
+  makeGenericClientConstructor,
+  type ServiceDefinition,
+} from '@grpc/grpc-js';
 import { computeDigest, type Digest, SHA256, toWire } from '../../../src/common/digest.js';
 import { Code } from '../../../src/common/errors.js';
 import { ReapiClient } from '../../../src/reapi/reapi-client.js';
@@ -93,7 +100,9 @@ const rawClient = (address: string) => new RawByteStream(address, credentials.cr
 
 /** BatchUpdateBlobs whose responses are read without the generated decoder's 2^53 limit. */
 const RawBatchUpdate = makeGenericClientConstructor(
-  { batchUpdateBlobs: { ...ContentAddressableStorageService.batchUpdateBlobs, responseDeserialize: decodeBatchUpdateResponse } } as unknown as ServiceDefinition,
+  {
+    batchUpdateBlobs: { ...ContentAddressableStorageService.batchUpdateBlobs, responseDeserialize: decodeBatchUpdateResponse },
+  } as unknown as ServiceDefinition,
   'build.bazel.remote.execution.v2.ContentAddressableStorage',
 );
 
@@ -158,7 +167,13 @@ async function abandonedUpload(raw: Raw, name: string, data: Buffer, sent: numbe
 
 /** Settles with the call's outcome, or with 'no answer' if the server says nothing for `ms`. */
 function outcome(p: Promise<unknown>, ms = 2000): Promise<ServiceErr | 'ok' | 'no answer'> {
-  return Promise.race([p.then(() => 'ok' as const, (e: ServiceErr) => e), sleep(ms).then(() => 'no answer' as const)]);
+  return Promise.race([
+    p.then(
+      () => 'ok' as const,
+      (e: ServiceErr) => e,
+    ),
+    sleep(ms).then(() => 'no answer' as const),
+  ]);
 }
 
 function assertRefused(o: ServiceErr | 'ok' | 'no answer', code: Code, pattern: RegExp): void {
@@ -258,7 +273,9 @@ describe('hostile input on the CAS side', () => {
     it('answers FindMissingBlobs with INVALID_ARGUMENT for sizes over it, negative or beyond int53', async () => {
       const find = (sizeBytes: number) =>
         new Promise((resolve, reject) =>
-          client.cas.findMissingBlobs({ instanceName: '', blobDigests: [toWire(sha('ok')), { hash: 'c'.repeat(64), sizeBytes }], digestFunction: 0 }, (e, r) => (e ? reject(e) : resolve(r))),
+          client.cas.findMissingBlobs({ instanceName: '', blobDigests: [toWire(sha('ok')), { hash: 'c'.repeat(64), sizeBytes }], digestFunction: 0 }, (e, r) =>
+            e ? reject(e) : resolve(r),
+          ),
         );
       await rejectsWith(find(MAX_BLOB + 1), Code.INVALID_ARGUMENT, /blob_digests\[1\].*65537 bytes.*max_cas_blob_size_bytes \(65536\)/);
       await rejectsWith(find(-1), Code.INVALID_ARGUMENT, /blob_digests\[1\].*size_bytes -1.*negative/);
@@ -285,7 +302,10 @@ describe('hostile input on the CAS side', () => {
           (e, r) => (e ? reject(e) : resolve(r!)),
         ),
       );
-      assert.deepEqual(res.responses.map((r) => r.status?.code), [Code.OK, Code.INVALID_ARGUMENT, Code.INVALID_ARGUMENT, Code.INVALID_ARGUMENT]);
+      assert.deepEqual(
+        res.responses.map((r) => r.status?.code),
+        [Code.OK, Code.INVALID_ARGUMENT, Code.INVALID_ARGUMENT, Code.INVALID_ARGUMENT],
+      );
       assert.match(res.responses[1]!.status!.message, /requests\[1\].*size_bytes -1.*negative/);
       assert.match(res.responses[2]!.status!.message, /requests\[2\].*size_bytes/);
       assert.match(res.responses[3]!.status!.message, /requests\[3\].*65537 bytes.*max_cas_blob_size_bytes \(65536\)/);
@@ -405,7 +425,6 @@ describe('abandoned uploads', () => {
     // The slots are free again.
     assert.equal((await client.write(sha(blobs[3]!), blobs[3]!)).committedSize, 16 * KiB);
   });
-
 });
 
 describe('bytes of uploads in progress', () => {

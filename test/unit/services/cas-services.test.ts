@@ -35,7 +35,12 @@ describe('REAPI services over gRPC', () => {
   let other: ReapiClient;
 
   before(async () => {
-    server = await startInProcess({ dataDir: tmpDir(), instanceNames: ['', 'main', 'other'], maxBatchTotalSizeBytes: MAX_BATCH, execution: { enabled: false } });
+    server = await startInProcess({
+      dataDir: tmpDir(),
+      instanceNames: ['', 'main', 'other'],
+      maxBatchTotalSizeBytes: MAX_BATCH,
+      execution: { enabled: false },
+    });
     client = new ReapiClient({ target: server.address, instanceName: 'main', writeChunkBytes: 16 * 1024 });
     b3 = new ReapiClient({ target: server.address, instanceName: 'main', digestFunction: BLAKE3 });
     other = new ReapiClient({ target: server.address, instanceName: 'other' });
@@ -71,7 +76,10 @@ describe('REAPI services over gRPC', () => {
       const present = Buffer.from('find-missing present');
       await client.write(sha(present), present);
       const missing = await client.findMissing([sha(present), sha('find-missing absent'), sha('')]);
-      assert.deepEqual(missing.map((d) => d.hash), [sha('find-missing absent').hash]);
+      assert.deepEqual(
+        missing.map((d) => d.hash),
+        [sha('find-missing absent').hash],
+      );
     });
 
     it('FindMissingBlobs rejects malformed digests and unsupported digest functions', async () => {
@@ -115,13 +123,18 @@ describe('REAPI services over gRPC', () => {
       assert.match(res.responses[1]!.status!.message, /size mismatch|digest mismatch/);
       assert.match(res.responses[3]!.status!.message, /unsupported compressor BROTLI/);
       assert.deepEqual(await client.read(sha(zipped)), zipped);
-      assert.deepEqual(await client.findMissing([sha('claimed')]), [sha('claimed')].map((d) => ({ ...d })));
+      assert.deepEqual(
+        await client.findMissing([sha('claimed')]),
+        [sha('claimed')].map((d) => ({ ...d })),
+      );
     });
 
     it('BatchUpdateBlobs over max_batch_total_size_bytes is INVALID_ARGUMENT', async () => {
       const big = Buffer.alloc(MAX_BATCH + 1, 1);
       await rejectsWith(
-        call((cb) => client.cas.batchUpdateBlobs({ instanceName: 'main', digestFunction: 0, requests: [{ digest: toWire(sha(big)), data: big, compressor: 0 }] }, cb)),
+        call((cb) =>
+          client.cas.batchUpdateBlobs({ instanceName: 'main', digestFunction: 0, requests: [{ digest: toWire(sha(big)), data: big, compressor: 0 }] }, cb),
+        ),
         Code.INVALID_ARGUMENT,
         /max_batch_total_size_bytes/,
       );
@@ -134,16 +147,29 @@ describe('REAPI services over gRPC', () => {
       await client.write(sha(large), large);
       const res = await call<{ responses: { data: Buffer; compressor: number; status?: { code: number } }[] }>((cb) =>
         client.cas.batchReadBlobs(
-          { instanceName: 'main', digestFunction: 0, digests: [toWire(sha(small)), toWire(sha('nowhere')), toWire(sha(large))], acceptableCompressors: [Compressor_Value.ZSTD] },
+          {
+            instanceName: 'main',
+            digestFunction: 0,
+            digests: [toWire(sha(small)), toWire(sha('nowhere')), toWire(sha(large))],
+            acceptableCompressors: [Compressor_Value.ZSTD],
+          },
           cb,
         ),
       );
-      assert.deepEqual(res.responses.map((r) => r.status?.code), [Code.OK, Code.NOT_FOUND, Code.OK]);
+      assert.deepEqual(
+        res.responses.map((r) => r.status?.code),
+        [Code.OK, Code.NOT_FOUND, Code.OK],
+      );
       assert.deepEqual(Buffer.from(res.responses[0]!.data), small);
       assert.equal(res.responses[2]!.compressor, Compressor_Value.ZSTD);
       assert.ok(res.responses[2]!.data.length < large.length);
       await rejectsWith(
-        call((cb) => client.cas.batchReadBlobs({ instanceName: 'main', digestFunction: 0, digests: [{ hash: 'b'.repeat(64), sizeBytes: MAX_BATCH + 1 }], acceptableCompressors: [] }, cb)),
+        call((cb) =>
+          client.cas.batchReadBlobs(
+            { instanceName: 'main', digestFunction: 0, digests: [{ hash: 'b'.repeat(64), sizeBytes: MAX_BATCH + 1 }], acceptableCompressors: [] },
+            cb,
+          ),
+        ),
         Code.INVALID_ARGUMENT,
         /max_batch_total_size_bytes/,
       );
@@ -159,10 +185,20 @@ describe('REAPI services over gRPC', () => {
       };
       const leaf = Directory.fromPartial({ files: [{ name: 'f', digest: toWire(sha('leaf file')), isExecutable: false }] });
       const shared = await put(leaf);
-      const a = await put(Directory.fromPartial({ directories: [{ name: 'shared', digest: toWire(shared) }], files: [{ name: 'a.txt', digest: toWire(sha('a')) }] }));
+      const a = await put(
+        Directory.fromPartial({ directories: [{ name: 'shared', digest: toWire(shared) }], files: [{ name: 'a.txt', digest: toWire(sha('a')) }] }),
+      );
       const b = await put(Directory.fromPartial({ directories: [{ name: 'shared', digest: toWire(shared) }] }));
       const missing = sha('not a stored directory');
-      const root = await put(Directory.fromPartial({ directories: [{ name: 'a', digest: toWire(a) }, { name: 'b', digest: toWire(b) }, { name: 'gone', digest: toWire(missing) }] }));
+      const root = await put(
+        Directory.fromPartial({
+          directories: [
+            { name: 'a', digest: toWire(a) },
+            { name: 'b', digest: toWire(b) },
+            { name: 'gone', digest: toWire(missing) },
+          ],
+        }),
+      );
 
       const getTree = (pageSize: number, pageToken = '') =>
         new Promise<{ directories: Directory[]; nextPageToken: string }[]>((resolve, reject) => {
@@ -178,15 +214,29 @@ describe('REAPI services over gRPC', () => {
       assert.equal(all[0]!.nextPageToken, '');
 
       const paged = await getTree(2);
-      assert.deepEqual(paged.map((p) => p.directories.length), [2, 2]);
+      assert.deepEqual(
+        paged.map((p) => p.directories.length),
+        [2, 2],
+      );
       assert.notEqual(paged[0]!.nextPageToken, '');
       assert.equal(paged[1]!.nextPageToken, '');
       const resumed = await getTree(2, paged[0]!.nextPageToken);
-      assert.deepEqual(resumed.map((p) => p.directories), [paged[1]!.directories]);
+      assert.deepEqual(
+        resumed.map((p) => p.directories),
+        [paged[1]!.directories],
+      );
 
       await rejectsWith(getTree(0, 'bogus'), Code.INVALID_ARGUMENT, /page_token/);
       const absentRoot = client.cas.getTree({ instanceName: 'main', rootDigest: toWire(sha('no root')), pageSize: 0, pageToken: '', digestFunction: 0 });
-      await rejectsWith(new Promise((res, rej) => { absentRoot.on('error', rej); absentRoot.on('end', res); absentRoot.resume(); }), Code.NOT_FOUND, /root_digest/);
+      await rejectsWith(
+        new Promise((res, rej) => {
+          absentRoot.on('error', rej);
+          absentRoot.on('end', res);
+          absentRoot.resume();
+        }),
+        Code.NOT_FOUND,
+        /root_digest/,
+      );
     });
   });
 
@@ -225,7 +275,15 @@ describe('REAPI services over gRPC', () => {
       await rejectsWith(client.read(sha('never written')), Code.NOT_FOUND, /not found/);
       const readBad = (client.byteStream.read as (r: unknown) => NodeJS.ReadableStream).bind(client.byteStream);
       const s = readBad({ resourceName: 'main/blobs/nothex/12', readOffset: 0, readLimit: 0 });
-      await rejectsWith(new Promise((res, rej) => { s.on('error', rej); s.on('end', res); s.resume(); }), Code.INVALID_ARGUMENT, /invalid read resource name/);
+      await rejectsWith(
+        new Promise((res, rej) => {
+          s.on('error', rej);
+          s.on('end', res);
+          s.resume();
+        }),
+        Code.INVALID_ARGUMENT,
+        /invalid read resource name/,
+      );
       const zipBomb = compressBuffer(Buffer.alloc(1_000_000));
       await rejectsWith(client.write(sha('tiny'), zipBomb, { compressor: 'zstd' }), Code.INVALID_ARGUMENT, /more than the 4 bytes/);
     });
@@ -247,7 +305,9 @@ describe('REAPI services over gRPC', () => {
       // Send the first half without finish_write and close the stream.
       await rejectsWith(
         new Promise((resolve, reject) => {
-          const w = (client.byteStream.write as (cb: Callback<unknown>) => NodeJS.WritableStream).call(client.byteStream, (err: Error | null, res: unknown) => (err ? reject(err) : resolve(res)));
+          const w = (client.byteStream.write as (cb: Callback<unknown>) => NodeJS.WritableStream).call(client.byteStream, (err: Error | null, res: unknown) =>
+            err ? reject(err) : resolve(res),
+          );
           (w as unknown as { write(m: unknown): void }).write({ resourceName: name, writeOffset: 0, finishWrite: false, data: data.subarray(0, 48 * 1024) });
           w.end();
         }),
@@ -297,7 +357,10 @@ describe('REAPI services over gRPC', () => {
       const action = sha('action inline');
       await client.updateActionResult(action, result());
       const got = await call<ActionResult>((cb) =>
-        client.ac.getActionResult({ instanceName: 'main', actionDigest: toWire(action), inlineStdout: true, inlineStderr: false, inlineOutputFiles: ['out/a.o'], digestFunction: 0 }, cb),
+        client.ac.getActionResult(
+          { instanceName: 'main', actionDigest: toWire(action), inlineStdout: true, inlineStderr: false, inlineOutputFiles: ['out/a.o'], digestFunction: 0 },
+          cb,
+        ),
       );
       assert.deepEqual(Buffer.from(got.stdoutRaw), stdout);
       assert.deepEqual(Buffer.from(got.outputFiles[0]!.contents), out);
@@ -306,7 +369,13 @@ describe('REAPI services over gRPC', () => {
     it('does not return a result whose outputs are gone from the CAS', async () => {
       const action = sha('action with missing output');
       const r = result();
-      r.outputFiles.push({ path: 'never/uploaded', digest: toWire(sha('never uploaded output')), isExecutable: false, contents: Buffer.alloc(0), nodeProperties: undefined });
+      r.outputFiles.push({
+        path: 'never/uploaded',
+        digest: toWire(sha('never uploaded output')),
+        isExecutable: false,
+        contents: Buffer.alloc(0),
+        nodeProperties: undefined,
+      });
       await client.updateActionResult(action, r);
       await rejectsWith(client.getActionResult(action), Code.NOT_FOUND, /no longer in the CAS/);
     });
@@ -325,7 +394,12 @@ describe('REAPI services over gRPC', () => {
 
     it('rejects malformed requests', async () => {
       await rejectsWith(
-        call((cb) => client.ac.updateActionResult({ instanceName: 'main', actionDigest: toWire(sha('a')), actionResult: undefined, resultsCachePolicy: undefined, digestFunction: 0 }, cb)),
+        call((cb) =>
+          client.ac.updateActionResult(
+            { instanceName: 'main', actionDigest: toWire(sha('a')), actionResult: undefined, resultsCachePolicy: undefined, digestFunction: 0 },
+            cb,
+          ),
+        ),
         Code.INVALID_ARGUMENT,
         /action_result is missing/,
       );
@@ -335,7 +409,12 @@ describe('REAPI services over gRPC', () => {
         /output file "p"/,
       );
       await rejectsWith(
-        call((cb) => client.ac.getActionResult({ instanceName: 'main', actionDigest: undefined, inlineStdout: false, inlineStderr: false, inlineOutputFiles: [], digestFunction: 0 }, cb)),
+        call((cb) =>
+          client.ac.getActionResult(
+            { instanceName: 'main', actionDigest: undefined, inlineStdout: false, inlineStderr: false, inlineOutputFiles: [], digestFunction: 0 },
+            cb,
+          ),
+        ),
         Code.INVALID_ARGUMENT,
         /action_digest is missing/,
       );

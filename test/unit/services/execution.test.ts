@@ -44,7 +44,14 @@ describe('Execution service', () => {
     assert.deepEqual(await client.read(fromWire(SHA256, res.result!.stderrDigest)), Buffer.from('warn\n'));
     const meta = res.result!.executionMetadata!;
     assert.match(meta.worker, /local-\d/);
-    for (const k of ['queuedTimestamp', 'workerStartTimestamp', 'inputFetchStartTimestamp', 'executionStartTimestamp', 'executionCompletedTimestamp', 'outputUploadCompletedTimestamp'] as const) {
+    for (const k of [
+      'queuedTimestamp',
+      'workerStartTimestamp',
+      'inputFetchStartTimestamp',
+      'executionStartTimestamp',
+      'executionCompletedTimestamp',
+      'outputUploadCompletedTimestamp',
+    ] as const) {
       assert.ok(meta[k], `${k} is set`);
     }
 
@@ -87,12 +94,15 @@ describe('Execution service', () => {
   });
 
   it('FAILED_PRECONDITION with the missing blobs when the action is not uploaded', async () => {
-    await assert.rejects(exec.execute(computeDigest(SHA256, Buffer.from('never uploaded action'))), (e: Error & { code?: number; details?: string; metadata?: { get(k: string): unknown[] } }) => {
-      assert.equal(e.code, Code.FAILED_PRECONDITION);
-      assert.match(e.details!, /not in the CAS/);
-      assert.equal(e.metadata!.get('grpc-status-details-bin').length, 1, 'carries a PreconditionFailure');
-      return true;
-    });
+    await assert.rejects(
+      exec.execute(computeDigest(SHA256, Buffer.from('never uploaded action'))),
+      (e: Error & { code?: number; details?: string; metadata?: { get(k: string): unknown[] } }) => {
+        assert.equal(e.code, Code.FAILED_PRECONDITION);
+        assert.match(e.details!, /not in the CAS/);
+        assert.equal(e.metadata!.get('grpc-status-details-bin').length, 1, 'carries a PreconditionFailure');
+        return true;
+      },
+    );
   });
 
   it('runs identical in-flight actions once: concurrent callers share one operation', async () => {

@@ -22,7 +22,9 @@ class Ops {
   }
   private unary<T>(method: string, req: unknown): Promise<T> {
     return new Promise((resolve, reject) =>
-      (this.c as unknown as Record<string, (r: unknown, cb: (e: Error | null, r: T) => void) => void>)[method]!.call(this.c, req, (e, r) => (e ? reject(e) : resolve(r))),
+      (this.c as unknown as Record<string, (r: unknown, cb: (e: Error | null, r: T) => void) => void>)[method]!.call(this.c, req, (e, r) =>
+        e ? reject(e) : resolve(r),
+      ),
     );
   }
   get(name: string): Promise<Operation> {
@@ -39,7 +41,13 @@ class Ops {
     const names: string[] = [];
     let pageToken = '';
     do {
-      const r = await this.unary<ListOperationsResponse>('listOperations', { name: collection, filter: '', pageSize: 2, pageToken, returnPartialSuccess: false });
+      const r = await this.unary<ListOperationsResponse>('listOperations', {
+        name: collection,
+        filter: '',
+        pageSize: 2,
+        pageToken,
+        returnPartialSuccess: false,
+      });
       names.push(...r.operations.map((o) => o.name));
       pageToken = r.nextPageToken;
     } while (pageToken);

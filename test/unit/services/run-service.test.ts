@@ -89,7 +89,10 @@ describe('Runner.Session: bad requests get a clear status and leave the stream u
 
   it('rejects an empty command, mappings outside the roots, bad digests and unknown instances', async () => {
     expectStatus(await s.run({ runId: 'f', arguments: [] }), Code.INVALID_ARGUMENT, /needs a command/);
-    const outside = { path: '/elsewhere/x', node: { kind: 1, digest: { hash: 'ab', sizeBytes: 1 }, size: 1, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] } };
+    const outside = {
+      path: '/elsewhere/x',
+      node: { kind: 1, digest: { hash: 'ab', sizeBytes: 1 }, size: 1, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] },
+    };
     expectStatus(await s.run({ runId: 'g', roots: [proj], workingDirectory: proj, mappings: [outside] }), Code.INVALID_ARGUMENT, /outside every root/);
     const bad = { ...outside, path: path.join(proj, 'f.txt') };
     expectStatus(await s.run({ runId: 'h', roots: [proj], workingDirectory: proj, mappings: [bad] }), Code.INVALID_ARGUMENT, /hash|digest/i);
@@ -97,14 +100,28 @@ describe('Runner.Session: bad requests get a clear status and leave the stream u
   });
 
   it('fails a run no executor can take with FAILED_PRECONDITION', async () => {
-    expectStatus(await s.run({ runId: 'j', roots: [proj], workingDirectory: proj, platform: [{ name: 'pool', value: 'gpu' }] }), Code.FAILED_PRECONDITION, /pool/);
+    expectStatus(
+      await s.run({ runId: 'j', roots: [proj], workingDirectory: proj, platform: [{ name: 'pool', value: 'gpu' }] }),
+      Code.FAILED_PRECONDITION,
+      /pool/,
+    );
   });
 
-  const rootMapping = () => ({ path: proj, node: { kind: 2, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: true, entries: [] } });
+  const rootMapping = () => ({
+    path: proj,
+    node: { kind: 2, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: true, entries: [] },
+  });
 
   it('kills a run past its timeout with DEADLINE_EXCEEDED and writes nothing back', async () => {
     const t = Date.now();
-    const f = await s.run({ runId: 'timeout', roots: [proj], workingDirectory: proj, mappings: [rootMapping()], timeoutMs: 500, arguments: ['/bin/sh', '-c', 'echo partial > out.txt; sleep 20'] });
+    const f = await s.run({
+      runId: 'timeout',
+      roots: [proj],
+      workingDirectory: proj,
+      mappings: [rootMapping()],
+      timeoutMs: 500,
+      arguments: ['/bin/sh', '-c', 'echo partial > out.txt; sleep 20'],
+    });
     expectStatus(f, Code.DEADLINE_EXCEEDED, /timed out after 500 ms/);
     assert.ok(Date.now() - t < 10_000);
     assert.deepEqual(f.changes, []);
@@ -121,7 +138,13 @@ describe('Runner.Session: bad requests get a clear status and leave the stream u
       };
       call.on('data', on);
     });
-    const done = s.run({ runId: 'cancel', roots: [proj], workingDirectory: proj, mappings: [rootMapping()], arguments: ['/bin/sh', '-c', 'echo go; sleep 20'] });
+    const done = s.run({
+      runId: 'cancel',
+      roots: [proj],
+      workingDirectory: proj,
+      mappings: [rootMapping()],
+      arguments: ['/bin/sh', '-c', 'echo go; sleep 20'],
+    });
     await started;
     s.send({ cancel: { runId: 'cancel' } });
     expectStatus(await done, Code.CANCELLED, /cancelled/);
@@ -130,7 +153,8 @@ describe('Runner.Session: bad requests get a clear status and leave the stream u
   it('turns a client that refuses to answer into EIO for the command, not a hang', async () => {
     // Answer every question with an error, as a client would for a file it may not read.
     const onQuery = (m: ServerMessage) => {
-      if (m.query?.runId === 'k') s.send({ reply: { runId: 'k', queryId: m.query.queryId, node: undefined, error: { code: Code.PERMISSION_DENIED, message: 'no', details: [] } } });
+      if (m.query?.runId === 'k')
+        s.send({ reply: { runId: 'k', queryId: m.query.queryId, node: undefined, error: { code: Code.PERMISSION_DENIED, message: 'no', details: [] } } });
     };
     const call = (s as unknown as { call: NodeJS.EventEmitter }).call;
     call.on('data', onQuery);

@@ -19,7 +19,19 @@ import { tmpDir } from '../../../support/tmp.js';
 const GiB = 1024 ** 3;
 
 function register(over: Partial<Register> = {}): WorkerMessage {
-  return { register: { workerName: 'w', executors: 1, properties: [{ name: 'OSFamily', value: 'linux' }], cpus: 1, memoryBytes: GiB, networkAllowed: false, version: '', runs: false, ...over } };
+  return {
+    register: {
+      workerName: 'w',
+      executors: 1,
+      properties: [{ name: 'OSFamily', value: 'linux' }],
+      cpus: 1,
+      memoryBytes: GiB,
+      networkAllowed: false,
+      version: '',
+      runs: false,
+      ...over,
+    },
+  };
 }
 
 /** Fails instead of hanging when the server never answers (the defect under test). */
@@ -141,7 +153,10 @@ describe('what a worker sends is bounded', { timeout: 120_000 }, () => {
   };
 
   before(async () => {
-    server = await startInProcess({ dataDir: tmpDir(), execution: { executors: 0, workerHeartbeatTimeoutSeconds: 2, maxWorkers: 3, maxExecutorsPerWorker: 64 } });
+    server = await startInProcess({
+      dataDir: tmpDir(),
+      execution: { executors: 0, workerHeartbeatTimeoutSeconds: 2, maxWorkers: 3, maxExecutorsPerWorker: 64 },
+    });
     client = new ReapiClient({ target: server.address });
   });
   after(async () => {
@@ -173,7 +188,11 @@ describe('what a worker sends is bounded', { timeout: 120_000 }, () => {
     const many = Array.from({ length: 129 }, (_, i) => ({ name: `p${i}`, value: 'v' }));
     await refused(register({ properties: many }), Code.INVALID_ARGUMENT, /129 properties.*at most 128/);
     await refused(register({ properties: [{ name: 'n'.repeat(257), value: 'v' }] }), Code.INVALID_ARGUMENT, /properties\[0\]\.name is 257 bytes: at most 256/);
-    await refused(register({ properties: [{ name: 'image', value: 'v'.repeat(1025) }] }), Code.INVALID_ARGUMENT, /properties\[0\]\.value is 1025 bytes: at most 1024/);
+    await refused(
+      register({ properties: [{ name: 'image', value: 'v'.repeat(1025) }] }),
+      Code.INVALID_ARGUMENT,
+      /properties\[0\]\.value is 1025 bytes: at most 1024/,
+    );
     await refused(register({ properties: [{ name: '', value: 'v' }] }), Code.INVALID_ARGUMENT, /properties\[0\]\.name is empty/);
     await refused(register({ workerName: 'w'.repeat(257) }), Code.INVALID_ARGUMENT, /worker_name is 257 bytes: at most 256/);
     await refused(register({ workerName: 'evil\nforged log line' }), Code.INVALID_ARGUMENT, /worker_name .*control characters/);
@@ -219,19 +238,23 @@ describe('what a worker sends is bounded', { timeout: 120_000 }, () => {
     await lostFor(await registered('l2'), { returned: { leaseId: 'x', reason: 'r'.repeat(4097) } }, /reason is 4097 bytes: at most 4096/);
     await lostFor(await registered('l3'), { progress: { leaseId: 'x', stage: 99 as ExecutionStage_Value } }, /stage 99/);
     await lostFor(await registered('l4'), { runOutput: { runId: 'x', stream: 7 as OutputChunk_Stream, data: Buffer.alloc(1) } }, /stream 7/);
-    await lostFor(await registered('l5'), { runOutput: { runId: 'x', stream: 0, data: Buffer.alloc(1024 * 1024 + 1) } }, /data is 1048577 bytes: at most 1048576/);
-    await lostFor(await registered('l6'), { runQuery: { runId: 'x', queryId: 1, path: `/${'p'.repeat(4096)}`, list: false } }, /path is 4097 bytes: at most 4096/);
+    await lostFor(
+      await registered('l5'),
+      { runOutput: { runId: 'x', stream: 0, data: Buffer.alloc(1024 * 1024 + 1) } },
+      /data is 1048577 bytes: at most 1048576/,
+    );
+    await lostFor(
+      await registered('l6'),
+      { runQuery: { runId: 'x', queryId: 1, path: `/${'p'.repeat(4096)}`, list: false } },
+      /path is 4097 bytes: at most 4096/,
+    );
     await lostFor(await registered('l7'), { runFinished: RunFinished.fromPartial({ runId: 'x', status: { code: 99, message: '' } }) }, /status code 99/);
     await lostFor(
       await registered('l8'),
       { runFinished: RunFinished.fromPartial({ runId: 'x', stats: { top: Array.from({ length: 101 }, () => ({ path: '/a', micros: 1, bytes: 1 })) } }) },
       /stats\.top has 101 entries: at most 100/,
     );
-    await lostFor(
-      await registered('l9'),
-      { result: { leaseId: 'x', response: ExecuteResponse.fromPartial({ status: { code: -1 } }) } },
-      /status code -1/,
-    );
+    await lostFor(await registered('l9'), { result: { leaseId: 'x', response: ExecuteResponse.fromPartial({ status: { code: -1 } }) } }, /status code -1/);
     await within(client.getCapabilities(), 2000, 'GetCapabilities after the bad messages');
     await waitForNoWorkers();
   });
@@ -266,7 +289,20 @@ describe('what a worker sends is bounded', { timeout: 120_000 }, () => {
       }),
     );
     session.on('error', () => {});
-    session.write({ run: { runId: 'r1', arguments: ['/bin/true'], environmentVariables: [], workingDirectory: '/work/p', roots: ['/work/p'], mappings: [], instanceName: '', digestFunction: 0, platform: [], timeoutMs: 0 } });
+    session.write({
+      run: {
+        runId: 'r1',
+        arguments: ['/bin/true'],
+        environmentVariables: [],
+        workingDirectory: '/work/p',
+        roots: ['/work/p'],
+        mappings: [],
+        instanceName: '',
+        digestFunction: 0,
+        platform: [],
+        timeoutMs: 0,
+      },
+    });
     const lease = await within(w.runLease, 5000, 'the run lease');
     // The client answers nothing: each question waits, and the worker asks on.
     for (let i = 1; i <= 1025; i++) w.call.write({ runQuery: { runId: lease.leaseId, queryId: i, path: `/work/p/f${i}`, list: false } });

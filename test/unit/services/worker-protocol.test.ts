@@ -33,7 +33,20 @@ class FakeWorker {
       this.call.on('error', (e: Error & { code: number; details: string }) => resolve({ code: e.code, details: e.details }));
       this.call.on('status', (s: { code: number; details: string }) => resolve(s));
     });
-    this.call.write(register ?? { register: { workerName: name, executors: 1, properties: [{ name: 'OSFamily', value: 'linux' }], cpus: 1, memoryBytes: 1 << 30, networkAllowed: false, version: '', runs: false } });
+    this.call.write(
+      register ?? {
+        register: {
+          workerName: name,
+          executors: 1,
+          properties: [{ name: 'OSFamily', value: 'linux' }],
+          cpus: 1,
+          memoryBytes: 1 << 30,
+          networkAllowed: false,
+          version: '',
+          runs: false,
+        },
+      },
+    );
   }
 
   /** Waits for the next message matching `pick`. */
@@ -153,7 +166,11 @@ describe('worker protocol (a hand-driven worker against a real scheduler)', () =
     const again = await fresh.lease();
     assert.equal(again.operationName, lease.operationName);
     const names = (await fetchStatus(server.address)).workers.map((w) => w.name);
-    assert.deepEqual(names.filter((n) => n === 'same'), ['same'], 'listed once');
+    assert.deepEqual(
+      names.filter((n) => n === 'same'),
+      ['same'],
+      'listed once',
+    );
 
     await exec.cancelOperation(opName);
     const cancel = await fresh.next((m) => m.cancel);

@@ -42,7 +42,18 @@ class FakeStream extends EventEmitter {
   }
 
   register(name: string): void {
-    this.send({ register: { workerName: name, executors: 1, properties: [{ name: 'OSFamily', value: 'linux' }], cpus: 1, memoryBytes: 1 << 30, networkAllowed: false, version: '', runs: false } });
+    this.send({
+      register: {
+        workerName: name,
+        executors: 1,
+        properties: [{ name: 'OSFamily', value: 'linux' }],
+        cpus: 1,
+        memoryBytes: 1 << 30,
+        networkAllowed: false,
+        version: '',
+        runs: false,
+      },
+    });
   }
 
   leases(): Lease[] {
@@ -52,7 +63,15 @@ class FakeStream extends EventEmitter {
 
 function setup(over: { heartbeatTimeoutMs?: number; maxWorkers?: number } = {}) {
   const h = harness();
-  const service = new WorkerService({ scheduler: h.scheduler, log: silentLogger(), heartbeatTimeoutMs: 1000, maxExecutorsPerWorker: 8, maxWorkers: 4, clock: h.clock, ...over });
+  const service = new WorkerService({
+    scheduler: h.scheduler,
+    log: silentLogger(),
+    heartbeatTimeoutMs: 1000,
+    maxExecutorsPerWorker: 8,
+    maxWorkers: 4,
+    clock: h.clock,
+    ...over,
+  });
   const connect = (name?: string) => {
     const s = new FakeStream();
     service.connect(s as unknown as ServerDuplexStream<WorkerMessage, SchedulerMessage>);
@@ -121,7 +140,10 @@ describe('WorkerService on a manual clock', () => {
     assert.equal(turnedAway.status()?.code, Code.RESOURCE_EXHAUSTED);
     assert.match(turnedAway.status()!.details, /3 worker streams are waiting to register: at most 3/);
     clock.advance(1999);
-    assert.deepEqual(waiting.map((s) => s.status()), [undefined, undefined, undefined]);
+    assert.deepEqual(
+      waiting.map((s) => s.status()),
+      [undefined, undefined, undefined],
+    );
     clock.advance(1);
     for (const s of waiting) {
       assert.equal(s.status()?.code, Code.DEADLINE_EXCEEDED);

@@ -75,7 +75,11 @@ describe('ActionCache', () => {
 
   it('refuses to store a result with a malformed digest', async () => {
     const { cache, ac } = setup();
-    await rejectsWith(cache.put('', action, ActionResult.fromPartial({ outputFiles: [{ path: 'x', digest: { hash: 'not hex', sizeBytes: 1 } }] })), Code.INVALID_ARGUMENT, /output file "x"/);
+    await rejectsWith(
+      cache.put('', action, ActionResult.fromPartial({ outputFiles: [{ path: 'x', digest: { hash: 'not hex', sizeBytes: 1 } }] })),
+      Code.INVALID_ARGUMENT,
+      /output file "x"/,
+    );
     assert.equal((await ac.findMissing([acKey('', action)])).length, 1, 'nothing was written');
     await rejectsWith(cache.get('', action), Code.NOT_FOUND, /no action result/);
   });

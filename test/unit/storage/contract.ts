@@ -55,7 +55,10 @@ export function blobStoreContract(name: string, traits: ContractTraits, make: ()
       const absent = blob('absent');
       await store.put(digestOf(present), present);
       const missing = await store.findMissing([digestOf(present), digestOf(absent)]);
-      assert.deepEqual(missing.map((m) => m.hash), [digestOf(absent).hash]);
+      assert.deepEqual(
+        missing.map((m) => m.hash),
+        [digestOf(absent).hash],
+      );
       await store.close?.();
     });
 
@@ -145,7 +148,7 @@ export function blobStoreContract(name: string, traits: ContractTraits, make: ()
       await store.close?.();
     });
 
-    it('does not keep a reference to the caller\'s buffer', async () => {
+    it("does not keep a reference to the caller's buffer", async () => {
       const { store } = await make();
       const data = blob('mutable source buffer');
       const copy = Buffer.from(data);
@@ -157,38 +160,40 @@ export function blobStoreContract(name: string, traits: ContractTraits, make: ()
     });
 
     const limitBytes = traits.limitBytes;
-    if (limitBytes !== undefined) it('evicts least-recently-used blobs to stay under its limit', async () => {
-      const { store } = await make();
-      const size = Math.floor(limitBytes / 4);
-      const blobs = Array.from({ length: 6 }, (_, i) => Buffer.alloc(size, i + 1));
-      const ds = blobs.map((b) => digestOf(b));
-      await store.put(ds[0]!, blobs[0]!);
-      await store.put(ds[1]!, blobs[1]!);
-      await store.put(ds[2]!, blobs[2]!);
-      await store.get(ds[0]!); // 0 is now the most recently used
-      await store.put(ds[3]!, blobs[3]!);
-      await store.put(ds[4]!, blobs[4]!);
-      const missing = new Set((await store.findMissing(ds.slice(0, 5))).map((d) => d.hash));
-      assert.ok(missing.has(ds[1]!.hash), 'the least recently used blob is evicted');
-      assert.ok(!missing.has(ds[0]!.hash), 'a recently read blob survives');
-      assert.ok(!missing.has(ds[4]!.hash), 'the newest blob survives');
-      await rejectsWith(store.put(digestOf(Buffer.alloc(limitBytes + 1)), Buffer.alloc(limitBytes + 1)), Code.RESOURCE_EXHAUSTED, /exceeds/);
-      await store.close?.();
-    });
+    if (limitBytes !== undefined)
+      it('evicts least-recently-used blobs to stay under its limit', async () => {
+        const { store } = await make();
+        const size = Math.floor(limitBytes / 4);
+        const blobs = Array.from({ length: 6 }, (_, i) => Buffer.alloc(size, i + 1));
+        const ds = blobs.map((b) => digestOf(b));
+        await store.put(ds[0]!, blobs[0]!);
+        await store.put(ds[1]!, blobs[1]!);
+        await store.put(ds[2]!, blobs[2]!);
+        await store.get(ds[0]!); // 0 is now the most recently used
+        await store.put(ds[3]!, blobs[3]!);
+        await store.put(ds[4]!, blobs[4]!);
+        const missing = new Set((await store.findMissing(ds.slice(0, 5))).map((d) => d.hash));
+        assert.ok(missing.has(ds[1]!.hash), 'the least recently used blob is evicted');
+        assert.ok(!missing.has(ds[0]!.hash), 'a recently read blob survives');
+        assert.ok(!missing.has(ds[4]!.hash), 'the newest blob survives');
+        await rejectsWith(store.put(digestOf(Buffer.alloc(limitBytes + 1)), Buffer.alloc(limitBytes + 1)), Code.RESOURCE_EXHAUSTED, /exceeds/);
+        await store.close?.();
+      });
 
-    if (traits.persistent) it('keeps its data across a restart', async () => {
-      const subject = await make();
-      assert.ok(subject.reopen, 'a persistent store must supply reopen');
-      const data = blob('survives restarts');
-      const d = digestOf(data);
-      await subject.store.put(d, data);
-      const unfinished = subject.store.beginWrite(digestOf(blob('half')));
-      await unfinished.write(blob('ha'));
-      const again = await subject.reopen!();
-      assert.deepEqual(await again.get(d), data);
-      assert.equal((await again.findMissing([digestOf(blob('half'))])).length, 1);
-      await again.close?.();
-    });
+    if (traits.persistent)
+      it('keeps its data across a restart', async () => {
+        const subject = await make();
+        assert.ok(subject.reopen, 'a persistent store must supply reopen');
+        const data = blob('survives restarts');
+        const d = digestOf(data);
+        await subject.store.put(d, data);
+        const unfinished = subject.store.beginWrite(digestOf(blob('half')));
+        await unfinished.write(blob('ha'));
+        const again = await subject.reopen!();
+        assert.deepEqual(await again.get(d), data);
+        assert.equal((await again.findMissing([digestOf(blob('half'))])).length, 1);
+        await again.close?.();
+      });
 
     describe('wrapped as a CAS (VerifyingBlobStore)', () => {
       it('rejects bytes that do not match the digest, and keeps nothing', async () => {

@@ -127,7 +127,7 @@ describe('RemoteBlobStore', () => {
     await w.commit();
   });
 
-  it('surfaces the server\'s refusal of bytes that do not match the digest', async () => {
+  it("surfaces the server's refusal of bytes that do not match the digest", async () => {
     const d = digestOf(Buffer.from('the real content'));
     await assert.rejects(store.put(d, Buffer.from('the fake content')), (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT);
     const w = store.beginWrite(d);
@@ -162,7 +162,7 @@ describe('RemoteBlobStore', () => {
     client.close();
   });
 
-  it('uses a caller\'s client without closing it', async () => {
+  it("uses a caller's client without closing it", async () => {
     const client = new ReapiClient({ target: srv.address, instanceName: 'main' });
     const borrowed = new RemoteBlobStore(client);
     const data = Buffer.from('through a borrowed client');

@@ -40,7 +40,12 @@ blobStoreContract('read-caching(memory over disk)', { limitBytes: LIMIT, persist
 });
 
 blobStoreContract('read-caching(memory over memory), built from config', { limitBytes: LIMIT }, async () => ({
-  store: await createStore({ type: 'read-caching', maxBlobBytes: LIMIT, fast: { type: 'memory', limitBytes: LIMIT / 2 }, slow: { type: 'memory', limitBytes: LIMIT } }),
+  store: await createStore({
+    type: 'read-caching',
+    maxBlobBytes: LIMIT,
+    fast: { type: 'memory', limitBytes: LIMIT / 2 },
+    slow: { type: 'memory', limitBytes: LIMIT },
+  }),
   limitBytes: LIMIT,
 }));
 
@@ -50,7 +55,12 @@ blobStoreContract('verifying(read-caching(memory over disk)), built from config'
   const open = () =>
     createStore({
       type: 'verifying',
-      backend: { type: 'read-caching', maxBlobBytes: LIMIT, fast: { type: 'memory', limitBytes: LIMIT / 4 }, slow: { type: 'disk', directory, limitBytes: LIMIT, fsync: false } },
+      backend: {
+        type: 'read-caching',
+        maxBlobBytes: LIMIT,
+        fast: { type: 'memory', limitBytes: LIMIT / 4 },
+        slow: { type: 'disk', directory, limitBytes: LIMIT, fsync: false },
+      },
     });
   return { store: await open(), reopen: open };
 });
@@ -92,7 +102,10 @@ describe('ReadCachingBlobStore FindMissing rule', () => {
   it('asks the slow store alone by default: a blob only the fast store holds is missing', async () => {
     const { fast, slow } = await tiers();
     const store = new ReadCachingBlobStore(fast, slow);
-    assert.deepEqual((await store.findMissing(digests)).map((d) => d.hash), [digests[0]!.hash, digests[2]!.hash]);
+    assert.deepEqual(
+      (await store.findMissing(digests)).map((d) => d.hash),
+      [digests[0]!.hash, digests[2]!.hash],
+    );
     assert.deepEqual(fast.asked, []);
     assert.deepEqual(slow.asked, [3]);
   });
@@ -100,7 +113,10 @@ describe('ReadCachingBlobStore FindMissing rule', () => {
   it('with fast-first, asks the slow store only about what the fast one lacks', async () => {
     const { fast, slow } = await tiers();
     const store = new ReadCachingBlobStore(fast, slow, { findMissing: 'fast-first' });
-    assert.deepEqual((await store.findMissing(digests)).map((d) => d.hash), [digests[2]!.hash]);
+    assert.deepEqual(
+      (await store.findMissing(digests)).map((d) => d.hash),
+      [digests[2]!.hash],
+    );
     assert.deepEqual(fast.asked, [3]);
     assert.deepEqual(slow.asked, [1]);
     slow.asked = [];
@@ -113,7 +129,13 @@ describe('ReadCachingBlobStore FindMissing rule', () => {
     const dx = computeDigest(SHA256, x);
     const missingAfterSlowEvicts = async (findMissing: 'slow' | 'fast-first') => {
       // A slow store that holds one byte: putting 'y' evicts 'x', which a read had copied into the fast store.
-      const store = await createStore({ type: 'read-caching', maxBlobBytes: LIMIT, findMissing, fast: { type: 'memory', limitBytes: LIMIT }, slow: { type: 'memory', limitBytes: 1 } });
+      const store = await createStore({
+        type: 'read-caching',
+        maxBlobBytes: LIMIT,
+        findMissing,
+        fast: { type: 'memory', limitBytes: LIMIT },
+        slow: { type: 'memory', limitBytes: 1 },
+      });
       await store.put(dx, x);
       await store.get(dx);
       await store.put(computeDigest(SHA256, Buffer.from('y')), Buffer.from('y'));

@@ -1,3 +1,4 @@
+import type { Stats } from 'node:fs';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -62,7 +63,7 @@ class DiskClient {
   failPath?: string;
 
   async node(p: string, withHash = true): Promise<VNode> {
-    let st;
+    let st: Stats;
     try {
       st = await lstat(p);
     } catch {
@@ -148,7 +149,17 @@ async function makeProject(): Promise<{ base: string; root: string; inc: string 
 async function startMount(client: DiskClient, roots: string[], extra: Partial<FuseMountOptions> = {}): Promise<{ m: FuseMount; mnt: string; scratch: string }> {
   const mnt = tmpDir('repr-fuse-mnt-');
   const scratch = tmpDir('repr-fuse-scratch-');
-  const m = await FuseMount.start({ mountpoint: mnt, scratchDir: scratch, roots, mappings: [], uid: 65534, gid: 65534, query: client.query, fetch: client.fetch, ...extra });
+  const m = await FuseMount.start({
+    mountpoint: mnt,
+    scratchDir: scratch,
+    roots,
+    mappings: [],
+    uid: 65534,
+    gid: 65534,
+    query: client.query,
+    fetch: client.fetch,
+    ...extra,
+  });
   return { m, mnt, scratch };
 }
 
@@ -214,7 +225,10 @@ describe('FUSE mount of a client tree (real mount, real processes)', () => {
 
   it('compiles with gcc, finding an include on demand', { skip: !existsSync('/usr/bin/gcc') && 'no gcc' }, async () => {
     await ok(`gcc -c -I ${at(inc)} -o ${at(root)}/main.o ${at(root)}/src/main.c`);
-    assert.ok(client.queries.some((q) => q.path === path.join(inc, 'lib.h')), 'the header was looked up');
+    assert.ok(
+      client.queries.some((q) => q.path === path.join(inc, 'lib.h')),
+      'the header was looked up',
+    );
     const report = await m.report();
     assert.ok(report.accessed.includes(path.join(inc, 'lib.h')));
     const ch = (await m.changes()).find((c) => c.path === path.join(root, 'main.o'));
@@ -287,13 +301,22 @@ describe('FUSE mount of a client tree (real mount, real processes)', () => {
     // include was never listed: rename says EXDEV and mv copies, so its files become new content.
     const before = client.queries.length;
     await ok(`mv ${r}/include ${r}/include2 && cat ${r}/include2/lib.h && test ! -e ${r}/include`);
-    assert.ok(client.queries.slice(before).some((q) => q.path === inc && q.list), 'mv listed the dir to copy it');
+    assert.ok(
+      client.queries.slice(before).some((q) => q.path === inc && q.list),
+      'mv listed the dir to copy it',
+    );
     const changes = await m.changes();
     const find = (s: string): VChange | undefined => changes.find((c) => c.path === path.join(root, s));
     assert.deepEqual(find('src'), { path: path.join(root, 'src'), kind: 'absent' });
     assert.deepEqual(find('include'), { path: inc, kind: 'absent' });
-    assert.ok(!changes.some((c) => c.path.startsWith(path.join(root, 'src') + '/') || c.path.startsWith(inc + '/')), 'a removed dir is reported once');
-    assert.deepEqual(find('src2/deep/er/needle.txt'), { path: path.join(root, 'src2/deep/er/needle.txt'), kind: 'file', hash: sha256(Buffer.from('a needle in the tree\n')), size: 21, executable: false });
+    assert.ok(!changes.some((c) => c.path.startsWith(`${path.join(root, 'src')}/`) || c.path.startsWith(`${inc}/`)), 'a removed dir is reported once');
+    assert.deepEqual(find('src2/deep/er/needle.txt'), {
+      path: path.join(root, 'src2/deep/er/needle.txt'),
+      kind: 'file',
+      hash: sha256(Buffer.from('a needle in the tree\n')),
+      size: 21,
+      executable: false,
+    });
     assert.equal(find('src2/deep')?.kind, 'dir');
     assert.ok(find('include2/lib.h')?.file, 'copied content is new content');
     assert.equal(find('include2')?.kind, 'dir');
@@ -316,7 +339,9 @@ describe('FUSE mount of a client tree (real mount, real processes)', () => {
 
   it('lets the unprivileged sandbox user read and write under a root', async () => {
     const r = at(root);
-    const out = await ok(`setpriv --reuid=65534 --regid=65534 --clear-groups -- sh -c 'id -u && cat ${r}/README.md && echo mine > ${r}/by-nobody.txt && cat ${r}/by-nobody.txt && mkdir ${r}/nd && touch ${r}/nd/f'`);
+    const out = await ok(
+      `setpriv --reuid=65534 --regid=65534 --clear-groups -- sh -c 'id -u && cat ${r}/README.md && echo mine > ${r}/by-nobody.txt && cat ${r}/by-nobody.txt && mkdir ${r}/nd && touch ${r}/nd/f'`,
+    );
     assert.equal(out, '65534\nhello from the client\nmine\n');
     assert.ok((await m.changes()).some((c) => c.path === path.join(root, 'by-nobody.txt')));
   });
@@ -366,7 +391,7 @@ describe('FUSE mount lifecycle and costs', () => {
     const { m, mnt } = await startMount(client, [root]);
     try {
       const f = path.join(mnt, root, 'blob.bin');
-      await ok(Array.from({ length: 8 }, () => `cat ${f} > /dev/null &`).join(' ') + ' wait');
+      await ok(`${Array.from({ length: 8 }, () => `cat ${f} > /dev/null &`).join(' ')} wait`);
       assert.equal(client.queriesFor(path.join(root, 'blob.bin')), 1);
       assert.equal(client.fetches.length, 1);
     } finally {

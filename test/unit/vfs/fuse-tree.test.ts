@@ -78,7 +78,16 @@ const FILES = {
 function setup(opts: { mappings?: VPathNode[] } = {}): { tree: FuseTree; client: MemClient; scratch: string } {
   const client = new MemClient(FILES);
   const scratch = tmpDir('repr-tree-scratch-');
-  const tree = new FuseTree({ roots: [ROOT], mappings: opts.mappings ?? [], uid: 1000, gid: 1000, scratchDir: scratch, query: client.query, fetch: client.fetch, now: () => 5_000_000 });
+  const tree = new FuseTree({
+    roots: [ROOT],
+    mappings: opts.mappings ?? [],
+    uid: 1000,
+    gid: 1000,
+    scratchDir: scratch,
+    query: client.query,
+    fetch: client.fetch,
+    now: () => 5_000_000,
+  });
   return { tree, client, scratch };
 }
 
@@ -110,20 +119,38 @@ describe('FuseTree', () => {
     await assert.rejects(tree.getattr('/home/u/p/inc/missing.h'), errno('ENOENT'));
     await assert.rejects(tree.getattr('/home/u/p/nodir/x.h'), errno('ENOENT'));
     await assert.rejects(tree.getattr('/home/u/p/nodir/y.h'), errno('ENOENT'));
-    assert.deepEqual(client.queries, ['stat /home/u/p', 'stat /home/u/p/inc', 'stat /home/u/p/inc/a.h', 'stat /home/u/p/inc/missing.h', 'stat /home/u/p/nodir']);
+    assert.deepEqual(client.queries, [
+      'stat /home/u/p',
+      'stat /home/u/p/inc',
+      'stat /home/u/p/inc/a.h',
+      'stat /home/u/p/inc/missing.h',
+      'stat /home/u/p/nodir',
+    ]);
     // Once a dir is listed, a name not in the listing is absent without a question.
     assert.deepEqual(await tree.readdir('/home/u/p/sub'), ['deep']);
     await assert.rejects(tree.getattr('/home/u/p/sub/nothing'), errno('ENOENT'));
     assert.equal(client.queries.at(-1), 'list /home/u/p/sub');
     const r = tree.report();
-    assert.deepEqual(r.accessed, ['/home/u/p', '/home/u/p/inc', '/home/u/p/inc/a.h', '/home/u/p/inc/missing.h', '/home/u/p/nodir', '/home/u/p/nodir/x.h', '/home/u/p/nodir/y.h', '/home/u/p/sub', '/home/u/p/sub/nothing']);
+    assert.deepEqual(r.accessed, [
+      '/home/u/p',
+      '/home/u/p/inc',
+      '/home/u/p/inc/a.h',
+      '/home/u/p/inc/missing.h',
+      '/home/u/p/nodir',
+      '/home/u/p/nodir/x.h',
+      '/home/u/p/nodir/y.h',
+      '/home/u/p/sub',
+      '/home/u/p/sub/nothing',
+    ]);
     assert.deepEqual(r.listed, ['/home/u/p/sub']);
     assert.equal(r.queries, client.queries.length);
   });
 
   it('answers from mappings without a single query', async () => {
     const client0 = new MemClient(FILES);
-    const { tree, client } = setup({ mappings: client0.mappings().map((m) => (m.node.kind === 'dir' ? { path: m.path, node: { ...m.node, entries: undefined } } : m)) });
+    const { tree, client } = setup({
+      mappings: client0.mappings().map((m) => (m.node.kind === 'dir' ? { path: m.path, node: { ...m.node, entries: undefined } } : m)),
+    });
     // Mapped files carry hashes, so reading costs a fetch but no question.
     const { hostPath } = await tree.openRead('/home/u/p/inc/b.h');
     assert.equal(await readFile(hostPath, 'utf8'), '#define B 2\n');
@@ -223,7 +250,8 @@ describe('FuseTree', () => {
       ],
     );
     // The client's content and the fetched blobs are never written.
-    for (const f of await readdir(client.cache)) assert.ok([...Object.values(FILES)].map(sha256).includes(f) && (await readFile(path.join(client.cache, f), 'utf8')) !== 'int a;\nint b;\n');
+    for (const f of await readdir(client.cache))
+      assert.ok([...Object.values(FILES)].map(sha256).includes(f) && (await readFile(path.join(client.cache, f), 'utf8')) !== 'int a;\nint b;\n');
   });
 
   it('copies up once for concurrent writers', async () => {
@@ -284,6 +312,10 @@ describe('FuseTree', () => {
     assert.equal(await tree.readlink('/home/u/p/l'), '../x');
     assert.equal((await tree.getattr('/home/u/p/l')).mode, 0o120777);
     await assert.rejects(tree.readlink('/home/u/p/a.c'), errno('EINVAL'));
-    assert.deepEqual(tree.changes().map((c) => c.path), ['/home/u/p/l'], 'times are not changes');
+    assert.deepEqual(
+      tree.changes().map((c) => c.path),
+      ['/home/u/p/l'],
+      'times are not changes',
+    );
   });
 });

@@ -19,7 +19,14 @@ import { tmpDir } from '../../../support/tmp.js';
 
 const bounds = { defaultTimeoutMs: 900_000, maxTimeoutMs: 3_600_000 };
 const exited = (over: Partial<SandboxResult> = {}): SandboxResult => ({ exitCode: 0, timedOut: false, oomKilled: false, wallMs: 5, ...over });
-const ctx = (kind: 'action' | 'run', over: Partial<OutcomeContext> = {}): OutcomeContext => ({ kind, executorId: 'host/0', timeoutMs: 1000, cancelled: false, limits: {}, ...over });
+const ctx = (kind: 'action' | 'run', over: Partial<OutcomeContext> = {}): OutcomeContext => ({
+  kind,
+  executorId: 'host/0',
+  timeoutMs: 1000,
+  cancelled: false,
+  limits: {},
+  ...over,
+});
 
 describe('prepareCommand: one command spec for actions and runs', () => {
   it('takes the requested timeout, the default for none, and never more than the maximum', () => {
@@ -36,11 +43,30 @@ describe('prepareCommand: one command spec for actions and runs', () => {
     const env = (vars: { name: string; value: string }[]) => prepareCommand({ timeoutMs: 0, environmentVariables: vars, requirements: [] }, bounds).env;
     assert.deepEqual(env([{ name: 'A', value: '1' }]), { A: '1', PATH: '/usr/local/bin:/usr/bin:/bin' });
     assert.deepEqual(env([{ name: 'PATH', value: '/opt/bin' }]), { PATH: '/opt/bin' });
-    assert.deepEqual(env([{ name: 'A', value: '1' }, { name: 'A', value: '2' }, { name: 'PATH', value: '/x' }]), { A: '2', PATH: '/x' });
+    assert.deepEqual(
+      env([
+        { name: 'A', value: '1' },
+        { name: 'A', value: '2' },
+        { name: 'PATH', value: '/x' },
+      ]),
+      { A: '2', PATH: '/x' },
+    );
   });
 
   it('sizes the sandbox from the platform and leaves labels alone', () => {
-    const p = prepareCommand({ timeoutMs: 0, environmentVariables: [], requirements: [{ name: 'memory', value: '64MiB' }, { name: 'cpu', value: '2' }, { name: 'network', value: 'on' }, { name: 'OSFamily', value: 'linux' }] }, bounds);
+    const p = prepareCommand(
+      {
+        timeoutMs: 0,
+        environmentVariables: [],
+        requirements: [
+          { name: 'memory', value: '64MiB' },
+          { name: 'cpu', value: '2' },
+          { name: 'network', value: 'on' },
+          { name: 'OSFamily', value: 'linux' },
+        ],
+      },
+      bounds,
+    );
     assert.deepEqual(p.limits, { memoryBytes: 64 * 1024 * 1024, cpus: 2 });
     assert.equal(p.network, true);
     assert.equal(prepareCommand({ timeoutMs: 0, environmentVariables: [], requirements: [] }, bounds).network, false);
@@ -95,20 +121,38 @@ describe('commandOutcome: one reading of a sandbox result', () => {
       assert.match(o.message, /on host\/0/);
     }
     // The limit asked for names it when the sandbox did not report one.
-    assert.match(commandOutcome(exited({ exitCode: 1, oomKilled: true }), ctx('action', { limits: { memoryBytes: 1024 } })).message, /memory limit of 1024 bytes/);
+    assert.match(
+      commandOutcome(exited({ exitCode: 1, oomKilled: true }), ctx('action', { limits: { memoryBytes: 1024 } })).message,
+      /memory limit of 1024 bytes/,
+    );
   });
 
-  it("a cap of the sandbox: FAILED_PRECONDITION for an action, RESOURCE_EXHAUSTED for a run, nothing kept", () => {
+  it('a cap of the sandbox: FAILED_PRECONDITION for an action, RESOURCE_EXHAUSTED for a run, nothing kept', () => {
     const r = exited({ exitCode: 137, signal: 'SIGKILL', limitExceeded: { limit: 'stdout-bytes', max: 10, message: 'stdout exceeded 10 bytes' } });
-    assert.deepEqual(commandOutcome(r, ctx('action')), { end: 'limit-exceeded', code: Code.FAILED_PRECONDITION, message: 'stdout exceeded 10 bytes on host/0', keepWrites: false });
-    assert.deepEqual(commandOutcome(r, ctx('run')), { end: 'limit-exceeded', code: Code.RESOURCE_EXHAUSTED, message: 'stdout exceeded 10 bytes; nothing was written back', keepWrites: false });
+    assert.deepEqual(commandOutcome(r, ctx('action')), {
+      end: 'limit-exceeded',
+      code: Code.FAILED_PRECONDITION,
+      message: 'stdout exceeded 10 bytes on host/0',
+      keepWrites: false,
+    });
+    assert.deepEqual(commandOutcome(r, ctx('run')), {
+      end: 'limit-exceeded',
+      code: Code.RESOURCE_EXHAUSTED,
+      message: 'stdout exceeded 10 bytes; nothing was written back',
+      keepWrites: false,
+    });
     // A cap broken by a process the kernel also killed for memory is still the cap.
     assert.equal(commandOutcome({ ...r, oomKilled: true }, ctx('action')).code, Code.FAILED_PRECONDITION);
   });
 
   it('a timeout, from the sandbox or from a deadline outside it: DEADLINE_EXCEEDED naming it, nothing kept', () => {
     const a = commandOutcome(exited({ exitCode: 137, timedOut: true }), ctx('action', { timeoutMs: 250 }));
-    assert.deepEqual(a, { end: 'timed-out', code: Code.DEADLINE_EXCEEDED, message: 'action timed out after 250 ms; its process tree was killed', keepWrites: false });
+    assert.deepEqual(a, {
+      end: 'timed-out',
+      code: Code.DEADLINE_EXCEEDED,
+      message: 'action timed out after 250 ms; its process tree was killed',
+      keepWrites: false,
+    });
     const r = commandOutcome(exited({ exitCode: 0 }), ctx('run', { timeoutMs: 250, timedOut: true }));
     assert.equal(r.code, Code.DEADLINE_EXCEEDED);
     assert.match(r.message, /run timed out after 250 ms.*nothing was written back/);
@@ -117,7 +161,17 @@ describe('commandOutcome: one reading of a sandbox result', () => {
 
   it('a cancelled command: CANCELLED, whatever else happened, nothing kept', () => {
     const r = exited({ exitCode: 137, timedOut: true, oomKilled: true });
-    assert.deepEqual(commandOutcome(r, ctx('action', { cancelled: true })), { end: 'cancelled', code: Code.CANCELLED, message: 'execution cancelled', keepWrites: false });
-    assert.deepEqual(commandOutcome(r, ctx('run', { cancelled: true })), { end: 'cancelled', code: Code.CANCELLED, message: 'run cancelled; nothing was written back', keepWrites: false });
+    assert.deepEqual(commandOutcome(r, ctx('action', { cancelled: true })), {
+      end: 'cancelled',
+      code: Code.CANCELLED,
+      message: 'execution cancelled',
+      keepWrites: false,
+    });
+    assert.deepEqual(commandOutcome(r, ctx('run', { cancelled: true })), {
+      end: 'cancelled',
+      code: Code.CANCELLED,
+      message: 'run cancelled; nothing was written back',
+      keepWrites: false,
+    });
   });
 });

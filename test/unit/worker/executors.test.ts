@@ -61,7 +61,12 @@ function emptyProject(): { proj: string; request: (runId: string, script: string
     environmentVariables: [],
     workingDirectory: proj,
     roots: [proj],
-    mappings: [{ path: proj, node: { kind: Node_Kind.DIRECTORY, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: true, entries: [] } }],
+    mappings: [
+      {
+        path: proj,
+        node: { kind: Node_Kind.DIRECTORY, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: true, entries: [] },
+      },
+    ],
     instanceName: '',
     digestFunction: SHA256.value,
     platform,
@@ -86,7 +91,11 @@ describe('an action out of memory', () => {
     const cas = new MemoryBlobStore(256 * MiB);
     const clock = new ManualClock(1_700_000_000_000);
     const executor = new LocalExecutor({ ...base(cas), sandbox: new BwrapSandbox(), clock });
-    const task = await actionTask(cas, { arguments: ['/bin/sh', '-c', `echo partial > out.txt; ${OOM}`], outputFiles: ['out.txt'] }, new Date(clock.now() - 5000));
+    const task = await actionTask(
+      cas,
+      { arguments: ['/bin/sh', '-c', `echo partial > out.txt; ${OOM}`], outputFiles: ['out.txt'] },
+      new Date(clock.now() - 5000),
+    );
     const r = await executor.execute(task);
     assert.equal(r.status?.code, Code.OK, r.status?.message);
     assert.notEqual(r.result?.exitCode, 0, 'never cached: the exit code is not 0');

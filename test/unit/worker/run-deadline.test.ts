@@ -45,7 +45,10 @@ describe('RunDeadline: the end of a run as one signal', () => {
     const cancel = new AbortController();
     cancel.abort();
     const d = new RunDeadline(cancel.signal, { timeoutMs: 1000, clock, backstopAfterMs: 1, backstop: () => undefined });
-    assert.throws(() => d.throwIfOver(), (e: unknown) => codeOf(e) === Code.CANCELLED);
+    assert.throws(
+      () => d.throwIfOver(),
+      (e: unknown) => codeOf(e) === Code.CANCELLED,
+    );
   });
 
   it('once disposed, neither the deadline nor the backstop fires', () => {
