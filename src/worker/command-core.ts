@@ -84,8 +84,8 @@ export function scratchDirPath(workDir: string, prefix: string, clock: Clock): s
  * into a client's tree or the command's symlinks). Such a directory is left
  * behind with a warning; the next start of the executor clears workDir.
  */
-export async function removeScratchDir(dir: string, log: Logger): Promise<void> {
-  const left = await mountsUnder(dir).catch(() => [dir]);
+export async function removeScratchDir(dir: string, log: Logger, opts: { mayHoldMounts: boolean }): Promise<void> {
+  const left = opts.mayHoldMounts ? await mountsUnder(dir).catch(() => [dir]) : [];
   if (left.length > 0) {
     log.warn({ dir, mounts: left }, 'scratch directory still has mounts; leaving it');
     return;

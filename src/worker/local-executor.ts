@@ -128,7 +128,9 @@ export class LocalExecutor {
       const status = outcome.code === Code.OK ? STATUS_OK : { code: outcome.code, message: outcome.message, details: [] };
       return { result, cachedResult: false, status, serverLogs: {}, message: outcome.message };
     } finally {
-      await removeScratchDir(dir, this.o.log);
+      // An action's mounts live in its sandbox's own namespace, never under its
+      // directory here: reading the host's mount table per action is saved.
+      await removeScratchDir(dir, this.o.log, { mayHoldMounts: false });
     }
   }
 }

@@ -249,7 +249,7 @@ export class RunExecutor {
     s.deadline.dispose();
     await s.overlay?.unmount();
     await s.mount?.close().catch((e: unknown) => this.o.log.warn({ err: e, mnt: s.mnt }, 'could not unmount a run'));
-    await removeScratchDir(s.dir, this.o.log);
+    await removeScratchDir(s.dir, this.o.log, { mayHoldMounts: true });
   }
 
   /** A run that could not be carried out, with the error's code (INTERNAL for an unexpected one). */
