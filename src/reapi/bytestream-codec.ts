@@ -1,5 +1,5 @@
 import { invalidArgument } from '../common/errors.js';
-import { readVarint, skipField, varintLength, writeVarint } from './wire.js';
+import { readFields, readVarint, varintLength, writeVarint } from './wire.js';
 
 /**
  * Hand-written protobuf codecs for the two messages that carry blob bytes
@@ -62,24 +62,15 @@ export interface ReadRequestMsg {
 /** ReadRequest { string resource_name = 1; int64 read_offset = 2; int64 read_limit = 3; } */
 export function decodeReadRequest(buf: Buffer): ReadRequestMsg {
   const msg: ReadRequestMsg = { resourceName: '', readOffset: 0, readLimit: 0 };
-  let pos = 0;
-  while (pos < buf.length) {
-    let key: number;
-    [key, pos] = readVarint(buf, pos);
-    const field = key >>> 3;
-    const wire = key & 7;
-    if (field === 1 && wire === 2) {
-      let len: number;
-      [len, pos] = readVarint(buf, pos);
-      if (pos + len > buf.length) throw invalidArgument('truncated field in ReadRequest');
-      msg.resourceName = buf.toString('utf8', pos, pos + len);
-      pos += len;
-    } else if (field === 2 && wire === 0) {
-      [msg.readOffset, pos] = readVarint(buf, pos);
-    } else if (field === 3 && wire === 0) {
-      [msg.readLimit, pos] = readVarint(buf, pos);
-    } else pos = skipField(buf, pos, wire, 'ReadRequest');
-  }
+  readFields(buf, 0, buf.length, 'ReadRequest', {
+    bytes: (field, start, stop) => field === 1 && ((msg.resourceName = buf.toString('utf8', start, stop)), true),
+    varint: (field, value) => {
+      if (field === 2) msg.readOffset = value;
+      else if (field === 3) msg.readLimit = value;
+      else return false;
+      return true;
+    },
+  });
   return msg;
 }
 

@@ -69,3 +69,39 @@ export function skipField(buf: Buffer, pos: number, wire: number, what: string):
   }
   throw invalidArgument(`unsupported wire type ${wire} in ${what}`);
 }
+
+/** What a hand-written decoder does with the fields it knows; each returns false for a field it does not take. */
+export interface FieldHandlers {
+  /** A length-delimited field (string, bytes, sub-message) at buf[start, end). */
+  bytes?(field: number, start: number, end: number): boolean;
+  varint?(field: number, value: number): boolean;
+}
+
+/**
+ * Walks the fields of one message in buf[pos, end): the loop every
+ * hand-written decoder shares, with the bounds check of length-delimited
+ * fields in one place. Fields no handler takes are skipped.
+ */
+export function readFields(buf: Buffer, pos: number, end: number, what: string, on: FieldHandlers): void {
+  while (pos < end) {
+    let key: number;
+    [key, pos] = readVarint(buf, pos);
+    const field = key >>> 3;
+    const wire = key & 7;
+    if (wire === 2 && on.bytes) {
+      const [len, start] = readVarint(buf, pos);
+      if (start + len > end) throw invalidArgument(`truncated field in ${what}`);
+      if (on.bytes(field, start, start + len)) {
+        pos = start + len;
+        continue;
+      }
+    } else if (wire === 0 && on.varint) {
+      const [value, next] = readVarint(buf, pos);
+      if (on.varint(field, value)) {
+        pos = next;
+        continue;
+      }
+    }
+    pos = skipField(buf, pos, wire, what);
+  }
+}
