@@ -6,7 +6,7 @@ import { BwrapSandbox } from '../src/sandbox/bwrap-sandbox.js';
 import { ExecClient, uploadAction } from '../src/client/execution-client.js';
 import { throughput } from './dispatch.js';
 import { withServer } from './server.js';
-import { quantile, round, timeEach } from './stats.js';
+import { processCpuMs, quantile, round, timeEach } from './stats.js';
 import type { Benchmark } from './types.js';
 
 export const executeTrivial: Benchmark = {
@@ -41,7 +41,10 @@ export const executeTrivial: Benchmark = {
         await exec.execute(action, { skipCacheLookup: true }); // warm-up
         const e2e = await timeEach(() => exec.execute(action, { skipCacheLookup: true }), n);
         // Throughput with every executor busy: distinct actions, several callers.
-        const rate = await throughput(client, exec, ctx.quick ? 8 : 120, 8, 't');
+        const count = ctx.quick ? 8 : 120;
+        const before = processCpuMs(server.child.pid!);
+        const rate = await throughput(client, exec, count, 8, 't');
+        const after = processCpuMs(server.child.pid!);
         const p50 = quantile(e2e, 0.5);
         return [
           {
@@ -55,6 +58,9 @@ export const executeTrivial: Benchmark = {
           { name: 'end-to-end p99', value: round(quantile(e2e, 0.99), 2), unit: 'ms' },
           { name: 'sandbox alone p50', value: round(quantile(sandboxTimes, 0.5), 2), unit: 'ms', baseline: round(quantile(spawnTimes, 0.5), 2) },
           { name: 'throughput, all executors busy', value: round(rate, 1), unit: 'actions/s' },
+          // The server's own CPU (scheduling, staging, output collection) and its children's (bwrap and the action).
+          { name: 'server CPU per action', value: round((after.self - before.self) / count, 1), unit: 'ms' },
+          { name: 'sandbox CPU per action', value: round((after.children - before.children) / count, 1), unit: 'ms' },
         ];
       } finally {
         exec.close();

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 /** Order statistics over samples; the machines are noisy, so medians and spreads, not means. */
 export function quantile(samples: readonly number[], q: number): number {
   if (samples.length === 0) return NaN;
@@ -24,3 +25,18 @@ export async function timeEach(fn: () => Promise<unknown>, n: number): Promise<n
   }
   return out;
 }
+
+/**
+ * CPU time (ms) a process has used, its own and that of its waited-for
+ * children, from /proc. On a shared machine CPU per unit of work moves far
+ * less than wall-clock throughput, which other tenants' load drags around.
+ */
+export function processCpuMs(pid: number): { self: number; children: number } {
+  // Fields after the ")" that closes the command name: utime is the 12th, then stime, cutime, cstime.
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  const tick = 1000 / CLOCK_TICKS_PER_SECOND;
+  return { self: (Number(f[11]) + Number(f[12])) * tick, children: (Number(f[13]) + Number(f[14])) * tick };
+}
+
+/** USER_HZ: 100 on every Linux architecture Node runs on. */
+const CLOCK_TICKS_PER_SECOND = 100;
