@@ -47,11 +47,16 @@ it('verifies the CAS whether or not its tree says so, and never the action cache
   assert.throws(() => compileServerConfig({ storage: { ac: { type: 'verifying', backend: disk } } }), /storage\.ac: .*verifying store would refuse every one/);
 });
 
-it('refuses store targets other than grpc://host:port or host:port, naming the field', () => {
-  const cas = (target: string) => compileServerConfig({ storage: { cas: { type: 'remote', target } } }).storage.cas;
+it('refuses store targets other than grpc://, grpcs:// or host:port, naming the field', () => {
+  const cas = (target: string, tls?: object) => compileServerConfig({ storage: { cas: { type: 'remote', target, ...(tls ? { tls } : {}) } } }).storage.cas;
   assert.deepEqual(cas('cas:8980'), { type: 'verifying', backend: { type: 'remote', target: 'grpc://cas:8980', instanceName: '' } });
   assert.throws(() => cas('https://cas:443'), /storage\.cas\.target: .*unsupported scheme https/);
-  assert.throws(() => cas('grpcs://cas:443'), /TLS/);
+  assert.deepEqual(cas('grpcs://cas:443', { caFile: '/etc/repr/ca.pem' }), {
+    type: 'verifying',
+    backend: { type: 'remote', target: 'grpcs://cas:443', instanceName: '', tls: { caFile: '/etc/repr/ca.pem' } },
+  });
+  assert.throws(() => cas('grpc://cas:80', { caFile: '/ca.pem' }), /storage\.cas\.tls: TLS settings for grpc:\/\/cas:80, which is plaintext; use grpcs:\/\//);
+  assert.throws(() => cas('grpcs://cas:443', { certFile: '/c.pem' }), /storage\.cas\.tls: a client certificate needs both certFile and keyFile/);
 });
 
 it('refuses a remote store for the action cache, saying why', () => {
