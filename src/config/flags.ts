@@ -98,6 +98,19 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
     path: 'metricsListen',
   },
   {
+    flags: '--tls-cert <file>',
+    description: 'serve TLS with this PEM certificate (chain), on the gRPC port and the metrics endpoint; reloaded when it changes',
+    kind: 'string',
+    path: 'tls.certFile',
+  },
+  { flags: '--tls-key <file>', description: "the certificate's PEM private key", kind: 'string', path: 'tls.keyFile' },
+  {
+    flags: '--tls-client-ca <file>',
+    description: 'require every client to present a certificate signed by a CA in this PEM file (mTLS)',
+    kind: 'string',
+    path: 'tls.clientCaFile',
+  },
+  {
     flags: '--auth-tokens-file <file>',
     description: 'require a bearer token on every call; FILE has lines name:token (see PLUGINS.md)',
     kind: 'string',
