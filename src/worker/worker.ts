@@ -8,6 +8,7 @@ import { Action, Command, ExecuteResponse, ExecutionStage_Value } from '../proto
 import { type Lease, type RunLease, type SchedulerMessage, type WorkerMessage, WorkersClient } from '../proto/repr/worker/v1/worker.js';
 import { RunFinished } from '../proto/repr/run/v1/run.js';
 import { PendingQueries } from '../executor/pending-queries.js';
+import { isConnectFailure } from '../grpc/connect-failure.js';
 import { type DialTls, dial, tlsFor } from '../grpc/dial.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { InputLimits } from './input-root.js';
@@ -171,7 +172,10 @@ export class Worker {
           this.leases.get(m.cancel.leaseId)?.abort.abort();
         }
       });
-      call.on('error', (e: Error & { code?: number }) => end(`${Code[e.code ?? Code.UNKNOWN] ?? e.code}: ${e.message}`));
+      call.on('error', (e: Error & { code?: number; details?: string }) =>
+        // A connection failure's details name the cause (an untrusted or refused certificate) and the fix already.
+        end(isConnectFailure(e) ? e.details! : `${Code[e.code ?? Code.UNKNOWN] ?? e.code}: ${e.message}`),
+      );
       call.on('end', () => end('scheduler closed the stream'));
       call.on('status', (s: { code: number; details: string }) => end(`status ${s.code}: ${s.details}`));
       this.send(call, {

@@ -122,5 +122,28 @@ describe('dial', () => {
         without.close();
       }
     });
+
+    it('sends it over TLS channels too', async () => {
+      const ca = makeCertAuthority(tmpDir());
+      const cert = ca.server();
+      const secure = await startInProcess({
+        dataDir: tmpDir(),
+        execution: { executors: 0 },
+        auth: { type: 'token', tokens: [{ name: 'ci', token: TOKEN }] },
+        tls: { certFile: cert.cert, keyFile: cert.key },
+      });
+      const target = `grpcs://${secure.address}`;
+      const withToken = new ReapiClient({ target, token: TOKEN, tls: { caFile: ca.cert } });
+      const without = new ReapiClient({ target, tls: { caFile: ca.cert } });
+      try {
+        await withToken.getCapabilities();
+        await assert.rejects(without.getCapabilities(), (e: unknown) => codeOf(e) === Code.UNAUTHENTICATED);
+        assert.equal((await fetchStatus(target, 5000, { token: TOKEN, tls: { caFile: ca.cert } })).workers.length, 0);
+      } finally {
+        withToken.close();
+        without.close();
+        await secure.stop();
+      }
+    });
   });
 });
