@@ -10,7 +10,7 @@ export interface ServerProcess {
   child: ChildProcess;
   /** host:port it bound. */
   address: string;
-  /** grpc://address, as Bazel wants it. */
+  /** grpc://address, or grpcs://address for a server with TLS: as Bazel and repr's clients want it. */
   url: string;
   /** Everything it printed. */
   logs: string[];
@@ -25,15 +25,19 @@ export interface ServerProcess {
  */
 export async function spawnServer(args: string[], timeoutMs = 20_000): Promise<ServerProcess> {
   let address = '';
+  let tls = false;
   const p = await spawnRepr(
     ['server', '--listen', '127.0.0.1:0', ...args],
     (rec) => {
-      if (rec.msg === 'repr server listening' && typeof rec.address === 'string') address = rec.address;
+      if (rec.msg === 'repr server listening' && typeof rec.address === 'string') {
+        address = rec.address;
+        tls = rec.tls === true;
+      }
       return address !== '';
     },
     timeoutMs,
   );
-  return { ...p, address, url: `grpc://${address}` };
+  return { ...p, address, url: `${tls ? 'grpcs' : 'grpc'}://${address}` };
 }
 
 export type WorkerProcess = Omit<ServerProcess, 'address' | 'url'>;
@@ -43,8 +47,8 @@ export function spawnWorker(schedulerUrl: string, args: string[], timeoutMs = 20
   return spawnRepr(['worker', '--scheduler', schedulerUrl, ...args], (rec) => rec.msg === 'registered with the scheduler', timeoutMs);
 }
 
-/** Runs `repr ARGS...` and resolves once a JSON log line satisfies `ready`. */
-async function spawnRepr(args: string[], ready: (rec: Record<string, unknown>) => boolean, timeoutMs: number): Promise<WorkerProcess> {
+/** Runs `repr ARGS...` and resolves once a JSON log line satisfies `ready` (logs hold every line, later ones too). */
+export async function spawnRepr(args: string[], ready: (rec: Record<string, unknown>) => boolean, timeoutMs: number): Promise<WorkerProcess> {
   const child = spawn(process.execPath, [REPR_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

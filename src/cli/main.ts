@@ -1,8 +1,9 @@
 import { Command, Help, InvalidArgumentError, Option } from 'commander';
-import { failedPrecondition, ReprError } from '../common/errors.js';
+import { failedPrecondition, invalidArgument, ReprError } from '../common/errors.js';
 import { compileServerConfig, loadConfigFile } from '../config/config.js';
 import { addProperty, applyCompiledFlags, type Flag, flagDefault, overlayFlags, parseFlagValue } from '../config/flag.js';
-import { serverFlags, workerFlags } from '../config/flags.js';
+import { clientTlsFlags, serverFlags, workerFlags } from '../config/flags.js';
+import { withTlsEnv } from '../config/schema.js';
 import { compileWorkerConfig } from '../config/worker-config.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { readFile } from 'node:fs/promises';
@@ -28,6 +29,44 @@ const program = new Command()
   });
 
 type Opts = Record<string, unknown>;
+
+// grpc-js sends the host it dials as the TLS server name, an IP address
+// included, which Node answers with a deprecation warning (DEP0123) on
+// stderr. To someone dialling grpcs://10.0.0.5:8980 that is noise about a
+// library's choice, in the middle of the one line a failure prints; only
+// that warning is dropped.
+const printWarning = process.listeners('warning');
+process.removeAllListeners('warning');
+process.on('warning', (w: Error & { code?: string }) => {
+  if (w.code !== 'DEP0123') for (const l of printWarning) l(w);
+});
+
+interface TlsFlags {
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/** A client TLS flag of `repr run` and `repr status`, spelled and described as `repr worker`'s (flags.ts). */
+function tlsOption(flag: Flag<never>): Option {
+  const option = new Option(flag.flags, flag.description);
+  helpDefaults.set(option, () => flag.defaultText);
+  return option;
+}
+
+/**
+ * --tls-* over $REPR_TLS_*. `given` is whether a flag was: settings from
+ * flags that no channel would use are refused, while the environment's are
+ * defaults for whichever channels are grpcs://.
+ */
+function clientTls(opts: TlsFlags) {
+  const flags = {
+    ...(opts.tlsCa ? { caFile: opts.tlsCa } : {}),
+    ...(opts.tlsCert ? { certFile: opts.tlsCert } : {}),
+    ...(opts.tlsKey ? { keyFile: opts.tlsKey } : {}),
+  };
+  return { tls: withTlsEnv(flags), given: Object.keys(flags).length > 0 };
+}
 
 /**
  * Declares a table of config flags on a command; returns how to read one
@@ -115,6 +154,7 @@ workerCommand.action(async (opts: Opts) => {
     inputLimits: { maxNodes: ex.maxInputNodes, maxBytes: ex.maxInputBytes, maxDepth: ex.maxInputDepth },
     log: log.child({ worker: config.name }),
     ...(config.token ? { token: config.token } : {}),
+    ...(config.tls ? { tls: config.tls } : {}),
     runWrites: ex.runWrites,
   });
   const stop = (signal: string) => {
@@ -140,9 +180,9 @@ program
   .argument('[command...]', 'the command and its arguments (after --)')
   .option(
     '-s, --server <spec>',
-    'where to run: grpc://HOST:PORT[,grpc://...], file:PATH (one server per line) or dns-srv:NAME (default $REPR_SERVER or grpc://127.0.0.1:8980)',
+    'where to run: grpc://HOST:PORT[,grpc://...] (grpcs:// for TLS), file:PATH (one server per line) or dns-srv:NAME (dns-srv:grpcs://NAME for TLS) (default $REPR_SERVER or grpc://127.0.0.1:8980)',
   )
-  .option('--cas <url>', 'CAS to put files in, if not the server (grpc://HOST:PORT)')
+  .option('--cas <url>', 'CAS to put files in, if not the server (grpc://HOST:PORT or grpcs://HOST:PORT)')
   .option('-r, --root <dir...>', 'directories shown to the command (default: the current directory)')
   .option(
     '-e, --env <NAME[=VALUE]...>',
@@ -158,12 +198,22 @@ program
   .option('--stats-json <file>', 'write the same as JSON')
   .option('--instance <name>', 'REAPI instance name', '')
   .option('--token <token>', 'bearer token for servers that require one (default $REPR_TOKEN)')
+  .addOption(tlsOption(clientTlsFlags.ca))
+  .addOption(tlsOption(clientTlsFlags.cert))
+  .addOption(tlsOption(clientTlsFlags.key))
   .action(async (command: string[], opts: RunFlags) => {
     const { readBatch, runCommands } = await import('../client/run-command.js');
-    const { discoveryFromSpec } = await import('../client/discovery.js');
+    const { discoveryFromSpec, StaticDiscovery } = await import('../client/discovery.js');
+    const { isTlsTarget } = await import('../grpc/dial.js');
     const commands = opts.batch ? await readBatch(opts.batch) : command.length > 0 ? [command] : [];
     if (commands.length === 0) throw new InvalidArgumentError('nothing to run: give a command after --, or --batch FILE');
     const token = opts.token ?? process.env.REPR_TOKEN;
+    const discovery = discoveryFromSpec(opts.server ?? process.env.REPR_SERVER ?? 'grpc://127.0.0.1:8980');
+    const { tls, given } = clientTls(opts);
+    // Servers from a file or DNS are only known later, and may change; a fixed list is checked now.
+    if (given && discovery instanceof StaticDiscovery && ![...(await discovery.servers()), opts.cas ?? ''].some(isTlsTarget)) {
+      throw invalidArgument('--tls-ca, --tls-cert and --tls-key are for grpcs:// servers; use grpcs://HOST:PORT');
+    }
     const env = new Map<string, string>();
     for (const name of ['PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM']) if (process.env[name] !== undefined) env.set(name, process.env[name]!);
     for (const e of opts.env ?? []) {
@@ -178,7 +228,7 @@ program
           .filter(Boolean)
       : undefined;
     const { exitCode } = await runCommands({
-      discovery: discoveryFromSpec(opts.server ?? process.env.REPR_SERVER ?? 'grpc://127.0.0.1:8980'),
+      discovery,
       ...(opts.cas ? { cas: opts.cas } : {}),
       instanceName: opts.instance,
       commands,
@@ -195,13 +245,14 @@ program
       stats: opts.stats ?? false,
       ...(opts.statsJson ? { statsJson: opts.statsJson } : {}),
       token,
+      ...(tls ? { tls } : {}),
       stdout: process.stdout,
       stderr: process.stderr,
     });
     process.exitCode = exitCode;
   });
 
-interface RunFlags {
+interface RunFlags extends TlsFlags {
   server?: string;
   cas?: string;
   root?: string[];
@@ -221,12 +272,19 @@ interface RunFlags {
 program
   .command('status')
   .description("show a scheduler's workers, their executors and properties, running actions and queue depth")
-  .option('-s, --server <url>', 'scheduler address, grpc://HOST:PORT', 'grpc://127.0.0.1:8980')
+  .option('-s, --server <url>', 'scheduler address, grpc://HOST:PORT or grpcs://HOST:PORT', 'grpc://127.0.0.1:8980')
   .option('--json', 'print the raw status as JSON')
   .option('--token <token>', 'bearer token for a scheduler that requires one (default $REPR_TOKEN)')
-  .action(async (opts: { server: string; json?: boolean; token?: string }) => {
+  .addOption(tlsOption(clientTlsFlags.ca))
+  .addOption(tlsOption(clientTlsFlags.cert))
+  .addOption(tlsOption(clientTlsFlags.key))
+  .action(async (opts: { server: string; json?: boolean; token?: string } & TlsFlags) => {
     const { fetchStatus, formatStatus } = await import('../client/status-client.js');
-    const status = await fetchStatus(opts.server, 10_000, opts.token ?? process.env.REPR_TOKEN);
+    const { isTlsTarget } = await import('../grpc/dial.js');
+    const { tls, given } = clientTls(opts);
+    const token = opts.token ?? process.env.REPR_TOKEN;
+    // Flags go to dial even for a grpc:// server, which refuses them saying to use grpcs://.
+    const status = await fetchStatus(opts.server, 10_000, { token, ...(tls && (given || isTlsTarget(opts.server)) ? { tls } : {}) });
     process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
   });
 

@@ -14,7 +14,7 @@ export { normalizeTarget };
  * takes effect without restarting anything.
  */
 export interface Discovery {
-  /** grpc://host:port targets, best first; at least one, else UNAVAILABLE. */
+  /** grpc://host:port or grpcs://host:port targets, best first; at least one, else UNAVAILABLE. */
   servers(): Promise<string[]>;
 }
 
@@ -31,7 +31,7 @@ export class StaticDiscovery implements Discovery {
   private readonly targets: string[];
 
   constructor(list: readonly string[]) {
-    if (list.length === 0) throw invalidArgument('server list is empty; give at least one grpc://host:port');
+    if (list.length === 0) throw invalidArgument('server list is empty; give at least one grpc://host:port or grpcs://host:port');
     this.targets = list.map((t) => checkTarget(t, 'server list'));
   }
 
@@ -70,6 +70,8 @@ export class FileDiscovery implements Discovery {
 export interface DnsSrvOptions {
   /** Per lookup; an offline or slow resolver fails fast instead of holding up the run. Default 2000. */
   timeoutMs?: number;
+  /** Whether the servers found are dialled with TLS (grpcs://); SRV records cannot say. Default false. */
+  tls?: boolean;
   /** Replaces the DNS lookup (tests). */
   resolveSrv?: (name: string) => Promise<SrvRecord[]>;
   clock?: Clock;
@@ -85,12 +87,14 @@ export class DnsSrvDiscovery implements Discovery {
   private readonly timeoutMs: number;
   private readonly resolve: (name: string) => Promise<SrvRecord[]>;
   private readonly clock: Clock;
+  private readonly scheme: string;
 
   constructor(
     readonly name: string,
     options: DnsSrvOptions = {},
   ) {
     if (!name) throw invalidArgument('DNS SRV discovery needs a name, e.g. _repr._tcp.example.com');
+    this.scheme = options.tls ? 'grpcs' : 'grpc';
     this.timeoutMs = options.timeoutMs ?? 2000;
     this.resolve = options.resolveSrv ?? ((n) => this.lookup(n));
     this.clock = options.clock ?? systemClock;
@@ -106,7 +110,7 @@ export class DnsSrvDiscovery implements Discovery {
     }
     const targets = [...records]
       .sort((a, b) => a.priority - b.priority || b.weight - a.weight)
-      .map((r) => normalizeTarget(`${r.name.replace(/\.$/, '')}:${r.port}`))
+      .map((r) => normalizeTarget(`${this.scheme}://${r.name.replace(/\.$/, '')}:${r.port}`))
       .filter((t): t is string => t !== undefined);
     if (targets.length === 0) throw unavailable(`DNS SRV lookup of ${this.name} found no servers`);
     return targets;
@@ -134,11 +138,13 @@ export const discoverySchema = z.discriminatedUnion('type', [
   z
     .object({
       type: z.literal('static'),
-      servers: z.array(z.string().refine((s) => normalizeTarget(s) !== undefined, { message: 'expected grpc://host:port or host:port' })).min(1),
+      servers: z
+        .array(z.string().refine((s) => normalizeTarget(s) !== undefined, { message: 'expected grpc://host:port, grpcs://host:port or host:port' }))
+        .min(1),
     })
     .strict(),
   z.object({ type: z.literal('file'), path: z.string().min(1) }).strict(),
-  z.object({ type: z.literal('dns-srv'), name: z.string().min(1) }).strict(),
+  z.object({ type: z.literal('dns-srv'), name: z.string().min(1), tls: z.boolean().default(false) }).strict(),
 ]);
 
 export type DiscoveryConfig = z.output<typeof discoverySchema>;
@@ -150,13 +156,14 @@ export function createDiscovery(config: DiscoveryConfig): Discovery {
     case 'file':
       return new FileDiscovery(config.path);
     case 'dns-srv':
-      return new DnsSrvDiscovery(config.name);
+      return new DnsSrvDiscovery(config.name, { tls: config.tls });
   }
 }
 
 /**
- * The `--server` flag: `file:/etc/repr/servers`, `dns-srv:_repr._tcp.example.com`,
- * or a comma-separated list of grpc://host:port / host:port.
+ * The `--server` flag: `file:/etc/repr/servers`, `dns-srv:_repr._tcp.example.com`
+ * (`dns-srv:grpcs://_repr._tcp.example.com` for servers that speak TLS), or a
+ * comma-separated list of grpc://host:port / grpcs://host:port / host:port.
  */
 export function discoveryFromSpec(spec: string): Discovery {
   const s = spec.trim();
@@ -166,14 +173,16 @@ export function discoveryFromSpec(spec: string): Discovery {
     return new FileDiscovery(p);
   }
   if (s.startsWith('dns-srv:')) {
-    const name = s.slice('dns-srv:'.length);
+    const rest = s.slice('dns-srv:'.length);
+    const scheme = /^(grpcs?):\/\//i.exec(rest)?.[1]?.toLowerCase();
+    const name = scheme ? rest.slice(scheme.length + 3) : rest;
     if (!name) throw invalidArgument(`server spec "${spec}": dns-srv: needs a name, e.g. dns-srv:_repr._tcp.example.com`);
-    return new DnsSrvDiscovery(name);
+    return new DnsSrvDiscovery(name, { tls: scheme === 'grpcs' });
   }
   const list = s
     .split(',')
     .map((t) => t.trim())
     .filter((t) => t !== '');
-  if (list.length === 0) throw invalidArgument('server spec is empty; give grpc://host:port, file:PATH or dns-srv:NAME');
+  if (list.length === 0) throw invalidArgument('server spec is empty; give grpc://host:port, grpcs://host:port, file:PATH or dns-srv:NAME');
   return new StaticDiscovery(list);
 }

@@ -89,15 +89,16 @@ export class ExecClient {
   private readonly exec: InstanceType<typeof ExecutionClient>;
   private readonly ops: InstanceType<typeof OperationsClient>;
 
-  /** @param target grpc://host:port or host:port */
+  /** @param target grpc://host:port, grpcs://host:port or host:port */
   constructor(
     target: string,
     private readonly instanceName = '',
     options: DialOptions = {},
   ) {
     const { address, credentials, options: channel } = dial(target, options);
-    this.exec = new ExecutionClient(address, credentials, channel);
-    this.ops = new OperationsClient(address, credentials, channel);
+    // A copy each: grpc-js takes the interceptors out of the options it is given.
+    this.exec = new ExecutionClient(address, credentials, { ...channel });
+    this.ops = new OperationsClient(address, credentials, { ...channel });
   }
 
   close(): void {

@@ -7,6 +7,8 @@ import type { Discovery } from './discovery.js';
 import { checkRoots, rootOf } from '../vfs/paths.js';
 import { FileSource, type FileSourceStats } from './file-source.js';
 import { ReapiClient } from '../reapi/reapi-client.js';
+import { isConnectFailure } from '../grpc/connect-failure.js';
+import { type DialTls, tlsFor } from '../grpc/dial.js';
 import { applyChanges } from './run-changes.js';
 import { RunSession } from './run-client.js';
 import { loadRecord, mappingsFor, recordDir, saveRecord } from './run-record.js';
@@ -34,6 +36,8 @@ export interface RunCommandOptions {
   statsJson?: string;
   /** Bearer token for servers that require one. */
   token?: string;
+  /** How grpcs:// servers and CAS are dialled; plaintext ones ignore it. */
+  tls?: DialTls;
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
 }
@@ -66,9 +70,14 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
   const roots = checkRoots(await Promise.all((o.roots.length > 0 ? o.roots : [cwd]).map((r) => realpath(path.resolve(cwd, r)))));
   if (!rootOf(cwd, roots)) throw new ReprError(Code.INVALID_ARGUMENT, `the working directory ${cwd} is not inside a root (${roots.join(', ')}); add --root`);
   const servers = await o.discovery.servers();
-  const cas = new ReapiClient({ target: o.cas ?? servers[0]!, instanceName: o.instanceName, digestFunction: fn, token: o.token });
+  const dialTls = (target: string) => {
+    const tls = tlsFor(target, o.tls);
+    return tls ? { tls } : {};
+  };
+  const casTarget = o.cas ?? servers[0]!;
+  const cas = new ReapiClient({ target: casTarget, instanceName: o.instanceName, digestFunction: fn, token: o.token, ...dialTls(casTarget) });
   const files = new FileSource(cas, fn);
-  const sessions = servers.map((s) => new RunSession(s, files, { instanceName: o.instanceName, fn, token: o.token }));
+  const sessions = servers.map((s) => new RunSession(s, files, { instanceName: o.instanceName, fn, token: o.token, ...dialTls(s) }));
   const records = recordDir();
   const manifest = (o.manifest ?? []).map((p) => path.resolve(cwd, p)).filter((p) => rootOf(p, roots));
   const outcomes: CommandOutcome[] = [];
@@ -122,7 +131,8 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
             outcome.error = `${Code[finished.status.code] ?? finished.status.code}: ${finished.status.message}`;
           }
         } catch (e) {
-          outcome.error = (e as Error).message;
+          // A connection failure's details are the whole story; grpc-js's "14 UNAVAILABLE: " adds nothing to it.
+          outcome.error = isConnectFailure(e) ? (e as { details: string }).details : (e as Error).message;
         }
         outcome.wallMs = performance.now() - started;
         if (outcome.error) o.stderr.write(`repr run: ${argv.join(' ')}: ${outcome.error}\n`);

@@ -1,18 +1,22 @@
 import { Metadata } from '@grpc/grpc-js';
 import { type Clock, systemClock } from '../common/clock.js';
-import { dial } from '../grpc/dial.js';
+import { ReprError } from '../common/errors.js';
+import { isConnectFailure } from '../grpc/connect-failure.js';
+import { type DialOptions, dial } from '../grpc/dial.js';
 import { type GetStatusResponse, SchedulerStatusClient } from '../proto/repr/worker/v1/worker.js';
 
-/** Asks a scheduler for its status (SchedulerStatus.GetStatus). */
-export async function fetchStatus(target: string, timeoutMs = 10_000, token?: string): Promise<GetStatusResponse> {
-  const { address, credentials, options } = dial(target, { token });
+/** Asks a scheduler for its status (SchedulerStatus.GetStatus); a failure keeps the call's code. */
+export async function fetchStatus(target: string, timeoutMs = 10_000, dialOptions: DialOptions = {}): Promise<GetStatusResponse> {
+  const { address, credentials, options } = dial(target, dialOptions);
   const client = new SchedulerStatusClient(address, credentials, options);
   return new Promise<GetStatusResponse>((resolve, reject) => {
     // grpc-js measures deadlines against the system clock, so an injected one has no say here.
     client.getStatus({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       client.close();
-      if (err) reject(new Error(`cannot get the status of ${target}: ${err.details || err.message}`));
-      else resolve(res);
+      if (!err) return resolve(res);
+      // A connection failure already names the server and says what to do.
+      const why = isConnectFailure(err) ? err.details : `cannot get the status of ${target}: ${err.details || err.message}`;
+      reject(new ReprError(err.code, why, { cause: err }));
     });
   });
 }
@@ -23,10 +27,11 @@ export async function waitForStatus(
   ready: (s: GetStatusResponse) => boolean,
   timeoutMs = 20_000,
   clock: Clock = systemClock,
+  dialOptions: DialOptions = {},
 ): Promise<GetStatusResponse> {
   const until = clock.now() + timeoutMs;
   for (;;) {
-    const s = await fetchStatus(target);
+    const s = await fetchStatus(target, 10_000, dialOptions);
     if (ready(s)) return s;
     if (clock.now() > until) throw new Error(`scheduler status not as expected after ${timeoutMs} ms: ${JSON.stringify(s)}`);
     await new Promise<void>((r) => clock.setTimeout(r, 100));

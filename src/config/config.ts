@@ -59,6 +59,20 @@ const serverSchema = z
     telemetry: z.array(telemetrySinkSchema).default([{ type: 'log' }, { type: 'prometheus' }]),
     /** host:port for an HTTP server with /metrics (Prometheus) and /healthz; off when unset. */
     metricsListen: z.string().optional(),
+    /** TLS on the gRPC port and the metrics endpoint; plaintext when unset. */
+    tls: z
+      .object({
+        certFile: z.string({ required_error: 'missing; the PEM certificate to serve (--tls-cert)' }).min(1),
+        keyFile: z.string({ required_error: "missing; the certificate's PEM private key (--tls-key)" }).min(1),
+        /** Every client must then present a certificate that chains to one of these CAs (mTLS). */
+        clientCaFile: z.string().min(1).optional(),
+        /** How often the files are looked at for a rotated certificate, taken without a restart. */
+        reloadIntervalSeconds: z.number().positive().default(10),
+        /** Ask metrics scrapers for a client certificate too (needs clientCaFile); most scrapers have none. */
+        metricsRequireClientCert: z.boolean().default(false),
+      })
+      .strict()
+      .optional(),
     /** Who may call the server (plugins: none, token). */
     auth: authSchema.default({ type: 'none' }),
     execution: z
@@ -93,6 +107,9 @@ export function compileServerConfig(input: unknown): ServerConfig {
     throw invalidArgument(
       `invalid configuration: uploads.maxBytes (${c.uploads.maxBytes}) must be at least maxBlobSizeBytes (${c.maxBlobSizeBytes}), or the largest blobs could never be uploaded`,
     );
+  }
+  if (c.tls?.metricsRequireClientCert && !c.tls.clientCaFile) {
+    throw invalidArgument('invalid configuration: tls.metricsRequireClientCert needs tls.clientCaFile, the CA client certificates are checked against');
   }
   const acProblem = c.storage.ac && actionCacheProblem(c.storage.ac);
   if (acProblem) throw invalidArgument(`invalid configuration: storage.ac: ${acProblem}`);

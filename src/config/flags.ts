@@ -21,6 +21,35 @@ const common = {
   },
 } satisfies Record<string, Flag<never>>;
 
+/**
+ * The TLS flags of every client command (`repr worker`, `repr run`, `repr
+ * status`), over the `tls` field of a client config; each falls back to an
+ * environment variable (CLIENT_TLS_ENV).
+ */
+export const clientTlsFlags = {
+  ca: {
+    flags: '--tls-ca <file>',
+    description: "CA certificates (PEM) a grpcs:// server's certificate must chain to",
+    kind: 'string',
+    path: 'tls.caFile',
+    defaultText: "$REPR_TLS_CA, else Node's bundled roots",
+  },
+  cert: {
+    flags: '--tls-cert <file>',
+    description: 'client certificate (PEM) for grpcs:// servers that require one (with --tls-key)',
+    kind: 'string',
+    path: 'tls.certFile',
+    defaultText: '$REPR_TLS_CERT',
+  },
+  key: {
+    flags: '--tls-key <file>',
+    description: 'private key (PEM) of the client certificate',
+    kind: 'string',
+    path: 'tls.keyFile',
+    defaultText: '$REPR_TLS_KEY',
+  },
+} satisfies Record<string, Flag<never>>;
+
 /** `repr server`'s flags, each over the field of the config file it overrides. */
 export const serverFlags: readonly Flag<ServerConfig>[] = [
   { flags: '-l, --listen <host:port>', description: 'gRPC address to listen on (port 0 picks a free port)', kind: 'string', path: 'listen' },
@@ -69,6 +98,19 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
     path: 'metricsListen',
   },
   {
+    flags: '--tls-cert <file>',
+    description: 'serve TLS with this PEM certificate (chain), on the gRPC port and the metrics endpoint; reloaded when it changes',
+    kind: 'string',
+    path: 'tls.certFile',
+  },
+  { flags: '--tls-key <file>', description: "the certificate's PEM private key", kind: 'string', path: 'tls.keyFile' },
+  {
+    flags: '--tls-client-ca <file>',
+    description: 'require every client to present a certificate signed by a CA in this PEM file (mTLS)',
+    kind: 'string',
+    path: 'tls.clientCaFile',
+  },
+  {
     flags: '--auth-tokens-file <file>',
     description: 'require a bearer token on every call; FILE has lines name:token (see PLUGINS.md)',
     kind: 'string',
@@ -81,12 +123,17 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
 export const workerFlags: readonly Flag<WorkerConfig>[] = [
   {
     flags: '-s, --scheduler <url>',
-    description: 'scheduler address, grpc://HOST:PORT (required here or in the config file)',
+    description: 'scheduler address, grpc://HOST:PORT or grpcs://HOST:PORT for TLS (required here or in the config file)',
     kind: 'string',
     path: 'scheduler',
     required: true,
   },
-  { flags: '--cas <url>', description: 'CAS to fetch inputs from and upload outputs to, if not the scheduler (grpc://HOST:PORT)', kind: 'string', path: 'cas' },
+  {
+    flags: '--cas <url>',
+    description: 'CAS to fetch inputs from and upload outputs to, if not the scheduler (grpc://HOST:PORT or grpcs://HOST:PORT)',
+    kind: 'string',
+    path: 'cas',
+  },
   { flags: '--name <name>', description: 'worker name, unique per scheduler', kind: 'string', path: 'name', defaultText: 'HOSTNAME-PID' },
   { flags: '--executors <n>', description: 'actions run at once', kind: 'int', path: 'execution.executors', defaultText: 'cores' },
   common.executorProperty,
@@ -109,6 +156,9 @@ export const workerFlags: readonly Flag<WorkerConfig>[] = [
   },
   common.logLevel,
   { flags: '--token <token>', description: 'bearer token for a scheduler that requires one', kind: 'string', path: 'token', defaultText: '$REPR_TOKEN' },
+  clientTlsFlags.ca,
+  clientTlsFlags.cert,
+  clientTlsFlags.key,
   {
     flags: '--run-writes <mode>',
     description: '`repr run` writes go to an overlayfs layer on disk (overlay) or through FUSE (fuse)',

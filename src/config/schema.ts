@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { invalidArgument } from '../common/errors.js';
 import { parseByteSize } from '../common/units.js';
-import { parseTarget } from '../grpc/dial.js';
+import { type DialTls, parseTarget } from '../grpc/dial.js';
 
 /** Sizes may be written as numbers of bytes or as strings like "10GiB", "512MB". */
 export const byteSize = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
@@ -15,7 +15,7 @@ export const byteSize = z.union([z.number().int().nonnegative(), z.string()]).tr
   return n;
 });
 
-/** A server to dial, checked and written as grpc://host:port, as `dial` takes it. */
+/** A server to dial, checked and written as grpc://host:port or grpcs://host:port, as `dial` takes it. */
 export const grpcTarget = z.string().transform((v, ctx) => {
   try {
     return parseTarget(v);
@@ -24,6 +24,34 @@ export const grpcTarget = z.string().transform((v, ctx) => {
     return z.NEVER;
   }
 });
+
+/** How a client dials grpcs:// servers (`DialTls`): PEM files, read when dialling. */
+export const clientTls = z
+  .object({
+    /** CAs the server's certificate must chain to; default Node's bundled roots. */
+    caFile: z.string().min(1).optional(),
+    /** A client certificate and its key, for servers that require one (mTLS). */
+    certFile: z.string().min(1).optional(),
+    keyFile: z.string().min(1).optional(),
+    /** The name the server's certificate carries, when it is not the host dialled. */
+    serverName: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), {
+    message: 'a client certificate needs both certFile and keyFile',
+  });
+
+/** The environment variables a client's TLS files fall back to, field by field. */
+export const CLIENT_TLS_ENV = { caFile: 'REPR_TLS_CA', certFile: 'REPR_TLS_CERT', keyFile: 'REPR_TLS_KEY' } as const;
+
+/** `given` with each file it lacks taken from the environment; undefined when neither names any. */
+export function withTlsEnv(given: DialTls | undefined, env: NodeJS.ProcessEnv = process.env): DialTls | undefined {
+  const out: DialTls = { ...given };
+  for (const [field, name] of Object.entries(CLIENT_TLS_ENV) as [keyof typeof CLIENT_TLS_ENV, string][]) {
+    if (out[field] === undefined && env[name]) out[field] = env[name];
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
 
 export const logLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']);
 

@@ -1,30 +1,37 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { someStore, type StoreConfig } from '../storage/store-config.js';
-import { byteSize, grpcTarget } from './schema.js';
+import { isTlsTarget } from '../grpc/dial.js';
+import { byteSize, clientTls, grpcTarget } from './schema.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 
 // A tree of stores: backends at the leaves, decorators wrapping them.
 export const storeSchema: z.ZodType<StoreConfig, z.ZodTypeDef, unknown> = z.lazy(() =>
-  z.discriminatedUnion('type', [
-    z.object({ type: z.literal('memory'), limitBytes: byteSize.default(256 * MiB) }).strict(),
-    z.object({ type: z.literal('disk'), directory: z.string().min(1), limitBytes: byteSize.default(10 * GiB), fsync: z.boolean().default(false) }).strict(),
-    z
-      .object({
-        type: z.literal('read-caching'),
-        fast: storeSchema,
-        slow: storeSchema,
-        maxBlobBytes: byteSize.default(16 * MiB),
-        findMissing: z.enum(['slow', 'fast-first']).default('slow'),
-      })
-      .strict(),
-    z.object({ type: z.literal('verifying'), backend: storeSchema }).strict(),
-    // Another REAPI server's CAS: a scheduler and its workers can share one
-    // CAS that runs elsewhere.
-    z.object({ type: z.literal('remote'), target: grpcTarget, instanceName: z.string().default('') }).strict(),
-  ]),
+  z
+    .discriminatedUnion('type', [
+      z.object({ type: z.literal('memory'), limitBytes: byteSize.default(256 * MiB) }).strict(),
+      z.object({ type: z.literal('disk'), directory: z.string().min(1), limitBytes: byteSize.default(10 * GiB), fsync: z.boolean().default(false) }).strict(),
+      z
+        .object({
+          type: z.literal('read-caching'),
+          fast: storeSchema,
+          slow: storeSchema,
+          maxBlobBytes: byteSize.default(16 * MiB),
+          findMissing: z.enum(['slow', 'fast-first']).default('slow'),
+        })
+        .strict(),
+      z.object({ type: z.literal('verifying'), backend: storeSchema }).strict(),
+      // Another REAPI server's CAS: a scheduler and its workers can share one
+      // CAS that runs elsewhere.
+      z.object({ type: z.literal('remote'), target: grpcTarget, instanceName: z.string().default(''), tls: clientTls.optional() }).strict(),
+    ])
+    .superRefine((s, ctx) => {
+      if (s.type === 'remote' && s.tls && !isTlsTarget(s.target)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['tls'], message: `TLS settings for ${s.target}, which is plaintext; use grpcs://` });
+      }
+    }),
 );
 
 /**

@@ -3,7 +3,9 @@ import path from 'node:path';
 import { z } from 'zod';
 import { defaultDataDir } from './config.js';
 import { executorFields, propertyLists } from './execution-schema.js';
-import { byteSize, grpcTarget, logLevel, parseConfig } from './schema.js';
+import { invalidArgument } from '../common/errors.js';
+import { isTlsTarget } from '../grpc/dial.js';
+import { byteSize, clientTls, grpcTarget, logLevel, parseConfig, withTlsEnv } from './schema.js';
 
 const GiB = 1024 ** 3;
 
@@ -34,6 +36,8 @@ const workerSchema = z
     logLevel: logLevel.default('info'),
     /** Bearer token for a scheduler (and CAS) that requires one; default $REPR_TOKEN. */
     token: z.string().min(1).optional(),
+    /** How the scheduler and the CAS are dialled when they are grpcs://; each file defaults to $REPR_TLS_CA, $REPR_TLS_CERT, $REPR_TLS_KEY. */
+    tls: clientTls.optional(),
     execution: z
       .object({
         ...executorFields,
@@ -62,12 +66,19 @@ export function compileWorkerConfig(input: unknown): WorkerConfig {
   const c = parseConfig(workerSchema, input);
   const dataDir = c.dataDir ?? path.join(defaultDataDir(), 'workers', c.name.replace(/[^\w.-]/g, '_'));
   const token = c.token ?? (process.env.REPR_TOKEN || undefined);
+  // Given here or by flag, TLS settings that no channel would use are a mistake;
+  // from the environment they are defaults for whichever channel is grpcs://.
+  if (c.tls && !isTlsTarget(c.scheduler) && !(c.cas && isTlsTarget(c.cas))) {
+    throw invalidArgument('invalid configuration: tls is set, but neither scheduler nor cas is a grpcs:// address; use grpcs:// to dial with TLS');
+  }
+  const tls = withTlsEnv(c.tls);
   return {
     ...c,
     dataDir,
     cache: { directory: c.cache.directory ?? path.join(dataDir, 'cas'), limitBytes: c.cache.limitBytes },
     workDir: path.join(dataDir, 'work'),
     ...(token ? { token } : {}),
+    ...(tls ? { tls } : {}),
     execution: { ...c.execution, properties: propertyLists(c.execution.properties) },
   };
 }

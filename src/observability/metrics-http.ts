@@ -1,12 +1,25 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { SecureContextOptions } from 'node:tls';
 import { collectDefaultMetrics, type Registry } from 'prom-client';
 import { internal, invalidArgument } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 
+/** The certificate of an HTTPS endpoint, and how to hear of a new one. */
+export interface MetricsTls {
+  secureContextOptions(): SecureContextOptions;
+  /** Calls `listener` whenever the certificate changes; returns how to stop. */
+  onChange(listener: () => void): () => void;
+  /** Require a client certificate that chains to `secureContextOptions().ca`. */
+  requireClientCert: boolean;
+}
+
 export interface MetricsServerOptions {
   /** Also export the process metrics of prom-client (CPU, memory, event-loop lag, GC). */
   defaultMetrics?: boolean;
+  /** Serve HTTPS with this certificate instead of HTTP. */
+  tls?: MetricsTls;
 }
 
 export interface MetricsServer {
@@ -29,9 +42,11 @@ function parseListen(listen: string): { host: string; port: number } {
 }
 
 /**
- * A plain HTTP endpoint for Prometheus to scrape, apart from the gRPC port:
+ * An HTTP(S) endpoint for Prometheus to scrape, apart from the gRPC port:
  * scrapers speak HTTP/1.1, and it keeps metrics reachable while gRPC is busy
- * or refusing calls for lack of credentials.
+ * or refusing calls for lack of credentials. Client certificates are asked
+ * for only when `tls.requireClientCert` says so: most scrapers and health
+ * checkers present none.
  */
 export async function startMetricsServer(listen: string, registry: Registry, log: Logger, options: MetricsServerOptions = {}): Promise<MetricsServer> {
   const { host, port } = parseListen(listen);
@@ -60,19 +75,27 @@ export async function startMetricsServer(listen: string, registry: Registry, log
     }
   };
 
-  const server = createServer((req, res) => void handle(req, res));
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => void handle(req, res);
+  const tls = options.tls;
+  const require = tls?.requireClientCert ?? false;
+  const server = tls
+    ? createHttpsServer({ ...tls.secureContextOptions(), requestCert: require, rejectUnauthorized: require }, onRequest)
+    : createServer(onRequest);
+  // New connections get the new certificate; open ones keep theirs.
+  const stopWatching = tls?.onChange(() => (server as ReturnType<typeof createHttpsServer>).setSecureContext(tls.secureContextOptions()));
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(internal(`cannot listen for metrics on ${listen}: ${err.message}`, err)));
     server.listen(port, host, () => resolve());
   });
   const bound = (server.address() as AddressInfo).port;
   const address = `${host.includes(':') ? `[${host}]` : host}:${bound}`;
-  log.info({ address }, 'metrics endpoint listening');
+  log.info({ address, tls: tls !== undefined }, 'metrics endpoint listening');
   return {
     address,
     port: bound,
     close: () =>
       new Promise<void>((resolve) => {
+        stopWatching?.();
         server.close(() => resolve());
         // Scrapers keep connections alive; without this close() waits for them to time out.
         server.closeAllConnections();

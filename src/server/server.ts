@@ -29,6 +29,7 @@ import { rmSync } from 'node:fs';
 import { RunService } from '../services/run-service.js';
 import { Registry } from 'prom-client';
 import { authInterceptor, createAuthenticator } from '../grpc/auth.js';
+import { ServerTls } from '../grpc/tls.js';
 import { startMetricsServer, type MetricsServer } from '../observability/metrics-http.js';
 import { createTelemetrySinks, type TelemetrySink } from '../observability/telemetry.js';
 import type { WorkerGroup } from '../executor/executor-slot.js';
@@ -52,11 +53,22 @@ export class ReprServer {
     readonly port: number,
     private readonly execution?: { store: OperationStore; scheduler: Scheduler; workers: WorkerService },
     private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer },
+    private readonly tls?: ServerTls,
   ) {
     this.state = 'SERVING';
   }
 
   static async start(config: ServerConfig, log: Logger): Promise<ReprServer> {
+    // First: a wrong certificate path should fail the start before anything is opened.
+    const tls = config.tls
+      ? ServerTls.open({
+          certFile: config.tls.certFile,
+          keyFile: config.tls.keyFile,
+          ...(config.tls.clientCaFile ? { clientCaFile: config.tls.clientCaFile } : {}),
+          reloadIntervalMs: config.tls.reloadIntervalSeconds * 1000,
+          log: log.child({ svc: 'tls' }),
+        })
+      : undefined;
     const cas = await createStore(config.storage.cas);
     prepareActionCacheStores(config.storage.ac, log);
     const ac = await createStore(config.storage.ac);
@@ -116,18 +128,24 @@ export class ReprServer {
     // must find it queued again, not half-known.
     await execution?.scheduler.recover();
     const port = await new Promise<number>((resolve, reject) =>
-      grpc.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, p) =>
+      grpc.bindAsync(config.listen, tls?.credentials ?? ServerCredentials.createInsecure(), (err, p) =>
         err ? reject(internal(`cannot listen on ${config.listen}: ${err.message}`, err)) : resolve(p),
       ),
     );
     const tunedSessions = enlargeSessionWindows(grpc);
-    const metrics = config.metricsListen ? await startMetricsServer(config.metricsListen, registry, log, { defaultMetrics: true }) : undefined;
-    if (metrics) log.info({ address: metrics.address }, 'metrics endpoint listening');
+    const metricsTls = tls && {
+      secureContextOptions: () => tls.secureContextOptions(),
+      onChange: (listener: () => void) => tls.onChange(listener),
+      requireClientCert: config.tls?.metricsRequireClientCert ?? false,
+    };
+    const metrics = config.metricsListen
+      ? await startMetricsServer(config.metricsListen, registry, log, { defaultMetrics: true, ...(metricsTls ? { tls: metricsTls } : {}) })
+      : undefined;
     if (!tunedStreams || !tunedSessions) log.warn('could not enlarge HTTP/2 flow-control windows (grpc-js internals changed); uploads will be slower');
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
-    log.info({ address, dataDir: config.dataDir }, 'repr server listening');
-    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics });
+    log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false }, 'repr server listening');
+    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics }, tls);
   }
 
   /** Stops accepting calls, lets running ones finish for up to `graceMs`, then closes stores. */
@@ -146,6 +164,7 @@ export class ReprServer {
         resolve();
       });
     });
+    this.tls?.close();
     this.byteStream.close();
     this.execution?.scheduler.close();
     this.execution?.store.close();

@@ -27,7 +27,7 @@ const PER_BLOB_OVERHEAD = 128;
 const PARALLEL_CALLS = 8;
 
 export interface RemoteBlobStoreOptions extends DialOptions {
-  /** grpc://host:port or host:port. */
+  /** grpc://host:port, grpcs://host:port or host:port. */
   target: string;
   instanceName: string;
 }

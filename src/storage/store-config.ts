@@ -1,3 +1,5 @@
+import type { DialTls } from '../grpc/dial.js';
+
 /**
  * Which tiers of a read-caching store answer FindMissing:
  * - `slow`: the slow store only. It is the source of truth, and a blob the
@@ -16,7 +18,8 @@ export type StoreConfig =
   | { type: 'read-caching'; fast: StoreConfig; slow: StoreConfig; maxBlobBytes: number; findMissing?: FindMissingRule }
   /** Refuses blobs whose bytes do not match their digest: what makes a store a CAS. */
   | { type: 'verifying'; backend: StoreConfig }
-  | { type: 'remote'; target: string; instanceName: string };
+  /** `tls` only with a grpcs:// target. */
+  | { type: 'remote'; target: string; instanceName: string; tls?: DialTls };
 
 /** The nodes directly below `config`. */
 export function childStores(config: StoreConfig): StoreConfig[] {

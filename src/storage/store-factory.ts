@@ -21,6 +21,6 @@ export async function createStore(config: StoreConfig): Promise<BlobStore> {
     case 'verifying':
       return new VerifyingBlobStore(await createStore(config.backend));
     case 'remote':
-      return new RemoteBlobStore({ target: config.target, instanceName: config.instanceName });
+      return new RemoteBlobStore({ target: config.target, instanceName: config.instanceName, ...(config.tls ? { tls: config.tls } : {}) });
   }
 }

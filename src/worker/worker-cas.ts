@@ -64,7 +64,7 @@ class PrefetchingStore extends ForwardingBlobStore {
 }
 
 export interface WorkerCasOptions extends DialOptions {
-  /** grpc://host:port of the CAS. */
+  /** grpc://host:port or grpcs://host:port of the CAS. */
   target: string;
   cacheDir: string;
   cacheBytes: number;

@@ -8,7 +8,8 @@ import { Action, Command, ExecuteResponse, ExecutionStage_Value } from '../proto
 import { type Lease, type RunLease, type SchedulerMessage, type WorkerMessage, WorkersClient } from '../proto/repr/worker/v1/worker.js';
 import { RunFinished } from '../proto/repr/run/v1/run.js';
 import { PendingQueries } from '../executor/pending-queries.js';
-import { dial } from '../grpc/dial.js';
+import { isConnectFailure } from '../grpc/connect-failure.js';
+import { type DialTls, dial, tlsFor } from '../grpc/dial.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { InputLimits } from './input-root.js';
 import { createExecutors } from './create-executors.js';
@@ -18,10 +19,12 @@ import { WorkerCas } from './worker-cas.js';
 import type { RunHost } from '../executor/run-host.js';
 
 export interface WorkerOptions {
-  /** grpc://host:port of the scheduler. */
+  /** grpc://host:port or grpcs://host:port of the scheduler. */
   scheduler: string;
-  /** grpc://host:port of the CAS, if not the scheduler's. */
+  /** grpc://host:port or grpcs://host:port of the CAS, if not the scheduler's. */
   cas?: string;
+  /** How grpcs:// channels (scheduler, CAS) check the server and show this worker. */
+  tls?: DialTls;
   /** Unique among the scheduler's workers; stable across reconnects. */
   name: string;
   executors: number;
@@ -85,7 +88,8 @@ export class Worker {
   ) {
     // A scheduler that vanished without closing the connection (a cut
     // cable, a frozen VM) is noticed by these pings, not by TCP minutes later.
-    const scheduler = dial(o.scheduler, { token: o.token, keepaliveMs: 20_000, keepaliveTimeoutMs: 10_000 });
+    const tls = tlsFor(o.scheduler, o.tls);
+    const scheduler = dial(o.scheduler, { token: o.token, keepaliveMs: 20_000, keepaliveTimeoutMs: 10_000, ...(tls ? { tls } : {}) });
     this.client = new WorkersClient(scheduler.address, scheduler.credentials, scheduler.options);
     this.clock = o.clock ?? systemClock;
     this.idle = createExecutors({
@@ -107,7 +111,9 @@ export class Worker {
 
   static async start(o: WorkerOptions): Promise<Worker> {
     rmSync(o.workDir, { recursive: true, force: true }); // leftovers of a crash
-    const cas = await WorkerCas.open({ target: o.cas ?? o.scheduler, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, token: o.token });
+    const target = o.cas ?? o.scheduler;
+    const tls = tlsFor(target, o.tls);
+    const cas = await WorkerCas.open({ target, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, token: o.token, ...(tls ? { tls } : {}) });
     const w = new Worker(o, cas);
     void w.loop();
     return w;
@@ -166,7 +172,10 @@ export class Worker {
           this.leases.get(m.cancel.leaseId)?.abort.abort();
         }
       });
-      call.on('error', (e: Error & { code?: number }) => end(`${Code[e.code ?? Code.UNKNOWN] ?? e.code}: ${e.message}`));
+      call.on('error', (e: Error & { code?: number; details?: string }) =>
+        // A connection failure's details name the cause (an untrusted or refused certificate) and the fix already.
+        end(isConnectFailure(e) ? e.details! : `${Code[e.code ?? Code.UNKNOWN] ?? e.code}: ${e.message}`),
+      );
       call.on('end', () => end('scheduler closed the stream'));
       call.on('status', (s: { code: number; details: string }) => end(`status ${s.code}: ${s.details}`));
       this.send(call, {

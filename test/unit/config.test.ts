@@ -33,6 +33,7 @@ it('accepts the example config, which shows every field', () => {
   assert.equal(c.execution.memoryBytes, 8 * 2 ** 30);
   assert.equal(c.storage.cas.type, 'verifying');
   assert.equal(c.storage.cas.type === 'verifying' && c.storage.cas.backend.type, 'read-caching');
+  assert.equal(c.tls?.clientCaFile, '/etc/repr/tls/clients-ca.pem');
 });
 
 it('verifies the CAS whether or not its tree says so, and never the action cache', () => {
@@ -47,11 +48,27 @@ it('verifies the CAS whether or not its tree says so, and never the action cache
   assert.throws(() => compileServerConfig({ storage: { ac: { type: 'verifying', backend: disk } } }), /storage\.ac: .*verifying store would refuse every one/);
 });
 
-it('refuses store targets other than grpc://host:port or host:port, naming the field', () => {
-  const cas = (target: string) => compileServerConfig({ storage: { cas: { type: 'remote', target } } }).storage.cas;
+it('refuses store targets other than grpc://, grpcs:// or host:port, naming the field', () => {
+  const cas = (target: string, tls?: object) => compileServerConfig({ storage: { cas: { type: 'remote', target, ...(tls ? { tls } : {}) } } }).storage.cas;
   assert.deepEqual(cas('cas:8980'), { type: 'verifying', backend: { type: 'remote', target: 'grpc://cas:8980', instanceName: '' } });
   assert.throws(() => cas('https://cas:443'), /storage\.cas\.target: .*unsupported scheme https/);
-  assert.throws(() => cas('grpcs://cas:443'), /TLS/);
+  assert.deepEqual(cas('grpcs://cas:443', { caFile: '/etc/repr/ca.pem' }), {
+    type: 'verifying',
+    backend: { type: 'remote', target: 'grpcs://cas:443', instanceName: '', tls: { caFile: '/etc/repr/ca.pem' } },
+  });
+  assert.throws(() => cas('grpc://cas:80', { caFile: '/ca.pem' }), /storage\.cas\.tls: TLS settings for grpc:\/\/cas:80, which is plaintext; use grpcs:\/\//);
+  assert.throws(() => cas('grpcs://cas:443', { certFile: '/c.pem' }), /storage\.cas\.tls: a client certificate needs both certFile and keyFile/);
+});
+
+it('takes a server certificate, its key and optionally a client CA, and nothing half-given', () => {
+  const c = compileServerConfig({ tls: { certFile: '/etc/repr/server.pem', keyFile: '/etc/repr/server.key' } });
+  assert.deepEqual(c.tls, { certFile: '/etc/repr/server.pem', keyFile: '/etc/repr/server.key', reloadIntervalSeconds: 10, metricsRequireClientCert: false });
+  assert.equal(compileServerConfig({}).tls, undefined, 'plaintext unless asked');
+  assert.throws(() => compileServerConfig({ tls: { certFile: '/c.pem' } }), /tls\.keyFile: missing; .*--tls-key/);
+  assert.throws(() => compileServerConfig({ tls: { keyFile: '/k.pem' } }), /tls\.certFile: missing; .*--tls-cert/);
+  assert.throws(() => compileServerConfig({ tls: { certFile: '/c', keyFile: '/k', reloadIntervalSeconds: 0 } }), /tls\.reloadIntervalSeconds/);
+  assert.throws(() => compileServerConfig({ tls: { certFile: '/c', keyFile: '/k', clientCA: '/ca' } }), /tls: Unrecognized key/);
+  assert.throws(() => compileServerConfig({ tls: { certFile: '/c', keyFile: '/k', metricsRequireClientCert: true } }), /needs tls\.clientCaFile/);
 });
 
 it('refuses a remote store for the action cache, saying why', () => {

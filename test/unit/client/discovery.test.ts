@@ -17,13 +17,19 @@ import { tmpDir } from '../../../support/tmp.js';
 const hasCode = (code: Code) => (e: unknown) => codeOf(e) === code;
 
 describe('StaticDiscovery', () => {
-  it('normalizes host:port to grpc://host:port', async () => {
-    const d = new StaticDiscovery(['grpc://a.example.com:8980', '10.0.0.1:1', '[::1]:8980', ' localhost:65535 ']);
-    assert.deepEqual(await d.servers(), ['grpc://a.example.com:8980', 'grpc://10.0.0.1:1', 'grpc://[::1]:8980', 'grpc://localhost:65535']);
+  it('normalizes host:port to grpc://host:port and keeps grpcs://', async () => {
+    const d = new StaticDiscovery(['grpc://a.example.com:8980', '10.0.0.1:1', '[::1]:8980', ' localhost:65535 ', 'grpcs://tls.example.com:0443']);
+    assert.deepEqual(await d.servers(), [
+      'grpc://a.example.com:8980',
+      'grpc://10.0.0.1:1',
+      'grpc://[::1]:8980',
+      'grpc://localhost:65535',
+      'grpcs://tls.example.com:443',
+    ]);
   });
 
   it('refuses what is not an address, naming it', () => {
-    for (const bad of ['', 'host', 'host:', ':80', 'host:0', 'host:65536', 'host:http', 'grpcs://host:443', 'http://host:80', 'a b:1', '::1:80']) {
+    for (const bad of ['', 'host', 'host:', ':80', 'host:0', 'host:65536', 'host:http', 'grpcs://host', 'http://host:80', 'a b:1', '::1:80']) {
       assert.equal(normalizeTarget(bad), undefined, bad);
     }
     assert.throws(() => new StaticDiscovery(['ok:1', 'nope']), /"nope" is not a server address/);
@@ -77,6 +83,14 @@ describe('DnsSrvDiscovery', () => {
     assert.deepEqual(await d.servers(), ['grpc://b.example.com:2', 'grpc://a.example.com:1', 'grpc://c.example.com:3']);
   });
 
+  it('names the servers grpcs:// when told they speak TLS, as records cannot say', async () => {
+    const d = new DnsSrvDiscovery('_repr._tcp.example.com', {
+      tls: true,
+      resolveSrv: async () => [{ name: 'a.example.com.', port: 1, priority: 1, weight: 1 }],
+    });
+    assert.deepEqual(await d.servers(), ['grpcs://a.example.com:1']);
+  });
+
   it('is UNAVAILABLE when there are no records', async () => {
     await assert.rejects(new DnsSrvDiscovery('x', { resolveSrv: async () => [] }).servers(), hasCode(Code.UNAVAILABLE));
   });
@@ -100,6 +114,10 @@ describe('discovery config and --server spec', () => {
     const dns = discoveryFromSpec('dns-srv:_repr._tcp.example.com');
     assert.ok(dns instanceof DnsSrvDiscovery);
     assert.equal(dns.name, '_repr._tcp.example.com');
+    const tlsDns = discoveryFromSpec('dns-srv:grpcs://_repr._tcp.example.com');
+    assert.ok(tlsDns instanceof DnsSrvDiscovery);
+    assert.equal(tlsDns.name, '_repr._tcp.example.com');
+    assert.throws(() => discoveryFromSpec('dns-srv:grpcs://'), /needs a name/);
     const list = discoveryFromSpec('grpc://a:1, b:2,');
     assert.ok(list instanceof StaticDiscovery);
     assert.deepEqual(await list.servers(), ['grpc://a:1', 'grpc://b:2']);

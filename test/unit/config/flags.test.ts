@@ -14,6 +14,8 @@ function sample<C>(flag: Flag<C>): unknown {
     '--scheduler': 'grpc://sched:1',
     '--cas': 'cas:2',
     '--auth-tokens-file': '/etc/repr/tokens',
+    '--tls-cert': '/etc/repr/cert.pem',
+    '--tls-key': '/etc/repr/key.pem',
   };
   const name = flagName(flag);
   if (name in byName) return byName[name];
@@ -47,15 +49,17 @@ describe('config flags', () => {
       const names = flags.map((f) => flagName(f as Flag<unknown>));
       assert.equal(new Set(names).size, names.length, 'a flag declared twice');
       const compile = command === 'server' ? compileServerConfig : compileWorkerConfig;
-      const base = command === 'server' ? {} : { scheduler: 'grpc://s:1' };
       for (const flag of flags as readonly Flag<unknown>[]) {
         if (flag.path === undefined) continue;
         const value = sample(flag);
+        // A TLS flag alone is incomplete (a certificate needs its key, a client's TLS a grpcs:// server): the rest comes from the file.
+        const tls = flag.path.startsWith('tls.') ? { tls: { certFile: '/c.pem', keyFile: '/k.pem' } } : {};
+        const base = command === 'server' ? tls : { scheduler: tls.tls ? 'grpcs://s:1' : 'grpc://s:1', ...tls };
         // Schemas are strict: a path that names no field fails to compile.
         const config = compile(overlayFlags(base, [flag], () => value));
         const expected = flag.toConfig ? flag.toConfig(value as never) : value;
         const got = get(config, flag.path);
-        if (flag.path === 'cas' || flag.path === 'scheduler') assert.match(String(got), /^grpc:\/\//, flagName(flag));
+        if (flag.path === 'cas' || flag.path === 'scheduler') assert.match(String(got), /^grpcs?:\/\//, flagName(flag));
         else assert.deepEqual(got, expected, flagName(flag));
       }
     });

@@ -28,8 +28,9 @@ function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T): T {
 describe('compileWorkerConfig', () => {
   it('accepts the example config, which shows every field', () => {
     const c = compileWorkerConfig(loadConfigFile(path.join(REPO_ROOT, 'examples', 'worker.json')));
-    assert.equal(c.scheduler, 'grpc://scheduler.example.com:8980');
-    assert.equal(c.cas, 'grpc://cas.example.com:8980');
+    assert.equal(c.scheduler, 'grpcs://scheduler.example.com:8980');
+    assert.equal(c.cas, 'grpcs://cas.example.com:8980');
+    assert.equal(c.tls?.certFile, '/etc/repr/tls/worker-1.pem');
     assert.equal(c.name, 'worker-1');
     assert.deepEqual(c.cache, { directory: '/var/lib/repr-worker/cas', limitBytes: 50 * 2 ** 30 });
     assert.equal(c.workDir, '/var/lib/repr-worker/work');
@@ -87,6 +88,20 @@ describe('compileWorkerConfig', () => {
     assert.equal(given.token, 'given');
   });
 
+  it('dials grpcs:// with the TLS files given, each falling back to $REPR_TLS_CA, $REPR_TLS_CERT, $REPR_TLS_KEY', () => {
+    const env = { REPR_TLS_CA: '/env/ca.pem', REPR_TLS_CERT: '/env/cert.pem', REPR_TLS_KEY: '/env/key.pem' };
+    const given = withEnv(env, () => compileWorkerConfig({ scheduler: 'grpcs://s:1', tls: { caFile: '/etc/ca.pem' } }));
+    assert.equal(given.scheduler, 'grpcs://s:1');
+    assert.deepEqual(given.tls, { caFile: '/etc/ca.pem', certFile: '/env/cert.pem', keyFile: '/env/key.pem' });
+    const none = withEnv({ REPR_TLS_CA: undefined, REPR_TLS_CERT: undefined, REPR_TLS_KEY: undefined }, () =>
+      compileWorkerConfig({ scheduler: 'grpcs://s:1' }),
+    );
+    assert.equal(none.tls, undefined, "no files: Node's roots, no client certificate");
+    // The environment holds defaults for grpcs:// channels; a plaintext worker is not refused for them.
+    assert.equal(withEnv(env, () => compileWorkerConfig({ scheduler: 'grpc://s:1' })).scheduler, 'grpc://s:1');
+    assert.equal(compileWorkerConfig({ scheduler: 'grpc://s:1', cas: 'grpcs://c:2', tls: { caFile: '/ca' } }).tls?.caFile, '/ca');
+  });
+
   it('refuses a missing or undialable scheduler and unknown fields with INVALID_ARGUMENT naming them', () => {
     const refused = (input: unknown, pattern: RegExp) =>
       assert.throws(
@@ -99,5 +114,7 @@ describe('compileWorkerConfig', () => {
     refused({ scheduler: 's:1', cacheBytes: 5 }, /unrecognized key.*cacheBytes/i);
     refused({ scheduler: 's:1', execution: { runWrites: 'tmpfs' } }, /execution\.runWrites/);
     refused({ scheduler: 's:1', execution: { maxInputNodes: 0 } }, /execution\.maxInputNodes/);
+    refused({ scheduler: 'grpc://s:1', tls: { caFile: '/ca.pem' } }, /tls is set, but neither scheduler nor cas is a grpcs:\/\/ address/);
+    refused({ scheduler: 'grpcs://s:1', tls: { keyFile: '/k.pem' } }, /tls: a client certificate needs both certFile and keyFile/);
   });
 });

@@ -1,9 +1,16 @@
 import assert from 'node:assert/strict';
+import { copyFileSync, readFileSync } from 'node:fs';
+import https from 'node:https';
+import path from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { Counter, Registry } from 'prom-client';
 import { Code, codeOf } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
+import { ServerTls } from '../../../src/grpc/tls.js';
 import { type MetricsServer, startMetricsServer } from '../../../src/observability/metrics-http.js';
+import { type CertAuthority, makeCertAuthority } from '../../../support/certs.js';
+import { tmpDir } from '../../../support/tmp.js';
 
 describe('metrics endpoint', () => {
   const registry = new Registry();
@@ -67,6 +74,88 @@ describe('metrics endpoint setup', () => {
       await assert.rejects(startMetricsServer(a.address, new Registry(), silentLogger()), /cannot listen for metrics/);
     } finally {
       await a.close();
+    }
+  });
+});
+
+/** GET over HTTPS; resolves with the status and the server certificate's serial, or rejects as the handshake did. */
+function httpsGet(url: string, opts: { ca: Buffer; cert?: Buffer; key?: Buffer }): Promise<{ status: number; body: string; serial: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, { ...opts, agent: false }, (res) => {
+      const serial = (res.socket as TLSSocket).getPeerCertificate().serialNumber;
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, serial }));
+    });
+    req.on('error', reject);
+  });
+}
+
+describe('metrics endpoint over HTTPS', () => {
+  let ca: CertAuthority;
+  const live = { certFile: '', keyFile: '' };
+  before(() => {
+    const dir = tmpDir();
+    ca = makeCertAuthority(dir);
+    Object.assign(live, { certFile: path.join(dir, 'live.pem'), keyFile: path.join(dir, 'live.key') });
+    const first = ca.server('first');
+    copyFileSync(first.key, live.keyFile);
+    copyFileSync(first.cert, live.certFile);
+  });
+
+  const start = (tls: ServerTls, requireClientCert: boolean) =>
+    startMetricsServer('127.0.0.1:0', new Registry(), silentLogger(), {
+      tls: { secureContextOptions: () => tls.secureContextOptions(), onChange: (l) => tls.onChange(l), requireClientCert },
+    });
+
+  it('serves with the listener certificate, and the new one after a rotation', async () => {
+    const tls = ServerTls.open({ ...live, reloadIntervalMs: 3_600_000, log: silentLogger() });
+    const server = await start(tls, false);
+    const caPem = readFileSync(ca.cert);
+    try {
+      const before = await httpsGet(`https://${server.address}/healthz`, { ca: caPem });
+      assert.deepEqual([before.status, before.body], [200, 'ok']);
+      assert.equal(before.serial, tls.current.serial);
+      await assert.rejects(fetch(`http://${server.address}/healthz`), 'no plaintext on an HTTPS endpoint');
+      await assert.rejects(
+        httpsGet(`https://${server.address}/healthz`, { ca: readFileSync(makeCertAuthority(tmpDir(), 'stranger').cert) }),
+        /self-signed|unable to verify/,
+      );
+
+      const second = ca.server('second');
+      copyFileSync(second.key, live.keyFile);
+      copyFileSync(second.cert, live.certFile);
+      assert.equal(await tls.check(), true);
+      const after = await httpsGet(`https://${server.address}/metrics`, { ca: caPem });
+      assert.equal(after.status, 200);
+      assert.equal(after.serial, tls.current.serial);
+      assert.notEqual(after.serial, before.serial);
+    } finally {
+      await server.close();
+      tls.close();
+    }
+  });
+
+  it('asks scrapers for a client certificate of the client CA only when told to', async () => {
+    const tls = ServerTls.open({ ...live, clientCaFile: ca.cert, reloadIntervalMs: 3_600_000, log: silentLogger() });
+    const open = await start(tls, false);
+    const strict = await start(tls, true);
+    const caPem = readFileSync(ca.cert);
+    const prometheus = ca.client('prometheus');
+    const stranger = makeCertAuthority(tmpDir(), 'stranger').client('prometheus');
+    try {
+      assert.equal((await httpsGet(`https://${open.address}/healthz`, { ca: caPem })).status, 200, 'no client certificate needed by default');
+      await assert.rejects(httpsGet(`https://${strict.address}/healthz`, { ca: caPem }), 'refused without a client certificate');
+      await assert.rejects(
+        httpsGet(`https://${strict.address}/healthz`, { ca: caPem, cert: readFileSync(stranger.cert), key: readFileSync(stranger.key) }),
+        "refused with another CA's certificate",
+      );
+      const ok = await httpsGet(`https://${strict.address}/healthz`, { ca: caPem, cert: readFileSync(prometheus.cert), key: readFileSync(prometheus.key) });
+      assert.equal(ok.status, 200);
+    } finally {
+      await open.close();
+      await strict.close();
+      tls.close();
     }
   });
 });
