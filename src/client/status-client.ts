@@ -1,5 +1,6 @@
 import { Metadata } from '@grpc/grpc-js';
 import { type Clock, systemClock } from '../common/clock.js';
+import { ReprError } from '../common/errors.js';
 import { dial } from '../grpc/dial.js';
 import { type GetStatusResponse, SchedulerStatusClient } from '../proto/repr/worker/v1/worker.js';
 
@@ -11,7 +12,8 @@ export async function fetchStatus(target: string, timeoutMs = 10_000, token?: st
     // grpc-js measures deadlines against the system clock, so an injected one has no say here.
     client.getStatus({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       client.close();
-      if (err) reject(new Error(`cannot get the status of ${target}: ${err.details || err.message}`));
+      // Wrapped with its code kept: a caller tells "not allowed" from "not reachable" by it.
+      if (err) reject(new ReprError(err.code, `cannot get the status of ${target}: ${err.details || err.message}`, { cause: err }));
       else resolve(res);
     });
   });
