@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import type { StoreConfig } from '../storage/store-config.js';
-import { authSchema } from '../grpc/auth.js';
+import { authSchema } from '../grpc/auth-config.js';
 import { telemetrySinkSchema } from '../observability/telemetry-config.js';
 import { invalidArgument } from '../common/errors.js';
 import { executorFields } from './execution-schema.js';
@@ -59,8 +59,12 @@ const serverSchema = z
     telemetry: z.array(telemetrySinkSchema).default([{ type: 'log' }, { type: 'prometheus' }]),
     /** host:port for an HTTP server with /metrics (Prometheus) and /healthz; off when unset. */
     metricsListen: z.string().optional(),
-    /** Who may call the server (plugins: none, token). */
-    auth: authSchema.default({ type: 'none' }),
+    /**
+     * Who may call the server and what each caller may do: authenticators
+     * (tokens, jwt, mtls), anonymous access, roles and grants. Empty: everyone
+     * is the anonymous admin, as befits a server on loopback.
+     */
+    auth: authSchema.default({}),
     execution: z
       .object({
         /** false makes the server a cache only: no Execution service, no scheduler. */

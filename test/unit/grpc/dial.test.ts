@@ -61,7 +61,11 @@ describe('dial', () => {
   describe('against a server that requires a token', () => {
     let server: ReprServer;
     before(async () => {
-      server = await startInProcess({ dataDir: tmpDir(), execution: { executors: 0 }, auth: { type: 'token', tokens: [{ name: 'ci', token: TOKEN }] } });
+      server = await startInProcess({
+        dataDir: tmpDir(),
+        execution: { executors: 0 },
+        auth: { type: 'token', tokens: [{ name: 'ci', token: TOKEN, roles: ['admin'] }] },
+      });
     });
     after(() => server.stop());
 
