@@ -177,12 +177,15 @@ export function isLoopbackListen(listen: string): boolean {
 /**
  * One loud line per exposure when the server listens beyond loopback:
  * plaintext traffic (tokens in the clear), and callers without credentials
- * who may do anything at all.
+ * who may do anything at all. Client-certificate principals without TLS are
+ * a mistake wherever the server listens.
  */
 function warnIfExposed(config: ServerConfig, access: Access, log: Logger): void {
-  if (isLoopbackListen(config.listen)) return;
   // The TLS section belongs to the transport work; only its presence matters here.
-  if (!(config as { tls?: unknown }).tls) {
+  const tls = (config as { tls?: unknown }).tls !== undefined;
+  if (config.auth.mtls && !tls) log.warn('auth.mtls is set but TLS is not configured: no caller can present a client certificate');
+  if (isLoopbackListen(config.listen)) return;
+  if (!tls) {
     log.error({ listen: config.listen }, 'listening beyond loopback without TLS: traffic, bearer tokens included, travels in the clear');
   }
   if (access.anonymousHasPermissions) {

@@ -33,4 +33,9 @@ describe('start-up warnings about exposure', () => {
     assert.equal(closed.filter((m) => /without TLS/.test(m)).length, 1);
     assert.equal(closed.filter((m) => /anonymous/.test(m)).length, 0);
   });
+
+  it('warns that client-certificate principals need TLS', async () => {
+    const mtls = await warnings({ listen: '127.0.0.1:0', auth: { mtls: {}, anonymous: false } });
+    assert.deepEqual(mtls, ['auth.mtls is set but TLS is not configured: no caller can present a client certificate']);
+  });
 });
