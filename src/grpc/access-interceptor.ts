@@ -62,6 +62,8 @@ export interface AccessInterceptorOptions {
 
 const methodName = (path: string) => path.slice(path.lastIndexOf('/') + 1);
 
+const isPromise = <T>(v: T | Promise<T>): v is Promise<T> => typeof (v as { then?: unknown }).then === 'function';
+
 function lacks(principal: Principal, rule: MethodRule, method: string, instance: string | undefined): string {
   const perms = rule.anyOf === 'authenticated' ? 'access' : rule.anyOf.join(' or ');
   const where = instance !== undefined ? `, instance ${JSON.stringify(instance)}` : rule.everyInstance ? ', on every instance' : ', on any instance';
@@ -182,8 +184,17 @@ export function accessInterceptor(o: AccessInterceptorOptions): ServerIntercepto
         } finally {
           metadata.remove('authorization');
         }
-        if (result instanceof Promise) result.then((p) => admit(metadata, next, p), failed);
-        else admit(metadata, next, result);
+        if (isPromise(result)) {
+          // A failure past authentication is a bug here, not the caller's: logged, and the call refused rather than left hanging.
+          result
+            .then((p) => admit(metadata, next, p), failed)
+            .catch((e: unknown) => {
+              log?.error({ err: e, method: method.path }, 'access check failed');
+              refuse(Code.INTERNAL, 'access check failed', {});
+            });
+        } else {
+          admit(metadata, next, result);
+        }
       })
       .withOnReceiveMessage((message, next) => {
         if (refused) return;
