@@ -49,13 +49,13 @@ export function formatStatus(s: GetStatusResponse, now = systemClock.now()): str
   const lines = [
     `queued ${s.queued}  executing ${s.executing}  completed ${s.completed}  requeued ${s.requeued}  stale results ${s.staleResults}`,
     '',
-    `${'WORKER'.padEnd(32)} ${'ADDRESS'.padEnd(22)} ${'EXEC'.padStart(4)} ${'BUSY'.padStart(4)} ${'DONE'.padStart(6)}  ${'HEARTBEAT'.padEnd(11)} PROPERTIES`,
+    `${'WORKER'.padEnd(32)} ${'ADDRESS'.padEnd(22)} ${'PRINCIPAL'.padEnd(16)} ${'EXEC'.padStart(4)} ${'BUSY'.padStart(4)} ${'DONE'.padStart(6)}  ${'HEARTBEAT'.padEnd(11)} PROPERTIES`,
   ];
   for (const w of s.workers) {
     const props = w.properties.map((p) => `${p.name}=${p.value}`).join(',');
     const name = `${w.name}${w.draining ? ' (draining)' : ''}`;
     lines.push(
-      `${name.padEnd(32)} ${w.address.padEnd(22)} ${String(w.executors).padStart(4)} ${String(w.running.length).padStart(4)} ${String(w.completed).padStart(6)}  ${ago(w.lastHeartbeat, now).padEnd(11)} ${props}`,
+      `${name.padEnd(32)} ${w.address.padEnd(22)} ${(w.principal || '-').padEnd(16)} ${String(w.executors).padStart(4)} ${String(w.running.length).padStart(4)} ${String(w.completed).padStart(6)}  ${ago(w.lastHeartbeat, now).padEnd(11)} ${props}`,
     );
     for (const r of w.running) lines.push(`    ${r.operationName} ${r.actionDigest?.hash.slice(0, 16) ?? ''}… started ${ago(r.started, now)}`);
   }

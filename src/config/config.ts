@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import type { StoreConfig } from '../storage/store-config.js';
-import { authSchema } from '../grpc/auth.js';
+import { authSchema } from '../grpc/auth-config.js';
 import { telemetrySinkSchema } from '../observability/telemetry-config.js';
 import { invalidArgument } from '../common/errors.js';
 import { executorFields } from './execution-schema.js';
@@ -73,8 +73,12 @@ const serverSchema = z
       })
       .strict()
       .optional(),
-    /** Who may call the server (plugins: none, token). */
-    auth: authSchema.default({ type: 'none' }),
+    /**
+     * Who may call the server and what each caller may do: authenticators
+     * (tokens, jwt, mtls), anonymous access, roles and grants. Empty: everyone
+     * is the anonymous admin, as befits a server on loopback.
+     */
+    auth: authSchema.default({}),
     execution: z
       .object({
         /** false makes the server a cache only: no Execution service, no scheduler. */
@@ -110,6 +114,10 @@ export function compileServerConfig(input: unknown): ServerConfig {
   }
   if (c.tls?.metricsRequireClientCert && !c.tls.clientCaFile) {
     throw invalidArgument('invalid configuration: tls.metricsRequireClientCert needs tls.clientCaFile, the CA client certificates are checked against');
+  }
+  if (c.auth.mtls && !c.tls?.clientCaFile) {
+    // Without a client CA the server never asks for certificates, so no caller could be named by one.
+    throw invalidArgument('invalid configuration: auth.mtls needs tls.clientCaFile (--tls-client-ca), which makes clients present certificates');
   }
   const acProblem = c.storage.ac && actionCacheProblem(c.storage.ac);
   if (acProblem) throw invalidArgument(`invalid configuration: storage.ac: ${acProblem}`);

@@ -3,9 +3,10 @@ import { parseByteSize } from '../common/units.js';
 
 /**
  * How a flag's text becomes a value. Variadic kinds (`list`, `properties`)
- * take several words after one flag, or the flag repeated.
+ * take several words after one flag, or the flag repeated; `grants`
+ * (`name=role,role`) is repeated, one grant each time.
  */
-export type FlagKind = 'string' | 'list' | 'switch' | 'int' | 'positive' | 'size' | 'properties';
+export type FlagKind = 'string' | 'list' | 'switch' | 'int' | 'positive' | 'size' | 'properties' | 'grants';
 
 /**
  * A command-line flag and the config field it overrides, declared once: the
@@ -19,6 +20,10 @@ export interface Flag<C> {
   kind: FlagKind;
   /** The config field it sets, dotted ('execution.executors'). */
   path?: string;
+  /** For a flag whose field depends on its value (a URL or a file): the field, dotted. */
+  pathOf?: (value: never) => string;
+  /** The field is a list: the flag's items are added to the config file's rather than replacing them. */
+  append?: boolean;
   /** What goes at `path`, from the parsed value (default: the value itself). */
   toConfig?: (value: never) => unknown;
   /** For a flag without a field of its own: changes the compiled config instead. */
@@ -65,7 +70,21 @@ export function parseFlagValue<C>(flag: Flag<C>, text: string, previous: unknown
     }
     case 'properties':
       return addProperty((previous as Record<string, string[]> | undefined) ?? {}, text, name);
+    case 'grants':
+      return [...((previous as unknown[] | undefined) ?? []), parseGrant(text, name)];
   }
+}
+
+/** `name=role[,role...]`: the principals a name glob matches get these roles. */
+export function parseGrant(text: string, flag: string): { name: string; roles: string[] } {
+  const i = text.indexOf('=');
+  const roles = text
+    .slice(i + 1)
+    .split(',')
+    .map((r) => r.trim())
+    .filter(Boolean);
+  if (i <= 0 || roles.length === 0) throw invalidArgument(`${flag} takes name=role[,role...], not "${text}"`);
+  return { name: text.slice(0, i), roles };
 }
 
 /** name=value into a map of lists: a name given twice offers both values. */
@@ -84,8 +103,14 @@ export function overlayFlags<C>(input: unknown, flags: readonly Flag<C>[], flagV
   let out: unknown = input ?? {};
   for (const flag of flags) {
     const value = flagValue(flag);
-    if (value === undefined || flag.path === undefined) continue;
-    out = setPath(out, flag.path.split('.'), flag.toConfig ? flag.toConfig(value as never) : value);
+    if (value === undefined) continue;
+    const path = flag.pathOf ? flag.pathOf(value as never) : flag.path;
+    if (path === undefined) continue;
+    const keys = path.split('.');
+    let v = flag.toConfig ? flag.toConfig(value as never) : value;
+    const existing = getPath(out, keys);
+    if (flag.append && Array.isArray(existing) && Array.isArray(v)) v = [...existing, ...v];
+    out = setPath(out, keys, v);
   }
   return out;
 }

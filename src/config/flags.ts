@@ -112,10 +112,47 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
   },
   {
     flags: '--auth-tokens-file <file>',
-    description: 'require a bearer token on every call; FILE has lines name:token (see PLUGINS.md)',
+    description: 'accept bearer tokens; FILE has lines name:token [role,role...]',
     kind: 'string',
-    path: 'auth',
-    toConfig: (tokensFile: string) => ({ type: 'token', tokensFile }),
+    path: 'auth.tokensFile',
+  },
+  {
+    flags: '--auth-jwks <file|url>',
+    description: 'accept JSON Web Tokens signed by a key of this key set (a file, or an http(s):// URL); needs --auth-jwt-issuer and --auth-jwt-audience',
+    kind: 'string',
+    pathOf: (v: string) => (/^https?:\/\//.test(v) ? 'auth.jwt.jwksUrl' : 'auth.jwt.jwksFile'),
+  },
+  { flags: '--auth-jwt-issuer <iss>', description: 'the issuer (iss) a JSON Web Token must name', kind: 'string', path: 'auth.jwt.issuer' },
+  { flags: '--auth-jwt-audience <aud>', description: 'the audience (aud) a JSON Web Token must name', kind: 'string', path: 'auth.jwt.audience' },
+  {
+    flags: '--auth-mtls',
+    description: 'name callers by the CN of their verified client certificate (TLS must require client certificates)',
+    kind: 'switch',
+    path: 'auth.mtls.principalFrom',
+    toConfig: () => 'cn',
+  },
+  {
+    flags: '--auth-grant <name=role,...>',
+    description: 'give principals whose name matches NAME (a glob) these roles, on every instance; repeatable',
+    kind: 'grants',
+    path: 'auth.principals',
+    append: true,
+  },
+  {
+    flags: '--auth-anonymous <roles|none>',
+    description: 'what callers without credentials may do: roles, comma-separated, or none (default: admin without authenticators, else none)',
+    kind: 'string',
+    path: 'auth.anonymous',
+    toConfig: (v: string) =>
+      v === 'none'
+        ? false
+        : {
+            name: 'anonymous',
+            roles: v
+              .split(',')
+              .map((r) => r.trim())
+              .filter(Boolean),
+          },
   },
 ];
 

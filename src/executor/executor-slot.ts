@@ -5,10 +5,26 @@ import type { ExecutionTask } from './execution-task.js';
 import type { ExecutorCapabilities } from './platform.js';
 import type { RunHost } from './run-host.js';
 
+/**
+ * Who answers for an executor's results: the server itself for built-in
+ * executors, or the principal a worker connected as. The scheduler writes a
+ * result to the action cache only if its owner may (see ResultCache).
+ */
+export interface ExecutorOwner {
+  /** The worker's principal, or BUILT_IN's name. */
+  principal: string;
+  /** Whether results it delivers for this instance may be written to the action cache. */
+  mayWriteCache(instanceName: string): boolean;
+}
+
+/** The owner of the server's own executors: the server trusts what it executed itself. */
+export const BUILT_IN: ExecutorOwner = { principal: '(built-in)', mayWriteCache: () => true };
+
 /** Something that runs one action at a time: a local executor, or one executor of a remote worker. */
 export interface ExecutorSlot {
   id: string;
   caps: ExecutorCapabilities;
+  owner: ExecutorOwner;
   execute(task: ExecutionTask, signal: AbortSignal): Promise<ExecuteResponse>;
   /** Carries out a `repr run` (only executors that can mount FUSE offer it). */
   run?(req: RunRequest, host: RunHost, signal: AbortSignal): Promise<RunFinished>;
@@ -35,6 +51,8 @@ export class ExecutorLostError extends ReprError {
 export interface WorkerGroup {
   name: string;
   address: string;
+  /** The principal the worker connected as (BUILT_IN's name for the server's own executors). */
+  principal: string;
   slots: ExecutorSlot[];
   properties: Record<string, readonly string[]>;
   draining: boolean;

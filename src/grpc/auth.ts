@@ -1,52 +1,49 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import {
-  CallCredentials,
-  InterceptingCall,
-  type Interceptor,
-  Metadata,
-  ResponderBuilder,
-  ServerInterceptingCall,
-  type ServerInterceptor,
-  ServerListenerBuilder,
-} from '@grpc/grpc-js';
-import { z } from 'zod';
-import { Code, invalidArgument, ReprError, toReprError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
+import type { PeerCertificate } from 'node:tls';
+import { CallCredentials, InterceptingCall, type Interceptor, Metadata } from '@grpc/grpc-js';
+import { Code, invalidArgument, ReprError } from '../common/errors.js';
+import type { Principal } from './access-policy.js';
+import { type CertPrincipalSource, principalFromCert } from './cert-identity.js';
+import { type JwtAuthenticator, looksLikeJwt } from './jwt-authenticator.js';
 
-/** Who made a call. */
-export interface Principal {
-  name: string;
+export type { Principal } from './access-policy.js';
+
+/**
+ * What a call shows of its caller: its request metadata and, on a TLS
+ * connection whose client presented a certificate the handshake verified,
+ * that certificate.
+ */
+export interface CallCredentialsSeen {
+  metadata: Metadata;
+  certificate?: PeerCertificate;
 }
 
 /**
- * Decides who made a call from its request metadata. Synchronous on purpose:
- * it runs before every call, so it works from what it holds in memory.
+ * Decides who made a call. May answer asynchronously (a JWT whose key set
+ * must be fetched first); grpc-js holds the call's messages until it does.
+ * It reads the metadata before returning: the caller strips the
+ * authorization header from it right after. Throws ReprError
+ * UNAUTHENTICATED when the credentials are missing or wrong.
  */
 export interface Authenticator {
-  /** Throws ReprError UNAUTHENTICATED when there are no credentials, PERMISSION_DENIED when they are wrong. */
-  authenticate(metadata: Metadata): Principal;
+  authenticate(call: CallCredentialsSeen): Principal | Promise<Principal>;
 }
 
 /** The metadata key under which handlers find the authenticated principal's name. */
 export const PRINCIPAL_METADATA_KEY = 'x-repr-principal';
 
-/** The name authInterceptor put in a call's metadata, if the call was authenticated. */
+/** The name the access interceptor put in a call's metadata, if the call was authenticated. */
 export function principalOf(metadata: Metadata): string | undefined {
   const v = metadata.get(PRINCIPAL_METADATA_KEY)[0];
   return typeof v === 'string' ? v : undefined;
 }
 
-/** For a server on a trusted network (or loopback): every call is allowed. */
-export class NoAuthenticator implements Authenticator {
-  authenticate(_metadata: Metadata): Principal {
-    return { name: 'anonymous' };
-  }
-}
-
 export interface TokenEntry {
   name: string;
   token: string;
+  /** Roles the token carries, on every instance. */
+  roles?: readonly string[];
 }
 
 /** Shorter tokens are guessable; the config refuses them rather than trusting people to pick long ones. */
@@ -60,13 +57,13 @@ const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').dig
  * neither the comparison time nor an early length mismatch tells an attacker
  * how much of a guess was right. Every entry is compared, matched or not.
  */
-export class TokenAuthenticator implements Authenticator {
-  private readonly entries: { name: string; digest: Buffer }[];
+export class TokenAuthenticator {
+  private readonly entries: { principal: Principal; digest: Buffer }[];
 
   constructor(tokens: readonly TokenEntry[]) {
     if (tokens.length === 0) throw invalidArgument('token authentication needs at least one token; it would refuse every call');
     const seen = new Set<string>();
-    this.entries = tokens.map(({ name, token }) => {
+    this.entries = tokens.map(({ name, token, roles }) => {
       if (!name) throw invalidArgument('every token needs a name');
       if (token.length < MIN_TOKEN_LENGTH) throw invalidArgument(`token of "${name}" is shorter than ${MIN_TOKEN_LENGTH} characters`);
       if (/\s/.test(token)) throw invalidArgument(`token of "${name}" contains whitespace, which an authorization header cannot carry`);
@@ -75,48 +72,60 @@ export class TokenAuthenticator implements Authenticator {
       // One token for two names would make the principal depend on list order.
       if (seen.has(key)) throw invalidArgument(`token of "${name}" is also given to another name`);
       seen.add(key);
-      return { name, digest };
+      return { principal: { name, via: 'token', roles: [...(roles ?? [])] }, digest };
     });
   }
 
-  /** Reads `name:token` lines; `#` comments and blank lines are skipped. Read once, at startup. */
+  /** Reads `name:token [role,...]` lines; `#` comments and blank lines are skipped. Read once, at startup. */
   static fromFile(file: string): TokenAuthenticator {
     return new TokenAuthenticator(readTokensFile(file));
   }
 
-  authenticate(metadata: Metadata): Principal {
-    const values = metadata.get('authorization');
-    if (values.length === 0) {
-      throw new ReprError(Code.UNAUTHENTICATED, 'no credentials: this server wants "authorization: Bearer <token>" (repr run --token or REPR_TOKEN)');
-    }
-    const m = values.length === 1 && typeof values[0] === 'string' ? /^Bearer +(\S+) *$/i.exec(values[0]) : null;
-    if (!m) throw new ReprError(Code.UNAUTHENTICATED, 'no usable credentials: expected one "authorization: Bearer <token>" header');
-    const presented = sha256(m[1]!);
-    let name: string | undefined;
+  /** The principals the tokens name. */
+  get principals(): Principal[] {
+    return this.entries.map((e) => e.principal);
+  }
+
+  /** The principal this token belongs to, or undefined. */
+  find(token: string): Principal | undefined {
+    const presented = sha256(token);
+    let found: Principal | undefined;
     for (const e of this.entries) {
       const same = timingSafeEqual(presented, e.digest);
-      if (same) name = e.name;
+      if (same) found = e.principal;
     }
-    // Never echo the token: error messages end up in logs.
-    if (name === undefined) throw new ReprError(Code.PERMISSION_DENIED, 'invalid token');
-    return { name };
+    return found;
   }
 }
 
+/**
+ * `name:token` or `name:token role1,role2`. The name ends at the first
+ * colon (the token may contain colons); tokens never contain whitespace, so
+ * what follows the first blank after the token is its roles.
+ */
 export function parseTokens(text: string, where: string): TokenEntry[] {
   const entries: TokenEntry[] = [];
   text.split('\n').forEach((raw, i) => {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) return;
-    // The name ends at the first colon; the token may contain colons.
     const colon = line.indexOf(':');
     if (colon <= 0) throw invalidArgument(`${where}:${i + 1}: expected name:token`);
-    entries.push({ name: line.slice(0, colon).trim(), token: line.slice(colon + 1).trim() });
+    const rest = line.slice(colon + 1).trim();
+    const blank = rest.search(/\s/);
+    const token = blank < 0 ? rest : rest.slice(0, blank);
+    const roles =
+      blank < 0
+        ? []
+        : rest
+            .slice(blank)
+            .split(/[\s,]+/)
+            .filter(Boolean);
+    entries.push({ name: line.slice(0, colon).trim(), token, ...(roles.length > 0 ? { roles } : {}) });
   });
   return entries;
 }
 
-function readTokensFile(file: string): TokenEntry[] {
+export function readTokensFile(file: string): TokenEntry[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -126,96 +135,60 @@ function readTokensFile(file: string): TokenEntry[] {
   return parseTokens(text, file);
 }
 
-export const authSchema = z
-  .discriminatedUnion('type', [
-    z.object({ type: z.literal('none') }).strict(),
-    z
-      .object({
-        type: z.literal('token'),
-        tokens: z.array(z.object({ name: z.string().min(1), token: z.string().min(MIN_TOKEN_LENGTH) }).strict()).optional(),
-        /** Lines of name:token; kept out of the main config so that file can be world-readable. */
-        tokensFile: z.string().min(1).optional(),
-      })
-      .strict(),
-  ])
-  // discriminatedUnion takes only plain objects, so the either-or rule lives here.
-  .superRefine((c, ctx) => {
-    if (c.type === 'token' && !c.tokens?.length && !c.tokensFile) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'token authentication needs "tokens" or "tokensFile"', path: ['tokens'] });
-    }
-  });
-
-export type AuthConfig = z.output<typeof authSchema>;
-
-export function createAuthenticator(config: AuthConfig): Authenticator {
-  switch (config.type) {
-    case 'none':
-      return new NoAuthenticator();
-    case 'token':
-      return new TokenAuthenticator([...(config.tokens ?? []), ...(config.tokensFile ? readTokensFile(config.tokensFile) : [])]);
-  }
+/** The token of the one `authorization: Bearer <token>` header, or UNAUTHENTICATED. */
+export function bearerToken(values: readonly (string | Buffer)[]): string {
+  const m = values.length === 1 && typeof values[0] === 'string' ? /^Bearer +(\S+) *$/i.exec(values[0]) : null;
+  if (!m) throw new ReprError(Code.UNAUTHENTICATED, 'no usable credentials: expected one "authorization: Bearer <token>" header');
+  return m[1]!;
 }
 
-export interface AuthInterceptorOptions {
-  /** Full method paths let through without credentials, e.g. "/grpc.health.v1.Health/Check". */
-  exempt?: readonly string[];
-  log?: Logger;
+export interface CredentialChainOptions {
+  tokens?: TokenAuthenticator;
+  jwt?: JwtAuthenticator;
+  /** Take the principal from a verified client certificate. */
+  mtls?: { principalFrom: CertPrincipalSource };
+  /** The principal of calls without credentials; undefined refuses them. */
+  anonymous?: Principal;
 }
 
 /**
- * Authenticates every call from its request metadata before the handler
- * exists: grpc-js creates the handler's stream only when metadata reaches the
- * end of the interceptor chain, so withholding it means no handler runs and
- * no message is read. A refused call ends with UNAUTHENTICATED or
- * PERMISSION_DENIED right away, for unary and streaming methods alike.
- *
- * A call that passes reaches its handler with the principal's name under
- * PRINCIPAL_METADATA_KEY and without the authorization header, so handlers
- * that log metadata cannot leak tokens. A client-sent principal header is
- * always dropped, or clients could name themselves.
+ * The configured ways in, tried per call in a fixed order. A bearer token,
+ * when the server takes any, must be valid: a caller that presents a wrong
+ * one is refused, never served as anonymous. Without one, a verified client
+ * certificate names the principal; without either, the anonymous principal
+ * if there is one.
  */
-export function authInterceptor(auth: Authenticator, options: AuthInterceptorOptions = {}): ServerInterceptor {
-  const exempt = new Set(options.exempt ?? []);
-  const log = options.log;
-  return (method, call) => {
-    let refused = false;
-    const listener = new ServerListenerBuilder()
-      .withOnReceiveMetadata((metadata, next) => {
-        const md = metadata.clone();
-        md.remove(PRINCIPAL_METADATA_KEY);
-        if (!exempt.has(method.path)) {
-          let principal: Principal;
-          try {
-            principal = auth.authenticate(metadata);
-          } catch (e) {
-            refused = true;
-            const err = toReprError(e);
-            if (err.code !== Code.UNAUTHENTICATED && err.code !== Code.PERMISSION_DENIED) {
-              log?.error({ err, method: method.path }, 'authenticator failed');
-            } else {
-              log?.warn({ method: method.path, peer: call.getPeer(), code: Code[err.code] }, `call refused: ${err.message}`);
-            }
-            // Sent on the next call, not through this one's responder: the call
-            // never reached the handler, so there is nothing to intercept.
-            call.sendStatus({ code: err.code, details: err.message });
-            return;
-          }
-          md.remove('authorization');
-          md.set(PRINCIPAL_METADATA_KEY, principal.name);
-        }
-        next(md);
-      })
-      // Without forwarded metadata nothing downstream reads, but say so explicitly.
-      .withOnReceiveMessage((message, next) => {
-        if (!refused) next(message);
-      })
-      .withOnReceiveHalfClose((next) => {
-        if (!refused) next();
-      })
-      .build();
-    const responder = new ResponderBuilder().withStart((next) => next(listener)).build();
-    return new ServerInterceptingCall(call, responder);
-  };
+export class CredentialChain implements Authenticator {
+  private readonly wanted: string;
+
+  constructor(private readonly o: CredentialChainOptions) {
+    const ways = [...(o.tokens || o.jwt ? ['"authorization: Bearer <token>" (repr --token or REPR_TOKEN)'] : []), ...(o.mtls ? ['a client certificate'] : [])];
+    this.wanted = ways.length > 0 ? ways.join(' or ') : 'nothing it can check: it takes no credentials';
+  }
+
+  /** Whether a bearer token can be checked at all; a server that takes none ignores the header. */
+  private get takesBearer(): boolean {
+    return this.o.tokens !== undefined || this.o.jwt !== undefined;
+  }
+
+  authenticate({ metadata, certificate }: CallCredentialsSeen): Principal | Promise<Principal> {
+    const auth = metadata.get('authorization');
+    if (auth.length > 0 && this.takesBearer) {
+      const token = bearerToken(auth);
+      const p = this.o.tokens?.find(token);
+      if (p) return p;
+      if (this.o.jwt && looksLikeJwt(token)) return this.o.jwt.verify(token);
+      // Never echo the token: error messages end up in logs.
+      throw new ReprError(Code.UNAUTHENTICATED, 'invalid token: unknown token');
+    }
+    if (this.o.mtls && certificate) {
+      const name = principalFromCert(certificate, this.o.mtls.principalFrom);
+      if (!name) throw new ReprError(Code.UNAUTHENTICATED, `the client certificate has no ${this.o.mtls.principalFrom} to name the principal`);
+      return { name, via: 'mtls', roles: [] };
+    }
+    if (this.o.anonymous) return this.o.anonymous;
+    throw new ReprError(Code.UNAUTHENTICATED, `no credentials: this server wants ${this.wanted}`);
+  }
 }
 
 /**

@@ -24,4 +24,9 @@ export function registerSchedulerMetrics(registry: Registry, scheduler: Schedule
   gauge('repr_scheduler_completed_total', 'Results accepted since the scheduler started', () => scheduler.stats().completed);
   gauge('repr_scheduler_requeued_total', 'Actions re-queued because their executor was lost', () => scheduler.stats().requeued);
   gauge('repr_scheduler_stale_results_total', 'Results that came back for leases already taken back', () => scheduler.stats().staleResults);
+  gauge(
+    'repr_scheduler_untrusted_results_total',
+    'Results kept out of the action cache because their worker principal may not write it',
+    () => scheduler.stats().untrustedResults,
+  );
 }

@@ -50,9 +50,9 @@ export class Dispatcher {
     return this.queue.length;
   }
 
-  /** Results accepted, and actions put back in line after losing their executor. */
-  stats(): { completed: number; requeued: number } {
-    return { ...this.counters };
+  /** Results accepted, actions put back in line after losing their executor, results kept out of the action cache. */
+  stats(): { completed: number; requeued: number; untrustedResults: number } {
+    return { ...this.counters, untrustedResults: this.o.results.untrusted };
   }
 
   enqueue(op: LiveOperation): void {
@@ -177,7 +177,7 @@ export class Dispatcher {
       this.dispatch();
       return;
     }
-    await this.o.results.record(op, response);
+    await this.o.results.record(op, response, slot.owner);
     this.counters.completed++;
     pool.credit(slot);
     book.finish(op, response);

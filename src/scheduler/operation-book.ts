@@ -38,6 +38,8 @@ export interface LiveOperation {
   cancelled?: boolean;
   /** Executions started, including ones lost with their executor. */
   attempts: number;
+  /** Principals that started or joined it (Caller.owner). */
+  owners: Set<string>;
 }
 
 /**
@@ -60,51 +62,72 @@ export class OperationBook {
     private readonly log: Logger,
   ) {}
 
-  /** The operation a request joins if an identical one is in flight (fresh: false), or a new, queued one. */
-  open(req: SubmitRequest): { op: LiveOperation; fresh: boolean } {
+  /**
+   * The operation a request joins if an identical one is in flight (fresh:
+   * false), or a new, queued one. Whoever joins owns it too: they asked for
+   * the same result and wait on it.
+   */
+  open(req: SubmitRequest, owner: string): { op: LiveOperation; fresh: boolean } {
     const key = mergeKey(req.instanceName, req.actionDigest);
     const existing = req.action.doNotCache ? undefined : this.joinable.get(key);
     if (existing) {
       this.log.debug({ op: existing.state.name, action: digestString(req.actionDigest) }, 'joined in-flight execution');
+      if (!existing.owners.has(owner)) {
+        existing.owners.add(owner);
+        this.store.addOwner(existing.state.name, owner);
+      }
       return { op: existing, fresh: false };
     }
     const name = newOperationName(req.instanceName);
     const now = this.clock.now();
-    const op = this.track(name, req, new Date(now));
-    this.store.insert({
-      name,
-      instanceName: req.instanceName,
-      digestFunction: req.fn.value,
-      actionHash: req.actionDigest.hash,
-      actionSize: req.actionDigest.sizeBytes,
-      stage: ExecutionStage_Value.QUEUED,
-      priority: req.priority,
-      requirements: JSON.stringify(req.requirements),
-      response: null,
-      createdMs: now,
-      updatedMs: now,
-    });
+    const op = this.track(name, req, new Date(now), [owner]);
+    this.store.insert(
+      {
+        name,
+        instanceName: req.instanceName,
+        digestFunction: req.fn.value,
+        actionHash: req.actionDigest.hash,
+        actionSize: req.actionDigest.sizeBytes,
+        stage: ExecutionStage_Value.QUEUED,
+        priority: req.priority,
+        requirements: JSON.stringify(req.requirements),
+        response: null,
+        createdMs: now,
+        updatedMs: now,
+      },
+      owner,
+    );
     return { op, fresh: true };
   }
 
   /** Records an operation that finished without executing (an action-cache hit). */
-  recordCompleted(instanceName: string, actionDigest: Digest, response: ExecuteResponse): OperationState {
+  recordCompleted(instanceName: string, actionDigest: Digest, response: ExecuteResponse, owner: string): OperationState {
     const name = newOperationName(instanceName);
     const now = this.clock.now();
-    this.store.insert({
-      name,
-      instanceName,
-      digestFunction: actionDigest.fn.value,
-      actionHash: actionDigest.hash,
-      actionSize: actionDigest.sizeBytes,
-      stage: ExecutionStage_Value.COMPLETED,
-      priority: 0,
-      requirements: '[]',
-      response: Buffer.from(ExecuteResponse.encode(response).finish()),
-      createdMs: now,
-      updatedMs: now,
-    });
+    this.store.insert(
+      {
+        name,
+        instanceName,
+        digestFunction: actionDigest.fn.value,
+        actionHash: actionDigest.hash,
+        actionSize: actionDigest.sizeBytes,
+        stage: ExecutionStage_Value.COMPLETED,
+        priority: 0,
+        requirements: '[]',
+        response: Buffer.from(ExecuteResponse.encode(response).finish()),
+        createdMs: now,
+        updatedMs: now,
+      },
+      owner,
+    );
     return { name, instanceName, actionDigest, stage: ExecutionStage_Value.COMPLETED, response };
+  }
+
+  /** Who started or joined an operation, scoped as get() is. */
+  owners(name: string): readonly string[] {
+    if (!this.get(name)) return [];
+    const live = this.byName.get(name);
+    return live ? [...live.owners] : this.store.owners(name);
   }
 
   /**
@@ -139,10 +162,10 @@ export class OperationBook {
     return () => op.watchers.delete(fn);
   }
 
-  /** One instance's operations whose names sort after `after`. */
-  list(instanceName: string, after: string, limit: number): OperationState[] {
+  /** One instance's operations whose names sort after `after`; only those `owner` owns, if given. */
+  list(instanceName: string, after: string, limit: number, owner?: string): OperationState[] {
     // Live operations from memory (fresher than their row), the rest from the rows already read.
-    return this.store.list(instanceName, after, limit).map((r) => this.byName.get(r.name)?.state ?? stateFromRow(r));
+    return this.store.list(instanceName, after, limit, owner).map((r) => this.byName.get(r.name)?.state ?? stateFromRow(r));
   }
 
   /** Forgets an operation; the caller has cancelled it if it was unfinished. */
@@ -187,7 +210,7 @@ export class OperationBook {
           requirements: JSON.parse(row.requirements) as Requirement[],
           priority: row.priority,
         };
-        const op = this.track(row.name, req, new Date(row.createdMs));
+        const op = this.track(row.name, req, new Date(row.createdMs), this.store.owners(row.name));
         this.store.setStage(row.name, ExecutionStage_Value.QUEUED);
         requeue(op);
         n++;
@@ -202,7 +225,7 @@ export class OperationBook {
     return n;
   }
 
-  private track(name: string, req: SubmitRequest, queuedAt: Date): LiveOperation {
+  private track(name: string, req: SubmitRequest, queuedAt: Date, owners: readonly string[]): LiveOperation {
     const op: LiveOperation = {
       state: { name, instanceName: req.instanceName, actionDigest: req.actionDigest, stage: ExecutionStage_Value.QUEUED },
       req,
@@ -211,6 +234,7 @@ export class OperationBook {
       queuedAt,
       watchers: new Set(),
       attempts: 0,
+      owners: new Set(owners),
     };
     this.byName.set(name, op);
     // Not joinable either: whoever sends the same do_not_cache action gets its own execution.

@@ -53,6 +53,14 @@ export class OperationStore {
       );
       CREATE INDEX IF NOT EXISTS operations_unfinished ON operations(stage) WHERE response IS NULL;
       CREATE INDEX IF NOT EXISTS operations_by_instance ON operations(instance_name, name);
+      -- Principals that started or joined an operation. Rows written before
+      -- owners were recorded have none: only an admin reaches those.
+      CREATE TABLE IF NOT EXISTS operation_owners (
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        PRIMARY KEY (owner, name)
+      );
+      CREATE INDEX IF NOT EXISTS operation_owners_by_name ON operation_owners(name);
     `);
     this.migrate();
     this.stmts = {
@@ -67,12 +75,40 @@ export class OperationStore {
       list: this.db.prepare(
         `SELECT * FROM operations WHERE instance_name = @instanceName AND name > @after AND substr(name, 1, length(@prefix)) = @prefix ORDER BY name LIMIT @limit`,
       ),
+      listOwned: this.db.prepare(
+        `SELECT o.* FROM operations o JOIN operation_owners w ON w.name = o.name AND w.owner = @owner
+         WHERE o.instance_name = @instanceName AND o.name > @after AND substr(o.name, 1, length(@prefix)) = @prefix ORDER BY o.name LIMIT @limit`,
+      ),
       delete: this.db.prepare(`DELETE FROM operations WHERE name = ?`),
+      deleteOwners: this.db.prepare(`DELETE FROM operation_owners WHERE name = ?`),
+      addOwner: this.db.prepare(`INSERT OR IGNORE INTO operation_owners (name, owner) VALUES (?, ?)`),
+      owners: this.db.prepare(`SELECT owner FROM operation_owners WHERE name = ? ORDER BY owner`),
     };
+    this.insertOwned = this.db.transaction((row: OperationRow, owner: string) => {
+      this.stmts.insert.run(row);
+      this.stmts.addOwner.run(row.name, owner);
+    });
+    this.deleteOwned = this.db.transaction((name: string) => {
+      this.stmts.deleteOwners.run(name);
+      return this.stmts.delete.run(name).changes > 0;
+    });
   }
 
-  insert(row: OperationRow): void {
-    this.stmts.insert.run(row);
+  private readonly insertOwned: (row: OperationRow, owner: string) => void;
+  private readonly deleteOwned: (name: string) => boolean;
+
+  /** A new operation and the principal that started it, in one transaction. */
+  insert(row: OperationRow, owner: string): void {
+    this.insertOwned(row, owner);
+  }
+
+  /** Records another principal (one that joined the operation) as its owner. */
+  addOwner(name: string, owner: string): void {
+    this.stmts.addOwner.run(name, owner);
+  }
+
+  owners(name: string): string[] {
+    return (this.stmts.owners.all(name) as { owner: string }[]).map((r) => r.owner);
   }
 
   setStage(name: string, stage: number): void {
@@ -92,14 +128,18 @@ export class OperationStore {
     return (this.stmts.unfinished.all() as Record<string, unknown>[]).map(fromDb);
   }
 
-  /** Operations of one instance whose names sort after `after`, in name order. */
-  list(instanceName: string, after: string, limit: number): OperationRow[] {
+  /** Operations of one instance whose names sort after `after`, in name order; only those `owner` owns, if given. */
+  list(instanceName: string, after: string, limit: number, owner?: string): OperationRow[] {
     const prefix = `${operationCollection(instanceName)}/`;
-    return (this.stmts.list.all({ instanceName, after, prefix, limit }) as Record<string, unknown>[]).map(fromDb);
+    const rows =
+      owner === undefined
+        ? this.stmts.list.all({ instanceName, after, prefix, limit })
+        : this.stmts.listOwned.all({ instanceName, after, prefix, limit, owner });
+    return (rows as Record<string, unknown>[]).map(fromDb);
   }
 
   delete(name: string): boolean {
-    return this.stmts.delete.run(name).changes > 0;
+    return this.deleteOwned(name);
   }
 
   close(): void {

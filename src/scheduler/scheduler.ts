@@ -37,6 +37,8 @@ export interface SchedulerCounters {
   completed: number;
   requeued: number;
   staleResults: number;
+  /** Results kept out of the action cache because the worker that delivered them may not write it. */
+  untrustedResults: number;
 }
 
 /**
@@ -118,16 +120,25 @@ export class Scheduler {
     return this.dispatcher.acquire(requirements, label, signal);
   }
 
-  /** Queues an action for execution, or joins the identical one in flight. */
-  submit(req: SubmitRequest): OperationState {
-    const { op, fresh } = this.book.open(req);
+  /**
+   * Queues an action for execution, or joins the identical one in flight;
+   * either way `owner` (a principal, see Caller.owner) becomes one of the
+   * operation's owners.
+   */
+  submit(req: SubmitRequest, owner: string): OperationState {
+    const { op, fresh } = this.book.open(req, owner);
     if (fresh) this.dispatcher.enqueue(op);
     return op.state;
   }
 
-  /** Records an operation that finished without executing (an action-cache hit). */
-  recordCompleted(instanceName: string, actionDigest: Digest, response: ExecuteResponse): OperationState {
-    return this.book.recordCompleted(instanceName, actionDigest, response);
+  /** Records an operation that finished without executing (an action-cache hit), owned by `owner`. */
+  recordCompleted(instanceName: string, actionDigest: Digest, response: ExecuteResponse, owner: string): OperationState {
+    return this.book.recordCompleted(instanceName, actionDigest, response, owner);
+  }
+
+  /** Who started or joined an operation; scoped as get() is (empty for an unknown name). */
+  owners(name: string): readonly string[] {
+    return this.book.owners(name);
   }
 
   /** Current state; undefined unless the name carries the operation's own instance. */
@@ -140,9 +151,9 @@ export class Scheduler {
     return this.book.watch(name, fn);
   }
 
-  /** One instance's operations whose names sort after `after`. */
-  list(instanceName: string, after: string, limit: number): OperationState[] {
-    return this.book.list(instanceName, after, limit);
+  /** One instance's operations whose names sort after `after`; only those `owner` owns, if given. */
+  list(instanceName: string, after: string, limit: number, owner?: string): OperationState[] {
+    return this.book.list(instanceName, after, limit, owner);
   }
 
   /** Cancels a queued or executing operation; false if it is unknown or already done. */

@@ -28,11 +28,13 @@ import path from 'node:path';
 import { rmSync } from 'node:fs';
 import { RunService } from '../services/run-service.js';
 import { Registry } from 'prom-client';
-import { authInterceptor, createAuthenticator } from '../grpc/auth.js';
 import { ServerTls } from '../grpc/tls.js';
+import { accessInterceptor } from '../grpc/access-interceptor.js';
+import { type Access, createAccess } from '../grpc/auth-config.js';
+import { METHOD_PERMISSIONS } from '../services/permissions.js';
 import { startMetricsServer, type MetricsServer } from '../observability/metrics-http.js';
 import { createTelemetrySinks, type TelemetrySink } from '../observability/telemetry.js';
-import type { WorkerGroup } from '../executor/executor-slot.js';
+import { BUILT_IN, type WorkerGroup } from '../executor/executor-slot.js';
 
 type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
 
@@ -77,16 +79,25 @@ export class ReprServer {
 
     const registry = new Registry();
     const telemetry = createTelemetrySinks(config.telemetry, { log, registry });
-    const auth = config.auth.type === 'none' ? undefined : createAuthenticator(config.auth);
+    const authLog = log.child({ svc: 'auth' });
+    const access = createAccess(config.auth, authLog);
+    warnIfExposed(config, access, authLog);
     const grpc = new Server({
-      ...(auth ? { interceptors: [authInterceptor(auth, { log: log.child({ svc: 'auth' }) })] } : {}),
+      // Always: with no authenticator configured it lets the anonymous admin in, and still shuts methods outside the table.
+      interceptors: [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog })],
       // A full batch plus its framing must fit in one message; anything
       // larger gets grpc-js's own RESOURCE_EXHAUSTED.
       'grpc.max_receive_message_length': Math.max(maxBatch, 4 * 1024 * 1024) + 1024 * 1024,
       'grpc.max_send_message_length': -1,
     });
     const tunedStreams = enlargeStreamWindows(grpc);
-    const add = (def: unknown, impl: unknown) => grpc.addService(...refuseUndecodable(def as ServiceDefinition, impl as UntypedServiceImplementation));
+    const add = (def: unknown, impl: unknown) => {
+      // The interceptor refuses a method without a rule anyway; a server that would serve one is a bug to catch at start.
+      for (const m of Object.values(def as ServiceDefinition)) {
+        if (!METHOD_PERMISSIONS.has(m.path)) throw internal(`method ${m.path} has no permission rule (services/permissions.ts)`);
+      }
+      grpc.addService(...refuseUndecodable(def as ServiceDefinition, impl as UntypedServiceImplementation));
+    };
 
     const actionCache = new ActionCache(ac, cas);
     const execution = await startExecution(config, cas, actionCache, log);
@@ -176,6 +187,32 @@ export class ReprServer {
   }
 }
 
+/** Whether a listen address (host:port) only accepts connections from this machine. */
+export function isLoopbackListen(listen: string): boolean {
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/**
+ * One loud line per exposure when the server listens beyond loopback:
+ * plaintext traffic (tokens in the clear), and callers without credentials
+ * who may do anything at all. Client-certificate principals without TLS are
+ * refused by the config (they need tls.clientCaFile).
+ */
+function warnIfExposed(config: ServerConfig, access: Access, log: Logger): void {
+  const tls = config.tls !== undefined;
+  if (isLoopbackListen(config.listen)) return;
+  if (!tls) {
+    log.error({ listen: config.listen }, 'listening beyond loopback without TLS: traffic, bearer tokens included, travels in the clear');
+  }
+  if (access.anonymousHasPermissions) {
+    log.error(
+      { listen: config.listen, anonymous: access.anonymous?.name },
+      'listening beyond loopback with anonymous access: callers without credentials may use this server (configure auth)',
+    );
+  }
+}
+
 /**
  * The scheduler with its operation store, the in-process executors and the
  * service external workers connect to, or undefined for a cache-only server.
@@ -222,6 +259,14 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
   });
   for (const slot of slots) scheduler.addExecutor(slot);
   log.info({ executors: ex.executors, properties }, 'remote execution enabled');
-  const local: WorkerGroup = { name: `${os.hostname()} (built-in)`, address: 'local', slots, properties, draining: false, connected: new Date() };
+  const local: WorkerGroup = {
+    name: `${os.hostname()} (built-in)`,
+    address: 'local',
+    principal: BUILT_IN.principal,
+    slots,
+    properties,
+    draining: false,
+    connected: new Date(),
+  };
   return { scheduler, store, workers, local };
 }

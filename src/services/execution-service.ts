@@ -20,6 +20,8 @@ import type { OperationState, Scheduler } from '../scheduler/scheduler.js';
 import { serverStreaming } from '../grpc/handlers.js';
 import { toOperation } from './operation-message.js';
 import { assertRelativePath } from '../reapi/paths.js';
+import { requireCaller } from '../grpc/access-interceptor.js';
+import { checkOwner } from './operation-access.js';
 
 /** A blob the client named as a message of some type, decoded; anything else is the client's error, not ours. */
 function decodeMessage<T>(type: { decode(b: Uint8Array): T }, name: string, bytes: Uint8Array, what: string): T {
@@ -68,6 +70,7 @@ export class ExecutionServiceImpl {
   constructor(private readonly o: ExecutionServiceOptions) {}
 
   async execute(req: ExecuteRequest, call: ServerWritableStream<ExecuteRequest, Operation>): Promise<void> {
+    const caller = requireCaller(call.metadata);
     this.o.instances.check(req.instanceName);
     const fn = digestFunctionFromValue(req.digestFunction);
     const actionDigest = fromWire(fn, req.actionDigest, 'action_digest');
@@ -95,6 +98,7 @@ export class ExecutionServiceImpl {
           req.instanceName,
           actionDigest,
           ExecuteResponse.fromPartial({ result: hit, cachedResult: true, status: { code: Code.OK } }),
+          caller.owner,
         );
         call.write(toOperation(state));
         return;
@@ -103,21 +107,26 @@ export class ExecutionServiceImpl {
     const why = this.o.scheduler.unsatisfiable(requirements);
     if (why) throw failedPrecondition(`no executor can execute this action; unmet platform properties: ${why.join(', ')}`);
 
-    const state = this.o.scheduler.submit({
-      instanceName: req.instanceName,
-      fn,
-      actionDigest,
-      action,
-      command,
-      requirements,
-      priority: req.executionPolicy?.priority ?? 0,
-    });
+    const state = this.o.scheduler.submit(
+      {
+        instanceName: req.instanceName,
+        fn,
+        actionDigest,
+        action,
+        command,
+        requirements,
+        priority: req.executionPolicy?.priority ?? 0,
+      },
+      caller.owner,
+    );
     await this.stream(state.name, call);
   }
 
   async waitExecution(req: WaitExecutionRequest, call: ServerWritableStream<WaitExecutionRequest, Operation>): Promise<void> {
     // Scoped by the name: the scheduler knows an operation only under its own instance's prefix.
+    const caller = requireCaller(call.metadata);
     if (!this.o.scheduler.get(req.name)) throw notFound(`operation "${req.name}" does not exist (it may have been deleted); call Execute again`);
+    checkOwner(caller, this.o.scheduler, req.name, 'WaitExecution');
     await this.stream(req.name, call);
   }
 

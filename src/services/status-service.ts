@@ -21,6 +21,7 @@ export class StatusServiceImpl {
     const workers: WorkerStatus[] = this.groups().map((g) => ({
       name: g.name,
       address: g.address,
+      principal: g.principal,
       executors: g.slots.length,
       properties: Object.entries(g.properties).flatMap(([name, values]) => values.map((value) => ({ name, value }))),
       draining: g.draining,

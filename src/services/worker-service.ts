@@ -13,7 +13,9 @@ import type { ExecutorCapabilities } from '../executor/platform.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { RunHost } from '../executor/run-host.js';
 import type { ExecutionTask } from '../executor/execution-task.js';
-import { ExecutorLostError, type WorkerGroup, type ExecutorSlot } from '../executor/executor-slot.js';
+import { ExecutorLostError, type ExecutorOwner, type WorkerGroup, type ExecutorSlot } from '../executor/executor-slot.js';
+import { callerOf } from '../grpc/access-interceptor.js';
+import type { Caller } from '../grpc/access-policy.js';
 
 export interface WorkerServiceOptions {
   scheduler: Scheduler;
@@ -28,8 +30,8 @@ export interface WorkerServiceOptions {
   clock?: Clock;
 }
 
-// Without auth anyone can connect as a worker, so everything a worker sends
-// is bounded. The gRPC message limit caps each message as a whole; these cap
+// A worker holds the worker permission, but a worker machine can be taken
+// over like any other, so everything a worker sends is bounded. The gRPC message limit caps each message as a whole; these cap
 // the fields that cost the scheduler, its logs, `repr status` or a run's
 // client more than their bytes. No honest worker comes near them.
 
@@ -172,9 +174,13 @@ class WorkerSession implements WorkerGroup {
   private cancelWatchdog: () => void = () => undefined;
   private readonly clock: Clock;
 
+  readonly principal: string;
+
   constructor(
     readonly name: string,
     readonly address: string,
+    /** Who connected: its permissions decide whether its results may be cached. */
+    readonly caller: Caller,
     reg: Register,
     private readonly call: Stream,
     private readonly o: WorkerServiceOptions,
@@ -183,10 +189,13 @@ class WorkerSession implements WorkerGroup {
     this.clock = o.clock ?? systemClock;
     this.connected = new Date(this.clock.now());
     this.lastHeartbeat = this.connected;
+    this.principal = caller.principal.name;
     for (const p of reg.properties) (this.properties[p.name] ??= []).push(p.value);
     const caps: ExecutorCapabilities = { properties: this.properties, cpus: reg.cpus, memoryBytes: reg.memoryBytes, networkAllowed: reg.networkAllowed };
+    // Checked at every write, not once at connect: the check is the scheduler's, at the action cache's door.
+    const owner: ExecutorOwner = { principal: this.principal, mayWriteCache: (instance) => caller.may('worker', instance) };
     for (let i = 0; i < reg.executors; i++) {
-      const slot: ExecutorSlot = { id: `${name}/${i}`, caps, execute: (task, signal) => this.executeLease(task, signal) };
+      const slot: ExecutorSlot = { id: `${name}/${i}`, caps, owner, execute: (task, signal) => this.executeLease(task, signal) };
       if (reg.runs) slot.run = (req, host, signal) => this.runLease(req, host, signal);
       this.slots.push(slot);
     }
@@ -386,6 +395,12 @@ export class WorkerService {
       this.o.log.warn({ peer, code: Code[err.code], reason: err.message }, 'refused a worker');
       call.emit('error', err);
     };
+    // The access interceptor vouched for the worker permission; without it nobody is let in.
+    const caller = callerOf(call.metadata);
+    if (!caller) {
+      refuse(new ReprError(Code.PERMISSION_DENIED, 'no authenticated caller for this worker stream'));
+      return;
+    }
     // Streams that have not registered yet are bounded in number and in time.
     if (this.unregistered.size >= this.o.maxWorkers) {
       refuse(resourceExhausted(`${this.unregistered.size} worker streams are waiting to register: at most ${this.o.maxWorkers} (execution.maxWorkers)`));
@@ -403,8 +418,15 @@ export class WorkerService {
       try {
         if (!reg) throw invalidArgument('the first message on a worker stream must be a register with a worker_name');
         checkRegister(reg, this.o.maxExecutorsPerWorker);
-        // A worker reconnecting under its own name takes its old place.
-        if (!this.sessions.has(reg.workerName) && this.sessions.size >= this.o.maxWorkers) {
+        // A worker reconnecting under its own name takes its old place; another principal may not take it.
+        const holder = this.sessions.get(reg.workerName);
+        if (holder && holder.caller.owner !== caller.owner) {
+          throw new ReprError(
+            Code.PERMISSION_DENIED,
+            `worker name ${JSON.stringify(reg.workerName)} is held by principal ${JSON.stringify(holder.principal)}, not ${JSON.stringify(caller.principal.name)}`,
+          );
+        }
+        if (!holder && this.sessions.size >= this.o.maxWorkers) {
           throw resourceExhausted(`${this.sessions.size} workers are connected: at most ${this.o.maxWorkers} (execution.maxWorkers)`);
         }
       } catch (e) {
@@ -414,13 +436,16 @@ export class WorkerService {
       settle();
       const old = this.sessions.get(reg.workerName);
       old?.lose('replaced by a new connection from the same worker');
-      session = new WorkerSession(reg.workerName, peer, reg, call, this.o, (s) => {
+      session = new WorkerSession(reg.workerName, peer, caller, reg, call, this.o, (s) => {
         if (this.sessions.get(s.name) === s) this.sessions.delete(s.name);
       });
       this.sessions.set(reg.workerName, session);
       const ms = session.heartbeatIntervalMs;
       call.write({ welcome: { heartbeatInterval: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 }, schedulerVersion: '' } });
-      this.o.log.info({ worker: reg.workerName, peer, executors: reg.executors, properties: session.properties }, 'worker connected');
+      this.o.log.info(
+        { worker: reg.workerName, principal: caller.principal.name, via: caller.principal.via, peer, executors: reg.executors, properties: session.properties },
+        'worker connected',
+      );
       session.start();
     });
     // The worker half-closes when it is done (after draining); anything else is a loss.

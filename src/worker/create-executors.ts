@@ -1,5 +1,5 @@
 import os from 'node:os';
-import type { ExecutorSlot } from '../executor/executor-slot.js';
+import { BUILT_IN, type ExecutorSlot } from '../executor/executor-slot.js';
 import type { ExecutorCapabilities } from '../executor/platform.js';
 import { fuseUnavailable } from '../vfs/fuse-available.js';
 import type { CommandExecutorOptions } from './command-core.js';
@@ -34,7 +34,7 @@ export function createExecutors(o: CreateExecutorsOptions): ExecutorSlot[] {
   for (let i = 0; i < count; i++) {
     const opts = { ...common, id: id(i), log: o.log.child({ executor: i }) };
     const executor = new LocalExecutor(opts);
-    const slot: ExecutorSlot = { id: executor.id, caps, execute: (task, signal) => executor.execute(task, signal) };
+    const slot: ExecutorSlot = { id: executor.id, caps, owner: BUILT_IN, execute: (task, signal) => executor.execute(task, signal) };
     if (!noFuse) {
       const runs = new RunExecutor({ ...opts, overlaySupport, ...(runWrites ? { writes: runWrites } : {}) });
       slot.run = (req, host, signal) => runs.run(req, host, signal);

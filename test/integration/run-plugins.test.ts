@@ -24,7 +24,8 @@ describe('repr run with plugins: token auth, telemetry sinks, file discovery', (
   before(async () => {
     const dir = tmpDir('repr-plugins-');
     const tokens = path.join(dir, 'tokens');
-    writeFileSync(tokens, `ci:${TOKEN}\n`);
+    // Roles from the tokens file and from a grant flag: `repr run` needs developer, `repr status` admin.
+    writeFileSync(tokens, `ci:${TOKEN} developer\n`);
     jsonl = path.join(dir, 'telemetry', 'runs.jsonl');
     const config = path.join(dir, 'server.json');
     writeFileSync(config, JSON.stringify({ telemetry: [{ type: 'prometheus' }, { type: 'jsonl', path: jsonl }], execution: { executors: 1 } }));
@@ -35,6 +36,8 @@ describe('repr run with plugins: token auth, telemetry sinks, file discovery', (
       path.join(dir, 'data'),
       '--auth-tokens-file',
       tokens,
+      '--auth-grant',
+      'ci=admin',
       '--metrics-listen',
       '127.0.0.1:0',
     ]);

@@ -111,8 +111,8 @@ describe('standalone workers', () => {
       const cli = spawnSync(process.execPath, [REPR_BIN, 'status', '--server', scheduler.url], { encoding: 'utf8' });
       assert.equal(cli.status, 0, cli.stderr);
       assert.match(cli.stdout, /queued 0 +executing 0 +completed 200/);
-      assert.match(cli.stdout, /^wbig +127\.0\.0\.1:\d+ +2 +0 +\d+ .*pool=big/m);
-      assert.match(cli.stdout, /^wb +127\.0\.0\.1:\d+ +2 /m);
+      assert.match(cli.stdout, /^wbig +127\.0\.0\.1:\d+ +anonymous +2 +0 +\d+ .*pool=big/m);
+      assert.match(cli.stdout, /^wb +127\.0\.0\.1:\d+ +anonymous +2 /m);
     });
   });
 

@@ -16,6 +16,10 @@ function sample<C>(flag: Flag<C>): unknown {
     '--auth-tokens-file': '/etc/repr/tokens',
     '--tls-cert': '/etc/repr/cert.pem',
     '--tls-key': '/etc/repr/key.pem',
+    '--auth-grant': [{ name: 'ci-*', roles: ['ci'] }],
+    '--auth-anonymous': 'reader',
+    '--auth-jwt-issuer': 'https://issuer.example',
+    '--auth-jwt-audience': 'repr',
   };
   const name = flagName(flag);
   if (name in byName) return byName[name];
@@ -33,7 +37,18 @@ function sample<C>(flag: Flag<C>): unknown {
       return 3 * 2 ** 30;
     case 'properties':
       return { pool: ['big'] };
+    case 'grants':
+      return [{ name: 'x', roles: ['reader'] }];
   }
+}
+
+/** What the config file must already say for a flag to make a valid config: a JWT flag alone is half a JWT setup. */
+function baseFor(name: string): Record<string, unknown> {
+  if (name.startsWith('--auth-jwt-')) return { auth: { jwt: { jwksFile: '/etc/repr/jwks.json', issuer: 'i', audience: 'a' } } };
+  if (name === '--auth-anonymous') return { auth: { tokensFile: '/etc/repr/tokens' } };
+  // Client-certificate principals need a server that asks for certificates.
+  if (name === '--auth-mtls') return { tls: { certFile: '/c.pem', keyFile: '/k.pem', clientCaFile: '/ca.pem' } };
+  return {};
 }
 
 function get(obj: unknown, dotted: string): unknown {
@@ -56,7 +71,7 @@ describe('config flags', () => {
         const tls = flag.path.startsWith('tls.') ? { tls: { certFile: '/c.pem', keyFile: '/k.pem' } } : {};
         const base = command === 'server' ? tls : { scheduler: tls.tls ? 'grpcs://s:1' : 'grpc://s:1', ...tls };
         // Schemas are strict: a path that names no field fails to compile.
-        const config = compile(overlayFlags(base, [flag], () => value));
+        const config = compile(overlayFlags({ ...base, ...baseFor(flagName(flag)) }, [flag], () => value));
         const expected = flag.toConfig ? flag.toConfig(value as never) : value;
         const got = get(config, flag.path);
         if (flag.path === 'cas' || flag.path === 'scheduler') assert.match(String(got), /^grpcs?:\/\//, flagName(flag));
@@ -71,6 +86,29 @@ describe('config flags', () => {
     const input = overlayFlags(file, serverFlags, (f) => given[flagName(f)]);
     assert.deepEqual(input, { listen: '0.0.0.0:1', instanceNames: ['a'], execution: { cpus: 3, executors: 0, enabled: false } });
     assert.deepEqual(file, { listen: '0.0.0.0:1', execution: { cpus: 3, executors: 2 } });
+  });
+
+  it('--auth-jwks sets the key set file or URL; --auth-grant adds to the grants of the config file', () => {
+    const jwks = serverFlags.find((f) => flagName(f) === '--auth-jwks')!;
+    const grant = serverFlags.find((f) => flagName(f) === '--auth-grant')!;
+    const rest = { issuer: 'i', audience: 'a' };
+    const withFile = compileServerConfig(overlayFlags({ auth: { jwt: rest } }, [jwks], () => '/etc/repr/jwks.json'));
+    assert.equal(withFile.auth.jwt?.jwksFile, '/etc/repr/jwks.json');
+    const withUrl = compileServerConfig(overlayFlags({ auth: { jwt: rest } }, [jwks], () => 'https://idp.example/jwks'));
+    assert.equal(withUrl.auth.jwt?.jwksUrl, 'https://idp.example/jwks');
+    assert.equal(withUrl.auth.jwt?.jwksFile, undefined);
+    const g = parseFlagValue(grant, 'ci-*=ci,reader', parseFlagValue(grant, 'bob=admin', undefined));
+    const file = { auth: { principals: [{ name: 'alice', roles: ['developer'] }] } };
+    const c = compileServerConfig(overlayFlags(file, [grant], () => g));
+    assert.deepEqual(c.auth.principals, [
+      { name: 'alice', roles: ['developer'] },
+      { name: 'bob', roles: ['admin'] },
+      { name: 'ci-*', roles: ['ci', 'reader'] },
+    ]);
+    assert.throws(() => parseFlagValue(grant, 'bob', undefined), /--auth-grant takes name=role/);
+    assert.throws(() => compileServerConfig(overlayFlags({}, [grant], () => [{ name: 'x', roles: ['wizard'] }])), /unknown role "wizard"/);
+    const anon = serverFlags.find((f) => flagName(f) === '--auth-anonymous')!;
+    assert.equal(compileServerConfig(overlayFlags({ auth: { tokensFile: '/t' } }, [anon], () => 'none')).auth.anonymous, false);
   });
 
   it('--cas-size resizes the disk store at the bottom of the CAS, under the verifying node', () => {

@@ -105,7 +105,11 @@ describe('dial', () => {
   describe('against a server that requires a token', () => {
     let server: ReprServer;
     before(async () => {
-      server = await startInProcess({ dataDir: tmpDir(), execution: { executors: 0 }, auth: { type: 'token', tokens: [{ name: 'ci', token: TOKEN }] } });
+      server = await startInProcess({
+        dataDir: tmpDir(),
+        execution: { executors: 0 },
+        auth: { type: 'token', tokens: [{ name: 'ci', token: TOKEN, roles: ['admin'] }] },
+      });
     });
     after(() => server.stop());
 
@@ -129,7 +133,7 @@ describe('dial', () => {
       const secure = await startInProcess({
         dataDir: tmpDir(),
         execution: { executors: 0 },
-        auth: { type: 'token', tokens: [{ name: 'ci', token: TOKEN }] },
+        auth: { type: 'token', tokens: [{ name: 'ci', token: TOKEN, roles: ['admin'] }] },
         tls: { certFile: cert.cert, keyFile: cert.key },
       });
       const target = `grpcs://${secure.address}`;

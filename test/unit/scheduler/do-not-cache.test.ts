@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { computeDigest, SHA256 } from '../../../src/common/digest.js';
 import { Action, Command } from '../../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { SubmitRequest } from '../../../src/scheduler/scheduler.js';
-import { advanceUntil, finished, harness, slot } from './harness.js';
+import { advanceUntil, finished, harness, slot, OWNER } from './harness.js';
 
 function request(doNotCache: boolean): SubmitRequest {
   return {
@@ -23,16 +23,16 @@ describe('Scheduler and do_not_cache', () => {
     const { scheduler: s, clock } = harness();
     const executed: string[] = [];
     s.addExecutor(slot('e', clock, { log: executed, workMs: 50 }));
-    const cached = s.submit(request(false));
-    const names = [cached.name, s.submit(request(true)).name, s.submit(request(true)).name];
-    const uncachedFirst = s.submit(request(false));
+    const cached = s.submit(request(false), OWNER);
+    const names = [cached.name, s.submit(request(true), OWNER).name, s.submit(request(true), OWNER).name];
+    const uncachedFirst = s.submit(request(false), OWNER);
     assert.equal(uncachedFirst.name, cached.name, 'ordinary requests still merge');
     assert.equal(new Set(names).size, 3);
     await advanceUntil(clock, finished(s, names).all);
     assert.equal(executed.length, 3);
 
-    const alone = s.submit(request(true));
-    const follower = s.submit(request(false));
+    const alone = s.submit(request(true), OWNER);
+    const follower = s.submit(request(false), OWNER);
     assert.notEqual(follower.name, alone.name, 'a do_not_cache execution is not joined');
     s.close();
   });

@@ -3,7 +3,7 @@ import { ManualClock } from '../../../src/common/clock.js';
 import { computeDigest, SHA256 } from '../../../src/common/digest.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import type { ExecutionTask } from '../../../src/executor/execution-task.js';
-import type { ExecutorSlot } from '../../../src/executor/executor-slot.js';
+import { BUILT_IN, type ExecutorSlot } from '../../../src/executor/executor-slot.js';
 import { Action, Command, ExecuteResponse } from '../../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { OperationStore } from '../../../src/scheduler/operation-store.js';
 import { type OperationState, Scheduler, type SchedulerOptions, type SubmitRequest } from '../../../src/scheduler/scheduler.js';
@@ -32,6 +32,9 @@ export async function advanceUntil(clock: ManualClock, done: () => boolean, step
     await flush();
   }
 }
+
+/** The owner operations of these tests are submitted under (the anonymous principal's). */
+export const OWNER = '';
 
 export const caps = (properties: Record<string, string[]> = {}) => ({ properties, cpus: 2, memoryBytes: 1 << 30, networkAllowed: false });
 
@@ -68,6 +71,7 @@ export function slot(
   return {
     id,
     caps: caps(opts.properties),
+    owner: BUILT_IN,
     execute: async (task) => {
       opts.log?.push(`${id}:${task.actionDigest.hash.slice(0, 8)}`);
       opts.tasks?.push(task);

@@ -1,17 +1,26 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { describe, it } from 'node:test';
-import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
 import { Code } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import { ExecuteResponse } from '../../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { Lease, SchedulerMessage, WorkerMessage } from '../../../src/proto/repr/worker/v1/worker.js';
 import { WorkerService } from '../../../src/services/worker-service.js';
-import { finished, flush, harness, submitReq } from '../scheduler/harness.js';
+import { bindCaller } from '../../../src/grpc/access-interceptor.js';
+import { AccessPolicy } from '../../../src/grpc/access-policy.js';
+import { finished, flush, harness, submitReq, OWNER } from '../scheduler/harness.js';
+import { captureLogger } from '../../../support/log-capture.js';
+
+/** Principals as the access interceptor would have authenticated them. */
+const policy = new AccessPolicy({ principals: [{ name: 'scoped', roles: ['worker'], instances: ['a'] }] });
+/** Every principal's token carries the worker role, except "scoped"'s, whose only grant is worker on instance "a". */
+const callerNamed = (name: string) => policy.callerFor({ name, via: 'token', roles: name === 'scoped' ? [] : ['worker'] });
 
 /** A worker's stream as the service sees it, driven by hand: nothing goes over the wire. */
 class FakeStream extends EventEmitter {
   readonly sent: SchedulerMessage[] = [];
+  readonly metadata = new Metadata();
   private ended: { code: number; details: string } | undefined;
 
   constructor() {
@@ -61,8 +70,8 @@ class FakeStream extends EventEmitter {
   }
 }
 
-function setup(over: { heartbeatTimeoutMs?: number; maxWorkers?: number } = {}) {
-  const h = harness();
+function setup(over: { heartbeatTimeoutMs?: number; maxWorkers?: number } = {}, log = silentLogger()) {
+  const h = harness({ log });
   const service = new WorkerService({
     scheduler: h.scheduler,
     log: silentLogger(),
@@ -72,8 +81,9 @@ function setup(over: { heartbeatTimeoutMs?: number; maxWorkers?: number } = {}) 
     clock: h.clock,
     ...over,
   });
-  const connect = (name?: string) => {
+  const connect = (name?: string, principal = 'worker-1') => {
     const s = new FakeStream();
+    bindCaller(s.metadata, callerNamed(principal));
     service.connect(s as unknown as ServerDuplexStream<WorkerMessage, SchedulerMessage>);
     if (name) s.register(name);
     return s;
@@ -87,7 +97,7 @@ describe('WorkerService on a manual clock', () => {
     const dropper = connect('dropper');
     assert.ok(dropper.sent[0]?.welcome, 'welcomed');
     assert.equal(service.groups()[0]!.connected.getTime(), clock.now(), 'connected at clock time');
-    const op = scheduler.submit(submitReq(1));
+    const op = scheduler.submit(submitReq(1), OWNER);
     const done = finished(scheduler, [op.name]);
     const [first] = dropper.leases();
     assert.ok(first);
@@ -151,5 +161,55 @@ describe('WorkerService on a manual clock', () => {
     }
     // Their places are free again.
     assert.ok(connect('late').sent[0]?.welcome);
+  });
+
+  it('refuses a stream no authenticated caller stands behind', () => {
+    const { service } = setup();
+    const s = new FakeStream();
+    service.connect(s as unknown as ServerDuplexStream<WorkerMessage, SchedulerMessage>);
+    assert.equal(s.status()?.code, Code.PERMISSION_DENIED);
+    assert.match(s.status()!.details, /no authenticated caller/);
+  });
+
+  it('records the principal a worker connected as, and lets no other principal take its name', async () => {
+    const { service, connect } = setup();
+    const first = connect('build-1', 'alice');
+    assert.equal(service.groups()[0]!.principal, 'alice');
+    assert.equal(service.groups()[0]!.slots[0]!.owner.principal, 'alice');
+    const thief = connect('build-1', 'mallory');
+    assert.equal(thief.status()?.code, Code.PERMISSION_DENIED);
+    assert.match(thief.status()!.details, /worker name "build-1" is held by principal "alice", not "mallory"/);
+    assert.equal(first.status(), undefined, 'the real worker keeps its place');
+    // The same principal reconnecting takes its old place, as before.
+    const again = connect('build-1', 'alice');
+    assert.ok(again.sent[0]?.welcome);
+    assert.equal(first.status()?.code, Code.UNAVAILABLE);
+    service.close();
+  });
+
+  it("writes a worker's results to the action cache only for instances its principal holds worker on", async () => {
+    const capture = captureLogger('warn');
+    const { scheduler, service, connect, actionCache } = setup({}, capture.log);
+    const w = connect('scoped-1', 'scoped');
+    const inA = scheduler.submit({ ...submitReq(1), instanceName: 'a' }, OWNER);
+    const inB = scheduler.submit({ ...submitReq(2), instanceName: 'b' }, OWNER);
+    const done = finished(scheduler, [inA.name, inB.name]);
+    for (let i = 0; i < 2; i++) {
+      await flush();
+      const lease = w.leases()[i]!;
+      w.send({ result: { leaseId: lease.leaseId, response: ExecuteResponse.fromPartial({ result: { exitCode: 0 }, status: { code: 0 } }) } });
+    }
+    while (!done.all()) await flush();
+    assert.ok(await actionCache.find('a', submitReq(1).actionDigest), 'cached where the principal is a worker');
+    assert.equal(await actionCache.find('b', submitReq(2).actionDigest), undefined, 'not cached where it is not');
+    assert.equal(done.states.get(inB.name)!.response!.result!.exitCode, 0, 'the client still gets its result');
+    assert.equal(scheduler.stats().untrustedResults, 1);
+    const warned = capture.records().filter((r) => /result not written to the action cache/.test(String(r.msg)));
+    assert.deepEqual(
+      warned.map((r) => [r.principal, r.instance]),
+      [['scoped', 'b']],
+    );
+    service.close();
+    scheduler.close();
   });
 });

@@ -205,6 +205,8 @@ export interface WorkerStatus {
   lastHeartbeat: Timestamp | undefined;
   running: RunningAction[];
   completed: number;
+  /** The principal the worker authenticated as; "(built-in)" for the server's own executors. */
+  principal: string;
 }
 
 export interface RunningAction {
@@ -1469,6 +1471,7 @@ function createBaseWorkerStatus(): WorkerStatus {
     lastHeartbeat: undefined,
     running: [],
     completed: 0,
+    principal: "",
   };
 }
 
@@ -1500,6 +1503,9 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
     }
     if (message.completed !== 0) {
       writer.uint32(72).uint64(message.completed);
+    }
+    if (message.principal !== "") {
+      writer.uint32(82).string(message.principal);
     }
     return writer;
   },
@@ -1589,6 +1595,14 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
             message.completed = longToNumber(reader.uint64());
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.principal = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1619,6 +1633,7 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
       : undefined;
     message.running = object.running?.map((e) => RunningAction.fromPartial(e)) || [];
     message.completed = object.completed ?? 0;
+    message.principal = object.principal ?? "";
     return message;
   },
 };
