@@ -10,6 +10,7 @@ import { executeTrivial } from './execute-trivial.js';
 import { findMissing } from './find-missing.js';
 import { memory } from './memory.js';
 import { reprRunBench } from './repr-run.js';
+import { tlsCost } from './tls.js';
 import type { Benchmark, BenchContext, Metric } from './types.js';
 
 /**
@@ -18,7 +19,7 @@ import type { Benchmark, BenchContext, Metric } from './types.js';
  * bench/results.json. --quick shrinks every benchmark to a smoke run (the
  * test suite runs it so the benchmarks cannot rot).
  */
-const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, reprRunBench, bazel, memory];
+const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, reprRunBench, bazel, memory, tlsCost];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmpDir } from './tmp.js';
@@ -16,6 +16,27 @@ export function hasBazel(): boolean {
 }
 
 /**
+ * Bazel startup options that let Debian's Bazel 4.2.3 speak gRPC over TLS.
+ *
+ * Its bundled Netty has no JDK ALPN negotiator, so a grpcs:// remote fails
+ * with "JDK provider does not support ALPN protocol" (exit 37, cause only in
+ * java.log) unless OpenSSL is reachable through netty-tcnative. Debian ships
+ * that JNI library (libnetty-tcnative-jni) as libnetty-tcnative.so; Netty
+ * looks for libnetty_tcnative.so and the library checks its own file name when
+ * loaded, so it must be a copy under that name, not a symlink.
+ */
+export function bazelTlsStartupArgs(): string[] {
+  const found = readdirSync('/usr/lib', { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => path.join('/usr/lib', d.name, 'jni', 'libnetty-tcnative.so'))
+    .find((p) => existsSync(p));
+  if (!found) throw new Error("Bazel needs netty-tcnative for TLS: apt-get install -y libnetty-tcnative-jni (see README, 'Bazel over TLS')");
+  const dir = tmpDir('repr-tcnative-');
+  copyFileSync(found, path.join(dir, 'libnetty_tcnative.so'));
+  return [`--host_jvm_args=-Djava.library.path=${dir}`];
+}
+
+/**
  * A copy of a fixture workspace with its own Bazel output root, so that tests
  * never share a Bazel server (or its caches) with anything else.
  */
@@ -23,7 +44,11 @@ export class BazelWorkspace {
   readonly dir: string;
   private readonly outputRoot: string;
 
-  constructor(fixture = FIXTURE) {
+  constructor(
+    fixture = FIXTURE,
+    /** Bazel startup options for every command, e.g. bazelTlsStartupArgs(). */
+    private readonly startupArgs: readonly string[] = [],
+  ) {
     const base = tmpDir('repr-bazel-');
     this.dir = path.join(base, 'ws');
     this.outputRoot = path.join(base, 'output-root');
@@ -37,7 +62,7 @@ export class BazelWorkspace {
    */
   run(args: string[], timeoutMs = 300_000): Promise<{ code: number; stdout: string; stderr: string }> {
     return new Promise((resolve, reject) => {
-      const child = spawn('bazel', [`--output_user_root=${this.outputRoot}`, '--max_idle_secs=120', '--nohome_rc', ...args], {
+      const child = spawn('bazel', [`--output_user_root=${this.outputRoot}`, '--max_idle_secs=120', '--nohome_rc', ...this.startupArgs, ...args], {
         cwd: this.dir,
         stdio: ['ignore', 'pipe', 'pipe'],
         env: { ...process.env, HOME: process.env.HOME ?? '/root' },
