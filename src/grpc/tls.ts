@@ -1,7 +1,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { createSecureContext, type PeerCertificate, type SecureContextOptions } from 'node:tls';
+import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { invalidArgument } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -255,66 +255,4 @@ export class ServerTls {
     clearInterval(this.timer);
     this.listeners.clear();
   }
-}
-
-/** The part of grpc-js's AuthContext (not exported by grpc-js) that carries the peer's certificate. */
-export interface PeerAuthContext {
-  transportSecurityType?: string;
-  sslPeerCertificate?: PeerCertificate;
-}
-
-/**
- * Splits Node's `subjectaltname` ("DNS:a, URI:repr://b, IP Address:::1").
- * Node writes a value holding a comma or quote as a JSON string, so that a
- * name cannot pose as two entries; this reads those back.
- */
-function subjectAltNames(text: string | undefined): string[] {
-  if (!text) return [];
-  const out: string[] = [];
-  let entry = '';
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (quoted && c === '\\') {
-      entry += c + (text[++i] ?? '');
-      continue;
-    }
-    if (c === '"') quoted = !quoted;
-    if (!quoted && c === ',' && text[i + 1] === ' ') {
-      out.push(entry);
-      entry = '';
-      i++;
-      continue;
-    }
-    entry += c;
-  }
-  if (entry) out.push(entry);
-  return out.map((e) => {
-    const colon = e.indexOf(':');
-    const value = e.slice(colon + 1);
-    if (colon < 0 || !value.startsWith('"')) return e;
-    try {
-      return `${e.slice(0, colon)}:${JSON.parse(value) as string}`;
-    } catch {
-      return e;
-    }
-  });
-}
-
-/**
- * Who the peer of a call is by its TLS certificate: the subject's CN and the
- * subject alternative names, each as `TYPE:value` ("URI:repr://alice",
- * "DNS:worker-1.example.com", "IP Address:10.0.0.5"). Undefined for a call
- * without a client certificate (plaintext, or TLS without a client CA).
- *
- * Pass `call.getAuthContext()`. A certificate here was verified against the
- * client CA: a listener with a client CA refuses any other in the handshake
- * (see ServerTls), and grpc-js leaves unverified certificates out.
- */
-export function peerIdentity(authContext: PeerAuthContext | null | undefined): { cn?: string; sans: string[] } | undefined {
-  const cert = authContext?.sslPeerCertificate;
-  if (authContext?.transportSecurityType !== 'ssl' || !cert?.raw) return undefined;
-  // A subject with several CNs comes as an array; naming the peer by one of them would be a guess.
-  const cn: unknown = cert.subject?.CN;
-  return { ...(typeof cn === 'string' ? { cn } : {}), sans: subjectAltNames(cert.subjectaltname) };
 }
