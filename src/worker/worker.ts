@@ -126,23 +126,30 @@ export class Worker {
       // registering again, or the scheduler would lease them at once.
       await Promise.all([...this.leases.values()].map((r) => r.done));
       const started = this.clock.now();
-      const reason = await this.session();
+      const { reason, code } = await this.session();
       if (this.stopping) break;
       if (this.clock.now() - started > 10_000) backoff = 100;
-      this.o.log.warn({ reason, retryInMs: backoff }, 'lost the scheduler; reconnecting');
+      if (code === Code.PERMISSION_DENIED || code === Code.UNAUTHENTICATED) {
+        // Retrying will not help until an operator acts, so say what to do and retry slowly.
+        backoff = 5000;
+        this.o.log.error(
+          { reason, retryInMs: backoff },
+          "the scheduler refused this worker's credentials; a worker's principal needs the worker role on every instance (e.g. --auth-grant NAME=worker on the scheduler)",
+        );
+      } else this.o.log.warn({ reason, retryInMs: backoff }, 'lost the scheduler; reconnecting');
       await sleep(this.clock, backoff);
       backoff = Math.min(backoff * 2, 5000);
     }
   }
 
-  /** One stream's life; resolves with why it ended. */
-  private session(): Promise<string> {
-    return new Promise<string>((resolve) => {
+  /** One stream's life; resolves with why it ended (and the gRPC code, if a status ended it). */
+  private session(): Promise<{ reason: string; code?: number }> {
+    return new Promise((resolve) => {
       const call = this.client.connect();
       this.call = call;
       let beat: NodeJS.Timeout | undefined;
       let ended = false;
-      const end = (reason: string) => {
+      const end = (reason: string, code?: number) => {
         if (ended) return;
         ended = true;
         clearInterval(beat);
@@ -152,7 +159,7 @@ export class Worker {
           r.returned = true;
           r.abort.abort();
         }
-        resolve(reason);
+        resolve({ reason, ...(code !== undefined ? { code } : {}) });
       };
       call.on('data', (m: SchedulerMessage) => {
         if (m.welcome) {
@@ -174,10 +181,10 @@ export class Worker {
       });
       call.on('error', (e: Error & { code?: number; details?: string }) =>
         // A connection failure's details name the cause (an untrusted or refused certificate) and the fix already.
-        end(isConnectFailure(e) ? e.details! : `${Code[e.code ?? Code.UNKNOWN] ?? e.code}: ${e.message}`),
+        end(isConnectFailure(e) ? e.details! : `${Code[e.code ?? Code.UNKNOWN] ?? e.code}: ${e.message}`, e.code),
       );
       call.on('end', () => end('scheduler closed the stream'));
-      call.on('status', (s: { code: number; details: string }) => end(`status ${s.code}: ${s.details}`));
+      call.on('status', (s: { code: number; details: string }) => end(`status ${s.code}: ${s.details}`, s.code));
       this.send(call, {
         register: {
           workerName: this.o.name,

@@ -132,7 +132,7 @@ describe('trust: roles for every principal, no cache poisoning', () => {
     const reason = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('the refused worker never said why')), 30_000);
       createInterface({ input: evil.stdout! }).on('line', (line) => {
-        if (/lost the scheduler/.test(line)) {
+        if (/refused this worker's credentials/.test(line)) {
           clearTimeout(timer);
           resolve(line);
         }
@@ -140,6 +140,7 @@ describe('trust: roles for every principal, no cache poisoning', () => {
       });
     });
     assert.match(reason, /PERMISSION_DENIED/);
+    assert.match(reason, /needs the worker role/, 'the refused worker says what to do');
     assert.match(reason, /principal \\"mallory\\" lacks worker \(Connect, on every instance\)/);
     evil.kill('SIGKILL');
 
