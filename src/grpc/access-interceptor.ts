@@ -53,6 +53,20 @@ export function requireCaller(metadata: Metadata | undefined): Caller {
   return c;
 }
 
+/**
+ * For a server open to everyone (AccessPolicy's anonymous admin, no
+ * authenticator): what the interceptor would do to each call's metadata,
+ * without it. The client may not name a principal, no credential reaches a
+ * handler, and the one caller is bound so handlers find it.
+ */
+export function bindOpenCaller(caller: Caller): (metadata: Metadata) => void {
+  return (metadata) => {
+    metadata.remove('authorization');
+    metadata.set(PRINCIPAL_METADATA_KEY, caller.principal.name);
+    bindCaller(metadata, caller);
+  };
+}
+
 export interface AccessInterceptorOptions {
   authenticator: Authenticator;
   policy: AccessPolicy;

@@ -85,7 +85,12 @@ const undecodable = (m: unknown): m is Undecodable => typeof m === 'object' && m
  * service sees it; for request streams, the bad message is never pushed, so a
  * half-received upload is not taken for a finished one.
  */
-export function refuseUndecodable(def: ServiceDefinition, impl: UntypedServiceImplementation): [ServiceDefinition, UntypedServiceImplementation] {
+export function refuseUndecodable(
+  def: ServiceDefinition,
+  impl: UntypedServiceImplementation,
+  /** Run on each call's metadata before its handler (see bindOpenCaller). */
+  onCall?: (metadata: Metadata) => void,
+): [ServiceDefinition, UntypedServiceImplementation] {
   const outDef: Record<string, MethodDefinition<unknown, unknown>> = {};
   const outImpl: UntypedServiceImplementation = {};
   for (const [key, m] of Object.entries(def) as [string, MethodDefinition<unknown, unknown>][]) {
@@ -109,6 +114,7 @@ export function refuseUndecodable(def: ServiceDefinition, impl: UntypedServiceIm
         metadata: new Metadata(),
       }) as Partial<ServiceError>;
     outImpl[key] = ((call: ServerReadable, callback?: (e: Partial<ServiceError> | null) => void) => {
+      onCall?.(call.metadata);
       if (!m.requestStream) {
         const req = (call as { request?: unknown }).request;
         if (undecodable(req)) {
@@ -136,4 +142,4 @@ export function refuseUndecodable(def: ServiceDefinition, impl: UntypedServiceIm
   return [outDef as ServiceDefinition, outImpl];
 }
 
-type ServerReadable = { push(chunk: unknown): boolean; emit(event: string, ...args: unknown[]): boolean };
+type ServerReadable = { metadata: Metadata; push(chunk: unknown): boolean; emit(event: string, ...args: unknown[]): boolean };

@@ -29,7 +29,7 @@ import { rmSync } from 'node:fs';
 import { RunService } from '../services/run-service.js';
 import { Registry } from 'prom-client';
 import { ServerTls } from '../grpc/tls.js';
-import { accessInterceptor } from '../grpc/access-interceptor.js';
+import { accessInterceptor, bindOpenCaller } from '../grpc/access-interceptor.js';
 import { type Access, createAccess } from '../grpc/auth-config.js';
 import { METHOD_PERMISSIONS } from '../services/permissions.js';
 import { startMetricsServer, type MetricsServer } from '../observability/metrics-http.js';
@@ -83,20 +83,21 @@ export class ReprServer {
     const access = createAccess(config.auth, authLog);
     warnIfExposed(config, access, authLog);
     const grpc = new Server({
-      // Always: with no authenticator configured it lets the anonymous admin in, and still shuts methods outside the table.
-      interceptors: [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog })],
+      // Open to everyone (no authenticator, anonymous admin): every check would pass, so the caller is bound per call below instead.
+      ...(access.openCaller ? {} : { interceptors: [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog })] }),
       // A full batch plus its framing must fit in one message; anything
       // larger gets grpc-js's own RESOURCE_EXHAUSTED.
       'grpc.max_receive_message_length': Math.max(maxBatch, 4 * 1024 * 1024) + 1024 * 1024,
       'grpc.max_send_message_length': -1,
     });
     const tunedStreams = enlargeStreamWindows(grpc);
+    const onCall = access.openCaller && bindOpenCaller(access.openCaller);
     const add = (def: unknown, impl: unknown) => {
       // The interceptor refuses a method without a rule anyway; a server that would serve one is a bug to catch at start.
       for (const m of Object.values(def as ServiceDefinition)) {
         if (!METHOD_PERMISSIONS.has(m.path)) throw internal(`method ${m.path} has no permission rule (services/permissions.ts)`);
       }
-      grpc.addService(...refuseUndecodable(def as ServiceDefinition, impl as UntypedServiceImplementation));
+      grpc.addService(...refuseUndecodable(def as ServiceDefinition, impl as UntypedServiceImplementation, onCall));
     };
 
     const actionCache = new ActionCache(ac, cas);
