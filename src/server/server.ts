@@ -29,6 +29,7 @@ import { rmSync } from 'node:fs';
 import { RunService } from '../services/run-service.js';
 import { Registry } from 'prom-client';
 import { ServerTls } from '../grpc/tls.js';
+import { DataDirLock } from './data-dir-lock.js';
 import { accessInterceptor, bindOpenCaller } from '../grpc/access-interceptor.js';
 import { type Access, createAccess } from '../grpc/auth-config.js';
 import { METHOD_PERMISSIONS } from '../services/permissions.js';
@@ -56,6 +57,7 @@ export class ReprServer {
     private readonly execution?: { store: OperationStore; scheduler: Scheduler; workers: WorkerService },
     private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer },
     private readonly tls?: ServerTls,
+    private readonly lock?: DataDirLock,
   ) {
     this.state = 'SERVING';
   }
@@ -71,6 +73,18 @@ export class ReprServer {
           log: log.child({ svc: 'tls' }),
         })
       : undefined;
+    // Before any store is opened: a second server on this directory would wipe the first one's uploads.
+    const lock = DataDirLock.acquire(config.dataDir);
+    try {
+      return await ReprServer.startLocked(config, log, tls, lock);
+    } catch (e) {
+      tls?.close();
+      lock.release();
+      throw e;
+    }
+  }
+
+  private static async startLocked(config: ServerConfig, log: Logger, tls: ServerTls | undefined, lock: DataDirLock): Promise<ReprServer> {
     const cas = await createStore(config.storage.cas);
     prepareActionCacheStores(config.storage.ac, log);
     const ac = await createStore(config.storage.ac);
@@ -157,7 +171,7 @@ export class ReprServer {
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
     log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false }, 'repr server listening');
-    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics }, tls);
+    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics }, tls, lock);
   }
 
   /** Stops accepting calls, lets running ones finish for up to `graceMs`, then closes stores. */
@@ -183,6 +197,8 @@ export class ReprServer {
     for (const s of this.stores) await s.close?.();
     await this.plugins?.metrics?.close();
     await this.plugins?.telemetry.close?.();
+    // Last: the next server may open the stores once they are closed.
+    this.lock?.release();
     this.state = 'STOPPED';
     this.log.info('repr server stopped');
   }
