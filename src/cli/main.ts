@@ -156,6 +156,10 @@ workerCommand.action(async (opts: Opts) => {
     ...(config.token ? { token: config.token } : {}),
     ...(config.tls ? { tls: config.tls } : {}),
     runWrites: ex.runWrites,
+    onFatal: (e) => {
+      process.stderr.write(`repr: ${e.message}\n`);
+      process.exit(1);
+    },
   });
   const stop = (signal: string) => {
     log.info({ signal, running: worker.busy }, 'draining: no new work; finishing running actions');

@@ -19,6 +19,11 @@ import { WorkerCas } from './worker-cas.js';
 import type { RunHost } from '../executor/run-host.js';
 
 export interface WorkerOptions {
+  /**
+   * Called once if the worker gives up for good (the target is not a repr
+   * scheduler); the worker has stopped by then. Without it the worker just stops.
+   */
+  onFatal?: (err: ReprError) => void;
   /** grpc://host:port or grpcs://host:port of the scheduler. */
   scheduler: string;
   /** grpc://host:port or grpcs://host:port of the CAS, if not the scheduler's. */
@@ -128,6 +133,18 @@ export class Worker {
       const started = this.clock.now();
       const { reason, code } = await this.session();
       if (this.stopping) break;
+      if (code === Code.UNIMPLEMENTED) {
+        // A cache-only repr server, another REAPI server, or an HTTP server (grpc-js reads its 404 as
+        // UNIMPLEMENTED): no retry will turn it into a scheduler.
+        const err = new ReprError(
+          Code.FAILED_PRECONDITION,
+          `${this.o.scheduler} is not a repr scheduler: it does not serve the worker protocol (a cache-only server, another REAPI server, or not gRPC) (${reason})`,
+        );
+        this.o.log.error({ reason }, err.message);
+        this.stopping = true;
+        this.o.onFatal?.(err);
+        break;
+      }
       if (this.clock.now() - started > 10_000) backoff = 100;
       if (code === Code.PERMISSION_DENIED || code === Code.UNAUTHENTICATED) {
         // Retrying will not help until an operator acts, so say what to do and retry slowly.

@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { startServerProcess, type ServerProcess } from '../../support/servers.js';
+import { REPR_BIN } from '../../support/spawn-server.js';
+import { tmpDir } from '../../support/tmp.js';
+
+/** Runs `repr worker` against `scheduler` until it exits by itself (or 60 s); its stderr and exit code. */
+function worker(scheduler: string): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [REPR_BIN, 'worker', '--scheduler', scheduler, '--executors', '1', '--data-dir', tmpDir('repr-w-')], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr });
+    });
+  });
+}
+
+/**
+ * A worker pointed at something that is not a repr scheduler stops at once
+ * with one line saying so and a non-zero exit, instead of "reconnecting"
+ * forever to a server that can never take it.
+ */
+describe('a worker pointed at something that is not a repr scheduler', () => {
+  const servers: ServerProcess[] = [];
+  // An HTTP/2 server that is not gRPC (a web server speaking h2c): grpc-js reads its 404 as UNIMPLEMENTED.
+  const http = createServer((_req, res) => res.writeHead(404).end('not here'));
+  after(async () => {
+    for (const s of servers) await s.stop();
+    http.close();
+  });
+
+  it('a cache-only repr server', async () => {
+    const cache = await startServerProcess(['--data-dir', tmpDir('repr-data-'), '--cache-only']);
+    servers.push(cache);
+    const r = await worker(cache.url);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^repr: ${cache.url} is not a repr scheduler: it does not serve the worker protocol`, 'm'));
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+
+  it('an HTTP/2 server that is not gRPC', async () => {
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const url = `grpc://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    const r = await worker(url);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /is not a repr scheduler/);
+  });
+});
