@@ -87,3 +87,21 @@ export async function spawnRepr(args: string[], ready: (rec: Record<string, unkn
     },
   };
 }
+
+/**
+ * Runs `repr ARGS` until it exits by itself (killed after `timeoutMs`): its
+ * stderr and exit code, for tests of what the CLI tells a user.
+ */
+export function runReprToEnd(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [REPR_BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr });
+    });
+  });
+}

@@ -1,26 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { startServerProcess, type ServerProcess } from '../../support/servers.js';
-import { REPR_BIN } from '../../support/spawn-server.js';
+import { runReprToEnd } from '../../support/spawn-server.js';
 import { tmpDir } from '../../support/tmp.js';
-
-/** Runs `repr ARGS` to its end; what it printed on stderr and its exit code. */
-function repr(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [REPR_BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stderr });
-    });
-  });
-}
 
 /**
  * One server per data directory: a second `repr server` on a directory in use
@@ -37,7 +21,7 @@ describe('the data directory lock', () => {
     const dataDir = tmpDir('repr-lock-');
     const first = await startServerProcess(['--data-dir', dataDir, '--cache-only']);
     servers.push(first);
-    const second = await repr(['server', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--cache-only']);
+    const second = await runReprToEnd(['server', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--cache-only']);
     assert.equal(second.code, 1, second.stderr);
     assert.match(second.stderr, new RegExp(`^repr: data directory ${dataDir} is in use by another repr server \\(pid ${first.child.pid};`));
     assert.equal(second.stderr.trim().split('\n').length, 1, `one line, no stack trace: ${second.stderr}`);

@@ -1,34 +1,19 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { startServerProcess, type ServerProcess } from '../../support/servers.js';
-import { REPR_BIN } from '../../support/spawn-server.js';
+import { runReprToEnd } from '../../support/spawn-server.js';
 import { tmpDir } from '../../support/tmp.js';
-
-/** Runs `repr worker` against `scheduler` until it exits by itself (or 60 s); its stderr and exit code. */
-function worker(scheduler: string): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [REPR_BIN, 'worker', '--scheduler', scheduler, '--executors', '1', '--data-dir', tmpDir('repr-w-')], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stderr });
-    });
-  });
-}
 
 /**
  * A worker pointed at something that is not a repr scheduler stops at once
  * with one line saying so and a non-zero exit, instead of "reconnecting"
  * forever to a server that can never take it.
  */
+/** `repr worker` against `scheduler`, until it exits by itself. */
+const worker = (scheduler: string) => runReprToEnd(['worker', '--scheduler', scheduler, '--executors', '1', '--data-dir', tmpDir('repr-w-')]);
+
 describe('a worker pointed at something that is not a repr scheduler', () => {
   const servers: ServerProcess[] = [];
   // An HTTP/2 server that is not gRPC (a web server speaking h2c): grpc-js reads its 404 as UNIMPLEMENTED.
