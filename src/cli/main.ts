@@ -7,6 +7,7 @@ import { withTlsEnv } from '../config/schema.js';
 import { compileWorkerConfig } from '../config/worker-config.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 
 // Each command imports what it needs when it runs: `repr run` is started
 // once per command a user runs, and loading the server and worker with it
@@ -15,8 +16,18 @@ import { readFile } from 'node:fs/promises';
 /** Help's "(default …)" for each config flag, worked out only when help is shown. */
 const helpDefaults = new WeakMap<Option, () => string | undefined>();
 
+/** The version in package.json, from dist/src/cli/ (read on start: a few microseconds). */
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
 const program = new Command()
   .name('repr')
+  .version(version(), '-V, --version', 'print the version and exit')
   .description('repr ("reaper"): remote execution and caching for build tools, speaking the Bazel Remote Execution API v2')
   .showHelpAfterError()
   // Before the subcommands: they inherit it.
