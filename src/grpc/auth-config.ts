@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { invalidArgument } from '../common/errors.js';
+import { isLoopbackHost } from '../common/loopback.js';
 import type { Logger } from '../common/logger.js';
 import { AccessPolicy, type AnonymousAccess, type Caller, PERMISSIONS, PRESET_ROLES, type Principal } from './access-policy.js';
 import { CredentialChain, MIN_TOKEN_LENGTH, readTokensFile, TokenAuthenticator } from './auth.js';
@@ -164,6 +165,5 @@ export function createAccess(config: AuthConfig, log?: Logger): Access {
 }
 
 function isLoopbackUrl(url: string): boolean {
-  const host = new URL(url).hostname;
-  return host === 'localhost' || host === '[::1]' || host.startsWith('127.');
+  return isLoopbackHost(new URL(url).hostname);
 }

@@ -152,10 +152,11 @@ const sameBytes = (a: Bytes, b: Bytes) => a.cert.equals(b.cert) && a.key.equals(
  * With a client CA, a client certificate is required and must chain to it
  * (requestCert and rejectUnauthorized both on), so a client without one, or
  * with one from another CA, fails the handshake. A mode in which a client
- * certificate is optional is not offered: grpc-js's AuthContext carries the
- * peer certificate but no flag saying it was verified, so a handler could
- * not tell a verified identity from a merely presented one except through
- * grpc-js internals.
+ * certificate is optional is not offered: grpc-js 1.14 hands an interceptor
+ * the peer certificate only when the handshake verified it, but its API
+ * promises no such thing (AuthContext has no "verified" flag), so an
+ * identity taken from an optional certificate would be one grpc-js change
+ * away from an unverified one.
  */
 export class ServerTls {
   readonly credentials: ServerCredentials;

@@ -1,5 +1,6 @@
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { internal } from '../common/errors.js';
+import { isLoopbackHost } from '../common/loopback.js';
 import type { Logger } from '../common/logger.js';
 import type { ServerConfig } from '../config/config.js';
 import { ActionCacheServiceImpl } from '../services/action-cache-service.js';
@@ -206,8 +207,7 @@ export class ReprServer {
 
 /** Whether a listen address (host:port) only accepts connections from this machine. */
 export function isLoopbackListen(listen: string): boolean {
-  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+  return isLoopbackHost(listen.slice(0, listen.lastIndexOf(':')));
 }
 
 /**

@@ -162,37 +162,38 @@ const collect = (c: Client, msgs: string[]) =>
     for (const m of msgs) call.write(Buffer.from(m));
     call.end();
   });
-const chat = (c: Client, msgs: string[]) =>
+/** Every message a response stream brings, or its error. */
+const responses = (call: NodeJS.EventEmitter) =>
   new Promise<string[]>((resolve, reject) => {
-    const call = c.makeBidiStreamRequest(
-      '/test.Auth/Chat',
-      (b: Buffer) => b,
-      (b: Buffer) => b,
-      new Metadata(),
-      deadline(),
-    );
     const got: string[] = [];
     call.on('data', (b: Buffer) => got.push(b.toString()));
     call.on('error', reject);
     call.on('end', () => resolve(got));
-    for (const m of msgs) call.write(Buffer.from(m));
-    call.end();
   });
+const chat = (c: Client, msgs: string[]) => {
+  const call = c.makeBidiStreamRequest(
+    '/test.Auth/Chat',
+    (b: Buffer) => b,
+    (b: Buffer) => b,
+    new Metadata(),
+    deadline(),
+  );
+  const got = responses(call);
+  for (const m of msgs) call.write(Buffer.from(m));
+  call.end();
+  return got;
+};
 const watch = (c: Client, body = 'go') =>
-  new Promise<string[]>((resolve, reject) => {
-    const call = c.makeServerStreamRequest(
+  responses(
+    c.makeServerStreamRequest(
       '/test.Auth/Watch',
       (b: Buffer) => b,
       (b: Buffer) => b,
       Buffer.from(body),
       new Metadata(),
       deadline(),
-    );
-    const got: string[] = [];
-    call.on('data', (b: Buffer) => got.push(b.toString()));
-    call.on('error', reject);
-    call.on('end', () => resolve(got));
-  });
+    ),
+  );
 
 const refused = (code: Code, message: RegExp) => (e: unknown) => {
   assert.equal(codeOf(e), code, (e as Error).message);
