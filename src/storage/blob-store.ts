@@ -52,8 +52,29 @@ export interface BlobStore {
    * for `get` to report.
    */
   localize?(digests: readonly Digest[]): Promise<void>;
+  /**
+   * Settles once the store knows everything it held at start (a disk store
+   * indexes its files in the background, answering correctly meanwhile);
+   * rejects if it never will (closed first, or the directory could not be
+   * read). Stores with nothing to index leave it out: they are ready at once.
+   */
+  indexed?(): Promise<IndexedStats>;
   /** Releases resources (timers, file handles). */
   close?(): Promise<void>;
+}
+
+/** What a store's index holds once complete. */
+export interface IndexedStats {
+  blobs: number;
+  bytes: number;
+}
+
+/**
+ * When `store` is indexed, with what it holds; a stack of stores sums its
+ * tiers (each tier's own blobs, a blob in two tiers twice).
+ */
+export function whenIndexed(store: BlobStore): Promise<IndexedStats> {
+  return store.indexed?.() ?? Promise.resolve({ blobs: 0, bytes: 0 });
 }
 
 /** Collects a stream into one buffer. */
@@ -101,6 +122,9 @@ export abstract class ForwardingBlobStore implements BlobStore {
   }
   async localize(digests: readonly Digest[]): Promise<void> {
     await this.inner.localize?.(digests);
+  }
+  indexed(): Promise<IndexedStats> {
+    return whenIndexed(this.inner);
   }
   async close(): Promise<void> {
     await this.inner.close?.();

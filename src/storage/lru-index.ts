@@ -39,20 +39,38 @@ export class LruIndex {
    * evicted to get back under the limit (never `key` itself).
    */
   add(key: string, size: number): string[] {
-    const old = this.entries.get(key);
-    if (old !== undefined) {
-      this.entries.delete(key);
-      this.total -= Math.floor(old / 2);
-    }
+    this.remove(key);
     this.entries.set(key, size * 2);
     this.total += size;
+    return this.evict(Number.POSITIVE_INFINITY, key);
+  }
+
+  /**
+   * Records `key` as the newest entry unless it is already there, and evicts
+   * nothing: for a store that does not yet know everything it holds, where
+   * evicting would pick victims among the few entries it knows. `referenced`
+   * gives the entry a second chance in the first eviction walk. False if the
+   * key was present (its size is then counted once, as first recorded).
+   */
+  insert(key: string, size: number, referenced: boolean): boolean {
+    if (this.entries.has(key)) return false;
+    this.entries.set(key, size * 2 + (referenced ? 1 : 0));
+    this.total += size;
+    return true;
+  }
+
+  /**
+   * Removes unreferenced entries, oldest first, until the total is under the
+   * limit or `max` entries went, and returns their keys; never `keep`.
+   */
+  evict(max = Number.POSITIVE_INFINITY, keep?: string): string[] {
     const evicted: string[] = [];
     if (this.total <= this.limitBytes) return evicted;
     // Entries moved to the end are met again later in this same walk, with
     // their bit cleared, so the walk ends even if every entry was referenced.
     for (const [k, v] of this.entries) {
-      if (this.total <= this.limitBytes) break;
-      if (k === key) continue;
+      if (this.total <= this.limitBytes || evicted.length >= max) break;
+      if (k === keep) continue;
       this.entries.delete(k);
       if (v % 2 === 1) {
         this.entries.set(k, v - 1);

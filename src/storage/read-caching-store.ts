@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { type Digest, digestKey } from '../common/digest.js';
 import { codeOf, Code, isNotFound } from '../common/errors.js';
-import { ForwardingBlobStore, type BlobStore } from './blob-store.js';
+import { ForwardingBlobStore, type BlobStore, type IndexedStats, whenIndexed } from './blob-store.js';
 import type { FindMissingRule } from './store-config.js';
 
 export interface ReadCachingOptions {
@@ -112,6 +112,11 @@ export class ReadCachingBlobStore extends ForwardingBlobStore {
       if (codeOf(e) === Code.RESOURCE_EXHAUSTED) return false;
       throw e;
     }
+  }
+
+  override async indexed(): Promise<IndexedStats> {
+    const [fast, slow] = await Promise.all([whenIndexed(this.fast), whenIndexed(this.inner)]);
+    return { blobs: fast.blobs + slow.blobs, bytes: fast.bytes + slow.bytes };
   }
 
   override async close(): Promise<void> {

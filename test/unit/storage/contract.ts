@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BLAKE3, computeDigest, type Digest, SHA256 } from '../../../src/common/digest.js';
 import { Code, codeOf } from '../../../src/common/errors.js';
-import { readAll, type BlobStore } from '../../../src/storage/blob-store.js';
+import { readAll, type BlobStore, whenIndexed } from '../../../src/storage/blob-store.js';
 import { VerifyingBlobStore } from '../../../src/storage/verifying-store.js';
 
 export interface ContractSubject {
@@ -163,6 +163,8 @@ export function blobStoreContract(name: string, traits: ContractTraits, make: ()
     if (limitBytes !== undefined)
       it('evicts least-recently-used blobs to stay under its limit', async () => {
         const { store } = await make();
+        // Eviction waits until a store knows all it holds.
+        await whenIndexed(store);
         const size = Math.floor(limitBytes / 4);
         const blobs = Array.from({ length: 6 }, (_, i) => Buffer.alloc(size, i + 1));
         const ds = blobs.map((b) => digestOf(b));
