@@ -189,7 +189,10 @@ export class DiskBlobStore implements BlobStore {
     for (let i = 0; i < names.length; i += STAT_BATCH) {
       const batch = names.slice(i, i + STAT_BATCH);
       const stats = await statAll(batch.map((n) => this.filePath(n)));
-      batch.forEach((name, j) => present.push(stats[j] !== undefined && this.found(name, stats[j].size)));
+      batch.forEach((name, j) => {
+        const st = stats[j];
+        present.push(st !== undefined && this.found(name, st.size));
+      });
     }
     return present;
   }
