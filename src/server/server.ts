@@ -10,7 +10,7 @@ import { ByteStreamServiceImpl } from '../services/bytestream-service.js';
 import { CapabilitiesServiceImpl } from '../services/capabilities-service.js';
 import { CasService } from '../services/cas-service.js';
 import { InstanceNames } from '../services/instances.js';
-import type { BlobStore } from '../storage/blob-store.js';
+import { type BlobStore, whenIndexed } from '../storage/blob-store.js';
 import { createStore } from '../storage/store-factory.js';
 import { enlargeSessionWindows, enlargeStreamWindows } from '../grpc/http2-windows.js';
 import { refuseUndecodable } from '../grpc/handlers.js';
@@ -46,6 +46,12 @@ type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
  */
 export class ReprServer {
   private state: State = 'STARTING';
+  /**
+   * Resolves once the CAS and the action cache have indexed what they held
+   * at start (they answer correctly before, but evict nothing); rejects if
+   * they never will. A readiness check reports not serving until then.
+   */
+  readonly storageReady: Promise<void>;
 
   private constructor(
     private readonly grpc: Server,
@@ -59,8 +65,12 @@ export class ReprServer {
     private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer },
     private readonly tls?: ServerTls,
     private readonly lock?: DataDirLock,
+    storageIndexed: Promise<unknown> = Promise.resolve(),
   ) {
     this.state = 'SERVING';
+    this.storageReady = storageIndexed.then(() => undefined);
+    // Observed here; whoever else awaits it handles the rejection too.
+    this.storageReady.catch(() => undefined);
   }
 
   static async start(config: ServerConfig, log: Logger): Promise<ReprServer> {
@@ -86,9 +96,14 @@ export class ReprServer {
   }
 
   private static async startLocked(config: ServerConfig, log: Logger, tls: ServerTls | undefined, lock: DataDirLock): Promise<ReprServer> {
+    const opened = performance.now();
     const cas = await createStore(config.storage.cas);
     prepareActionCacheStores(config.storage.ac, log);
     const ac = await createStore(config.storage.ac);
+    let casIndexed = false;
+    const indexed = Promise.all([whenIndexed(cas).finally(() => (casIndexed = true)), whenIndexed(ac)]);
+    // Handled below once listening; a failure before then must not count as unhandled.
+    indexed.catch(() => undefined);
     const instances = new InstanceNames(config.instanceNames);
     const maxBatch = config.maxBatchTotalSizeBytes;
 
@@ -171,8 +186,15 @@ export class ReprServer {
     if (!tunedStreams || !tunedSessions) log.warn('could not enlarge HTTP/2 flow-control windows (grpc-js internals changed); uploads will be slower');
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
-    log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false }, 'repr server listening');
-    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics }, tls, lock);
+    log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false, casIndexed }, 'repr server listening');
+    const server = new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics }, tls, lock, indexed);
+    indexed.then(
+      ([c, a]) => log.info({ blobs: c.blobs, bytes: c.bytes, acEntries: a.blobs, seconds: Math.round(performance.now() - opened) / 1000 }, 'CAS indexed'),
+      (e: unknown) => {
+        if (server.state === 'SERVING') log.error({ err: e }, 'storage index failed: blobs are still found on disk, but nothing is evicted');
+      },
+    );
+    return server;
   }
 
   /** Stops accepting calls, lets running ones finish for up to `graceMs`, then closes stores. */
