@@ -105,3 +105,20 @@ export function runReprToEnd(args: string[], timeoutMs = 60_000): Promise<{ code
     });
   });
 }
+
+/** The first JSON log record of `p`, printed before or after the call, that satisfies `match`. */
+export async function waitForLog(p: WorkerProcess, match: (rec: Record<string, unknown>) => boolean, timeoutMs = 20_000): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    for (const line of p.logs) {
+      try {
+        const rec = JSON.parse(line) as Record<string, unknown>;
+        if (match(rec)) return rec;
+      } catch {
+        /* stderr output or not a log line */
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`no matching log line in ${timeoutMs} ms:\n${p.logs.join('')}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
