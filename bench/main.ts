@@ -20,7 +20,7 @@ import type { Benchmark, BenchContext, Metric } from './types.js';
  * bench/results.json. --quick shrinks every benchmark to a smoke run (the
  * test suite runs it so the benchmarks cannot rot).
  */
-const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, reprRunBench, bazel, memory, tlsCost, startup];
+const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, reprRunBench, bazel, startup, memory, tlsCost];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { computeDigest, SHA256 } from '../src/common/digest.js';
 import { ReapiClient } from '../src/reapi/reapi-client.js';
+import { seedDiskStore } from '../support/seed-store.js';
+import { removeInBackground } from '../support/tmp.js';
 import { spawnServer, type ServerProcess, waitForLog } from '../support/spawn-server.js';
-import { seedDiskStore } from './seed.js';
 import { round } from './stats.js';
 import type { Benchmark } from './types.js';
 
@@ -82,10 +82,8 @@ export const memory: Benchmark = {
         { name: 'BatchUpdateBlobs of 32-byte blobs', value: round(uploadRate, 0), unit: 'blobs/s' },
       ];
     } finally {
-      // Removing a million files takes minutes (the file system writes back
-      // their metadata); it runs detached so the benchmark does not wait for it.
-      // This benchmark runs last so nothing else is measured meanwhile.
-      spawn('rm', ['-rf', dataDir], { detached: true, stdio: 'ignore' }).unref();
+      // Runs on after the benchmark ends, so benchmarks after this one share the disk with it.
+      removeInBackground(dataDir);
     }
   },
 };

@@ -1,10 +1,10 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type Digest, digestFunctionFromName, makeDigest } from '../src/common/digest.js';
+import type { Digest } from '../src/common/digest.js';
 import { ReapiClient } from '../src/reapi/reapi-client.js';
 import { spawnRepr } from '../support/spawn-server.js';
-import { seedDiskStore } from './seed.js';
+import { seedDiskStore, storedDigests } from '../support/seed-store.js';
 import { median, round } from './stats.js';
 import type { Benchmark, Metric } from './types.js';
 
@@ -25,16 +25,6 @@ function fixture(count: number, log: (msg: string) => void): string {
   seedDiskStore(path.join(dir, 'cas'), count, log);
   writeFileSync(marker, `${count}\n`);
   return dir;
-}
-
-/** Digests of blobs seeded in the last fan-out directory, the last one the index reaches. */
-function lastDirectoryDigests(dataDir: string, n: number): Digest[] {
-  return readdirSync(path.join(dataDir, 'cas', 'blobs', 'ff'))
-    .slice(0, n)
-    .map((name) => {
-      const [fn, hash, size] = name.split('-');
-      return makeDigest(digestFunctionFromName(fn!)!, hash!, size!);
-    });
 }
 
 interface Start {
@@ -105,7 +95,8 @@ export const startup: Benchmark = {
     const runs = ctx.quick ? 1 : 5;
     const full = fixture(count, ctx.log);
     const empty = mkdtempSync(path.join(os.tmpdir(), 'repr-bench-startup-empty-'));
-    const probe = lastDirectoryDigests(full, 1000);
+    // From the last fan-out directory, the last one the index reaches.
+    const probe = storedDigests(path.join(full, 'cas'), 'ff', 1000);
     try {
       const onEmpty: Start[] = [];
       const onFull: Start[] = [];

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,4 +16,13 @@ export function tmpDir(prefix = 'repr-test-'): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
   made.push(dir);
   return dir;
+}
+
+/**
+ * Removes `dir` in a detached process that outlives the caller: removing
+ * tens of thousands of files takes minutes on a busy file system (their
+ * metadata is written back), and nothing needs to wait for it.
+ */
+export function removeInBackground(dir: string): void {
+  spawn('rm', ['-rf', dir], { detached: true, stdio: 'ignore' }).unref();
 }

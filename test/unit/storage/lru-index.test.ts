@@ -36,3 +36,17 @@ describe('LruIndex (second-chance LRU)', () => {
     assert.equal(lru.touch('nope'), false);
   });
 });
+
+describe('LruIndex entries recorded before the size is known', () => {
+  it('insert evicts nothing and counts a key once; evict then trims, oldest unreferenced first, a slice at a time', () => {
+    const lru = new LruIndex(20);
+    assert.equal(lru.insert('new', 10, true), true);
+    for (const k of ['a', 'b', 'c']) assert.equal(lru.insert(k, 10, false), true);
+    assert.equal(lru.insert('a', 99, false), false, 'already there');
+    assert.equal(lru.totalBytes, 40);
+    assert.deepEqual(lru.evict(1), ['a'], 'the referenced entry gets its second chance');
+    assert.deepEqual(lru.evict(1), ['b']);
+    assert.deepEqual(lru.evict(1), [], 'under the limit');
+    assert.deepEqual([...lru.keys()], ['c', 'new']);
+  });
+});

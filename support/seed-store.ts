@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { computeDigest, SHA256 } from '../src/common/digest.js';
+import { computeDigest, type Digest, digestFunctionFromName, makeDigest, SHA256 } from '../src/common/digest.js';
 import { DiskBlobStore } from '../src/storage/disk-store.js';
 
 /**
@@ -26,4 +26,14 @@ export function seedDiskStore(casDir: string, count: number, log: (msg: string) 
     if (i % 200_000 === 0 && i > 0) log(`${i} blobs written`);
   }
   log(`seeded ${count} blobs in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+}
+
+/** Digests of up to `n` blobs in fan-out directory `sub` (two hex digits) of a disk store's directory. */
+export function storedDigests(casDir: string, sub: string, n: number): Digest[] {
+  return readdirSync(path.join(casDir, 'blobs', sub))
+    .slice(0, n)
+    .map((name) => {
+      const [fn, hash, size] = name.split('-');
+      return makeDigest(digestFunctionFromName(fn!)!, hash!, size!);
+    });
 }
