@@ -72,7 +72,7 @@ describe('DiskBlobStore while its index is being built', () => {
       directory,
       ['1', '2', '3', '4'].map((c) => c.repeat(40)),
     );
-    old.forEach((o, i) => utimesSync(o.file, 1_000_000 + i * 1000, 1_000_000));
+    for (const [i, o] of old.entries()) utimesSync(o.file, 1_000_000 + i * 1000, 1_000_000);
     const hold = heldIndex();
     const store = await DiskBlobStore.open({ directory, limitBytes: 100, betweenSlices: hold.betweenSlices });
     const fresh = Buffer.from('5'.repeat(40));
