@@ -5,7 +5,7 @@ import type { Digest } from '../src/common/digest.js';
 import { ReapiClient } from '../src/reapi/reapi-client.js';
 import { spawnRepr } from '../support/spawn-server.js';
 import { seedDiskStore, storedDigests } from '../support/seed-store.js';
-import { median, round } from './stats.js';
+import { median, processCpuMs, round } from './stats.js';
 import type { Benchmark, Metric } from './types.js';
 
 /**
@@ -29,6 +29,8 @@ function fixture(count: number, log: (msg: string) => void): string {
 
 interface Start {
   listeningMs: number;
+  /** CPU time the server had used when it listened: what it did, less what the machine's other load added. */
+  listeningCpuMs: number;
   indexedMs: number;
   /** FindMissing of blobs on disk, sent as soon as the server listened. */
   probe?: { ms: number; missing: number; beforeIndexed: boolean };
@@ -43,13 +45,15 @@ interface Start {
 async function startOnce(dataDir: string, probe: Digest[]): Promise<Start> {
   const t0 = performance.now();
   let listeningMs = 0;
+  let listeningCpuMs = 0;
   let indexedMs = 0;
   let probing: Promise<Start['probe']> | undefined;
   const server = await spawnRepr(
     ['server', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--cache-only'],
-    (rec) => {
+    (rec, child) => {
       if (rec.msg === 'repr server listening') {
         listeningMs = performance.now() - t0;
+        listeningCpuMs = processCpuMs(child.pid!).self;
         if (rec.casIndexed !== false) {
           indexedMs = listeningMs;
           return true;
@@ -66,7 +70,7 @@ async function startOnce(dataDir: string, probe: Digest[]): Promise<Start> {
   );
   const probed = await probing;
   await server.stop();
-  return { listeningMs, indexedMs, ...(probed ? { probe: probed } : {}) };
+  return { listeningMs, listeningCpuMs, indexedMs, ...(probed ? { probe: probed } : {}) };
 }
 
 async function findMissingNow(address: string, digests: Digest[], stillIndexing: () => boolean): Promise<Start['probe']> {
@@ -124,6 +128,12 @@ export const startup: Benchmark = {
           baseline: sec(emptyListening),
           spread: spread(listening),
           target: { text: '≤ 1 s', met: median(listening) <= 1000 },
+        },
+        {
+          name: `server CPU until listening, ${n} blobs`,
+          value: round(median(onFull.map((s) => s.listeningCpuMs)), 0),
+          unit: 'ms',
+          baseline: round(median(onEmpty.map((s) => s.listeningCpuMs)), 0),
         },
         { name: `start until CAS indexed, ${n} blobs`, value: sec(indexed), unit: 's', baseline: sec(emptyListening), spread: spread(indexed) },
       ];

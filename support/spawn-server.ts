@@ -47,8 +47,12 @@ export function spawnWorker(schedulerUrl: string, args: string[], timeoutMs = 20
   return spawnRepr(['worker', '--scheduler', schedulerUrl, ...args], (rec) => rec.msg === 'registered with the scheduler', timeoutMs);
 }
 
-/** Runs `repr ARGS...` and resolves once a JSON log line satisfies `ready` (logs hold every line, later ones too). */
-export async function spawnRepr(args: string[], ready: (rec: Record<string, unknown>) => boolean, timeoutMs: number): Promise<WorkerProcess> {
+/** Runs `repr ARGS...` and resolves once a JSON log line satisfies `ready`, which also gets the process (logs hold every line, later ones too). */
+export async function spawnRepr(
+  args: string[],
+  ready: (rec: Record<string, unknown>, child: ChildProcess) => boolean,
+  timeoutMs: number,
+): Promise<WorkerProcess> {
   const child = spawn(process.execPath, [REPR_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -64,7 +68,7 @@ export async function spawnRepr(args: string[], ready: (rec: Record<string, unkn
       logs.push(line);
       if (done) return;
       try {
-        if (ready(JSON.parse(line) as Record<string, unknown>)) {
+        if (ready(JSON.parse(line) as Record<string, unknown>, child)) {
           done = true;
           clearTimeout(timer);
           resolve();
