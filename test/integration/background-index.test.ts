@@ -77,6 +77,10 @@ describe('a server started on a CAS of 50,000 blobs', () => {
   it('stops cleanly in the middle of its index', async () => {
     const server = await startServerProcess(['--data-dir', dataDir, '--cache-only'], 60_000);
     servers.push(server);
+    // One answered call first: the signal handlers are installed only after the listening line is printed.
+    const client = new ReapiClient({ target: server.address });
+    assert.equal((await client.findMissing(storedDigests(path.join(dataDir, 'cas'), '00', 5))).length, 0);
+    client.close();
     assert.equal(await server.stop(), 0);
     const text = server.logs.join('');
     assert.ok(!text.includes('CAS indexed'), 'stopped before the index was complete');
