@@ -23,6 +23,8 @@ export interface DiskBlobStoreOptions {
   fsync?: boolean;
   /** Size of the chunks `read` yields. */
   readChunkBytes?: number;
+  /** Told the size of each blob evicted to stay under the limit. */
+  onEvict?: (bytes: number) => void;
 }
 
 const FILE_NAME = /^([a-z0-9]+)-([0-9a-f]+)-(\d+)$/;
@@ -41,7 +43,7 @@ export class DiskBlobStore implements BlobStore {
   private readonly readChunk: number;
 
   private constructor(private readonly opts: DiskBlobStoreOptions) {
-    this.lru = new LruIndex(opts.limitBytes);
+    this.lru = new LruIndex(opts.limitBytes, opts.onEvict);
     this.blobDir = path.join(opts.directory, 'blobs');
     this.tmpDir = path.join(opts.directory, 'tmp');
     this.readChunk = opts.readChunkBytes ?? 1024 * 1024;
