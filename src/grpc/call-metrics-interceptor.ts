@@ -20,9 +20,7 @@ export function callMetricsInterceptor(record: CallRecorder): ServerInterceptor 
       done = true;
       record(method.path, code, (performance.now() - start) / 1000);
     };
-    const listener = new ServerListenerBuilder()
-      .withOnCancel(() => end(status.CANCELLED))
-      .build();
+    const listener = new ServerListenerBuilder().withOnCancel(() => end(status.CANCELLED)).build();
     const responder = new ResponderBuilder()
       .withStart((next) => next(listener))
       .withSendStatus((s, next) => {

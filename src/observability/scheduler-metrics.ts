@@ -75,7 +75,11 @@ export function registerSchedulerMetrics(registry: Registry, scheduler: Schedule
       },
     });
   byState('repr_executors', 'Executors by state (busy, idle, draining: busy ones finish their action, idle ones get no more)', (c) => c.executors);
-  byState('repr_workers', 'Worker groups by state (busy: some executor busy; draining: taking no new work); the built-in executors are one group', (c) => c.workers);
+  byState(
+    'repr_workers',
+    'Worker groups by state (busy: some executor busy; draining: taking no new work); the built-in executors are one group',
+    (c) => c.workers,
+  );
   gauge('repr_executor_utilization', 'Busy executors over executors not draining (0 to 1; 0 without executors)', () => {
     const { busy, idle } = now().executors;
     return busy + idle === 0 ? 0 : busy / (busy + idle);

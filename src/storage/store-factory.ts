@@ -24,7 +24,12 @@ async function build(config: StoreConfig, meter: StoreMeter | undefined, at: str
       return store;
     }
     case 'disk': {
-      const store = await DiskBlobStore.open({ directory: config.directory, limitBytes: config.limitBytes, fsync: config.fsync, ...(onEvict ? { onEvict } : {}) });
+      const store = await DiskBlobStore.open({
+        directory: config.directory,
+        limitBytes: config.limitBytes,
+        fsync: config.fsync,
+        ...(onEvict ? { onEvict } : {}),
+      });
       meter?.holds(tier, () => ({ bytes: store.totalBytes, blobs: store.count }));
       return store;
     }
