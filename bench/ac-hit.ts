@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { computeDigest, SHA256, toWire } from '../src/common/digest.js';
+import { computeDigest, type Digest, SHA256, toWire } from '../src/common/digest.js';
 import { ActionResult } from '../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { ReapiClient } from '../src/reapi/reapi-client.js';
 import { withServer } from './server.js';
@@ -13,6 +13,11 @@ import type { Benchmark } from './types.js';
  * own offset, all miss the memory tier together and time the disk instead).
  */
 export async function acHits(client: ReapiClient, durationMs: number, callers: number): Promise<{ latencies: number[]; rate: number }> {
+  return timeAcHits(client, await seedAcHits(client), durationMs, callers);
+}
+
+/** Fills 256 action-cache entries and reads each once; returns their action digests. */
+export async function seedAcHits(client: ReapiClient): Promise<Digest[]> {
   const out = randomBytes(100);
   await client.write(computeDigest(SHA256, out), out);
   const actions = Array.from({ length: 256 }, () => computeDigest(SHA256, randomBytes(32)));
@@ -20,6 +25,11 @@ export async function acHits(client: ReapiClient, durationMs: number, callers: n
     await client.updateActionResult(a, ActionResult.fromPartial({ outputFiles: [{ path: 'o', digest: toWire(computeDigest(SHA256, out)) }], exitCode: 0 }));
   }
   for (const a of actions) await client.getActionResult(a);
+  return actions;
+}
+
+/** GetActionResult hits of `actions` (seeded) from `callers` concurrent callers over `durationMs`. */
+export async function timeAcHits(client: ReapiClient, actions: Digest[], durationMs: number, callers: number): Promise<{ latencies: number[]; rate: number }> {
   const latencies: number[] = [];
   const end = performance.now() + durationMs;
   const start = performance.now();

@@ -9,6 +9,7 @@ import { dispatch } from './dispatch.js';
 import { executeTrivial } from './execute-trivial.js';
 import { findMissing } from './find-missing.js';
 import { memory } from './memory.js';
+import { metricsCost } from './metrics.js';
 import { reprRunBench } from './repr-run.js';
 import { startup } from './startup.js';
 import { tlsCost } from './tls.js';
@@ -20,7 +21,7 @@ import type { Benchmark, BenchContext, Metric } from './types.js';
  * bench/results.json. --quick shrinks every benchmark to a smoke run (the
  * test suite runs it so the benchmarks cannot rot).
  */
-const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, reprRunBench, bazel, startup, memory, tlsCost];
+const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, reprRunBench, bazel, startup, memory, tlsCost, metricsCost];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

@@ -13,15 +13,16 @@ import type { AccessPolicy, Caller, Permission, Principal } from './access-polic
 import { type Authenticator, PRINCIPAL_METADATA_KEY } from './auth.js';
 
 /**
- * What a method needs. `anyOf`: one of these permissions, or just an
- * authenticated principal. `instance` reads the instance name a request
+ * What a method needs. `anyOf`: one of these permissions, just an
+ * authenticated principal, or nothing at all (`anyone`: credentials are
+ * neither asked for nor looked at, and no caller is bound). `instance` reads the instance name a request
  * message names (undefined when it names none); every message that names one
  * is checked, so a stream cannot switch to an instance its caller may not
  * use. `everyInstance`: the permission must hold on every instance (a worker
  * serves all of them; `repr status` shows all of them).
  */
 export interface MethodRule {
-  anyOf: readonly Permission[] | 'authenticated';
+  anyOf: readonly Permission[] | 'authenticated' | 'anyone';
   instance?: (message: unknown) => string | undefined;
   everyInstance?: boolean;
 }
@@ -79,7 +80,7 @@ const methodName = (path: string) => path.slice(path.lastIndexOf('/') + 1);
 const isPromise = <T>(v: T | Promise<T>): v is Promise<T> => typeof (v as { then?: unknown }).then === 'function';
 
 function lacks(principal: Principal, rule: MethodRule, method: string, instance: string | undefined): string {
-  const perms = rule.anyOf === 'authenticated' ? 'access' : rule.anyOf.join(' or ');
+  const perms = typeof rule.anyOf === 'string' ? 'access' : rule.anyOf.join(' or ');
   const where = instance !== undefined ? `, instance ${JSON.stringify(instance)}` : rule.everyInstance ? ', on every instance' : ', on any instance';
   return `principal ${JSON.stringify(principal.name)} lacks ${perms} (${method}${where})`;
 }
@@ -134,7 +135,7 @@ export function accessInterceptor(o: AccessInterceptorOptions): ServerIntercepto
       call.sendStatus({ code, details: message });
     };
     const denyInstance = (instance: string): boolean => {
-      if (!rule || rule.anyOf === 'authenticated' || !caller) return false;
+      if (!rule || typeof rule.anyOf === 'string' || !caller) return false;
       const c = caller;
       if (rule.anyOf.some((p) => c.may(p, instance))) return false;
       const p = c.principal;
@@ -156,7 +157,7 @@ export function accessInterceptor(o: AccessInterceptorOptions): ServerIntercepto
       }
       const c = policy.callerFor(principal);
       caller = c;
-      if (rule.anyOf !== 'authenticated') {
+      if (typeof rule.anyOf !== 'string') {
         const anyOf = rule.anyOf;
         const granted = rule.everyInstance ? anyOf.some((p) => c.mayEverywhere(p)) : anyOf.some((p) => c.mayAnywhere(p));
         if (!granted) {
@@ -166,7 +167,7 @@ export function accessInterceptor(o: AccessInterceptorOptions): ServerIntercepto
       }
       metadata.set(PRINCIPAL_METADATA_KEY, principal.name);
       bindCaller(metadata, c);
-      const everywhere = rule.anyOf === 'authenticated' || rule.anyOf.some((p) => c.mayEverywhere(p));
+      const everywhere = typeof rule.anyOf === 'string' || rule.anyOf.some((p) => c.mayEverywhere(p));
       checkMessages = rule.instance !== undefined && !everywhere;
       if (!checkMessages) {
         next(metadata);
@@ -181,6 +182,11 @@ export function accessInterceptor(o: AccessInterceptorOptions): ServerIntercepto
       .withOnReceiveMetadata((metadata, next) => {
         // Handlers must never see the token, nor a principal the client named itself.
         metadata.remove(PRINCIPAL_METADATA_KEY);
+        if (rule?.anyOf === 'anyone') {
+          metadata.remove('authorization');
+          next(metadata);
+          return;
+        }
         const certificate = peerCertificate(call);
         const failed = (e: unknown) => {
           const err = toReprError(e);

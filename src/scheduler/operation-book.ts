@@ -6,6 +6,7 @@ import type { ExecutionTask } from '../executor/execution-task.js';
 import type { Requirement } from '../executor/platform.js';
 import { Action, Command, ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { executionOutcome, noOutcomes, type OutcomeCounts } from './execution-outcome.js';
 import { instanceOfOperation, newOperationName } from './operation-name.js';
 import type { OperationRow, OperationStore } from './operation-store.js';
 
@@ -62,6 +63,9 @@ export class OperationBook {
     private readonly log: Logger,
   ) {}
 
+  /** Finished executions by outcome since the server started (a cache hit of Execute counts as cached). */
+  readonly outcomes: OutcomeCounts = noOutcomes();
+
   /**
    * The operation a request joins if an identical one is in flight (fresh:
    * false), or a new, queued one. Whoever joins owns it too: they asked for
@@ -102,6 +106,7 @@ export class OperationBook {
 
   /** Records an operation that finished without executing (an action-cache hit). */
   recordCompleted(instanceName: string, actionDigest: Digest, response: ExecuteResponse, owner: string): OperationState {
+    this.outcomes[executionOutcome(response)]++;
     const name = newOperationName(instanceName);
     const now = this.clock.now();
     this.store.insert(
@@ -181,6 +186,7 @@ export class OperationBook {
   }
 
   finish(op: LiveOperation, response: ExecuteResponse): void {
+    this.outcomes[executionOutcome(response)]++;
     op.state = { ...op.state, stage: ExecutionStage_Value.COMPLETED, response };
     this.store.complete(op.state.name, ExecutionStage_Value.COMPLETED, Buffer.from(ExecuteResponse.encode(response).finish()));
     if (this.joinable.get(op.key) === op) this.joinable.delete(op.key);

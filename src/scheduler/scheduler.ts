@@ -7,6 +7,7 @@ import type { ExecuteResponse } from '../proto/build/bazel/remote/execution/v2/r
 import type { ActionCache } from '../storage/action-cache.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { Dispatcher } from './dispatcher.js';
+import type { OutcomeCounts } from './execution-outcome.js';
 import { type Assignment, ExecutorPool } from './executor-pool.js';
 import { OperationBook, type OperationState, type SubmitRequest } from './operation-book.js';
 import type { OperationStore } from './operation-store.js';
@@ -39,6 +40,8 @@ export interface SchedulerCounters {
   staleResults: number;
   /** Results kept out of the action cache because the worker that delivered them may not write it. */
   untrustedResults: number;
+  /** Finished executions by outcome, cache hits of Execute included. */
+  outcomes: Readonly<OutcomeCounts>;
 }
 
 /**
@@ -102,7 +105,7 @@ export class Scheduler {
   }
 
   stats(): SchedulerCounters {
-    return { ...this.dispatcher.stats(), staleResults: this.staleResults };
+    return { ...this.dispatcher.stats(), staleResults: this.staleResults, outcomes: this.book.outcomes };
   }
 
   /** Counts a result that came back for an execution the scheduler had already given up on. */

@@ -37,6 +37,11 @@ import { METHOD_PERMISSIONS } from '../services/permissions.js';
 import { startMetricsServer, type MetricsServer } from '../observability/metrics-http.js';
 import { createTelemetrySinks, type TelemetrySink } from '../observability/telemetry.js';
 import { BUILT_IN, type WorkerGroup } from '../executor/executor-slot.js';
+import { callMetricsInterceptor } from '../grpc/call-metrics-interceptor.js';
+import { ServerMetrics } from '../observability/server-metrics.js';
+import { HealthService } from '../services/health-service.js';
+import { addReflection } from '../services/reflection-service.js';
+import { Readiness } from './readiness.js';
 
 type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
 
@@ -62,7 +67,7 @@ export class ReprServer {
     readonly address: string,
     readonly port: number,
     private readonly execution?: { store: OperationStore; scheduler: Scheduler; workers: WorkerService },
-    private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer },
+    private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer; health: HealthService; readiness: Readiness },
     private readonly tls?: ServerTls,
     private readonly lock?: DataDirLock,
     storageIndexed: Promise<unknown> = Promise.resolve(),
@@ -97,9 +102,12 @@ export class ReprServer {
 
   private static async startLocked(config: ServerConfig, log: Logger, tls: ServerTls | undefined, lock: DataDirLock): Promise<ReprServer> {
     const opened = performance.now();
-    const cas = await createStore(config.storage.cas);
+    const registry = new Registry();
+    // Without an endpoint nobody reads them: then no counter or interceptor costs the hot paths anything.
+    const serverMetrics = config.metricsListen ? new ServerMetrics(registry) : undefined;
+    const cas = await createStore(config.storage.cas, serverMetrics?.storeMeter('cas'));
     prepareActionCacheStores(config.storage.ac, log);
-    const ac = await createStore(config.storage.ac);
+    const ac = await createStore(config.storage.ac, serverMetrics?.storeMeter('ac'));
     let casIndexed = false;
     const indexed = Promise.all([whenIndexed(cas).finally(() => (casIndexed = true)), whenIndexed(ac)]);
     // Handled below once listening; a failure before then must not count as unhandled.
@@ -107,14 +115,18 @@ export class ReprServer {
     const instances = new InstanceNames(config.instanceNames);
     const maxBatch = config.maxBatchTotalSizeBytes;
 
-    const registry = new Registry();
     const telemetry = createTelemetrySinks(config.telemetry, { log, registry });
     const authLog = log.child({ svc: 'auth' });
     const access = createAccess(config.auth, authLog);
     warnIfExposed(config, access, authLog);
-    const grpc = new Server({
+    const interceptors = [
+      // First, nearest the network: it also times the calls the access check refuses.
+      ...(serverMetrics ? [callMetricsInterceptor(serverMetrics.recordCall)] : []),
       // Open to everyone (no authenticator, anonymous admin): every check would pass, so the caller is bound per call below instead.
-      ...(access.openCaller ? {} : { interceptors: [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog })] }),
+      ...(access.openCaller ? [] : [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog })]),
+    ];
+    const grpc = new Server({
+      ...(interceptors.length > 0 ? { interceptors } : {}),
       // A full batch plus its framing must fit in one message; anything
       // larger gets grpc-js's own RESOURCE_EXHAUSTED.
       'grpc.max_receive_message_length': Math.max(maxBatch, 4 * 1024 * 1024) + 1024 * 1024,
@@ -122,10 +134,14 @@ export class ReprServer {
     });
     const tunedStreams = enlargeStreamWindows(grpc);
     const onCall = access.openCaller && bindOpenCaller(access.openCaller);
+    const health = new HealthService(log.child({ svc: 'health' }));
+    /** Full names of the services served, for health and reflection. */
+    const served = new Set<string>();
     const add = (def: unknown, impl: unknown) => {
       // The interceptor refuses a method without a rule anyway; a server that would serve one is a bug to catch at start.
       for (const m of Object.values(def as ServiceDefinition)) {
         if (!METHOD_PERMISSIONS.has(m.path)) throw internal(`method ${m.path} has no permission rule (services/permissions.ts)`);
+        served.add(m.path.split('/')[1]!);
       }
       grpc.addService(...refuseUndecodable(def as ServiceDefinition, impl as UntypedServiceImplementation, onCall));
     };
@@ -141,7 +157,16 @@ export class ReprServer {
       CasService.definition,
       new CasService({ cas, instances, log: log.child({ svc: 'cas' }), maxBatchTotalSizeBytes: maxBatch, maxBlobSizeBytes: maxBlob }).handlers(),
     );
-    add(ActionCacheServiceImpl.definition, new ActionCacheServiceImpl({ actionCache, cas, instances, log: log.child({ svc: 'ac' }) }).handlers());
+    add(
+      ActionCacheServiceImpl.definition,
+      new ActionCacheServiceImpl({
+        actionCache,
+        cas,
+        instances,
+        log: log.child({ svc: 'ac' }),
+        ...(serverMetrics ? { lookups: serverMetrics.lookupCounter('get_action_result') } : {}),
+      }).handlers(),
+    );
     add(
       CapabilitiesServiceImpl.definition,
       new CapabilitiesServiceImpl({
@@ -156,7 +181,14 @@ export class ReprServer {
       const { scheduler } = execution;
       add(
         ExecutionServiceImpl.definition,
-        new ExecutionServiceImpl({ cas, actionCache, scheduler, instances, log: log.child({ svc: 'execution' }) }).handlers(),
+        new ExecutionServiceImpl({
+          cas,
+          actionCache,
+          scheduler,
+          instances,
+          log: log.child({ svc: 'execution' }),
+          ...(serverMetrics ? { lookups: serverMetrics.lookupCounter('execute') } : {}),
+        }).handlers(),
       );
       add(OperationsServiceImpl.definition, new OperationsServiceImpl(scheduler, log.child({ svc: 'operations' })).handlers());
       add(WorkerService.definition, execution.workers.handlers());
@@ -165,15 +197,23 @@ export class ReprServer {
       add(StatusServiceImpl.definition, new StatusServiceImpl(scheduler, groups, log.child({ svc: 'status' })).handlers());
       registerSchedulerMetrics(registry, scheduler, groups);
     }
+    add(HealthService.definition, health.handlers());
+    for (const name of served) health.addService(name);
+    addReflection([...served], { addService: add });
 
     // Before listening: a WaitExecution for an operation of the previous run
     // must find it queued again, not half-known.
     await execution?.scheduler.recover();
+    // Health answers NOT_SERVING until every condition added here is met; later work joins with one more add.
+    const readiness = new Readiness(log);
+    readiness.onChange((ready) => health.setServing(ready));
+    const listening = readiness.hold('listening');
     const port = await new Promise<number>((resolve, reject) =>
       grpc.bindAsync(config.listen, tls?.credentials ?? ServerCredentials.createInsecure(), (err, p) =>
         err ? reject(internal(`cannot listen on ${config.listen}: ${err.message}`, err)) : resolve(p),
       ),
     );
+    listening();
     const tunedSessions = enlargeSessionWindows(grpc);
     const metricsTls = tls && {
       secureContextOptions: () => tls.secureContextOptions(),
@@ -187,7 +227,9 @@ export class ReprServer {
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
     log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false, casIndexed }, 'repr server listening');
-    const server = new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics }, tls, lock, indexed);
+    const server = new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics, health, readiness }, tls, lock, indexed);
+    // Not serving until then: a load balancer should prefer a peer that can evict and knows its holdings.
+    readiness.add('storage index', server.storageReady);
     indexed.then(
       ([c, a]) => log.info({ blobs: c.blobs, bytes: c.bytes, acEntries: a.blobs, seconds: Math.round(performance.now() - opened) / 1000 }, 'CAS indexed'),
       (e: unknown) => {
@@ -201,8 +243,11 @@ export class ReprServer {
   async stop(graceMs = 5000): Promise<void> {
     if (this.state !== 'SERVING') return;
     this.state = 'STOPPING';
-    // Workers' streams never end by themselves; end them so the shutdown is not held up.
+    // Draining: health watchers hear NOT_SERVING before anything else stops.
+    this.plugins?.readiness.drain();
+    // Workers' and health watchers' streams never end by themselves; end them so the shutdown is not held up.
     this.execution?.workers.close();
+    this.plugins?.health.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.grpc.forceShutdown();

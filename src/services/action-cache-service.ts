@@ -1,5 +1,5 @@
 import { type DigestFunction, digestFunctionFromValue, fromWire } from '../common/digest.js';
-import { invalidArgument } from '../common/errors.js';
+import { Code, codeOf, invalidArgument } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import {
@@ -12,6 +12,7 @@ import {
 import { unary } from '../grpc/handlers.js';
 import type { InstanceNames } from './instances.js';
 import type { ActionCache } from '../storage/action-cache.js';
+import type { LookupCounter } from '../observability/server-metrics.js';
 
 export interface ActionCacheServiceOptions {
   actionCache: ActionCache;
@@ -21,6 +22,8 @@ export interface ActionCacheServiceOptions {
   log: Logger;
   /** Largest stdout/stderr/output file inlined when a client asks for inlining. */
   maxInlineBytes?: number;
+  /** Told of each lookup's hit or miss (NOT_FOUND). */
+  lookups?: LookupCounter;
 }
 
 /**
@@ -37,7 +40,15 @@ export class ActionCacheServiceImpl {
   async getActionResult(req: GetActionResultRequest): Promise<ActionResult> {
     this.o.instances.check(req.instanceName);
     const fn = digestFunctionFromValue(req.digestFunction);
-    const result = await this.o.actionCache.get(req.instanceName, fromWire(fn, req.actionDigest, 'action_digest'));
+    const action = fromWire(fn, req.actionDigest, 'action_digest');
+    let result: ActionResult;
+    try {
+      result = await this.o.actionCache.get(req.instanceName, action);
+    } catch (e) {
+      if (codeOf(e) === Code.NOT_FOUND) this.o.lookups?.miss();
+      throw e;
+    }
+    this.o.lookups?.hit();
     await this.inline(fn, result, req);
     return result;
   }

@@ -22,6 +22,7 @@ import { toOperation } from './operation-message.js';
 import { assertRelativePath } from '../reapi/paths.js';
 import { requireCaller } from '../grpc/access-interceptor.js';
 import { checkOwner } from './operation-access.js';
+import type { LookupCounter } from '../observability/server-metrics.js';
 
 /** A blob the client named as a message of some type, decoded; anything else is the client's error, not ours. */
 function decodeMessage<T>(type: { decode(b: Uint8Array): T }, name: string, bytes: Uint8Array, what: string): T {
@@ -59,6 +60,8 @@ export interface ExecutionServiceOptions {
   scheduler: Scheduler;
   instances: InstanceNames;
   log: Logger;
+  /** Told of each action-cache lookup Execute makes. */
+  lookups?: LookupCounter;
 }
 
 /**
@@ -93,6 +96,8 @@ export class ExecutionServiceImpl {
 
     if (!req.skipCacheLookup && !action.doNotCache) {
       const hit = await this.o.actionCache.find(req.instanceName, actionDigest);
+      if (hit) this.o.lookups?.hit();
+      else this.o.lookups?.miss();
       if (hit) {
         const state = this.o.scheduler.recordCompleted(
           req.instanceName,

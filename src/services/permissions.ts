@@ -11,6 +11,8 @@ import { RunnerService } from '../proto/repr/run/v1/run.js';
 import { SchedulerStatusService, WorkersService } from '../proto/repr/worker/v1/worker.js';
 import { parseReadResource, parseWriteResource } from '../reapi/resource-name.js';
 import { instanceOfCollection, instanceOfOperation } from '../scheduler/operation-name.js';
+import { HealthService } from './health-service.js';
+import { REFLECTION_METHODS } from './reflection-service.js';
 
 // Readers of the instance a request names, over the objects the handlers get
 // (generated or hand-written decoders; a request that did not decode is a
@@ -86,4 +88,11 @@ export const METHOD_PERMISSIONS: MethodTable = new Map<string, MethodRule>([
   [WorkersService.connect.path, rule(['worker'], undefined, true)],
   // `repr status` shows the work of every instance.
   [SchedulerStatusService.getStatus.path, rule(['admin'], undefined, true)],
+
+  // Load balancers and Kubernetes probes send no credentials, and the answer
+  // is only whether the server (or one of its services) takes work.
+  ...Object.values(HealthService.definition).map((m): [string, MethodRule] => [m.path, rule('anyone')]),
+  // The schema of a public API, no more than GetCapabilities reveals: any
+  // authenticated caller, and everyone on a server open to anonymous callers.
+  ...REFLECTION_METHODS.map((path): [string, MethodRule] => [path, rule('authenticated')]),
 ]);

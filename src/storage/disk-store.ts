@@ -30,6 +30,8 @@ export interface DiskBlobStoreOptions {
    * hold it to look at a store in the middle of its index.
    */
   betweenSlices?: () => Promise<void>;
+  /** Told the size of each blob evicted to stay under the limit. */
+  onEvict?: (bytes: number) => void;
 }
 
 const FILE_NAME = /^([a-z0-9]+)-([0-9a-f]+)-(\d+)$/;
@@ -87,7 +89,7 @@ export class DiskBlobStore implements BlobStore {
   private indexing!: Promise<IndexedStats>;
 
   private constructor(private readonly opts: DiskBlobStoreOptions) {
-    this.lru = new LruIndex(opts.limitBytes);
+    this.lru = new LruIndex(opts.limitBytes, opts.onEvict);
     this.blobDir = path.join(opts.directory, 'blobs');
     this.tmpDir = path.join(opts.directory, 'tmp');
     this.readChunk = opts.readChunkBytes ?? 1024 * 1024;

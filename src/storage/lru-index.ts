@@ -12,7 +12,11 @@ export class LruIndex {
   private readonly entries = new Map<string, number>();
   private total = 0;
 
-  constructor(readonly limitBytes: number) {}
+  constructor(
+    readonly limitBytes: number,
+    /** Told the size of each entry `add` evicts, for eviction metrics. */
+    private readonly onEvict?: (bytes: number) => void,
+  ) {}
 
   get totalBytes(): number {
     return this.total;
@@ -77,6 +81,7 @@ export class LruIndex {
         continue;
       }
       this.total -= v / 2;
+      this.onEvict?.(v / 2);
       evicted.push(k);
     }
     return evicted;

@@ -10,12 +10,17 @@ export class MemoryBlobStore implements BlobStore {
   private readonly blobs = new Map<string, Buffer>();
   private readonly lru: LruIndex;
 
-  constructor(limitBytes: number) {
-    this.lru = new LruIndex(limitBytes);
+  /** `onEvict` is told the size of each blob evicted to stay under the limit. */
+  constructor(limitBytes: number, onEvict?: (bytes: number) => void) {
+    this.lru = new LruIndex(limitBytes, onEvict);
   }
 
   get totalBytes(): number {
     return this.lru.totalBytes;
+  }
+
+  get count(): number {
+    return this.lru.count;
   }
 
   async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
