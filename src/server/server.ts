@@ -37,6 +37,8 @@ import { METHOD_PERMISSIONS } from '../services/permissions.js';
 import { startMetricsServer, type MetricsServer } from '../observability/metrics-http.js';
 import { createTelemetrySinks, type TelemetrySink } from '../observability/telemetry.js';
 import { BUILT_IN, type WorkerGroup } from '../executor/executor-slot.js';
+import { rpcTracingInterceptor } from '../grpc/rpc-tracing.js';
+import type { Tracing } from '../observability/tracing.js';
 
 type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
 
@@ -56,7 +58,7 @@ export class ReprServer {
     readonly address: string,
     readonly port: number,
     private readonly execution?: { store: OperationStore; scheduler: Scheduler; workers: WorkerService },
-    private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer },
+    private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer; tracing?: Tracing },
     private readonly tls?: ServerTls,
     private readonly lock?: DataDirLock,
   ) {
@@ -76,16 +78,26 @@ export class ReprServer {
       : undefined;
     // Before any store is opened: a second server on this directory would wipe the first one's uploads.
     const lock = DataDirLock.acquire(config.dataDir);
+    let tracing: Tracing | undefined;
     try {
-      return await ReprServer.startLocked(config, log, tls, lock);
+      // Loaded only when on: a server without tracing never imports the SDK.
+      tracing = config.tracing && (await (await import('../observability/tracing.js')).startTracing(config.tracing, log));
+      return await ReprServer.startLocked(config, log, tls, lock, tracing);
     } catch (e) {
+      await tracing?.shutdown();
       tls?.close();
       lock.release();
       throw e;
     }
   }
 
-  private static async startLocked(config: ServerConfig, log: Logger, tls: ServerTls | undefined, lock: DataDirLock): Promise<ReprServer> {
+  private static async startLocked(
+    config: ServerConfig,
+    log: Logger,
+    tls: ServerTls | undefined,
+    lock: DataDirLock,
+    tracing: Tracing | undefined,
+  ): Promise<ReprServer> {
     const cas = await createStore(config.storage.cas);
     prepareActionCacheStores(config.storage.ac, log);
     const ac = await createStore(config.storage.ac);
@@ -97,9 +109,14 @@ export class ReprServer {
     const authLog = log.child({ svc: 'auth' });
     const access = createAccess(config.auth, authLog);
     warnIfExposed(config, access, authLog);
-    const grpc = new Server({
+    // Tracing first, nearest the transport: it sees every call's final status, refusals included.
+    const interceptors = [
+      ...(tracing ? [rpcTracingInterceptor()] : []),
       // Open to everyone (no authenticator, anonymous admin): every check would pass, so the caller is bound per call below instead.
-      ...(access.openCaller ? {} : { interceptors: [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog })] }),
+      ...(access.openCaller ? [] : [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog })]),
+    ];
+    const grpc = new Server({
+      ...(interceptors.length > 0 ? { interceptors } : {}),
       // A full batch plus its framing must fit in one message; anything
       // larger gets grpc-js's own RESOURCE_EXHAUSTED.
       'grpc.max_receive_message_length': Math.max(maxBatch, 4 * 1024 * 1024) + 1024 * 1024,
@@ -172,7 +189,7 @@ export class ReprServer {
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
     log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false }, 'repr server listening');
-    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics }, tls, lock);
+    return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics, ...(tracing ? { tracing } : {}) }, tls, lock);
   }
 
   /** Stops accepting calls, lets running ones finish for up to `graceMs`, then closes stores. */
@@ -198,6 +215,8 @@ export class ReprServer {
     for (const s of this.stores) await s.close?.();
     await this.plugins?.metrics?.close();
     await this.plugins?.telemetry.close?.();
+    // After the calls and executions it traced have ended: their spans go out with the last batch.
+    await this.plugins?.tracing?.shutdown();
     // Last: the next server may open the stores once they are closed.
     this.lock?.release();
     this.state = 'STOPPED';
