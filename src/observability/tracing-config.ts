@@ -29,6 +29,8 @@ export type TracingInput = z.output<typeof tracingSchema>;
 
 /** What starting tracing needs; absent when tracing is off. */
 export interface TracingConfig {
+  /** As configured, or as the environment variable said. */
+  otlpEndpoint: string;
   /** Full URL spans are posted to. */
   tracesUrl: string;
   serviceName: string;
@@ -58,7 +60,8 @@ function tracesUrlOf(base: string): string {
 export function resolveTracing(given: TracingInput, defaultServiceName: string, env: NodeJS.ProcessEnv = process.env): TracingConfig | undefined {
   if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return undefined;
   let tracesUrl: string | undefined;
-  if (given.otlpEndpoint) tracesUrl = tracesUrlOf(given.otlpEndpoint);
+  let otlpEndpoint = given.otlpEndpoint;
+  if (otlpEndpoint) tracesUrl = tracesUrlOf(otlpEndpoint);
   else {
     for (const [name, toUrl] of [
       ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', (v: string) => v],
@@ -67,10 +70,11 @@ export function resolveTracing(given: TracingInput, defaultServiceName: string, 
       const v = env[name]?.trim();
       if (!v) continue;
       if (!isHttpUrl(v)) throw invalidArgument(`${name}="${v}" is not an http:// or https:// URL; fix it, or unset it and use --otlp-endpoint`);
+      otlpEndpoint = v;
       tracesUrl = toUrl(v);
       break;
     }
   }
-  if (!tracesUrl) return undefined;
-  return { tracesUrl, serviceName: given.serviceName ?? (env.OTEL_SERVICE_NAME?.trim() || defaultServiceName), sampleRatio: given.sampleRatio };
+  if (!tracesUrl || !otlpEndpoint) return undefined;
+  return { otlpEndpoint, tracesUrl, serviceName: given.serviceName ?? (env.OTEL_SERVICE_NAME?.trim() || defaultServiceName), sampleRatio: given.sampleRatio };
 }
