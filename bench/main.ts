@@ -11,6 +11,7 @@ import { findMissing } from './find-missing.js';
 import { memory } from './memory.js';
 import { reprRunBench } from './repr-run.js';
 import { tlsCost } from './tls.js';
+import { tracingCost } from './tracing.js';
 import type { Benchmark, BenchContext, Metric } from './types.js';
 
 /**
@@ -19,7 +20,7 @@ import type { Benchmark, BenchContext, Metric } from './types.js';
  * bench/results.json. --quick shrinks every benchmark to a smoke run (the
  * test suite runs it so the benchmarks cannot rot).
  */
-const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, reprRunBench, bazel, memory, tlsCost];
+const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, reprRunBench, bazel, memory, tlsCost, tracingCost];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
