@@ -13,6 +13,7 @@ import { metricsCost } from './metrics.js';
 import { reprRunBench } from './repr-run.js';
 import { startup } from './startup.js';
 import { tlsCost } from './tls.js';
+import { tracingCost } from './tracing.js';
 import type { Benchmark, BenchContext, Metric } from './types.js';
 
 /**
@@ -21,7 +22,20 @@ import type { Benchmark, BenchContext, Metric } from './types.js';
  * bench/results.json. --quick shrinks every benchmark to a smoke run (the
  * test suite runs it so the benchmarks cannot rot).
  */
-const BENCHMARKS: Benchmark[] = [byteStream, findMissing, acHit, executeTrivial, dispatch, reprRunBench, bazel, startup, memory, tlsCost, metricsCost];
+const BENCHMARKS: Benchmark[] = [
+  byteStream,
+  findMissing,
+  acHit,
+  executeTrivial,
+  dispatch,
+  reprRunBench,
+  bazel,
+  startup,
+  memory,
+  tlsCost,
+  metricsCost,
+  tracingCost,
+];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

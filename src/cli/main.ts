@@ -141,6 +141,7 @@ workerCommand.action(async (opts: Opts) => {
   const log = createLogger(config.logLevel);
   const { BwrapSandbox } = await import('../sandbox/bwrap-sandbox.js');
   const { Worker } = await import('../worker/worker.js');
+  const tracing = config.tracing && (await (await import('../observability/tracing.js')).startTracing(config.tracing, log));
   let sandbox: Sandbox;
   try {
     sandbox = new BwrapSandbox({ ...ex.sandbox, ...(ex.readOnlyPaths ? { readOnlyPaths: ex.readOnlyPaths } : {}) });
@@ -175,7 +176,9 @@ workerCommand.action(async (opts: Opts) => {
   const stop = (signal: string) => {
     log.info({ signal, running: worker.busy }, 'draining: no new work; finishing running actions');
     worker.drain(config.drainTimeoutSeconds * 1000).then(
-      () => {
+      async () => {
+        // The spans of the actions it finished go out before the process does.
+        await tracing?.shutdown();
         log.info('worker stopped');
         process.exit(0);
       },

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { StoreConfig } from '../storage/store-config.js';
 import { authSchema } from '../grpc/auth-config.js';
 import { telemetrySinkSchema } from '../observability/telemetry-config.js';
+import { resolveTracing, type TracingConfig, tracingSchema } from '../observability/tracing-config.js';
 import { invalidArgument } from '../common/errors.js';
 import { executorFields } from './execution-schema.js';
 import { byteSize, logLevel, parseConfig } from './schema.js';
@@ -57,6 +58,8 @@ const serverSchema = z
     logLevel: logLevel.default('info'),
     /** Where each `repr run`'s telemetry goes (plugins: log, jsonl, prometheus). */
     telemetry: z.array(telemetrySinkSchema).default([{ type: 'log' }, { type: 'prometheus' }]),
+    /** OpenTelemetry tracing of calls and action phases, sent by OTLP/HTTP; off unless an endpoint is set here or in OTEL_EXPORTER_OTLP_*. */
+    tracing: tracingSchema,
     /** host:port for an HTTP server with /metrics (Prometheus) and /healthz; off when unset. */
     metricsListen: z.string().optional(),
     /** TLS on the gRPC port and the metrics endpoint; plaintext when unset. */
@@ -100,8 +103,10 @@ const serverSchema = z
 
 export type ServerConfigInput = z.input<typeof serverSchema>;
 
-export interface ServerConfig extends Omit<z.output<typeof serverSchema>, 'storage'> {
+export interface ServerConfig extends Omit<z.output<typeof serverSchema>, 'storage' | 'tracing'> {
   storage: { cas: StoreConfig; ac: StoreConfig };
+  /** Absent: tracing is off. */
+  tracing?: TracingConfig;
 }
 
 /** Fills in defaults and validates; storage defaults live under `dataDir`. */
@@ -121,8 +126,11 @@ export function compileServerConfig(input: unknown): ServerConfig {
   }
   const acProblem = c.storage.ac && actionCacheProblem(c.storage.ac);
   if (acProblem) throw invalidArgument(`invalid configuration: storage.ac: ${acProblem}`);
+  const { tracing: tracingInput, ...rest } = c;
+  const tracing = resolveTracing(tracingInput, 'repr-server');
   return {
-    ...c,
+    ...rest,
+    ...(tracing ? { tracing } : {}),
     storage: {
       cas: c.storage.cas ? verifiedCas(c.storage.cas) : defaultCasStore(c.dataDir),
       ac: c.storage.ac ?? defaultAcStore(c.dataDir),

@@ -19,6 +19,13 @@ const common = {
     path: 'execution.allowNetwork',
     toConfig: () => true,
   },
+  otlpEndpoint: {
+    flags: '--otlp-endpoint <url>',
+    description: 'send OpenTelemetry traces of calls and action phases to this OTLP/HTTP receiver (e.g. http://localhost:4318)',
+    kind: 'string',
+    path: 'tracing.otlpEndpoint',
+    defaultText: 'off, or $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / $OTEL_EXPORTER_OTLP_ENDPOINT',
+  },
 } satisfies Record<string, Flag<never>>;
 
 /**
@@ -97,6 +104,7 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
     kind: 'string',
     path: 'metricsListen',
   },
+  common.otlpEndpoint,
   {
     flags: '--tls-cert <file>',
     description: 'serve TLS with this PEM certificate (chain), on the gRPC port and the metrics endpoint; reloaded when it changes',
@@ -209,4 +217,5 @@ export const workerFlags: readonly Flag<WorkerConfig>[] = [
     path: 'execution.maxInputNodes',
   },
   { flags: '--max-input-bytes <size>', description: "bytes of files an action's input root may expand to", kind: 'size', path: 'execution.maxInputBytes' },
+  common.otlpEndpoint,
 ];

@@ -5,6 +5,7 @@ import { defaultDataDir } from './config.js';
 import { executorFields, propertyLists } from './execution-schema.js';
 import { invalidArgument } from '../common/errors.js';
 import { isTlsTarget } from '../grpc/dial.js';
+import { resolveTracing, type TracingConfig, tracingSchema } from '../observability/tracing-config.js';
 import { byteSize, clientTls, grpcTarget, logLevel, parseConfig, withTlsEnv } from './schema.js';
 
 const GiB = 1024 ** 3;
@@ -38,6 +39,8 @@ const workerSchema = z
     token: z.string().min(1).optional(),
     /** How the scheduler and the CAS are dialled when they are grpcs://; each file defaults to $REPR_TLS_CA, $REPR_TLS_CERT, $REPR_TLS_KEY. */
     tls: clientTls.optional(),
+    /** OpenTelemetry tracing of the actions this worker executes, joined to the scheduler's traces; as the server's. */
+    tracing: tracingSchema,
     execution: z
       .object({
         ...executorFields,
@@ -53,7 +56,9 @@ export type WorkerConfigInput = z.input<typeof workerSchema>;
 
 type Parsed = z.output<typeof workerSchema>;
 
-export interface WorkerConfig extends Omit<Parsed, 'dataDir' | 'cache' | 'execution'> {
+export interface WorkerConfig extends Omit<Parsed, 'dataDir' | 'cache' | 'execution' | 'tracing'> {
+  /** Absent: tracing is off. */
+  tracing?: TracingConfig;
   dataDir: string;
   cache: { directory: string; limitBytes: number };
   /** Scratch space for input roots: DATADIR/work, emptied at start. */
@@ -72,8 +77,11 @@ export function compileWorkerConfig(input: unknown): WorkerConfig {
     throw invalidArgument('invalid configuration: tls is set, but neither scheduler nor cas is a grpcs:// address; use grpcs:// to dial with TLS');
   }
   const tls = withTlsEnv(c.tls);
+  const { tracing: tracingInput, ...rest } = c;
+  const tracing = resolveTracing(tracingInput, 'repr-worker');
   return {
-    ...c,
+    ...rest,
+    ...(tracing ? { tracing } : {}),
     dataDir,
     cache: { directory: c.cache.directory ?? path.join(dataDir, 'cas'), limitBytes: c.cache.limitBytes },
     workDir: path.join(dataDir, 'work'),

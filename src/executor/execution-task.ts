@@ -1,4 +1,5 @@
 import type { Digest, DigestFunction } from '../common/digest.js';
+import type { TraceContext } from '../common/tracing.js';
 import type { Action, Command } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { Requirement } from './platform.js';
 
@@ -13,4 +14,6 @@ export interface ExecutionTask {
   command: Command;
   requirements: Requirement[];
   queuedAt: Date;
+  /** The span the executor's phases (fetch inputs, run, upload outputs) belong under; absent while tracing is off. */
+  trace?: TraceContext;
 }

@@ -1,6 +1,7 @@
 import type { Clock } from '../common/clock.js';
 import { Code, codeOf, ReprError, toStatus } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { childContext, endSpan, startSpan } from '../common/tracing.js';
 import { ExecutorLostError, type ExecutorSlot, type HeldExecutor } from '../executor/executor-slot.js';
 import { type Requirement, unmet } from '../executor/platform.js';
 import { ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
@@ -56,6 +57,7 @@ export class Dispatcher {
   }
 
   enqueue(op: LiveOperation): void {
+    op.queueSpan = startSpan('queue', op.req.trace, { 'repr.operation': op.state.name, 'repr.attempt': op.attempts + 1 });
     this.queue.insert(op);
     this.armSweep();
     this.dispatch();
@@ -91,8 +93,10 @@ export class Dispatcher {
   /** Stops an unfinished operation: a queued one finishes as cancelled at once, an executing one is aborted. */
   cancel(op: LiveOperation): void {
     op.cancelled = true;
-    if (this.queue.remove(op)) this.o.book.finish(op, cancelledResponse());
-    else op.abort?.abort();
+    if (this.queue.remove(op)) {
+      dequeued(op, 'cancelled while queued');
+      this.o.book.finish(op, cancelledResponse());
+    } else op.abort?.abort();
   }
 
   dispatch(): void {
@@ -142,15 +146,22 @@ export class Dispatcher {
   /** Executes a queued operation on a claimed executor; called synchronously from dispatch. */
   private async execute(slot: ExecutorSlot, op: LiveOperation): Promise<void> {
     const { pool, book, log } = this.o;
+    dequeued(op);
     op.abort = new AbortController();
     op.attempts++;
     pool.claim(slot, { operationName: op.state.name, actionDigest: op.req.actionDigest });
     book.transition(op, ExecutionStage_Value.EXECUTING);
+    // Spans the time on the executor, transport to a worker included; its phases go under it, on a worker too.
+    const span = startSpan('execute', op.req.trace, { 'repr.executor': slot.id, 'repr.attempt': op.attempts });
     let response: ExecuteResponse | undefined;
     try {
-      response = await slot.execute({ ...op.req, operationName: op.state.name, queuedAt: op.queuedAt }, op.abort.signal);
+      const trace = childContext(op.req.trace, span);
+      response = await slot.execute({ ...op.req, operationName: op.state.name, queuedAt: op.queuedAt, ...(trace ? { trace } : {}) }, op.abort.signal);
+      span?.setAttribute('repr.status_code', response.status?.code ?? Code.OK);
+      endSpan(span);
       if (op.cancelled) response = { ...cancelledResponse(), result: response.result };
     } catch (e) {
+      endSpan(span, e);
       if (e instanceof ExecutorLostError && !op.cancelled && op.attempts < this.o.maxAttempts) {
         log.warn({ op: op.state.name, executor: slot.id, attempt: op.attempts, reason: e.message }, 'executor lost; re-queueing the action');
         this.counters.requeued++;
@@ -211,6 +222,7 @@ export class Dispatcher {
       const why = unsatisfiable(op.req.requirements, caps);
       if (!why) continue;
       this.queue.remove(op);
+      dequeued(op, 'no executor can execute it any more');
       book.finish(
         op,
         ExecuteResponse.fromPartial({
@@ -219,6 +231,12 @@ export class Dispatcher {
       );
     }
   }
+}
+
+/** Ends the wait an operation's queue span measures; with `failure` when it leaves the line without an executor. */
+function dequeued(op: LiveOperation, failure?: string): void {
+  endSpan(op.queueSpan, failure);
+  op.queueSpan = undefined;
 }
 
 function cancelledResponse(): ExecuteResponse {

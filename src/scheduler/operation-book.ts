@@ -2,6 +2,7 @@ import type { Clock } from '../common/clock.js';
 import { type Digest, digestFunctionFromValue, digestKey, digestString, makeDigest } from '../common/digest.js';
 import { Code } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import type { Span } from '../common/tracing.js';
 import type { ExecutionTask } from '../executor/execution-task.js';
 import type { Requirement } from '../executor/platform.js';
 import { Action, Command, ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
@@ -41,6 +42,8 @@ export interface LiveOperation {
   attempts: number;
   /** Principals that started or joined it (Caller.owner). */
   owners: Set<string>;
+  /** Open while it waits in line, when tracing is on. */
+  queueSpan?: Span;
 }
 
 /**

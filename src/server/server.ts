@@ -42,6 +42,8 @@ import { ServerMetrics } from '../observability/server-metrics.js';
 import { HealthService } from '../services/health-service.js';
 import { addReflection } from '../services/reflection-service.js';
 import { Readiness } from './readiness.js';
+import { rpcTracingInterceptor } from '../grpc/rpc-tracing.js';
+import type { Tracing } from '../observability/tracing.js';
 
 type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
 
@@ -67,7 +69,7 @@ export class ReprServer {
     readonly address: string,
     readonly port: number,
     private readonly execution?: { store: OperationStore; scheduler: Scheduler; workers: WorkerService },
-    private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer; health: HealthService; readiness: Readiness },
+    private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer; health: HealthService; readiness: Readiness; tracing?: Tracing },
     private readonly tls?: ServerTls,
     private readonly lock?: DataDirLock,
     storageIndexed: Promise<unknown> = Promise.resolve(),
@@ -91,16 +93,26 @@ export class ReprServer {
       : undefined;
     // Before any store is opened: a second server on this directory would wipe the first one's uploads.
     const lock = DataDirLock.acquire(config.dataDir);
+    let tracing: Tracing | undefined;
     try {
-      return await ReprServer.startLocked(config, log, tls, lock);
+      // Loaded only when on: a server without tracing never imports the SDK.
+      tracing = config.tracing && (await (await import('../observability/tracing.js')).startTracing(config.tracing, log));
+      return await ReprServer.startLocked(config, log, tls, lock, tracing);
     } catch (e) {
+      await tracing?.shutdown();
       tls?.close();
       lock.release();
       throw e;
     }
   }
 
-  private static async startLocked(config: ServerConfig, log: Logger, tls: ServerTls | undefined, lock: DataDirLock): Promise<ReprServer> {
+  private static async startLocked(
+    config: ServerConfig,
+    log: Logger,
+    tls: ServerTls | undefined,
+    lock: DataDirLock,
+    tracing: Tracing | undefined,
+  ): Promise<ReprServer> {
     const opened = performance.now();
     const registry = new Registry();
     // Without an endpoint nobody reads them: then no counter or interceptor costs the hot paths anything.
@@ -119,8 +131,9 @@ export class ReprServer {
     const authLog = log.child({ svc: 'auth' });
     const access = createAccess(config.auth, authLog);
     warnIfExposed(config, access, authLog);
+    // Tracing first, nearest the transport: it sees every call's final status, refusals included; metrics next, for the same reason.
     const interceptors = [
-      // First, nearest the network: it also times the calls the access check refuses.
+      ...(tracing ? [rpcTracingInterceptor()] : []),
       ...(serverMetrics ? [callMetricsInterceptor(serverMetrics.recordCall)] : []),
       // Open to everyone (no authenticator, anonymous admin): every check would pass, so the caller is bound per call below instead.
       ...(access.openCaller ? [] : [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog })]),
@@ -227,7 +240,19 @@ export class ReprServer {
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
     log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false, casIndexed }, 'repr server listening');
-    const server = new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics, health, readiness }, tls, lock, indexed);
+    const server = new ReprServer(
+      grpc,
+      [cas, ac],
+      byteStream,
+      log,
+      address,
+      port,
+      execution,
+      { telemetry, metrics, health, readiness, ...(tracing ? { tracing } : {}) },
+      tls,
+      lock,
+      indexed,
+    );
     // Not serving until then: a load balancer should prefer a peer that can evict and knows its holdings.
     readiness.add('storage index', server.storageReady);
     indexed.then(
@@ -265,6 +290,8 @@ export class ReprServer {
     for (const s of this.stores) await s.close?.();
     await this.plugins?.metrics?.close();
     await this.plugins?.telemetry.close?.();
+    // After the calls and executions it traced have ended: their spans go out with the last batch.
+    await this.plugins?.tracing?.shutdown();
     // Last: the next server may open the stores once they are closed.
     this.lock?.release();
     this.state = 'STOPPED';

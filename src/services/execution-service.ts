@@ -23,6 +23,8 @@ import { assertRelativePath } from '../reapi/paths.js';
 import { requireCaller } from '../grpc/access-interceptor.js';
 import { checkOwner } from './operation-access.js';
 import type { LookupCounter } from '../observability/server-metrics.js';
+import { rpcTraceContext } from '../grpc/rpc-tracing.js';
+import { inSpan } from '../common/tracing.js';
 
 /** A blob the client named as a message of some type, decoded; anything else is the client's error, not ours. */
 function decodeMessage<T>(type: { decode(b: Uint8Array): T }, name: string, bytes: Uint8Array, what: string): T {
@@ -94,8 +96,13 @@ export class ExecutionServiceImpl {
     const platform = action.platform?.properties.length ? action.platform : command.platform;
     const requirements = (platform?.properties ?? []).map((p) => ({ name: p.name, value: p.value }));
 
+    const trace = rpcTraceContext(call.metadata);
     if (!req.skipCacheLookup && !action.doNotCache) {
-      const hit = await this.o.actionCache.find(req.instanceName, actionDigest);
+      const hit = await inSpan('action cache lookup', trace, async (span) => {
+        const found = await this.o.actionCache.find(req.instanceName, actionDigest);
+        span?.setAttribute('repr.cache_hit', found !== undefined);
+        return found;
+      });
       if (hit) this.o.lookups?.hit();
       else this.o.lookups?.miss();
       if (hit) {
@@ -121,6 +128,7 @@ export class ExecutionServiceImpl {
         command,
         requirements,
         priority: req.executionPolicy?.priority ?? 0,
+        ...(trace ? { trace } : {}),
       },
       caller.owner,
     );

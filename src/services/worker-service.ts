@@ -3,6 +3,7 @@ import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { type Clock, systemClock } from '../common/clock.js';
 import { toWire } from '../common/digest.js';
 import { Code, codeOf, invalidArgument, ReprError, resourceExhausted, toReprError } from '../common/errors.js';
+import { injectTraceContext } from '../common/tracing.js';
 import { type NodeQuery, OutputChunk_Stream, type RunFinished, type RunRequest } from '../proto/repr/run/v1/run.js';
 import type { Logger } from '../common/logger.js';
 import { toTimestamp } from '../common/time.js';
@@ -257,6 +258,7 @@ class WorkerSession implements WorkerGroup {
           command: task.command,
           requirements: task.requirements.map((r) => ({ name: r.name, value: r.value })),
           queuedTimestamp: toTimestamp(task.queuedAt),
+          traceContext: injectTraceContext(task.trace),
         },
       }),
       signal,

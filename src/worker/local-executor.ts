@@ -10,6 +10,7 @@ import { collectOutputs, uploadFile } from './outputs.js';
 import { resolveInRoot } from './root-paths.js';
 import { assertRelativePath } from '../reapi/paths.js';
 import type { ExecutionTask } from '../executor/execution-task.js';
+import { endSpan, inSpan, startSpan } from '../common/tracing.js';
 import { type CommandExecutorOptions, commandOutcome, prepareCommand, removeScratchDir, scratchDirPath } from './command-core.js';
 
 export interface LocalExecutorOptions extends CommandExecutorOptions {
@@ -66,9 +67,10 @@ export class LocalExecutor {
     const deadline = AbortSignal.timeout(timeoutMs);
     try {
       meta.inputFetchStartTimestamp = now();
-      await mkdir(dir, { recursive: true });
+      const fetching = startSpan('fetch inputs', task.trace, { 'repr.executor': this.o.id });
       let wd: string;
       try {
+        await mkdir(dir, { recursive: true });
         const staging = signal ? AbortSignal.any([signal, deadline]) : deadline;
         await new InputRootBuilder(cas, path.join(this.o.workDir, 'cache'), this.o.inputLimits).build(
           fn,
@@ -77,7 +79,9 @@ export class LocalExecutor {
           staging,
         );
         wd = await prepareWorkingDirectory(root, command);
+        endSpan(fetching);
       } catch (e) {
+        endSpan(fetching, e);
         if (deadline.aborted) return unfinished(Code.DEADLINE_EXCEEDED, `action timed out after ${timeoutMs} ms while its input root was being staged`);
         if (signal?.aborted) return unfinished(Code.CANCELLED, 'execution cancelled');
         throw e;
@@ -86,29 +90,44 @@ export class LocalExecutor {
       const remainingMs = Math.max(1, Math.round(timeoutMs - (performance.now() - started)));
 
       meta.executionStartTimestamp = now();
-      const r = await this.o.sandbox.run(
-        {
-          argv: command.arguments,
-          env: prepared.env,
-          rootDir: root,
-          workingDirectory: wd,
-          stdoutPath: path.join(dir, 'stdout'),
-          stderrPath: path.join(dir, 'stderr'),
-          timeoutMs: remainingMs,
-          limits: prepared.limits,
-          network: prepared.network,
-        },
-        signal,
-      );
+      const running = startSpan('run', task.trace, { 'repr.executor': this.o.id });
+      const r = await this.o.sandbox
+        .run(
+          {
+            argv: command.arguments,
+            env: prepared.env,
+            rootDir: root,
+            workingDirectory: wd,
+            stdoutPath: path.join(dir, 'stdout'),
+            stderrPath: path.join(dir, 'stderr'),
+            timeoutMs: remainingMs,
+            limits: prepared.limits,
+            network: prepared.network,
+          },
+          signal,
+        )
+        .catch((e: unknown) => {
+          endSpan(running, e);
+          throw e;
+        });
       meta.executionCompletedTimestamp = now();
       meta.virtualExecutionDuration = { seconds: Math.floor(r.wallMs / 1000), nanos: Math.round((r.wallMs % 1000) * 1e6) };
       const outcome = commandOutcome(r, { kind: 'action', executorId: this.o.id, timeoutMs, cancelled: signal?.aborted ?? false, limits: prepared.limits });
+      running?.setAttributes({ 'process.exit_code': r.exitCode, 'repr.end': outcome.end });
+      endSpan(running, outcome.code === Code.OK ? undefined : outcome.message);
 
       meta.outputUploadStartTimestamp = now();
-      // Nothing is collected from an action stopped part-way (its outputs may be partial or over a cap).
-      const outputs = outcome.keepWrites ? await collectOutputs(cas, fn, command, root, wd) : undefined;
-      const stdout = await uploadFile(cas, fn, path.join(dir, 'stdout'));
-      const stderr = await uploadFile(cas, fn, path.join(dir, 'stderr'));
+      const { outputs, stdout, stderr } = await inSpan(
+        'upload outputs',
+        task.trace,
+        async () => ({
+          // Nothing is collected from an action stopped part-way (its outputs may be partial or over a cap).
+          outputs: outcome.keepWrites ? await collectOutputs(cas, fn, command, root, wd) : undefined,
+          stdout: await uploadFile(cas, fn, path.join(dir, 'stdout')),
+          stderr: await uploadFile(cas, fn, path.join(dir, 'stderr')),
+        }),
+        { 'repr.executor': this.o.id },
+      );
       meta.outputUploadCompletedTimestamp = now();
       meta.workerCompletedTimestamp = now();
 

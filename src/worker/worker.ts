@@ -17,6 +17,7 @@ import type { ExecutorSlot } from '../executor/executor-slot.js';
 import { type Clock, systemClock } from '../common/clock.js';
 import { WorkerCas } from './worker-cas.js';
 import type { RunHost } from '../executor/run-host.js';
+import { extractTraceContext, recordGetter } from '../common/tracing.js';
 
 export interface WorkerOptions {
   /**
@@ -296,6 +297,7 @@ export class Worker {
     try {
       const fn = digestFunctionFromValue(lease.digestFunction);
       const d = lease.queuedTimestamp;
+      const trace = extractTraceContext(lease.traceContext, recordGetter);
       return await executor.execute(
         {
           operationName: lease.operationName,
@@ -306,6 +308,7 @@ export class Worker {
           command: lease.command ?? Command.fromPartial({}),
           requirements: lease.requirements.map((p) => ({ name: p.name, value: p.value })),
           queuedAt: new Date(d ? toMillis(d) : this.clock.now()),
+          ...(trace ? { trace } : {}),
         },
         signal,
       );

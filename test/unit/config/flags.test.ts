@@ -20,6 +20,7 @@ function sample<C>(flag: Flag<C>): unknown {
     '--auth-anonymous': 'reader',
     '--auth-jwt-issuer': 'https://issuer.example',
     '--auth-jwt-audience': 'repr',
+    '--otlp-endpoint': 'http://collector:4318',
   };
   const name = flagName(flag);
   if (name in byName) return byName[name];

@@ -161,7 +161,21 @@ export interface Lease {
     | undefined;
   /** The action's platform properties, as the scheduler matched them. */
   requirements: Platform_Property[];
-  queuedTimestamp: Timestamp | undefined;
+  queuedTimestamp:
+    | Timestamp
+    | undefined;
+  /**
+   * W3C Trace Context headers (traceparent, tracestate) of the scheduler's
+   * span for this execution, so that the worker's spans join its trace.
+   * Empty when the scheduler does not trace; a worker that does not trace
+   * ignores it.
+   */
+  traceContext: { [key: string]: string };
+}
+
+export interface Lease_TraceContextEntry {
+  key: string;
+  value: string;
 }
 
 /**
@@ -1020,6 +1034,7 @@ function createBaseLease(): Lease {
     command: undefined,
     requirements: [],
     queuedTimestamp: undefined,
+    traceContext: {},
   };
 }
 
@@ -1052,6 +1067,9 @@ export const Lease: MessageFns<Lease> = {
     if (message.queuedTimestamp !== undefined) {
       Timestamp.encode(message.queuedTimestamp, writer.uint32(74).fork()).join();
     }
+    globalThis.Object.entries(message.traceContext).forEach(([key, value]: [string, string]) => {
+      Lease_TraceContextEntry.encode({ key: key as any, value }, writer.uint32(82).fork()).join();
+    });
     return writer;
   },
 
@@ -1140,6 +1158,17 @@ export const Lease: MessageFns<Lease> = {
             message.queuedTimestamp = Timestamp.decode(reader, reader.uint32());
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            const entry10 = Lease_TraceContextEntry.decode(reader, reader.uint32());
+            if (entry10.value !== undefined) {
+              message.traceContext[entry10.key] = entry10.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1174,6 +1203,82 @@ export const Lease: MessageFns<Lease> = {
     message.queuedTimestamp = (object.queuedTimestamp !== undefined && object.queuedTimestamp !== null)
       ? Timestamp.fromPartial(object.queuedTimestamp)
       : undefined;
+    message.traceContext = (globalThis.Object.entries(object.traceContext ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseLease_TraceContextEntry(): Lease_TraceContextEntry {
+  return { key: "", value: "" };
+}
+
+export const Lease_TraceContextEntry: MessageFns<Lease_TraceContextEntry> = {
+  encode(message: Lease_TraceContextEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Lease_TraceContextEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLease_TraceContextEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Lease_TraceContextEntry>, I>>(base?: I): Lease_TraceContextEntry {
+    return Lease_TraceContextEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Lease_TraceContextEntry>, I>>(object: I): Lease_TraceContextEntry {
+    const message = createBaseLease_TraceContextEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
