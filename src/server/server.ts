@@ -30,7 +30,7 @@ import { rmSync } from 'node:fs';
 import { RunService } from '../services/run-service.js';
 import { Registry } from 'prom-client';
 import { ServerTls } from '../grpc/tls.js';
-import { DataDirLock } from './data-dir-lock.js';
+import { DirLock } from '../common/dir-lock.js';
 import { accessInterceptor, bindOpenCaller } from '../grpc/access-interceptor.js';
 import { type Access, createAccess } from '../grpc/auth-config.js';
 import { METHOD_PERMISSIONS } from '../services/permissions.js';
@@ -58,7 +58,7 @@ export class ReprServer {
     private readonly execution?: { store: OperationStore; scheduler: Scheduler; workers: WorkerService },
     private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer },
     private readonly tls?: ServerTls,
-    private readonly lock?: DataDirLock,
+    private readonly lock?: DirLock,
   ) {
     this.state = 'SERVING';
   }
@@ -75,7 +75,7 @@ export class ReprServer {
         })
       : undefined;
     // Before any store is opened: a second server on this directory would wipe the first one's uploads.
-    const lock = DataDirLock.acquire(config.dataDir);
+    const lock = DirLock.acquire(config.dataDir, { role: 'data directory', what: 'repr server', fix: 'stop it, or give this one another --data-dir' });
     try {
       return await ReprServer.startLocked(config, log, tls, lock);
     } catch (e) {
@@ -85,7 +85,7 @@ export class ReprServer {
     }
   }
 
-  private static async startLocked(config: ServerConfig, log: Logger, tls: ServerTls | undefined, lock: DataDirLock): Promise<ReprServer> {
+  private static async startLocked(config: ServerConfig, log: Logger, tls: ServerTls | undefined, lock: DirLock): Promise<ReprServer> {
     const cas = await createStore(config.storage.cas);
     prepareActionCacheStores(config.storage.ac, log);
     const ac = await createStore(config.storage.ac);
