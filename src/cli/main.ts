@@ -159,6 +159,8 @@ workerCommand.action(async (opts: Opts) => {
     cacheDir: config.cache.directory,
     cacheBytes: config.cache.limitBytes,
     workDir: config.workDir,
+    dataDir: config.dataDir,
+    ...(config.workersDir && config.staleDays > 0 ? { staleSweep: { parent: config.workersDir, maxAgeMs: config.staleDays * 24 * 3600 * 1000 } } : {}),
     sandbox,
     defaultTimeoutMs: ex.defaultTimeoutSeconds * 1000,
     maxTimeoutMs: ex.maxTimeoutSeconds * 1000,

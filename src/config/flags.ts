@@ -171,7 +171,13 @@ export const workerFlags: readonly Flag<WorkerConfig>[] = [
     kind: 'string',
     path: 'cas',
   },
-  { flags: '--name <name>', description: 'worker name, unique per scheduler', kind: 'string', path: 'name', defaultText: 'HOSTNAME-PID' },
+  {
+    flags: '--name <name>',
+    description: 'worker name, unique per scheduler; names the data directory, so a restarted worker reuses its cache',
+    kind: 'string',
+    path: 'name',
+    defaultText: 'the host name',
+  },
   { flags: '--executors <n>', description: 'actions run at once', kind: 'int', path: 'execution.executors', defaultText: 'cores' },
   common.executorProperty,
   { flags: '--cpus <n>', description: 'cores an action may ask for at most', kind: 'positive', path: 'execution.cpus', defaultText: 'all' },
@@ -185,6 +191,12 @@ export const workerFlags: readonly Flag<WorkerConfig>[] = [
     defaultText: '$REPR_DATA_DIR/workers/NAME',
   },
   { flags: '--cache-size <size>', description: 'local CAS cache size before LRU eviction', kind: 'size', path: 'cache.limitBytes' },
+  {
+    flags: '--stale-days <days>',
+    description: "at start, remove other workers' directories under $REPR_DATA_DIR/workers unused for this many days (0: never)",
+    kind: 'int',
+    path: 'staleDays',
+  },
   {
     flags: '--drain-timeout <seconds>',
     description: 'on SIGTERM, how long running actions may finish before they are handed back',
