@@ -219,8 +219,8 @@ export class Worker {
     }
     if (code === Code.UNAVAILABLE && /Protocol error/.test(reason) && !isTlsTarget(at)) {
       // What grpc-js says of an HTTP/1 server; a web server at that address will not turn into a scheduler.
-      const { host, port } = new URL(normalizeTarget(at)!.replace(/^grpc:/, 'http:'));
-      const line = await http1StatusLine(host.replace(/^\[(.*)\]$/, '$1'), Number(port));
+      const { hostname, port } = new URL(normalizeTarget(at)!.replace(/^grpc:/, 'http:'));
+      const line = await http1StatusLine(hostname.replace(/^\[(.*)\]$/, '$1'), Number(port));
       if (line) return notScheduler(`an HTTP/1 server answered "${line}"`);
     }
     return undefined;
