@@ -14,6 +14,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { createStore } from '../storage/store-factory.js';
 import { enlargeSessionWindows, enlargeStreamWindows } from '../grpc/http2-windows.js';
 import { refuseUndecodable } from '../grpc/handlers.js';
+import { watchForTlsOnPlaintext } from '../grpc/tls-on-plaintext.js';
 import { ExecutionServiceImpl } from '../services/execution-service.js';
 import { OperationsServiceImpl } from '../services/operations-service.js';
 import { OperationStore } from '../scheduler/operation-store.js';
@@ -171,6 +172,9 @@ export class ReprServer {
     if (!tunedStreams || !tunedSessions) log.warn('could not enlarge HTTP/2 flow-control windows (grpc-js internals changed); uploads will be slower');
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
+    if (!tls && !watchForTlsOnPlaintext(grpc, { url: `grpc://${address}`, log })) {
+      log.warn('cannot notice TLS handshakes on this plaintext port (grpc-js internals changed): a client dialling it with TLS by mistake will not be logged');
+    }
     log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false }, 'repr server listening');
     return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics }, tls, lock);
   }
