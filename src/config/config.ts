@@ -6,7 +6,7 @@ import { authSchema } from '../grpc/auth-config.js';
 import { telemetrySinkSchema } from '../observability/telemetry-config.js';
 import { invalidArgument } from '../common/errors.js';
 import { executorFields } from './execution-schema.js';
-import { byteSize, logLevel, parseConfig } from './schema.js';
+import { byteSize, logFormat, logLevel, parseConfig } from './schema.js';
 import { actionCacheProblem, defaultAcStore, defaultCasStore, storeSchema, verifiedCas } from './store-schema.js';
 
 export { loadConfigFile } from './schema.js';
@@ -55,6 +55,7 @@ const serverSchema = z
       .strict()
       .default({}),
     logLevel: logLevel.default('info'),
+    logFormat: logFormat.default('auto'),
     /** Where each `repr run`'s telemetry goes (plugins: log, jsonl, prometheus). */
     telemetry: z.array(telemetrySinkSchema).default([{ type: 'log' }, { type: 'prometheus' }]),
     /** host:port for an HTTP server with /metrics (Prometheus) and /healthz; off when unset. */

@@ -6,6 +6,12 @@ import type { WorkerConfig } from './worker-config.js';
 // Flags the server and the worker share: one spelling, one meaning.
 const common = {
   logLevel: { flags: '--log-level <level>', description: 'trace, debug, info, warn, error or silent', kind: 'string', path: 'logLevel' },
+  logFormat: {
+    flags: '--log-format <format>',
+    description: 'json (JSON lines), pretty (one readable line per event) or auto (pretty on a terminal, else json)',
+    kind: 'string',
+    path: 'logFormat',
+  },
   executorProperty: {
     flags: '--executor-property <name=value...>',
     description: 'platform properties the executors offer',
@@ -69,6 +75,7 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
   },
   { flags: '--instance <name...>', description: 'instance names to serve', kind: 'list', path: 'instanceNames', defaultText: 'any' },
   common.logLevel,
+  common.logFormat,
   {
     flags: '--executors <n>',
     description: 'actions run at once in this process (0 = a pure scheduler for `repr worker`s)',
@@ -204,6 +211,7 @@ export const workerFlags: readonly Flag<WorkerConfig>[] = [
     path: 'drainTimeoutSeconds',
   },
   common.logLevel,
+  common.logFormat,
   { flags: '--token <token>', description: 'bearer token for a scheduler that requires one', kind: 'string', path: 'token', defaultText: '$REPR_TOKEN' },
   clientTlsFlags.ca,
   clientTlsFlags.cert,

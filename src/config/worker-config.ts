@@ -5,7 +5,7 @@ import { defaultDataDir } from './config.js';
 import { executorFields, propertyLists } from './execution-schema.js';
 import { invalidArgument } from '../common/errors.js';
 import { isTlsTarget } from '../grpc/dial.js';
-import { byteSize, clientTls, grpcTarget, logLevel, parseConfig, withTlsEnv } from './schema.js';
+import { byteSize, clientTls, grpcTarget, logFormat, logLevel, parseConfig, withTlsEnv } from './schema.js';
 
 const GiB = 1024 ** 3;
 
@@ -43,6 +43,7 @@ const workerSchema = z
     /** On SIGTERM, how long running actions may finish before they are handed back. */
     drainTimeoutSeconds: z.number().positive().default(60),
     logLevel: logLevel.default('info'),
+    logFormat: logFormat.default('auto'),
     /** Bearer token for a scheduler (and CAS) that requires one; default $REPR_TOKEN. */
     token: z.string().min(1).optional(),
     /** How the scheduler and the CAS are dialled when they are grpcs://; each file defaults to $REPR_TLS_CA, $REPR_TLS_CERT, $REPR_TLS_KEY. */
