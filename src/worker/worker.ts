@@ -193,7 +193,9 @@ export class Worker {
       } else if (registered) {
         this.o.log.warn({ reason, retryInMs: delay }, `lost the scheduler at ${at} (${reason}); reconnecting in ${seconds(delay)}`);
       } else {
-        this.o.log.warn({ reason, retryInMs: delay }, `cannot reach the scheduler at ${at} (${reason}); retrying in ${seconds(delay)}`);
+        // A connection failure explained already reads "cannot reach URL: why; what to do".
+        const why = reason.startsWith('cannot reach ') ? reason : `cannot reach the scheduler at ${at} (${reason})`;
+        this.o.log.warn({ reason, retryInMs: delay }, `${why}; retrying in ${seconds(delay)}`);
       }
       await sleep(this.clock, delay);
     }
