@@ -112,8 +112,8 @@ serverCommand.action(async (opts: Opts) => {
   const flag = serverFlag(opts);
   const input = overlayFlags(typeof opts.config === 'string' ? loadConfigFile(opts.config) : {}, serverFlags, flag);
   const config = applyCompiledFlags(compileServerConfig(input), serverFlags, flag);
-  const { createLogger } = await import('../common/logger.js');
-  const log = createLogger(config.logLevel);
+  const { createLoggerFor } = await import('../common/logger.js');
+  const log = await createLoggerFor(config.logLevel, config.logFormat);
   const { ReprServer } = await import('../server/server.js');
   const server = await ReprServer.start(config, log);
   const stop = (signal: string) => {
@@ -137,8 +137,8 @@ workerCommand.action(async (opts: Opts) => {
   const input = overlayFlags(typeof opts.config === 'string' ? loadConfigFile(opts.config) : {}, workerFlags, workerFlag(opts));
   const config = compileWorkerConfig(input);
   const ex = config.execution;
-  const { createLogger } = await import('../common/logger.js');
-  const log = createLogger(config.logLevel);
+  const { createLoggerFor } = await import('../common/logger.js');
+  const log = await createLoggerFor(config.logLevel, config.logFormat);
   const { BwrapSandbox } = await import('../sandbox/bwrap-sandbox.js');
   const { Worker } = await import('../worker/worker.js');
   const tracing = config.tracing && (await (await import('../observability/tracing.js')).startTracing(config.tracing, log));
@@ -160,6 +160,8 @@ workerCommand.action(async (opts: Opts) => {
     cacheDir: config.cache.directory,
     cacheBytes: config.cache.limitBytes,
     workDir: config.workDir,
+    dataDir: config.dataDir,
+    ...(config.workersDir && config.staleDays > 0 ? { staleSweep: { parent: config.workersDir, maxAgeMs: config.staleDays * 24 * 3600 * 1000 } } : {}),
     sandbox,
     defaultTimeoutMs: ex.defaultTimeoutSeconds * 1000,
     maxTimeoutMs: ex.maxTimeoutSeconds * 1000,

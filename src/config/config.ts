@@ -7,7 +7,7 @@ import { telemetrySinkSchema } from '../observability/telemetry-config.js';
 import { resolveTracing, type TracingConfig, tracingSchema } from '../observability/tracing-config.js';
 import { invalidArgument } from '../common/errors.js';
 import { executorFields } from './execution-schema.js';
-import { byteSize, logLevel, parseConfig } from './schema.js';
+import { byteSize, logFormat, logLevel, parseConfig } from './schema.js';
 import { actionCacheProblem, defaultAcStore, defaultCasStore, storeSchema, verifiedCas } from './store-schema.js';
 
 export { loadConfigFile } from './schema.js';
@@ -56,6 +56,7 @@ const serverSchema = z
       .strict()
       .default({}),
     logLevel: logLevel.default('info'),
+    logFormat: logFormat.default('auto'),
     /** Where each `repr run`'s telemetry goes (plugins: log, jsonl, prometheus). */
     telemetry: z.array(telemetrySinkSchema).default([{ type: 'log' }, { type: 'prometheus' }]),
     /** OpenTelemetry tracing of calls and action phases, sent by OTLP/HTTP; off unless an endpoint is set here or in OTEL_EXPORTER_OTLP_*. */

@@ -6,6 +6,12 @@ import type { WorkerConfig } from './worker-config.js';
 // Flags the server and the worker share: one spelling, one meaning.
 const common = {
   logLevel: { flags: '--log-level <level>', description: 'trace, debug, info, warn, error or silent', kind: 'string', path: 'logLevel' },
+  logFormat: {
+    flags: '--log-format <format>',
+    description: 'json (JSON lines), pretty (one readable line per event) or auto (pretty on a terminal, else json)',
+    kind: 'string',
+    path: 'logFormat',
+  },
   executorProperty: {
     flags: '--executor-property <name=value...>',
     description: 'platform properties the executors offer',
@@ -76,6 +82,7 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
   },
   { flags: '--instance <name...>', description: 'instance names to serve', kind: 'list', path: 'instanceNames', defaultText: 'any' },
   common.logLevel,
+  common.logFormat,
   {
     flags: '--executors <n>',
     description: 'actions run at once in this process (0 = a pure scheduler for `repr worker`s)',
@@ -179,7 +186,13 @@ export const workerFlags: readonly Flag<WorkerConfig>[] = [
     kind: 'string',
     path: 'cas',
   },
-  { flags: '--name <name>', description: 'worker name, unique per scheduler', kind: 'string', path: 'name', defaultText: 'HOSTNAME-PID' },
+  {
+    flags: '--name <name>',
+    description: 'worker name, unique per scheduler; names the data directory, so a restarted worker reuses its cache',
+    kind: 'string',
+    path: 'name',
+    defaultText: 'the host name',
+  },
   { flags: '--executors <n>', description: 'actions run at once', kind: 'int', path: 'execution.executors', defaultText: 'cores' },
   common.executorProperty,
   { flags: '--cpus <n>', description: 'cores an action may ask for at most', kind: 'positive', path: 'execution.cpus', defaultText: 'all' },
@@ -194,12 +207,19 @@ export const workerFlags: readonly Flag<WorkerConfig>[] = [
   },
   { flags: '--cache-size <size>', description: 'local CAS cache size before LRU eviction', kind: 'size', path: 'cache.limitBytes' },
   {
+    flags: '--stale-days <days>',
+    description: "at start, remove other workers' directories under $REPR_DATA_DIR/workers unused for this many days (0: never)",
+    kind: 'int',
+    path: 'staleDays',
+  },
+  {
     flags: '--drain-timeout <seconds>',
     description: 'on SIGTERM, how long running actions may finish before they are handed back',
     kind: 'positive',
     path: 'drainTimeoutSeconds',
   },
   common.logLevel,
+  common.logFormat,
   { flags: '--token <token>', description: 'bearer token for a scheduler that requires one', kind: 'string', path: 'token', defaultText: '$REPR_TOKEN' },
   clientTlsFlags.ca,
   clientTlsFlags.cert,

@@ -55,6 +55,9 @@ export function withTlsEnv(given: DialTls | undefined, env: NodeJS.ProcessEnv = 
 
 export const logLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']);
 
+/** Pretty on a terminal, JSON lines otherwise (auto), or either always. */
+export const logFormat = z.enum(['auto', 'json', 'pretty']);
+
 /** Validates and fills in defaults; a failure is one INVALID_ARGUMENT naming every bad field. */
 export function parseConfig<S extends z.ZodTypeAny>(schema: S, input: unknown): z.output<S> {
   const parsed = schema.safeParse(input ?? {});

@@ -6,7 +6,7 @@ import { executorFields, propertyLists } from './execution-schema.js';
 import { invalidArgument } from '../common/errors.js';
 import { isTlsTarget } from '../grpc/dial.js';
 import { resolveTracing, type TracingConfig, tracingSchema } from '../observability/tracing-config.js';
-import { byteSize, clientTls, grpcTarget, logLevel, parseConfig, withTlsEnv } from './schema.js';
+import { byteSize, clientTls, grpcTarget, logFormat, logLevel, parseConfig, withTlsEnv } from './schema.js';
 
 const GiB = 1024 ** 3;
 
@@ -16,11 +16,14 @@ const workerSchema = z
     scheduler: z.string({ required_error: 'missing; the scheduler to take work from, as grpc://host:port' }).pipe(grpcTarget),
     /** The CAS inputs come from and outputs go to, if not the scheduler's. */
     cas: grpcTarget.optional(),
-    /** Unique among the scheduler's workers; stable across reconnects. */
+    /**
+     * Unique among the scheduler's workers; stable across reconnects. The
+     * host name by default, so that a restarted worker finds its cache again.
+     */
     name: z
       .string()
       .min(1)
-      .default(() => `${os.hostname()}-${process.pid}`),
+      .default(() => os.hostname()),
     /** The local CAS cache and scratch space; default $REPR_DATA_DIR/workers/NAME. */
     dataDir: z.string().min(1).optional(),
     /** The local CAS cache every input is linked from: LRU, verified on the way in. */
@@ -32,9 +35,16 @@ const workerSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * Other workers' directories under $REPR_DATA_DIR/workers (a renamed or
+     * retired worker's cache) unused for this many days are removed at
+     * start; 0 keeps them. Only with the default data directory layout.
+     */
+    staleDays: z.number().int().nonnegative().default(7),
     /** On SIGTERM, how long running actions may finish before they are handed back. */
     drainTimeoutSeconds: z.number().positive().default(60),
     logLevel: logLevel.default('info'),
+    logFormat: logFormat.default('auto'),
     /** Bearer token for a scheduler (and CAS) that requires one; default $REPR_TOKEN. */
     token: z.string().min(1).optional(),
     /** How the scheduler and the CAS are dialled when they are grpcs://; each file defaults to $REPR_TLS_CA, $REPR_TLS_CERT, $REPR_TLS_KEY. */
@@ -63,13 +73,16 @@ export interface WorkerConfig extends Omit<Parsed, 'dataDir' | 'cache' | 'execut
   cache: { directory: string; limitBytes: number };
   /** Scratch space for input roots: DATADIR/work, emptied at start. */
   workDir: string;
+  /** Where other workers' directories are swept for staleness: $REPR_DATA_DIR/workers, when DATADIR is in it. */
+  workersDir?: string;
   execution: Omit<Parsed['execution'], 'properties'> & { properties: Record<string, string[]> };
 }
 
 /** Fills in defaults and validates `repr worker`'s configuration; paths default under `dataDir`. */
 export function compileWorkerConfig(input: unknown): WorkerConfig {
   const c = parseConfig(workerSchema, input);
-  const dataDir = c.dataDir ?? path.join(defaultDataDir(), 'workers', c.name.replace(/[^\w.-]/g, '_'));
+  const workersDir = path.join(defaultDataDir(), 'workers');
+  const dataDir = c.dataDir ?? path.join(workersDir, c.name.replace(/[^\w.-]/g, '_'));
   const token = c.token ?? (process.env.REPR_TOKEN || undefined);
   // Given here or by flag, TLS settings that no channel would use are a mistake;
   // from the environment they are defaults for whichever channel is grpcs://.
@@ -85,6 +98,8 @@ export function compileWorkerConfig(input: unknown): WorkerConfig {
     dataDir,
     cache: { directory: c.cache.directory ?? path.join(dataDir, 'cas'), limitBytes: c.cache.limitBytes },
     workDir: path.join(dataDir, 'work'),
+    // A data directory given elsewhere says nothing about what lives beside it.
+    ...(path.dirname(path.resolve(dataDir)) === path.resolve(workersDir) ? { workersDir } : {}),
     ...(token ? { token } : {}),
     ...(tls ? { tls } : {}),
     execution: { ...c.execution, properties: propertyLists(c.execution.properties) },

@@ -152,6 +152,12 @@ async function explain(details: string, endpoint: DialledEndpoint, probeOnce: ()
   return fromText(last, endpoint) ?? (HUNG_UP.test(last) ? probeOnce() : undefined);
 }
 
+/** A failed call's details without grpc-js's wrapping: "No connection established. Last error: Error: connect ECONNREFUSED …" says "connect ECONNREFUSED …". */
+export function failureReason(details: string): string {
+  const last = lastError(details);
+  return last === undefined ? details : reasonOf(last);
+}
+
 /** Whether an error is a connection failure `explainConnectFailure` rewrote; its `details` are then the whole story. */
 export function isConnectFailure(err: unknown): boolean {
   const e = err as Partial<ServiceError> | undefined;

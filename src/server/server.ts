@@ -14,6 +14,7 @@ import { type BlobStore, whenIndexed } from '../storage/blob-store.js';
 import { createStore } from '../storage/store-factory.js';
 import { enlargeSessionWindows, enlargeStreamWindows } from '../grpc/http2-windows.js';
 import { refuseUndecodable } from '../grpc/handlers.js';
+import { watchForTlsOnPlaintext } from '../grpc/tls-on-plaintext.js';
 import { ExecutionServiceImpl } from '../services/execution-service.js';
 import { OperationsServiceImpl } from '../services/operations-service.js';
 import { OperationStore } from '../scheduler/operation-store.js';
@@ -30,7 +31,7 @@ import { rmSync } from 'node:fs';
 import { RunService } from '../services/run-service.js';
 import { Registry } from 'prom-client';
 import { ServerTls } from '../grpc/tls.js';
-import { DataDirLock } from './data-dir-lock.js';
+import { DirLock } from '../common/dir-lock.js';
 import { accessInterceptor, bindOpenCaller } from '../grpc/access-interceptor.js';
 import { type Access, createAccess } from '../grpc/auth-config.js';
 import { METHOD_PERMISSIONS } from '../services/permissions.js';
@@ -71,7 +72,7 @@ export class ReprServer {
     private readonly execution?: { store: OperationStore; scheduler: Scheduler; workers: WorkerService },
     private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer; health: HealthService; readiness: Readiness; tracing?: Tracing },
     private readonly tls?: ServerTls,
-    private readonly lock?: DataDirLock,
+    private readonly lock?: DirLock,
     storageIndexed: Promise<unknown> = Promise.resolve(),
   ) {
     this.state = 'SERVING';
@@ -92,7 +93,7 @@ export class ReprServer {
         })
       : undefined;
     // Before any store is opened: a second server on this directory would wipe the first one's uploads.
-    const lock = DataDirLock.acquire(config.dataDir);
+    const lock = DirLock.acquire(config.dataDir, { role: 'data directory', what: 'repr server', fix: 'stop it, or give this one another --data-dir' });
     let tracing: Tracing | undefined;
     try {
       // Loaded only when on: a server without tracing never imports the SDK.
@@ -110,7 +111,7 @@ export class ReprServer {
     config: ServerConfig,
     log: Logger,
     tls: ServerTls | undefined,
-    lock: DataDirLock,
+    lock: DirLock,
     tracing: Tracing | undefined,
   ): Promise<ReprServer> {
     const opened = performance.now();
@@ -239,6 +240,9 @@ export class ReprServer {
     if (!tunedStreams || !tunedSessions) log.warn('could not enlarge HTTP/2 flow-control windows (grpc-js internals changed); uploads will be slower');
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
+    if (!tls && !watchForTlsOnPlaintext(grpc, { url: `grpc://${address}`, log })) {
+      log.warn('cannot notice TLS handshakes on this plaintext port (grpc-js internals changed): a client dialling it with TLS by mistake will not be logged');
+    }
     log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false, casIndexed }, 'repr server listening');
     const server = new ReprServer(
       grpc,

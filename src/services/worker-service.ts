@@ -437,7 +437,14 @@ export class WorkerService {
       }
       settle();
       const old = this.sessions.get(reg.workerName);
-      old?.lose('replaced by a new connection from the same worker');
+      // The same worker back after a restart or a cut its old stream has not
+      // noticed yet: the newcomer wins. Were it another live worker under the
+      // same name, the two would take turns forever; ALREADY_EXISTS tells
+      // the one replaced to stop rather than reconnect.
+      if (old) {
+        const details = `worker name ${JSON.stringify(reg.workerName)} was taken by a new connection from ${peer}`;
+        old.lose(`replaced by a new connection from ${peer}`, { code: Code.ALREADY_EXISTS, details });
+      }
       session = new WorkerSession(reg.workerName, peer, caller, reg, call, this.o, (s) => {
         if (this.sessions.get(s.name) === s) this.sessions.delete(s.name);
       });

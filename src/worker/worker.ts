@@ -8,21 +8,25 @@ import { Action, Command, ExecuteResponse, ExecutionStage_Value } from '../proto
 import { type Lease, type RunLease, type SchedulerMessage, type WorkerMessage, WorkersClient } from '../proto/repr/worker/v1/worker.js';
 import { RunFinished } from '../proto/repr/run/v1/run.js';
 import { PendingQueries } from '../executor/pending-queries.js';
-import { isConnectFailure } from '../grpc/connect-failure.js';
-import { type DialTls, dial, tlsFor } from '../grpc/dial.js';
+import { failureReason, isConnectFailure } from '../grpc/connect-failure.js';
+import { type DialTls, dial, isTlsTarget, normalizeTarget, tlsFor } from '../grpc/dial.js';
+import { http1StatusLine } from '../grpc/http1-probe.js';
+import { Backoff } from '../common/backoff.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { InputLimits } from './input-root.js';
 import { createExecutors } from './create-executors.js';
 import type { ExecutorSlot } from '../executor/executor-slot.js';
 import { type Clock, systemClock } from '../common/clock.js';
 import { WorkerCas } from './worker-cas.js';
+import { claimWorkerDir, removeStaleWorkerDirs } from './worker-dir.js';
+import type { DirLock } from '../common/dir-lock.js';
 import type { RunHost } from '../executor/run-host.js';
 import { extractTraceContext, recordGetter } from '../common/tracing.js';
 
 export interface WorkerOptions {
   /**
    * Called once if the worker gives up for good (the target is not a repr
-   * scheduler); the worker has stopped by then. Without it the worker just stops.
+   * scheduler, another worker took its name); the worker has stopped by then. Without it the worker just stops.
    */
   onFatal?: (err: ReprError) => void;
   /** grpc://host:port or grpcs://host:port of the scheduler. */
@@ -43,6 +47,10 @@ export interface WorkerOptions {
   cacheBytes: number;
   /** Scratch space for input roots. */
   workDir: string;
+  /** Locked for the worker's life (see claimWorkerDir); holds cacheDir and workDir by default. */
+  dataDir?: string;
+  /** Other workers' directories to remove when unused this long (see removeStaleWorkerDirs). */
+  staleSweep?: { parent: string; maxAgeMs: number };
   sandbox: Sandbox;
   defaultTimeoutMs: number;
   maxTimeoutMs: number;
@@ -53,8 +61,10 @@ export interface WorkerOptions {
   token?: string;
   /** Where `repr run`s write (see RunExecutorOptions.writes). */
   runWrites?: 'overlay' | 'fuse';
-  /** Timestamps and deadlines; default the system clock. */
+  /** Timestamps, deadlines and retry delays; default the system clock. */
   clock?: Clock;
+  /** Spreads retry delays (see Backoff); default Math.random. */
+  random?: () => number;
 }
 
 type Call = ClientDuplexStream<WorkerMessage, SchedulerMessage>;
@@ -65,6 +75,16 @@ interface HeldLease {
   returned?: boolean;
   done: Promise<void>;
 }
+
+/** How often a running worker marks its directory as in use: far below any sensible staleDays. */
+const TOUCH_EVERY_MS = 60 * 60 * 1000;
+
+/** The longest wait between attempts to reach the scheduler: how late a worker may notice it is back. */
+const RETRY_CAP_MS = 30_000;
+/** Credentials refused: no retry sooner than this. */
+const CREDENTIALS_RETRY_MS = 30_000;
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
 
 const sleep = (clock: Clock, ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
 
@@ -85,12 +105,14 @@ export class Worker {
   /** Leases being carried out, by id. */
   private readonly leases = new Map<string, HeldLease>();
   private call?: Call;
+  private cancelTouch = () => {};
   private stopping = false;
   private stopped?: Promise<void>;
 
   private constructor(
     private readonly o: WorkerOptions,
     private readonly cas: WorkerCas,
+    private readonly lock?: DirLock,
   ) {
     // A scheduler that vanished without closing the connection (a cut
     // cable, a frozen VM) is noticed by these pings, not by TCP minutes later.
@@ -113,60 +135,108 @@ export class Worker {
       ...(o.runWrites ? { runWrites: o.runWrites } : {}),
     });
     this.runsSupported = this.idle.every((slot) => slot.run !== undefined);
+    if (lock) this.touchLock(lock);
+  }
+
+  /** Keeps the directory's last use current while the worker runs, as seen by other workers' stale sweeps. */
+  private touchLock(lock: DirLock): void {
+    lock.touch(new Date(this.clock.now()));
+    if (!this.stopping) this.cancelTouch = this.clock.setTimeout(() => this.touchLock(lock), TOUCH_EVERY_MS);
   }
 
   static async start(o: WorkerOptions): Promise<Worker> {
-    rmSync(o.workDir, { recursive: true, force: true }); // leftovers of a crash
-    const target = o.cas ?? o.scheduler;
-    const tls = tlsFor(target, o.tls);
-    const cas = await WorkerCas.open({ target, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, token: o.token, ...(tls ? { tls } : {}) });
-    const w = new Worker(o, cas);
-    void w.loop();
-    return w;
+    // Before the scratch space is emptied: it may be another live worker's.
+    const lock = o.dataDir === undefined ? undefined : claimWorkerDir(o.dataDir);
+    try {
+      const clock = o.clock ?? systemClock;
+      if (o.staleSweep && o.dataDir !== undefined) removeStaleWorkerDirs({ ...o.staleSweep, own: o.dataDir, now: clock.now(), log: o.log });
+      rmSync(o.workDir, { recursive: true, force: true }); // leftovers of a crash
+      const target = o.cas ?? o.scheduler;
+      const tls = tlsFor(target, o.tls);
+      const cas = await WorkerCas.open({ target, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, token: o.token, ...(tls ? { tls } : {}) });
+      const w = new Worker(o, cas, lock);
+      void w.loop();
+      return w;
+    } catch (e) {
+      lock?.release();
+      throw e;
+    }
   }
 
   private async loop(): Promise<void> {
-    let backoff = 100;
+    const backoff = new Backoff({ initialMs: 250, maxMs: RETRY_CAP_MS, ...(this.o.random ? { random: this.o.random } : {}) });
     while (!this.stopping) {
       // Executors still winding down abandoned leases must be free before
       // registering again, or the scheduler would lease them at once.
       await Promise.all([...this.leases.values()].map((r) => r.done));
-      const started = this.clock.now();
-      const { reason, code } = await this.session();
+      const { reason, code, registered } = await this.session();
       if (this.stopping) break;
-      if (code === Code.UNIMPLEMENTED) {
-        // A cache-only repr server, another REAPI server, or an HTTP server (grpc-js reads its 404 as
-        // UNIMPLEMENTED): no retry will turn it into a scheduler.
-        const err = new ReprError(
-          Code.FAILED_PRECONDITION,
-          `${this.o.scheduler} is not a repr scheduler: it does not serve the worker protocol (a cache-only server, another REAPI server, or not gRPC) (${reason})`,
-        );
-        this.o.log.error({ reason }, err.message);
+      const fatal = await this.fatal(reason, code);
+      if (fatal) {
+        this.o.log.error({ reason }, fatal.message);
         this.stopping = true;
-        this.o.onFatal?.(err);
+        this.o.onFatal?.(fatal);
         break;
       }
-      if (this.clock.now() - started > 10_000) backoff = 100;
+      if (registered) backoff.reset();
+      let delay = backoff.next();
+      const at = this.o.scheduler;
       if (code === Code.PERMISSION_DENIED || code === Code.UNAUTHENTICATED) {
-        // Retrying will not help until an operator acts, so say what to do and retry slowly.
-        backoff = 5000;
+        // Not fatal: the fix is on the scheduler's side (a grant, a token
+        // added to its tokens file) and takes effect when it restarts, so a
+        // fleet of workers should not have to be restarted after it. But no
+        // sooner than this: nothing changes until an operator acts.
+        delay = Math.max(delay, CREDENTIALS_RETRY_MS);
         this.o.log.error(
-          { reason, retryInMs: backoff },
-          "the scheduler refused this worker's credentials; a worker's principal needs the worker role on every instance (e.g. --auth-grant NAME=worker on the scheduler)",
+          { reason, retryInMs: delay },
+          `the scheduler at ${at} refused this worker's credentials (${reason}); a worker's principal needs the worker role on every instance (e.g. --auth-grant NAME=worker on the scheduler); retrying in ${seconds(delay)}`,
         );
-      } else this.o.log.warn({ reason, retryInMs: backoff }, 'lost the scheduler; reconnecting');
-      await sleep(this.clock, backoff);
-      backoff = Math.min(backoff * 2, 5000);
+      } else if (registered) {
+        this.o.log.warn({ reason, retryInMs: delay }, `lost the scheduler at ${at} (${reason}); reconnecting in ${seconds(delay)}`);
+      } else {
+        // A connection failure explained already reads "cannot reach URL: why; what to do".
+        const why = reason.startsWith('cannot reach ') ? reason : `cannot reach the scheduler at ${at} (${reason})`;
+        this.o.log.warn({ reason, retryInMs: delay }, `${why}; retrying in ${seconds(delay)}`);
+      }
+      await sleep(this.clock, delay);
     }
   }
 
-  /** One stream's life; resolves with why it ended (and the gRPC code, if a status ended it). */
-  private session(): Promise<{ reason: string; code?: number }> {
+  /**
+   * Whether a session's end means no retry can succeed: the target is not
+   * a repr scheduler, or another live worker took this one's name.
+   */
+  private async fatal(reason: string, code: number | undefined): Promise<ReprError | undefined> {
+    const at = this.o.scheduler;
+    const notScheduler = (what: string) =>
+      new ReprError(Code.FAILED_PRECONDITION, `${at} is not a repr scheduler: ${what} (${reason}); point --scheduler at a repr server with execution enabled`);
+    if (code === Code.UNIMPLEMENTED) {
+      // A cache-only repr server, another REAPI server, or an HTTP/2 server (grpc-js reads its 404 as UNIMPLEMENTED).
+      return notScheduler('it does not serve the worker protocol (a cache-only server, another REAPI server, or not gRPC)');
+    }
+    if (code === Code.ALREADY_EXISTS) {
+      return new ReprError(
+        Code.ALREADY_EXISTS,
+        `another worker connected to ${at} under this worker's name ${JSON.stringify(this.o.name)} and took its place (${reason}); give each worker its own --name`,
+      );
+    }
+    if (code === Code.UNAVAILABLE && /Protocol error/.test(reason) && !isTlsTarget(at)) {
+      // What grpc-js says of an HTTP/1 server; a web server at that address will not turn into a scheduler.
+      const { hostname, port } = new URL(normalizeTarget(at)!.replace(/^grpc:/, 'http:'));
+      const line = await http1StatusLine(hostname.replace(/^\[(.*)\]$/, '$1'), Number(port));
+      if (line) return notScheduler(`an HTTP/1 server answered "${line}"`);
+    }
+    return undefined;
+  }
+
+  /** One stream's life; resolves with why it ended, the gRPC code if a status ended it, and whether the scheduler took the worker. */
+  private session(): Promise<{ reason: string; code?: number; registered: boolean }> {
     return new Promise((resolve) => {
       const call = this.client.connect();
       this.call = call;
       let beat: NodeJS.Timeout | undefined;
       let ended = false;
+      let registered = false;
       const end = (reason: string, code?: number) => {
         if (ended) return;
         ended = true;
@@ -177,10 +247,11 @@ export class Worker {
           r.returned = true;
           r.abort.abort();
         }
-        resolve({ reason, ...(code !== undefined ? { code } : {}) });
+        resolve({ reason, registered, ...(code !== undefined ? { code } : {}) });
       };
       call.on('data', (m: SchedulerMessage) => {
         if (m.welcome) {
+          registered = true;
           const d = m.welcome.heartbeatInterval;
           const ms = toMillis(d) || 1000;
           clearInterval(beat);
@@ -199,7 +270,7 @@ export class Worker {
       });
       call.on('error', (e: Error & { code?: number; details?: string }) =>
         // A connection failure's details name the cause (an untrusted or refused certificate) and the fix already.
-        end(isConnectFailure(e) ? e.details! : `${Code[e.code ?? Code.UNKNOWN] ?? e.code}: ${e.message}`, e.code),
+        end(isConnectFailure(e) ? e.details! : `${Code[e.code ?? Code.UNKNOWN] ?? e.code}: ${failureReason(e.details ?? e.message)}`, e.code),
       );
       call.on('end', () => end('scheduler closed the stream'));
       call.on('status', (s: { code: number; details: string }) => end(`status ${s.code}: ${s.details}`, s.code));
@@ -354,6 +425,8 @@ export class Worker {
       }
       this.client.close();
       await this.cas.close();
+      this.cancelTouch();
+      this.lock?.release();
     })();
     return this.stopped;
   }

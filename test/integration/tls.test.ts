@@ -384,13 +384,14 @@ describe('mTLS: a server with --tls-client-ca', () => {
         '--tls-key',
         cert.key,
       ],
-      (rec) => rec.msg === 'lost the scheduler; reconnecting' || rec.msg === 'registered with the scheduler',
+      (rec) => String(rec.msg).startsWith('cannot reach ') || rec.msg === 'registered with the scheduler',
       60_000,
     );
     workers.push(intruder);
-    const lost = logged(intruder, 'lost the scheduler; reconnecting');
+    const lost = intruder.logs.flatMap((l) => (l.startsWith('{') ? [JSON.parse(l) as Record<string, unknown>] : [])).filter((r) => r.retryInMs !== undefined);
     assert.equal(logged(intruder, 'registered with the scheduler').length, 0, 'never registered');
     assert.match(String(lost[0]?.reason), new RegExp(`cannot reach ${server.url}: the server refused this client's certificate`));
+    assert.match(String(lost[0]?.msg), new RegExp(`^cannot reach ${server.url}: the server refused this client's certificate.*; retrying in \\d+\\.\\d s$`));
     const s = await fetchStatus(server.url, 10_000, { tls: clientTls(ca, ca.client('admin')) });
     assert.ok(!s.workers.some((w) => w.name === 'intruder'));
   });

@@ -10,6 +10,7 @@ import { compileWorkerConfig } from '../../../src/config/worker-config.js';
 function sample<C>(flag: Flag<C>): unknown {
   const byName: Record<string, unknown> = {
     '--log-level': 'debug',
+    '--log-format': 'pretty',
     '--run-writes': 'fuse',
     '--scheduler': 'grpc://sched:1',
     '--cas': 'cas:2',

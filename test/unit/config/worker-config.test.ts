@@ -80,9 +80,14 @@ describe('compileWorkerConfig', () => {
     }
   });
 
-  it('names the worker after the host and process by default, and takes the token from $REPR_TOKEN', () => {
-    const c = withEnv({ REPR_TOKEN: 'from-the-environment' }, () => compileWorkerConfig({ scheduler: 'grpc://s:1' }));
-    assert.equal(c.name, `${os.hostname()}-${process.pid}`);
+  it('names the worker after the host by default, so a restart finds the same directory, and takes the token from $REPR_TOKEN', () => {
+    const c = withEnv({ REPR_TOKEN: 'from-the-environment', REPR_DATA_DIR: '/data' }, () => compileWorkerConfig({ scheduler: 'grpc://s:1' }));
+    assert.equal(c.name, os.hostname());
+    assert.equal(c.dataDir, path.join('/data/workers', os.hostname().replace(/[^\w.-]/g, '_')));
+    assert.equal(c.workersDir, '/data/workers', 'its neighbours there are swept for staleness');
+    assert.equal(c.staleDays, 7);
+    const elsewhere = withEnv({ REPR_DATA_DIR: '/data' }, () => compileWorkerConfig({ scheduler: 'grpc://s:1', dataDir: '/srv/w' }));
+    assert.equal(elsewhere.workersDir, undefined, 'what lives beside a data directory given elsewhere is not swept');
     assert.equal(c.token, 'from-the-environment');
     const given = withEnv({ REPR_TOKEN: 'from-the-environment' }, () => compileWorkerConfig({ scheduler: 'grpc://s:1', token: 'given' }));
     assert.equal(given.token, 'given');

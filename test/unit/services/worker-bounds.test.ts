@@ -219,7 +219,7 @@ describe('what a worker sends is bounded', { timeout: 120_000 }, () => {
     const three = [await registered('a'), await registered('b'), await registered('c')];
     await refused(register({ workerName: 'd' }), Code.RESOURCE_EXHAUSTED, /3 workers are connected: at most 3/);
     const again = await registered('a');
-    assert.equal((await within(three[0]!.ended, 5000, 'the replaced stream')).code, Code.UNAVAILABLE);
+    assert.equal((await within(three[0]!.ended, 5000, 'the replaced stream')).code, Code.ALREADY_EXISTS);
     three[1]!.close();
     // The slot freed by b's departure is taken by d.
     for (let i = 0; ; i++) {

@@ -162,7 +162,10 @@ describe('worker protocol (a hand-driven worker against a real scheduler)', () =
     const pending = exec.execute(action, { onFirst: (n) => (opName = n) });
     const lease = await old.lease();
     const fresh = fake('same');
-    assert.equal((await old.ended).code, Code.UNAVAILABLE, 'the old stream is closed');
+    const ended = await old.ended;
+    // Not UNAVAILABLE, which a worker retries: were the old stream another live worker's, the two would take turns forever.
+    assert.equal(ended.code, Code.ALREADY_EXISTS, 'the old stream is closed, saying its name was taken');
+    assert.match(ended.details, /^worker name "same" was taken by a new connection from 127\.0\.0\.1:\d+$/);
     const again = await fresh.lease();
     assert.equal(again.operationName, lease.operationName);
     const names = (await fetchStatus(server.address)).workers.map((w) => w.name);

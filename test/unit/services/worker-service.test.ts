@@ -183,7 +183,7 @@ describe('WorkerService on a manual clock', () => {
     // The same principal reconnecting takes its old place, as before.
     const again = connect('build-1', 'alice');
     assert.ok(again.sent[0]?.welcome);
-    assert.equal(first.status()?.code, Code.UNAVAILABLE);
+    assert.equal(first.status()?.code, Code.ALREADY_EXISTS, 'the replaced stream is told its name was taken, not to reconnect');
     service.close();
   });
 
