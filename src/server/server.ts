@@ -14,6 +14,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { createStore } from '../storage/store-factory.js';
 import { enlargeSessionWindows, enlargeStreamWindows } from '../grpc/http2-windows.js';
 import { refuseUndecodable } from '../grpc/handlers.js';
+import { listenFailure } from '../grpc/listen-failure.js';
 import { ExecutionServiceImpl } from '../services/execution-service.js';
 import { OperationsServiceImpl } from '../services/operations-service.js';
 import { OperationStore } from '../scheduler/operation-store.js';
@@ -96,7 +97,6 @@ export class ReprServer {
     const telemetry = createTelemetrySinks(config.telemetry, { log, registry });
     const authLog = log.child({ svc: 'auth' });
     const access = createAccess(config.auth, authLog);
-    warnIfExposed(config, access, authLog);
     const grpc = new Server({
       // Open to everyone (no authenticator, anonymous admin): every check would pass, so the caller is bound per call below instead.
       ...(access.openCaller ? {} : { interceptors: [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog })] }),
@@ -156,7 +156,7 @@ export class ReprServer {
     await execution?.scheduler.recover();
     const port = await new Promise<number>((resolve, reject) =>
       grpc.bindAsync(config.listen, tls?.credentials ?? ServerCredentials.createInsecure(), (err, p) =>
-        err ? reject(internal(`cannot listen on ${config.listen}: ${err.message}`, err)) : resolve(p),
+        err ? reject(listenFailure(config.listen, err)) : resolve(p),
       ),
     );
     const tunedSessions = enlargeSessionWindows(grpc);
@@ -172,6 +172,9 @@ export class ReprServer {
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
     log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false }, 'repr server listening');
+    // Only once listening: a server that fails to bind neither executes nor is exposed.
+    warnIfExposed(config, access, authLog);
+    execution?.announce();
     return new ReprServer(grpc, [cas, ac], byteStream, log, address, port, execution, { telemetry, metrics }, tls, lock);
   }
 
@@ -247,8 +250,8 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
     maxWorkers: ex.maxWorkers,
   });
   if (ex.executors === 0) {
-    log.info('remote execution enabled; no built-in executors, waiting for workers (repr worker)');
-    return { scheduler, store, workers, local: undefined };
+    const announce = () => log.info('remote execution enabled; no built-in executors, waiting for workers (repr worker)');
+    return { scheduler, store, workers, local: undefined, announce };
   }
   let sandbox: Sandbox;
   try {
@@ -275,7 +278,6 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
     inputLimits: { maxNodes: ex.maxInputNodes, maxBytes: ex.maxInputBytes, maxDepth: ex.maxInputDepth },
   });
   for (const slot of slots) scheduler.addExecutor(slot);
-  log.info({ executors: ex.executors, properties }, 'remote execution enabled');
   const local: WorkerGroup = {
     name: `${os.hostname()} (built-in)`,
     address: 'local',
@@ -285,5 +287,6 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
     draining: false,
     connected: new Date(),
   };
-  return { scheduler, store, workers, local };
+  const announce = () => log.info({ executors: ex.executors, properties }, 'remote execution enabled');
+  return { scheduler, store, workers, local, announce };
 }
