@@ -1,6 +1,6 @@
 import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { failedPrecondition, internal } from '../common/errors.js';
+import { Code, failedPrecondition, ReprError } from '../common/errors.js';
 
 /**
  * An exclusive claim on a data directory, held for a server's life. Two
@@ -18,14 +18,18 @@ export class DataDirLock {
   private constructor(readonly file: string) {}
 
   static acquire(dataDir: string): DataDirLock {
-    mkdirSync(dataDir, { recursive: true });
+    try {
+      mkdirSync(dataDir, { recursive: true });
+    } catch (e) {
+      throw unusable(dataDir, e);
+    }
     const file = path.join(dataDir, 'repr.lock');
     for (let attempt = 0; attempt < 2; attempt++) {
       let fd: number;
       try {
         fd = openSync(file, 'wx', 0o644);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw internal(`cannot lock the data directory ${dataDir}: ${(e as Error).message}`, e);
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw unusable(dataDir, e);
         const holder = readHolder(file);
         if (holder !== undefined && holds(holder)) {
           throw failedPrecondition(
@@ -62,6 +66,20 @@ export class DataDirLock {
       }
     }
   }
+}
+
+/** Why a data directory cannot be made or written, in one line naming the flag that picks another. */
+function unusable(dataDir: string, e: unknown): ReprError {
+  const code = (e as NodeJS.ErrnoException).code;
+  const why =
+    code === 'EEXIST' || code === 'ENOTDIR'
+      ? 'a file is in the way (it must be a directory)'
+      : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+        ? `this user (uid ${process.getuid?.() ?? '?'}) cannot write there`
+        : (e as Error).message;
+  return new ReprError(Code.FAILED_PRECONDITION, `data directory ${dataDir} is not usable: ${why}; give --data-dir (or $REPR_DATA_DIR) a writable directory`, {
+    cause: e,
+  });
 }
 
 function readHolder(file: string): number | undefined {
