@@ -136,6 +136,6 @@ describe('repr tells what went wrong in one line, with the documented exit code'
       [['run'], RUN_FAILED, /^repr: nothing to run: give a command after --, or --batch FILE$/],
     ];
     const results = await Promise.all(cases.map(([args]) => runReprToEnd(args, { cwd })));
-    cases.forEach(([, code, says], i) => assertOneLine(results[i]!, code, says));
+    for (const [i, [, code, says]] of cases.entries()) assertOneLine(results[i]!, code, says);
   });
 });
