@@ -92,20 +92,41 @@ export async function spawnRepr(
   };
 }
 
+/** Where and as whom `runReprToEnd` runs repr. */
+export interface RunOptions {
+  timeoutMs?: number;
+  cwd?: string;
+  /** Added to this process's environment. */
+  env?: Record<string, string>;
+  uid?: number;
+  gid?: number;
+  /** The program to run instead of `node bin/repr.js` (an installed `repr`). */
+  command?: string;
+}
+
 /**
  * Runs `repr ARGS` until it exits by itself (killed after `timeoutMs`): its
- * stderr and exit code, for tests of what the CLI tells a user.
+ * output and exit code, for tests of what the CLI tells a user.
  */
-export function runReprToEnd(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stderr: string }> {
+export function runReprToEnd(args: string[], o: RunOptions = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [REPR_BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const [file, argv] = o.command ? [o.command, args] : [process.execPath, [REPR_BIN, ...args]];
+    const child = spawn(file, argv, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(o.cwd ? { cwd: o.cwd } : {}),
+      ...(o.env ? { env: { ...process.env, ...o.env } } : {}),
+      ...(o.uid !== undefined ? { uid: o.uid } : {}),
+      ...(o.gid !== undefined ? { gid: o.gid } : {}),
+    });
+    let stdout = '';
     let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
     child.once('error', reject);
-    child.once('exit', (code) => {
+    child.once('close', (code) => {
       clearTimeout(timer);
-      resolve({ code, stderr });
+      resolve({ code, stdout, stderr });
     });
   });
 }

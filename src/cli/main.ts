@@ -1,5 +1,7 @@
-import { Command, Help, InvalidArgumentError, Option } from 'commander';
-import { failedPrecondition, invalidArgument, ReprError } from '../common/errors.js';
+import { logVerbosity, setLogVerbosity } from '@grpc/grpc-js';
+import { Command, CommanderError, Help, InvalidArgumentError, Option } from 'commander';
+import { Code, failedPrecondition, invalidArgument, ReprError } from '../common/errors.js';
+import { FAILED_EXIT, RUN_FAILED_EXIT, USAGE_EXIT } from '../client/exit-codes.js';
 import { compileServerConfig, loadConfigFile } from '../config/config.js';
 import { addProperty, applyCompiledFlags, type Flag, flagDefault, overlayFlags, parseFlagValue } from '../config/flag.js';
 import { clientTlsFlags, serverFlags, workerFlags } from '../config/flags.js';
@@ -25,12 +27,34 @@ function version(): string {
   }
 }
 
+// grpc-js's own error log would print a second, rawer line next to repr's
+// one (a failed bind, a failed resolution); GRPC_VERBOSITY still turns it on.
+if (process.env.GRPC_VERBOSITY === undefined && process.env.GRPC_NODE_VERBOSITY === undefined) setLogVerbosity(logVerbosity.NONE);
+
+/** The subcommand being run, which decides the exit code of a failure (`repr run` keeps 1 and 2 for the command). */
+let subcommand: string | undefined;
+
 const program = new Command()
   .name('repr')
   .version(version(), '-V, --version', 'print the version and exit')
   .description('repr ("reaper"): remote execution and caching for build tools, speaking the Bazel Remote Execution API v2')
-  .showHelpAfterError()
-  // Before the subcommands: they inherit it.
+  .hook('preSubcommand', (_program, sub) => {
+    subcommand = sub.name();
+  })
+  // Before the subcommands: they inherit these. A usage error is one line
+  // saying where the options are listed, and exits through the same path as
+  // every other failure.
+  .exitOverride()
+  .configureOutput({
+    outputError: (text, write) => {
+      const what = text
+        .replace(/^error: /, '')
+        .replace(/\s+/g, ' ')
+        .trim()
+        .replace(/\.$/, '');
+      write(`repr: ${what}; see repr${subcommand ? ` ${subcommand}` : ''} --help\n`);
+    },
+  })
   .configureHelp({
     optionDescription(option: Option): string {
       const base = Help.prototype.optionDescription.call(this as Help, option);
@@ -51,6 +75,13 @@ process.removeAllListeners('warning');
 process.on('warning', (w: Error & { code?: string }) => {
   if (w.code !== 'DEP0123') for (const l of printWarning) l(w);
 });
+
+const DEFAULT_SERVER_HELP = 'default $REPR_SERVER, else grpc://127.0.0.1:8980';
+
+/** Where a client command finds its server: --server, else $REPR_SERVER, else the default `repr server` listens on. */
+function serverSpec(flag: string | undefined): string {
+  return flag ?? process.env.REPR_SERVER ?? 'grpc://127.0.0.1:8980';
+}
 
 interface TlsFlags {
   tlsCa?: string;
@@ -200,7 +231,7 @@ program
   .argument('[command...]', 'the command and its arguments (after --)')
   .option(
     '-s, --server <spec>',
-    'where to run: grpc://HOST:PORT[,grpc://...] (grpcs:// for TLS), file:PATH (one server per line) or dns-srv:NAME (dns-srv:grpcs://NAME for TLS) (default $REPR_SERVER or grpc://127.0.0.1:8980)',
+    `where to run: grpc://HOST:PORT[,grpc://...] (grpcs:// for TLS), file:PATH (one server per line) or dns-srv:NAME (dns-srv:grpcs://NAME for TLS) (${DEFAULT_SERVER_HELP})`,
   )
   .option('--cas <url>', 'CAS to put files in, if not the server (grpc://HOST:PORT or grpcs://HOST:PORT)')
   .option('-r, --root <dir...>', 'directories shown to the command (default: the current directory)')
@@ -226,9 +257,9 @@ program
     const { discoveryFromSpec, StaticDiscovery } = await import('../client/discovery.js');
     const { isTlsTarget } = await import('../grpc/dial.js');
     const commands = opts.batch ? await readBatch(opts.batch) : command.length > 0 ? [command] : [];
-    if (commands.length === 0) throw new InvalidArgumentError('nothing to run: give a command after --, or --batch FILE');
+    if (commands.length === 0) throw invalidArgument('nothing to run: give a command after --, or --batch FILE');
     const token = opts.token ?? process.env.REPR_TOKEN;
-    const discovery = discoveryFromSpec(opts.server ?? process.env.REPR_SERVER ?? 'grpc://127.0.0.1:8980');
+    const discovery = discoveryFromSpec(serverSpec(opts.server));
     const { tls, given } = clientTls(opts);
     // Servers from a file or DNS are only known later, and may change; a fixed list is checked now.
     if (given && discovery instanceof StaticDiscovery && ![...(await discovery.servers()), opts.cas ?? ''].some(isTlsTarget)) {
@@ -292,19 +323,21 @@ interface RunFlags extends TlsFlags {
 program
   .command('status')
   .description("show a scheduler's workers, their executors and properties, running actions and queue depth")
-  .option('-s, --server <url>', 'scheduler address, grpc://HOST:PORT or grpcs://HOST:PORT', 'grpc://127.0.0.1:8980')
+  .option('-s, --server <spec>', `the scheduler: as repr run's --server; the first of a list (${DEFAULT_SERVER_HELP})`)
   .option('--json', 'print the raw status as JSON')
   .option('--token <token>', 'bearer token for a scheduler that requires one (default $REPR_TOKEN)')
   .addOption(tlsOption(clientTlsFlags.ca))
   .addOption(tlsOption(clientTlsFlags.cert))
   .addOption(tlsOption(clientTlsFlags.key))
-  .action(async (opts: { server: string; json?: boolean; token?: string } & TlsFlags) => {
+  .action(async (opts: { server?: string; json?: boolean; token?: string } & TlsFlags) => {
     const { fetchStatus, formatStatus } = await import('../client/status-client.js');
+    const { discoveryFromSpec } = await import('../client/discovery.js');
     const { isTlsTarget } = await import('../grpc/dial.js');
+    const [server] = await discoveryFromSpec(serverSpec(opts.server)).servers();
     const { tls, given } = clientTls(opts);
     const token = opts.token ?? process.env.REPR_TOKEN;
     // Flags go to dial even for a grpc:// server, which refuses them saying to use grpcs://.
-    const status = await fetchStatus(opts.server, 10_000, { token, ...(tls && (given || isTlsTarget(opts.server)) ? { tls } : {}) });
+    const status = await fetchStatus(server!, 10_000, { token, ...(tls && (given || isTlsTarget(server!)) ? { tls } : {}) });
     process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
   });
 
@@ -321,7 +354,22 @@ function intOption(v: string, flag: string): number {
 }
 
 program.parseAsync(process.argv).catch((e: unknown) => {
-  const msg = e instanceof ReprError ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e);
-  process.stderr.write(`repr: ${msg}\n`);
-  process.exit(e instanceof ReprError && e.code === 3 ? 2 : 1);
+  if (e instanceof CommanderError) {
+    // Help and --version end here too, with exit code 0; usage errors were printed by outputError.
+    process.exit(e.exitCode === 0 ? 0 : subcommand === 'run' ? RUN_FAILED_EXIT : USAGE_EXIT);
+  }
+  process.stderr.write(`repr: ${oneLine(e)}\n`);
+  const usage = e instanceof ReprError && e.code === Code.INVALID_ARGUMENT;
+  process.exit(subcommand === 'run' ? RUN_FAILED_EXIT : usage ? USAGE_EXIT : FAILED_EXIT);
 });
+
+/**
+ * What a failure says to the user. repr's own errors and the system's
+ * (ENOENT, EACCES: a path given on the command line) are complete in their
+ * message; anything else is a bug in repr, whose stack is what a report needs.
+ */
+function oneLine(e: unknown): string {
+  if (e instanceof ReprError) return e.message;
+  if (e instanceof Error) return typeof (e as NodeJS.ErrnoException).syscall === 'string' ? e.message : (e.stack ?? e.message);
+  return String(e);
+}

@@ -1,15 +1,16 @@
-import { readFile, realpath, writeFile } from 'node:fs/promises';
+import { readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type DigestFunction, SHA256 } from '../common/digest.js';
-import { Code, ReprError } from '../common/errors.js';
+import { Code, invalidArgument, ReprError } from '../common/errors.js';
 import { OutputChunk_Stream, type PathNode, type RunFinished } from '../proto/repr/run/v1/run.js';
 import type { Discovery } from './discovery.js';
 import { checkRoots, rootOf } from '../vfs/paths.js';
 import { FileSource, type FileSourceStats } from './file-source.js';
 import { ReapiClient } from '../reapi/reapi-client.js';
-import { isConnectFailure } from '../grpc/connect-failure.js';
 import { type DialTls, tlsFor } from '../grpc/dial.js';
 import { applyChanges } from './run-changes.js';
+import { RUN_FAILED_EXIT, RUN_INTERRUPTED_EXIT } from './exit-codes.js';
+import { serverFailure } from './server-failure.js';
 import { RunSession } from './run-client.js';
 import { loadRecord, mappingsFor, recordDir, saveRecord } from './run-record.js';
 
@@ -54,9 +55,6 @@ export interface CommandOutcome {
   applyMs: number;
 }
 
-/** Exit status of `repr run` when the run itself failed (not the command): as docker run's 125. */
-export const RUN_FAILED_EXIT = 125;
-
 /**
  * `repr run`: runs the commands remotely, each seeing the client's roots,
  * streams their output, applies their changes, and returns the exit code
@@ -67,7 +65,7 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
   // The command sees real paths: a symlinked project dir would otherwise show
   // up twice, under two names.
   const cwd = await realpath(o.cwd);
-  const roots = checkRoots(await Promise.all((o.roots.length > 0 ? o.roots : [cwd]).map((r) => realpath(path.resolve(cwd, r)))));
+  const roots = await runRoots(o.roots.length > 0 ? o.roots.map((r) => path.resolve(cwd, r)) : [cwd]);
   if (!rootOf(cwd, roots)) throw new ReprError(Code.INVALID_ARGUMENT, `the working directory ${cwd} is not inside a root (${roots.join(', ')}); add --root`);
   const servers = await o.discovery.servers();
   const dialTls = (target: string) => {
@@ -97,13 +95,13 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
         const started = performance.now();
         const outcome: CommandOutcome = { argv, changedBytes: 0, mappings: 0, wallMs: 0, mappingMs: 0, applyMs: 0 };
         outcomes[i] = outcome;
+        const session = sessions[(lane + i) % sessions.length]!;
         try {
           const rec = o.record ? await loadRecord(records, argv, cwd, roots) : undefined;
           if (rec?.hashes) files.seedHashes(rec.hashes);
           const mappings: PathNode[] = await mappingsFor([...roots, ...manifest, ...(rec?.accessed ?? [])], rec?.listed ?? [], files, fn);
           outcome.mappings = mappings.length;
           outcome.mappingMs = performance.now() - started;
-          const session = sessions[(lane + i) % sessions.length]!;
           const finished = await session.run({
             argv,
             env: o.env,
@@ -131,8 +129,8 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
             outcome.error = `${Code[finished.status.code] ?? finished.status.code}: ${finished.status.message}`;
           }
         } catch (e) {
-          // A connection failure's details are the whole story; grpc-js's "14 UNAVAILABLE: " adds nothing to it.
-          outcome.error = isConnectFailure(e) ? (e as { details: string }).details : (e as Error).message;
+          // grpc-js's "14 UNAVAILABLE: " prefix adds nothing to the details.
+          outcome.error = serverFailure(e, session.target, 'repr run');
         }
         outcome.wallMs = performance.now() - started;
         if (outcome.error) o.stderr.write(`repr run: ${argv.join(' ')}: ${outcome.error}\n`);
@@ -178,8 +176,29 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
       break;
     }
   }
-  if (interrupted && exitCode === 0) exitCode = 130;
+  if (interrupted && exitCode === 0) exitCode = RUN_INTERRUPTED_EXIT;
   return { exitCode, outcomes, client: files.stats };
+}
+
+/** The roots as the command sees them (real paths), refused in one line naming --root when one is not a directory here or is not allowed. */
+async function runRoots(dirs: string[]): Promise<string[]> {
+  const real = await Promise.all(
+    dirs.map(async (dir) => {
+      try {
+        const r = await realpath(dir);
+        if ((await stat(r)).isDirectory()) return r;
+      } catch (e) {
+        const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read (${(e as Error).message})`;
+        throw invalidArgument(`root ${dir} ${why}; --root takes a directory on this machine`);
+      }
+      throw invalidArgument(`root ${dir} is not a directory; --root takes a directory on this machine`);
+    }),
+  );
+  try {
+    return checkRoots(real);
+  } catch (e) {
+    throw e instanceof ReprError ? new ReprError(e.code, `${e.message} (--root, or run repr from inside the project)`) : e;
+  }
 }
 
 /** Reads a batch file: one shell command per line; blank lines and # comments skipped. */

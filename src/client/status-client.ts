@@ -1,6 +1,7 @@
-import { Metadata } from '@grpc/grpc-js';
+import { Metadata, type ServiceError } from '@grpc/grpc-js';
 import { type Clock, systemClock } from '../common/clock.js';
-import { ReprError } from '../common/errors.js';
+import { Code, ReprError } from '../common/errors.js';
+import { serverFailure } from './server-failure.js';
 import { isConnectFailure } from '../grpc/connect-failure.js';
 import { type DialOptions, dial } from '../grpc/dial.js';
 import { type GetStatusResponse, SchedulerStatusClient } from '../proto/repr/worker/v1/worker.js';
@@ -14,11 +15,16 @@ export async function fetchStatus(target: string, timeoutMs = 10_000, dialOption
     client.getStatus({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       client.close();
       if (!err) return resolve(res);
-      // A connection failure already names the server and says what to do.
-      const why = isConnectFailure(err) ? err.details : `cannot get the status of ${target}: ${err.details || err.message}`;
-      reject(new ReprError(err.code, why, { cause: err }));
+      reject(new ReprError(err.code, statusFailure(err, target, timeoutMs), { cause: err }));
     });
   });
+}
+
+function statusFailure(err: ServiceError, target: string, timeoutMs: number): string {
+  if (err.code === Code.DEADLINE_EXCEEDED) return `${target} did not answer within ${timeoutMs / 1000} s (a firewall that drops packets, or a server too busy)`;
+  // These name the server and what to change; anything else the server said gets the context.
+  if (isConnectFailure(err) || err.code === Code.UNIMPLEMENTED) return serverFailure(err, target, 'the scheduler status');
+  return `cannot get the status of ${target}: ${err.details || err.message}`;
 }
 
 /** Polls until `ready` holds for the scheduler's status (tests, scripts waiting for workers). */

@@ -1,6 +1,6 @@
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { failedPrecondition, internal } from './errors.js';
+import { Code, failedPrecondition, ReprError } from './errors.js';
 
 /** The lock file's name inside a locked directory. */
 export const LOCK_FILE = 'repr.lock';
@@ -13,6 +13,8 @@ export interface LockOwner {
   what: string;
   /** What the second one should do instead: 'stop it, or give this one another --data-dir'. */
   fix: string;
+  /** How to pick a directory that works, when this one cannot be made or written: 'give --data-dir … a writable directory'. */
+  choose: string;
 }
 
 /**
@@ -32,14 +34,18 @@ export class DirLock {
   private constructor(readonly file: string) {}
 
   static acquire(dir: string, owner: LockOwner): DirLock {
-    mkdirSync(dir, { recursive: true });
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw unusable(dir, owner, e);
+    }
     const file = path.join(dir, LOCK_FILE);
     for (let attempt = 0; attempt < 2; attempt++) {
       let fd: number;
       try {
         fd = openSync(file, 'wx', 0o644);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw internal(`cannot lock ${dir}: ${(e as Error).message}`, e);
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw unusable(dir, owner, e);
         const holder = lockHolder(dir);
         if (holder !== undefined) {
           throw failedPrecondition(`${owner.role} ${dir} is in use by another ${owner.what} (pid ${holder}; lock file ${file}): ${owner.fix}`);
@@ -134,4 +140,16 @@ function holds(pid: number): boolean {
   } catch {
     return true; // alive and unreadable: assume it holds the directory rather than share it
   }
+}
+
+/** Why a directory cannot be made or written, in one line naming the flag that picks another. */
+function unusable(dir: string, owner: LockOwner, e: unknown): ReprError {
+  const code = (e as NodeJS.ErrnoException).code;
+  const why =
+    code === 'EEXIST' || code === 'ENOTDIR'
+      ? 'a file is in the way (it must be a directory)'
+      : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+        ? `this user (uid ${process.getuid?.() ?? '?'}) cannot write there`
+        : (e as Error).message;
+  return new ReprError(Code.FAILED_PRECONDITION, `${owner.role} ${dir} is not usable: ${why}; ${owner.choose}`, { cause: e });
 }

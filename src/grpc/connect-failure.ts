@@ -35,6 +35,21 @@ const UNTRUSTED =
  */
 const HUNG_UP = /^(?:Failed to connect|Socket closed|socket hang up|read ECONNRESET|Error: read ECONNRESET|Error: Socket closed)/i;
 
+/** What grpc-js says instead of "No connection established" when DNS has no answer. */
+const NAME_UNRESOLVED = /^Name resolution failed for target/;
+
+/**
+ * Failures to reach any server at all, whatever the channel's security, as
+ * the socket reported them; grpc-js's own text ("No connection established.
+ * Last error: Error: connect ECONNREFUSED …. Resolution note: ") buries them.
+ */
+const UNREACHABLE: readonly (readonly [RegExp, string])[] = [
+  [/ECONNREFUSED/, 'connection refused: nothing listens at that address'],
+  [/EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL/, 'no route to that host'],
+  [/ETIMEDOUT/, 'the connection timed out'],
+  [NAME_UNRESOLVED, 'the host name does not resolve'],
+];
+
 /** The "Last error" of grpc-js's "No connection established. Last error: …. Resolution note: …". */
 function lastError(details: string): string | undefined {
   const m = /^No connection established\. Last error: ([\s\S]*?)(?:\. Resolution note:[\s\S]*)?$/.exec(details);
@@ -138,18 +153,27 @@ const refused = (e: DialledEndpoint) =>
  * that names the cause and what to pass: an untrusted, misnamed or expired
  * server certificate, a client certificate the server requires or refused,
  * TLS spoken to a plaintext server or plaintext to a TLS one. Where grpc-js
- * only says the peer hung up, it asks the server once more itself. Resolves
- * undefined for failures that have nothing to do with TLS (refused, no
- * route), whose own text is clear enough.
+ * only says the peer hung up, it asks the server once more itself. A server
+ * that cannot be reached at all (refused, no route, a name that does not
+ * resolve) gets its line too; anything else resolves undefined.
  */
 export function explainConnectFailure(details: string, endpoint: DialledEndpoint): Promise<string | undefined> {
   return explain(details, endpoint, () => probe(endpoint));
 }
 
 async function explain(details: string, endpoint: DialledEndpoint, probeOnce: () => Promise<string | undefined>): Promise<string | undefined> {
-  const last = lastError(details);
+  const last = lastError(details) ?? (NAME_UNRESOLVED.test(details) ? details : undefined);
   if (last === undefined) return undefined;
-  return fromText(last, endpoint) ?? (HUNG_UP.test(last) ? probeOnce() : undefined);
+  const why = fromText(last, endpoint) ?? (HUNG_UP.test(last) ? await probeOnce() : undefined);
+  if (why) return why;
+  const unreachable = UNREACHABLE.find(([re]) => re.test(last));
+  return unreachable ? `${CANNOT_REACH}${endpoint.target}: ${unreachable[1]}` : undefined;
+}
+
+/** Whether a failure `explainConnectFailure` rewrote found no server at all (as opposed to one it could not talk to): the address is what to fix. */
+export function isUnreachable(err: unknown): boolean {
+  const details = (err as Partial<ServiceError> | undefined)?.details;
+  return isConnectFailure(err) && UNREACHABLE.some(([, why]) => details!.endsWith(`: ${why}`));
 }
 
 /** A failed call's details without grpc-js's wrapping: "No connection established. Last error: Error: connect ECONNREFUSED …" says "connect ECONNREFUSED …". */
@@ -185,7 +209,8 @@ export function connectFailureInterceptor(endpoint: DialledEndpoint): Intercepto
       start(metadata, _listener, next) {
         next(metadata, {
           onReceiveStatus(status: StatusObject, forward: (s: StatusObject) => void) {
-            if (status.code !== Code.UNAVAILABLE || !status.details.startsWith('No connection established')) return forward(status);
+            if (status.code !== Code.UNAVAILABLE || !(status.details.startsWith('No connection established') || NAME_UNRESOLVED.test(status.details)))
+              return forward(status);
             explain(status.details, endpoint, probeOnce).then(
               (why) => forward(why ? { ...status, details: why } : status),
               () => forward(status),

@@ -15,6 +15,7 @@ import { createStore } from '../storage/store-factory.js';
 import { enlargeSessionWindows, enlargeStreamWindows } from '../grpc/http2-windows.js';
 import { refuseUndecodable } from '../grpc/handlers.js';
 import { watchForTlsOnPlaintext } from '../grpc/tls-on-plaintext.js';
+import { listenFailure } from '../grpc/listen-failure.js';
 import { ExecutionServiceImpl } from '../services/execution-service.js';
 import { OperationsServiceImpl } from '../services/operations-service.js';
 import { OperationStore } from '../scheduler/operation-store.js';
@@ -93,7 +94,12 @@ export class ReprServer {
         })
       : undefined;
     // Before any store is opened: a second server on this directory would wipe the first one's uploads.
-    const lock = DirLock.acquire(config.dataDir, { role: 'data directory', what: 'repr server', fix: 'stop it, or give this one another --data-dir' });
+    const lock = DirLock.acquire(config.dataDir, {
+      role: 'data directory',
+      what: 'repr server',
+      fix: 'stop it, or give this one another --data-dir',
+      choose: 'give --data-dir (or $REPR_DATA_DIR) a writable directory',
+    });
     let tracing: Tracing | undefined;
     try {
       // Loaded only when on: a server without tracing never imports the SDK.
@@ -131,7 +137,6 @@ export class ReprServer {
     const telemetry = createTelemetrySinks(config.telemetry, { log, registry });
     const authLog = log.child({ svc: 'auth' });
     const access = createAccess(config.auth, authLog);
-    warnIfExposed(config, access, authLog);
     // Tracing first, nearest the transport: it sees every call's final status, refusals included; metrics next, for the same reason.
     const interceptors = [
       ...(tracing ? [rpcTracingInterceptor()] : []),
@@ -224,7 +229,7 @@ export class ReprServer {
     const listening = readiness.hold('listening');
     const port = await new Promise<number>((resolve, reject) =>
       grpc.bindAsync(config.listen, tls?.credentials ?? ServerCredentials.createInsecure(), (err, p) =>
-        err ? reject(internal(`cannot listen on ${config.listen}: ${err.message}`, err)) : resolve(p),
+        err ? reject(listenFailure(config.listen, err)) : resolve(p),
       ),
     );
     listening();
@@ -240,10 +245,13 @@ export class ReprServer {
     if (!tunedStreams || !tunedSessions) log.warn('could not enlarge HTTP/2 flow-control windows (grpc-js internals changed); uploads will be slower');
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
+    log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false, casIndexed }, 'repr server listening');
+    // Only once listening: a server that fails to bind neither executes nor is exposed.
+    warnIfExposed(config, access, authLog);
+    execution?.announce();
     if (!tls && !watchForTlsOnPlaintext(grpc, { url: `grpc://${address}`, log })) {
       log.warn('cannot notice TLS handshakes on this plaintext port (grpc-js internals changed): a client dialling it with TLS by mistake will not be logged');
     }
-    log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false, casIndexed }, 'repr server listening');
     const server = new ReprServer(
       grpc,
       [cas, ac],
@@ -345,8 +353,8 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
     maxWorkers: ex.maxWorkers,
   });
   if (ex.executors === 0) {
-    log.info('remote execution enabled; no built-in executors, waiting for workers (repr worker)');
-    return { scheduler, store, workers, local: undefined };
+    const announce = () => log.info('remote execution enabled; no built-in executors, waiting for workers (repr worker)');
+    return { scheduler, store, workers, local: undefined, announce };
   }
   let sandbox: Sandbox;
   try {
@@ -373,7 +381,6 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
     inputLimits: { maxNodes: ex.maxInputNodes, maxBytes: ex.maxInputBytes, maxDepth: ex.maxInputDepth },
   });
   for (const slot of slots) scheduler.addExecutor(slot);
-  log.info({ executors: ex.executors, properties }, 'remote execution enabled');
   const local: WorkerGroup = {
     name: `${os.hostname()} (built-in)`,
     address: 'local',
@@ -383,5 +390,6 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
     draining: false,
     connected: new Date(),
   };
-  return { scheduler, store, workers, local };
+  const announce = () => log.info({ executors: ex.executors, properties }, 'remote execution enabled');
+  return { scheduler, store, workers, local, announce };
 }

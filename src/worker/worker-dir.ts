@@ -21,6 +21,7 @@ export function claimWorkerDir(dataDir: string): DirLock {
     role: 'worker data directory',
     what: 'repr worker',
     fix: 'stop it, or give this one another --name (each name has its own directory, $REPR_DATA_DIR/workers/NAME) or --data-dir',
+    choose: 'give --data-dir (or $REPR_DATA_DIR) a writable directory',
   });
 }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { explainConnectFailure, isConnectFailure } from '../../../src/grpc/connect-failure.js';
+import { explainConnectFailure, isConnectFailure, isUnreachable } from '../../../src/grpc/connect-failure.js';
 import { Code } from '../../../src/common/errors.js';
 
 // What grpc-js reports, word for word, for failures seen against real servers.
@@ -42,8 +42,27 @@ describe('explainConnectFailure', () => {
     }
   });
 
-  it('leaves failures that have nothing to do with TLS as grpc-js wrote them', async () => {
-    assert.equal(await explainConnectFailure(failed('Error: connect ECONNREFUSED 127.0.0.1:1234'), tlsEndpoint), undefined);
+  it('says in words that no server could be reached, TLS or not', async () => {
+    const plain = { target: 'grpc://127.0.0.1:1234', host: '127.0.0.1', port: 1234 };
+    const cases: [string, string][] = [
+      [failed('Error: connect ECONNREFUSED 127.0.0.1:1234'), 'connection refused: nothing listens at that address'],
+      [failed('Error: connect EHOSTUNREACH 10.9.9.9:1234'), 'no route to that host'],
+      [failed('Error: connect ETIMEDOUT 10.9.9.9:1234'), 'the connection timed out'],
+      ['Name resolution failed for target dns:nohost.invalid:1234', 'the host name does not resolve'],
+    ];
+    for (const endpoint of [plain, tlsEndpoint]) {
+      for (const [details, reason] of cases) {
+        const why = await explainConnectFailure(details, endpoint);
+        assert.equal(why, `cannot reach ${endpoint.target}: ${reason}`);
+        assert.equal(isUnreachable({ code: Code.UNAVAILABLE, details: why }), true);
+      }
+    }
+    const tlsWhy = await explainConnectFailure(failed('Error: certificate has expired'), tlsEndpoint);
+    assert.equal(isUnreachable({ code: Code.UNAVAILABLE, details: tlsWhy }), false, 'a server that answered is not unreachable');
+  });
+
+  it('leaves other failures as grpc-js wrote them', async () => {
+    assert.equal(await explainConnectFailure(failed('Error: something new'), tlsEndpoint), undefined);
     assert.equal(await explainConnectFailure('Deadline exceeded', tlsEndpoint), undefined);
     const plain = { target: 'grpc://127.0.0.1:1234', host: '127.0.0.1', port: 1234 };
     assert.equal(await explainConnectFailure(failed('Error: self-signed certificate'), plain), undefined, 'a plaintext channel checks no certificate');

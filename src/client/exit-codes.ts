@@ -1,0 +1,19 @@
+/**
+ * How `repr` exits, as README's "Exit codes" table says. Scripts and CI read
+ * these, so each means one thing across commands.
+ */
+
+/** repr could not do what it was asked: a server or worker that cannot start, a server it cannot reach or that refused. */
+export const FAILED_EXIT = 1;
+
+/** The command line or a config file is wrong: an unknown flag, a bad value, a config that does not validate. */
+export const USAGE_EXIT = 2;
+
+/**
+ * `repr run` when repr could not run the command (usage errors included): 1
+ * and 2 belong to the command, so repr takes docker run's 125 instead.
+ */
+export const RUN_FAILED_EXIT = 125;
+
+/** `repr run` interrupted (SIGINT or SIGTERM) before its commands finished, as a shell reports a SIGINT. */
+export const RUN_INTERRUPTED_EXIT = 130;
