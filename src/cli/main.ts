@@ -146,8 +146,14 @@ serverCommand.action(async (opts: Opts) => {
   const { createLoggerFor } = await import('../common/logger.js');
   const log = await createLoggerFor(config.logLevel, config.logFormat);
   const { ReprServer } = await import('../server/server.js');
-  const server = await ReprServer.start(config, log);
+  // Installed before starting: a signal that arrives while the server starts
+  // (or just as it says it listens) stops it cleanly instead of killing it.
+  let server: Awaited<ReturnType<typeof ReprServer.start>> | undefined;
+  let stopping: string | undefined;
   const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = signal;
+    if (!server) return; // stopped as soon as start returns
     log.info({ signal }, 'shutting down');
     server.stop().then(
       () => process.exit(0),
@@ -156,6 +162,12 @@ serverCommand.action(async (opts: Opts) => {
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
+  server = await ReprServer.start(config, log);
+  if (stopping) {
+    const signal = stopping;
+    stopping = undefined;
+    stop(signal);
+  }
 });
 
 const workerCommand = program
