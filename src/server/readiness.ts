@@ -27,10 +27,14 @@ export class Readiness {
   /**
    * Not ready until `condition` resolves. One that rejects keeps the server
    * not ready and is logged: a half-started server must not be sent work.
+   * Once draining it is not: stopping cancels unfinished work (an index),
+   * which is no failure.
    */
   add(name: string, condition: Promise<unknown>): void {
     const met = this.hold(name);
-    condition.then(met, (err: unknown) => this.log.error({ err, condition: name }, `not ready: ${name} failed`));
+    condition.then(met, (err: unknown) => {
+      if (!this.draining) this.log.error({ err, condition: name }, `not ready: ${name} failed`);
+    });
   }
 
   /** Not ready until the returned function is called. */

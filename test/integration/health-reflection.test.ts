@@ -69,6 +69,19 @@ async function listServices(client: ReflectionClient, token?: string): Promise<s
   return (res.list_services_response as { service: { name: string }[] }).service.map((s) => s.name).sort();
 }
 
+/** Resolves once the server says SERVING: it starts NOT_SERVING until its stores are indexed. */
+function untilServing(client: HealthClient): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const watch = client.Watch({ service: '' });
+    watch.on('data', (m: { status: string }) => {
+      if (m.status !== 'SERVING') return;
+      watch.cancel();
+      resolve();
+    });
+    watch.on('error', (e: ServiceError) => (e.code === 1 ? undefined : reject(e)));
+  });
+}
+
 const code = (c: number) => (e: unknown) => (e as ServiceError).code === c;
 
 function clientsFor(server: ServerProcess): { health: HealthClient; reflection: ReflectionClient; close(): void } {
@@ -86,6 +99,7 @@ describe('gRPC health and reflection on a server with remote execution', () => {
   before(async () => {
     server = await startServerProcess(['--data-dir', tmpDir('repr-health-'), '--metrics-listen', '127.0.0.1:0']);
     c = clientsFor(server);
+    await untilServing(c.health);
   });
   after(async () => {
     c?.close();
@@ -144,9 +158,13 @@ describe('gRPC health while a server stops', () => {
         watch.on('end', resolve);
         watch.on('error', reject);
       });
-      const first = () => heard.length > 0;
-      while (!first()) await new Promise((r) => setTimeout(r, 10));
-      assert.deepEqual(heard, ['SERVING']);
+      // NOT_SERVING first while the stores index (an empty data directory: moments), then SERVING.
+      while (heard.at(-1) !== 'SERVING') await new Promise((r) => setTimeout(r, 10));
+      assert.ok(
+        heard.every((h, i) => h === (i === heard.length - 1 ? 'SERVING' : 'NOT_SERVING')),
+        heard.join(),
+      );
+      heard.length = 0;
 
       // An upload left half done: the server waits for it through its grace period.
       const blob = Buffer.alloc(64 * 1024, 7);
@@ -158,7 +176,7 @@ describe('gRPC health while a server stops', () => {
 
       const exited = server.stop('SIGTERM');
       await ended;
-      assert.deepEqual(heard, ['SERVING', 'NOT_SERVING'], 'NOT_SERVING, then the stream ends so it does not hold the shutdown');
+      assert.deepEqual(heard, ['NOT_SERVING'], 'NOT_SERVING, then the stream ends so it does not hold the shutdown');
       assert.equal(server.child.exitCode, null, 'still draining: the upload holds it');
       upload.stream.cancel();
       await refused;
@@ -182,6 +200,7 @@ describe('gRPC health and reflection on a cache-only server with tokens', () => 
     writeFileSync(tokens, `reader:${TOKEN} reader\n`);
     server = await startServerProcess(['--data-dir', path.join(dir, 'data'), '--cache-only', '--auth-tokens-file', tokens, '--metrics-listen', '127.0.0.1:0']);
     c = clientsFor(server);
+    await untilServing(c.health);
   });
   after(async () => {
     c?.close();

@@ -115,7 +115,8 @@ describe('a worker whose scheduler is not there', () => {
     for (const l of early) {
       assert.match(
         l.msg,
-        new RegExp(`^cannot reach the scheduler at ${url} \\(UNAVAILABLE: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}\\); retrying in \\d+\\.\\d s$`),
+        // The connection failure in words, as every client command says it.
+        new RegExp(`^cannot reach ${url}: connection refused: nothing listens at that address; retrying in \\d+\\.\\d s$`),
       );
     }
     const delays = early.map((l) => l.retryInMs);
