@@ -20,5 +20,10 @@ if (selected.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-concurrency=2', ...selected], { stdio: 'inherit' });
+// --test-force-exit: a test that fails while a child process it started is
+// still running (a worker retrying forever) must fail the run, not hang it.
+// --test-timeout: no one test may hold the run longer than ten minutes.
+const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-concurrency=2', '--test-force-exit', '--test-timeout=600000', ...selected], {
+  stdio: 'inherit',
+});
 process.exit(r.status ?? 1);

@@ -78,7 +78,12 @@ interface RetryLine {
 
 describe('a worker whose scheduler is not there', () => {
   let scheduler: ServerProcess | undefined;
-  after(async () => scheduler?.stop('SIGKILL'));
+  let worker: { stop(signal?: NodeJS.Signals): Promise<unknown> } | undefined;
+  // A failed assertion must not leave the worker retrying forever: the test file would never end.
+  after(async () => {
+    await worker?.stop('SIGKILL');
+    await scheduler?.stop('SIGKILL');
+  });
 
   it('retries with growing delays saying it cannot reach it, registers once it comes, and reconnects at once after losing it', async () => {
     const port = await freePort();
@@ -110,6 +115,7 @@ describe('a worker whose scheduler is not there', () => {
         }
       }, 2500);
     });
+    worker = w;
     early = retryLines(lines(w.logs));
     assert.ok(early.length >= 3, `a few attempts in 2.5 s: ${w.logs.join('')}`);
     for (const l of early) {
