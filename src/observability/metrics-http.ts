@@ -20,6 +20,8 @@ export interface MetricsServerOptions {
   defaultMetrics?: boolean;
   /** Serve HTTPS with this certificate instead of HTTP. */
   tls?: MetricsTls;
+  /** What /readyz answers: the conditions still unmet (none: ready), or draining. */
+  readiness?: () => { ready: boolean; waitingFor: string[] };
 }
 
 export interface MetricsServer {
@@ -54,16 +56,24 @@ export async function startMetricsServer(listen: string, registry: Registry, log
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const route = new URL(req.url ?? '/', 'http://metrics').pathname;
-    if (route !== '/metrics' && route !== '/healthz') {
-      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found; try /metrics or /healthz\n');
+    if (route !== '/metrics' && route !== '/healthz' && route !== '/readyz') {
+      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found; try /metrics, /healthz or /readyz\n');
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
       return;
     }
+    // Liveness: the process answers. A server still indexing its store is alive and must not be restarted for it.
     if (route === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end('ok');
+      return;
+    }
+    // Readiness, as the gRPC health service says it, for probes and balancers that speak only HTTP.
+    if (route === '/readyz') {
+      const r = options.readiness?.() ?? { ready: true, waitingFor: [] };
+      const body = r.ready ? 'ready' : r.waitingFor.length > 0 ? `not ready: waiting for ${r.waitingFor.join(', ')}` : 'not ready: stopping';
+      res.writeHead(r.ready ? 200 : 503, { 'content-type': 'text/plain; charset=utf-8' }).end(body);
       return;
     }
     try {

@@ -240,7 +240,11 @@ export class ReprServer {
       requireClientCert: config.tls?.metricsRequireClientCert ?? false,
     };
     const metrics = config.metricsListen
-      ? await startMetricsServer(config.metricsListen, registry, log, { defaultMetrics: true, ...(metricsTls ? { tls: metricsTls } : {}) })
+      ? await startMetricsServer(config.metricsListen, registry, log, {
+          defaultMetrics: true,
+          readiness: () => ({ ready: readiness.ready, waitingFor: readiness.waitingFor }),
+          ...(metricsTls ? { tls: metricsTls } : {}),
+        })
       : undefined;
     if (!tunedStreams || !tunedSessions) log.warn('could not enlarge HTTP/2 flow-control windows (grpc-js internals changed); uploads will be slower');
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));

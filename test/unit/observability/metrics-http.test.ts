@@ -15,10 +15,11 @@ import { tmpDir } from '../../../support/tmp.js';
 describe('metrics endpoint', () => {
   const registry = new Registry();
   let server: MetricsServer;
+  let readiness = { ready: false, waitingFor: ['storage index'] };
 
   before(async () => {
     new Counter({ name: 'repr_test_things_total', help: 'Things.', registers: [registry] }).inc(7);
-    server = await startMetricsServer('127.0.0.1:0', registry, silentLogger(), { defaultMetrics: true });
+    server = await startMetricsServer('127.0.0.1:0', registry, silentLogger(), { defaultMetrics: true, readiness: () => readiness });
   });
   after(() => server.close());
 
@@ -42,6 +43,19 @@ describe('metrics endpoint', () => {
     const res = await fetch(`http://${server.address}/healthz`);
     assert.equal(res.status, 200);
     assert.equal(await res.text(), 'ok');
+  });
+
+  it('answers /readyz with 503 and what it waits for until ready, 200 when ready, 503 when stopping; /healthz stays ok', async () => {
+    const get = async (route: string) => {
+      const res = await fetch(`http://${server.address}${route}`);
+      return [res.status, await res.text()];
+    };
+    assert.deepEqual(await get('/readyz'), [503, 'not ready: waiting for storage index']);
+    assert.deepEqual(await get('/healthz'), [200, 'ok'], 'alive while not ready: nothing to restart');
+    readiness = { ready: true, waitingFor: [] };
+    assert.deepEqual(await get('/readyz'), [200, 'ready']);
+    readiness = { ready: false, waitingFor: [] };
+    assert.deepEqual(await get('/readyz'), [503, 'not ready: stopping']);
   });
 
   it('answers other paths with 404 and other methods with 405', async () => {
