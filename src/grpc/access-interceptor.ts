@@ -8,6 +8,7 @@ import {
   ServerListenerBuilder,
 } from '@grpc/grpc-js';
 import { Code, ReprError, toReprError } from '../common/errors.js';
+import type { CallRecorder } from './call-timing.js';
 import type { Logger } from '../common/logger.js';
 import type { AccessPolicy, Caller, Permission, Principal } from './access-policy.js';
 import { type Authenticator, PRINCIPAL_METADATA_KEY } from './auth.js';
@@ -73,6 +74,8 @@ export interface AccessInterceptorOptions {
   policy: AccessPolicy;
   methods: MethodTable;
   log?: Logger;
+  /** Told of each call refused here (the handler, which times the rest, never sees it). */
+  record?: CallRecorder;
 }
 
 const methodName = (path: string) => path.slice(path.lastIndexOf('/') + 1);
@@ -111,8 +114,9 @@ function peerCertificate(call: ServerInterceptingCallInterface): PeerCertificate
  * cannot leak tokens. A client-sent principal header is always dropped.
  */
 export function accessInterceptor(o: AccessInterceptorOptions): ServerInterceptor {
-  const { authenticator, policy, methods, log } = o;
+  const { authenticator, policy, methods, log, record } = o;
   return (method, call) => {
+    const start = record ? performance.now() : 0;
     const name = methodName(method.path);
     const rule = methods.get(method.path);
     let refused = false;
@@ -133,6 +137,7 @@ export function accessInterceptor(o: AccessInterceptorOptions): ServerIntercepto
       // Sent on the next call, not through this one's responder: the call
       // never reached the handler, so there is nothing to intercept.
       call.sendStatus({ code, details: message });
+      record?.(method.path, code, (performance.now() - start) / 1000);
     };
     const denyInstance = (instance: string): boolean => {
       if (!rule || typeof rule.anyOf === 'string' || !caller) return false;

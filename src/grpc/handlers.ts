@@ -12,6 +12,7 @@ import { Metadata } from '@grpc/grpc-js';
 import { Code, codeOf, ReprError, toStatus } from '../common/errors.js';
 import { Status } from '../proto/google/rpc/status.js';
 import type { Logger } from '../common/logger.js';
+import { type CallRecorder, timeCall } from './call-timing.js';
 
 /**
  * The single place where thrown errors become gRPC statuses: a ReprError keeps
@@ -90,6 +91,7 @@ export function refuseUndecodable(
   impl: UntypedServiceImplementation,
   /** Run on each call's metadata before its handler (see bindOpenCaller). */
   onCall?: (metadata: Metadata) => void,
+  record?: CallRecorder,
 ): [ServiceDefinition, UntypedServiceImplementation] {
   const outDef: Record<string, MethodDefinition<unknown, unknown>> = {};
   const outImpl: UntypedServiceImplementation = {};
@@ -113,8 +115,9 @@ export function refuseUndecodable(
         details: `${m.path}: request is not a valid message: ${bad[UNDECODABLE]}`,
         metadata: new Metadata(),
       }) as Partial<ServiceError>;
-    outImpl[key] = ((call: ServerReadable, callback?: (e: Partial<ServiceError> | null) => void) => {
+    outImpl[key] = ((call: ServerReadable, given?: (e: Partial<ServiceError> | null) => void) => {
       onCall?.(call.metadata);
+      const callback = record ? (timeCall(m.path, call, given as never, record) as typeof given) : given;
       if (!m.requestStream) {
         const req = (call as { request?: unknown }).request;
         if (undecodable(req)) {
@@ -142,4 +145,9 @@ export function refuseUndecodable(
   return [outDef as ServiceDefinition, outImpl];
 }
 
-type ServerReadable = { metadata: Metadata; push(chunk: unknown): boolean; emit(event: string, ...args: unknown[]): boolean };
+type ServerReadable = {
+  metadata: Metadata;
+  push(chunk: unknown): boolean;
+  emit(event: string, ...args: unknown[]): boolean;
+  on(event: string, listener: (...args: never[]) => void): unknown;
+};

@@ -1,6 +1,6 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { CallRecorder } from '../grpc/call-metrics-interceptor.js';
+import type { CallRecorder } from '../grpc/call-timing.js';
 import type { StoreMeter } from '../storage/metered-store.js';
 
 /** Counts cache lookups of one kind; what the services are given. */
@@ -81,7 +81,7 @@ export class ServerMetrics {
     held('repr_store_stored_blobs', 'Blobs a local backend holds, by store and tier', (s) => s.blobs);
   }
 
-  /** For callMetricsInterceptor. */
+  /** For the handler wrapper and the access check (grpc/call-timing.ts). */
   readonly recordCall: CallRecorder = (method, code, seconds) => {
     let byCode = this.callChildren.get(method);
     if (!byCode) {

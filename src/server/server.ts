@@ -39,7 +39,6 @@ import { METHOD_PERMISSIONS } from '../services/permissions.js';
 import { startMetricsServer, type MetricsServer } from '../observability/metrics-http.js';
 import { createTelemetrySinks, type TelemetrySink } from '../observability/telemetry.js';
 import { BUILT_IN, type WorkerGroup } from '../executor/executor-slot.js';
-import { callMetricsInterceptor } from '../grpc/call-metrics-interceptor.js';
 import { ServerMetrics } from '../observability/server-metrics.js';
 import { HealthService } from '../services/health-service.js';
 import { addReflection } from '../services/reflection-service.js';
@@ -137,12 +136,14 @@ export class ReprServer {
     const telemetry = createTelemetrySinks(config.telemetry, { log, registry });
     const authLog = log.child({ svc: 'auth' });
     const access = createAccess(config.auth, authLog);
-    // Tracing first, nearest the transport: it sees every call's final status, refusals included; metrics next, for the same reason.
+    // Tracing first, nearest the transport: it sees every call's final status, refusals included. Calls are timed for
+    // metrics in the handler wrapper (add, below) and refusals by the access check: no interceptor layer of their own.
     const interceptors = [
       ...(tracing ? [rpcTracingInterceptor()] : []),
-      ...(serverMetrics ? [callMetricsInterceptor(serverMetrics.recordCall)] : []),
       // Open to everyone (no authenticator, anonymous admin): every check would pass, so the caller is bound per call below instead.
-      ...(access.openCaller ? [] : [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog })]),
+      ...(access.openCaller
+        ? []
+        : [accessInterceptor({ ...access, methods: METHOD_PERMISSIONS, log: authLog, ...(serverMetrics ? { record: serverMetrics.recordCall } : {}) })]),
     ];
     const grpc = new Server({
       ...(interceptors.length > 0 ? { interceptors } : {}),
@@ -162,7 +163,7 @@ export class ReprServer {
         if (!METHOD_PERMISSIONS.has(m.path)) throw internal(`method ${m.path} has no permission rule (services/permissions.ts)`);
         served.add(m.path.split('/')[1]!);
       }
-      grpc.addService(...refuseUndecodable(def as ServiceDefinition, impl as UntypedServiceImplementation, onCall));
+      grpc.addService(...refuseUndecodable(def as ServiceDefinition, impl as UntypedServiceImplementation, onCall, serverMetrics?.recordCall));
     };
 
     const actionCache = new ActionCache(ac, cas);
