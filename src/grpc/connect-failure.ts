@@ -3,6 +3,7 @@ import { checkServerIdentity, connect as tlsConnect } from 'node:tls';
 import { InterceptingCall, type Interceptor, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import { systemClock } from '../common/clock.js';
 import { Code } from '../common/errors.js';
+import { settleProbe } from './socket-probe.js';
 
 /** A channel as dialled, with what a second look at the server needs. */
 export interface DialledEndpoint {
@@ -114,16 +115,7 @@ function probe(e: DialledEndpoint): Promise<string | undefined> {
         : { rejectUnauthorized: false }),
     });
     let handshaken = false;
-    let settled = false;
-    const done = (why: string | undefined) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(why);
-    };
-    const timer = setTimeout(() => done(undefined), PROBE_MS);
-    timer.unref();
+    const done = settleProbe(socket, PROBE_MS, resolve);
     // With TLS 1.3 the server judges a client certificate after the
     // handshake: its HTTP/2 settings mean it took it, a hang-up without an
     // alert means it did not (Node's TLS server sends none for a certificate

@@ -1,4 +1,5 @@
 import { connect } from 'node:net';
+import { settleProbe } from './socket-probe.js';
 
 /** What every HTTP/2 connection starts with (RFC 9113 §3.4). */
 const PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
@@ -15,16 +16,7 @@ export function http1StatusLine(host: string, port: number, timeoutMs = 3000): P
   return new Promise((resolve) => {
     const socket = connect({ host, port });
     let received = '';
-    let settled = false;
-    const done = (line: string | undefined) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(line);
-    };
-    const timer = setTimeout(() => done(undefined), timeoutMs);
-    timer.unref();
+    const done = settleProbe(socket, timeoutMs, resolve);
     socket.on('connect', () => socket.write(PREFACE));
     socket.on('data', (d: Buffer) => {
       received += d.toString('latin1');
