@@ -28,12 +28,13 @@ export class Readiness {
    * Not ready until `condition` resolves. One that rejects keeps the server
    * not ready and is logged: a half-started server must not be sent work.
    * Once draining it is not: stopping cancels unfinished work (an index),
-   * which is no failure.
+   * which is no failure. `consequence` says what the failure means for
+   * whoever reads the log.
    */
-  add(name: string, condition: Promise<unknown>): void {
+  add(name: string, condition: Promise<unknown>, consequence?: string): void {
     const met = this.hold(name);
     condition.then(met, (err: unknown) => {
-      if (!this.draining) this.log.error({ err, condition: name }, `not ready: ${name} failed`);
+      if (!this.draining) this.log.error({ err, condition: name }, `not ready: ${name} failed${consequence ? `; ${consequence}` : ''}`);
     });
   }
 

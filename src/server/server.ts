@@ -271,12 +271,11 @@ export class ReprServer {
       indexed,
     );
     // Not serving until then: a load balancer should prefer a peer that can evict and knows its holdings.
-    readiness.add('storage index', server.storageReady);
+    // Its failure is logged there, once.
+    readiness.add('storage index', server.storageReady, 'blobs are still found on disk, but nothing is evicted');
     indexed.then(
       ([c, a]) => log.info({ blobs: c.blobs, bytes: c.bytes, acEntries: a.blobs, seconds: Math.round(performance.now() - opened) / 1000 }, 'CAS indexed'),
-      (e: unknown) => {
-        if (server.state === 'SERVING') log.error({ err: e }, 'storage index failed: blobs are still found on disk, but nothing is evicted');
-      },
+      () => undefined,
     );
     return server;
   }
