@@ -1,4 +1,4 @@
-import { type Clock, systemClock } from '../common/clock.js';
+import type { Clock } from '../common/clock.js';
 import type { Digest } from '../common/digest.js';
 import type { Logger } from '../common/logger.js';
 import type { ExecutorSlot, HeldExecutor } from '../executor/executor-slot.js';
@@ -6,18 +6,15 @@ import type { Requirement } from '../executor/platform.js';
 import type { ExecuteResponse } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { ActionCache } from '../storage/action-cache.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { Dispatcher } from './dispatcher.js';
 import type { OutcomeCounts } from './execution-outcome.js';
-import { type Assignment, ExecutorPool } from './executor-pool.js';
-import { OperationBook, type OperationState, type SubmitRequest } from './operation-book.js';
+import type { Assignment } from './executor-pool.js';
+import type { OperationState, SubmitRequest } from './operation-book.js';
 import type { OperationStore } from './operation-store.js';
-import { ResultCache } from './result-cache.js';
 
 export type { Assignment } from './executor-pool.js';
 export type { OperationState, SubmitRequest } from './operation-book.js';
 
 export interface SchedulerOptions {
-  store: OperationStore;
   /** Where the Action and Command of an operation left unfinished are read back from. */
   cas: BlobStore;
   /** Where successful results are written. */
@@ -34,6 +31,10 @@ export interface SchedulerOptions {
   departedGraceMs?: number;
 }
 
+export interface LocalSchedulerOptions extends SchedulerOptions {
+  store: OperationStore;
+}
+
 export interface SchedulerCounters {
   completed: number;
   requeued: number;
@@ -44,141 +45,76 @@ export interface SchedulerCounters {
   outcomes: Readonly<OutcomeCounts>;
 }
 
+/** One scheduler of a farm that shares its state, as `repr status` shows it. */
+export interface SchedulerPeer {
+  id: string;
+  /** The address it told the others it listens on. */
+  address: string;
+  started: Date;
+  lastHeartbeat: Date;
+  workers: number;
+  executors: number;
+  busyExecutors: number;
+  /** This process. */
+  self: boolean;
+}
+
 /**
- * What the services see of scheduling: operations (OperationBook), the
- * executors (ExecutorPool) and who gets which executor (Dispatcher), with
- * successful results written to the action cache (ResultCache).
+ * What the services see of scheduling. LocalScheduler keeps its queue in
+ * memory and operations in SQLite, for one machine; SharedScheduler keeps
+ * both in PostgreSQL, shared by any number of schedulers. Executors are
+ * always this process's own (built-in ones and the workers connected here);
+ * which operation they execute comes from the queue either keeps.
  */
-export class Scheduler {
-  private readonly pool: ExecutorPool;
-  private readonly book: OperationBook;
-  private readonly dispatcher: Dispatcher;
-  private readonly cas: BlobStore;
-  private staleResults = 0;
-
-  constructor(o: SchedulerOptions) {
-    const clock = o.clock ?? systemClock;
-    this.cas = o.cas;
-    this.pool = new ExecutorPool(clock, o.departedGraceMs ?? 60_000);
-    this.book = new OperationBook(o.store, clock, o.log);
-    this.dispatcher = new Dispatcher({
-      pool: this.pool,
-      book: this.book,
-      results: new ResultCache(o.actionCache, o.log),
-      clock,
-      log: o.log,
-      maxAttempts: o.maxAttempts ?? 5,
-    });
-  }
-
-  addExecutor(slot: ExecutorSlot): void {
-    this.pool.add(slot);
-    this.dispatcher.dispatch();
-  }
-
+export interface Scheduler {
+  addExecutor(slot: ExecutorSlot): void;
   /**
    * Takes an executor out of rotation: it gets no new work. An action it is
    * executing goes on; if the executor cannot finish it, it rejects with
    * ExecutorLostError and the action is re-queued.
    */
-  removeExecutor(slot: ExecutorSlot): void {
-    this.pool.remove(slot);
-  }
-
-  get queueDepth(): number {
-    return this.dispatcher.queueDepth;
-  }
-
-  /** Executors executing an action or held for a `repr run`. */
-  get busyExecutors(): number {
-    return this.pool.busyCount;
-  }
-
-  /** What each busy executor is doing, by executor id. */
-  assignments(): Map<string, Assignment> {
-    return this.pool.assignments();
-  }
-
+  removeExecutor(slot: ExecutorSlot): void;
+  /** Actions waiting for an executor (all schedulers' when shared, as of the last look). */
+  readonly queueDepth: number;
+  /** This process's executors executing an action or held for a `repr run`. */
+  readonly busyExecutors: number;
+  /** What each busy executor of this process is doing, by executor id. */
+  assignments(): Map<string, Assignment>;
   /** Results each executor (by id) has delivered since the scheduler started. */
-  completedByExecutor(): ReadonlyMap<string, number> {
-    return this.pool.completedByExecutor();
-  }
-
-  stats(): SchedulerCounters {
-    return { ...this.dispatcher.stats(), staleResults: this.staleResults, outcomes: this.book.outcomes };
-  }
-
+  completedByExecutor(): ReadonlyMap<string, number>;
+  stats(): SchedulerCounters;
   /** Counts a result that came back for an execution the scheduler had already given up on. */
-  noteStaleResult(): void {
-    this.staleResults++;
-  }
-
+  noteStaleResult(): void;
   /** Why no executor can take these requirements (departed ones within their grace count), or undefined if one can. */
-  unsatisfiable(reqs: readonly Requirement[]): string[] | undefined {
-    return this.pool.unsatisfiable(reqs);
-  }
-
-  /** Holds an executor for a `repr run` until released; see Dispatcher.acquire. */
-  acquire(requirements: readonly Requirement[], label: string, signal: AbortSignal): Promise<HeldExecutor> {
-    return this.dispatcher.acquire(requirements, label, signal);
-  }
-
+  unsatisfiable(reqs: readonly Requirement[]): string[] | undefined;
+  /** Holds one of this process's executors for a `repr run` until released. */
+  acquire(requirements: readonly Requirement[], label: string, signal: AbortSignal): Promise<HeldExecutor>;
   /**
    * Queues an action for execution, or joins the identical one in flight;
    * either way `owner` (a principal, see Caller.owner) becomes one of the
    * operation's owners.
    */
-  submit(req: SubmitRequest, owner: string): OperationState {
-    const { op, fresh } = this.book.open(req, owner);
-    if (fresh) this.dispatcher.enqueue(op);
-    return op.state;
-  }
-
+  submit(req: SubmitRequest, owner: string): Promise<OperationState>;
   /** Records an operation that finished without executing (an action-cache hit), owned by `owner`. */
-  recordCompleted(instanceName: string, actionDigest: Digest, response: ExecuteResponse, owner: string): OperationState {
-    return this.book.recordCompleted(instanceName, actionDigest, response, owner);
-  }
-
+  recordCompleted(instanceName: string, actionDigest: Digest, response: ExecuteResponse, owner: string): Promise<OperationState>;
   /** Who started or joined an operation; scoped as get() is (empty for an unknown name). */
-  owners(name: string): readonly string[] {
-    return this.book.owners(name);
-  }
-
+  owners(name: string): Promise<readonly string[]>;
   /** Current state; undefined unless the name carries the operation's own instance. */
-  get(name: string): OperationState | undefined {
-    return this.book.get(name);
-  }
-
-  /** Calls `fn` now with the current state and on every change until done; returns an unsubscribe function. */
-  watch(name: string, fn: (s: OperationState) => void): () => void {
-    return this.book.watch(name, fn);
-  }
-
+  get(name: string): Promise<OperationState | undefined>;
+  /**
+   * Calls `fn` with the current state and on every change until done (at
+   * once or soon after: the state may have to be read first); returns an
+   * unsubscribe function.
+   */
+  watch(name: string, fn: (s: OperationState) => void): () => void;
   /** One instance's operations whose names sort after `after`; only those `owner` owns, if given. */
-  list(instanceName: string, after: string, limit: number, owner?: string): OperationState[] {
-    return this.book.list(instanceName, after, limit, owner);
-  }
-
+  list(instanceName: string, after: string, limit: number, owner?: string): Promise<OperationState[]>;
   /** Cancels a queued or executing operation; false if it is unknown or already done. */
-  cancel(name: string): boolean {
-    const op = this.book.live(name);
-    if (!op || op.state.response) return false;
-    this.dispatcher.cancel(op);
-    return true;
-  }
-
-  delete(name: string): boolean {
-    if (!this.book.get(name)) return false;
-    this.cancel(name);
-    return this.book.delete(name);
-  }
-
-  /** Re-queues what an earlier run of the server left unfinished. */
-  recover(): Promise<number> {
-    return this.book.recover(this.cas, (op) => this.dispatcher.enqueue(op));
-  }
-
-  close(): void {
-    this.dispatcher.close();
-  }
+  cancel(name: string): Promise<boolean>;
+  delete(name: string): Promise<boolean>;
+  /** Takes up what an earlier run left unfinished (its own, or, when shared, that of schedulers that died). */
+  recover(): Promise<number>;
+  /** The schedulers sharing this one's state, this one included; empty when nothing is shared. */
+  peers(): Promise<SchedulerPeer[]>;
+  close(): Promise<void>;
 }

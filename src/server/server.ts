@@ -19,7 +19,8 @@ import { listenFailure } from '../grpc/listen-failure.js';
 import { ExecutionServiceImpl } from '../services/execution-service.js';
 import { OperationsServiceImpl } from '../services/operations-service.js';
 import { OperationStore } from '../scheduler/operation-store.js';
-import { Scheduler } from '../scheduler/scheduler.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
+import { LocalScheduler } from '../scheduler/local-scheduler.js';
 import { StatusServiceImpl } from '../services/status-service.js';
 import { registerSchedulerMetrics } from '../observability/scheduler-metrics.js';
 import { WorkerService } from '../services/worker-service.js';
@@ -69,7 +70,7 @@ export class ReprServer {
     /** The bound address (host:port), with the real port if 0 was asked for. */
     readonly address: string,
     readonly port: number,
-    private readonly execution?: { store: OperationStore; scheduler: Scheduler; workers: WorkerService },
+    private readonly execution?: { scheduler: Scheduler; workers: WorkerService },
     private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer; health: HealthService; readiness: Readiness; tracing?: Tracing },
     private readonly tls?: ServerTls,
     private readonly lock?: DirLock,
@@ -301,8 +302,7 @@ export class ReprServer {
     });
     this.tls?.close();
     this.byteStream.close();
-    this.execution?.scheduler.close();
-    this.execution?.store.close();
+    await this.execution?.scheduler.close();
     for (const s of this.stores) await s.close?.();
     await this.plugins?.metrics?.close();
     await this.plugins?.telemetry.close?.();
@@ -348,7 +348,13 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
   const ex = config.execution;
   if (!ex.enabled) return undefined;
   const store = new OperationStore(path.join(config.dataDir, 'operations.sqlite'));
-  const scheduler = new Scheduler({ store, cas, actionCache, log: log.child({ svc: 'scheduler' }), departedGraceMs: ex.departedWorkerGraceSeconds * 1000 });
+  const scheduler = new LocalScheduler({
+    store,
+    cas,
+    actionCache,
+    log: log.child({ svc: 'scheduler' }),
+    departedGraceMs: ex.departedWorkerGraceSeconds * 1000,
+  });
   const workers = new WorkerService({
     scheduler,
     log: log.child({ svc: 'workers' }),
@@ -358,7 +364,7 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
   });
   if (ex.executors === 0) {
     const announce = () => log.info('remote execution enabled; no built-in executors, waiting for workers (repr worker)');
-    return { scheduler, store, workers, local: undefined, announce };
+    return { scheduler, workers, local: undefined, announce };
   }
   let sandbox: Sandbox;
   try {
@@ -395,5 +401,5 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
     connected: new Date(),
   };
   const announce = () => log.info({ executors: ex.executors, properties }, 'remote execution enabled');
-  return { scheduler, store, workers, local, announce };
+  return { scheduler, workers, local, announce };
 }

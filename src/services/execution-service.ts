@@ -106,7 +106,7 @@ export class ExecutionServiceImpl {
       if (hit) this.o.lookups?.hit();
       else this.o.lookups?.miss();
       if (hit) {
-        const state = this.o.scheduler.recordCompleted(
+        const state = await this.o.scheduler.recordCompleted(
           req.instanceName,
           actionDigest,
           ExecuteResponse.fromPartial({ result: hit, cachedResult: true, status: { code: Code.OK } }),
@@ -119,7 +119,7 @@ export class ExecutionServiceImpl {
     const why = this.o.scheduler.unsatisfiable(requirements);
     if (why) throw failedPrecondition(`no executor can execute this action; unmet platform properties: ${why.join(', ')}`);
 
-    const state = this.o.scheduler.submit(
+    const state = await this.o.scheduler.submit(
       {
         instanceName: req.instanceName,
         fn,
@@ -138,8 +138,8 @@ export class ExecutionServiceImpl {
   async waitExecution(req: WaitExecutionRequest, call: ServerWritableStream<WaitExecutionRequest, Operation>): Promise<void> {
     // Scoped by the name: the scheduler knows an operation only under its own instance's prefix.
     const caller = requireCaller(call.metadata);
-    if (!this.o.scheduler.get(req.name)) throw notFound(`operation "${req.name}" does not exist (it may have been deleted); call Execute again`);
-    checkOwner(caller, this.o.scheduler, req.name, 'WaitExecution');
+    if (!(await this.o.scheduler.get(req.name))) throw notFound(`operation "${req.name}" does not exist (it may have been deleted); call Execute again`);
+    await checkOwner(caller, this.o.scheduler, req.name, 'WaitExecution');
     await this.stream(req.name, call);
   }
 

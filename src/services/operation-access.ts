@@ -10,10 +10,10 @@ import type { Scheduler } from '../scheduler/scheduler.js';
  * the operation's instance. Called once the operation is known to exist, so
  * that NOT_FOUND keeps meaning what it meant.
  */
-export function checkOwner(caller: Caller, scheduler: Scheduler, name: string, method: string): void {
+export async function checkOwner(caller: Caller, scheduler: Scheduler, name: string, method: string): Promise<void> {
   const instance = instanceOfOperation(name) ?? '';
   if (caller.may('admin', instance)) return;
-  if (scheduler.owners(name).includes(caller.owner)) return;
+  if ((await scheduler.owners(name)).includes(caller.owner)) return;
   throw new ReprError(
     Code.PERMISSION_DENIED,
     `principal ${JSON.stringify(caller.principal.name)} does not own operation ${JSON.stringify(name)} and lacks admin (${method}, instance ${JSON.stringify(instance)})`,

@@ -20,8 +20,8 @@ import { requireCaller } from '../grpc/access-interceptor.js';
 import { checkOwner, listedOwner } from './operation-access.js';
 
 /**
- * google.longrunning.Operations over the scheduler's operations (in memory
- * and in SQLite). Each call reaches one instance's operations only: List the
+ * google.longrunning.Operations over the scheduler's operations (SQLite, or
+ * PostgreSQL when shared). Each call reaches one instance's operations only: List the
  * ones of the collection it names, the others the one whose name carries the
  * operation's instance (the scheduler answers NOT_FOUND for any other).
  */
@@ -33,9 +33,9 @@ export class OperationsServiceImpl {
 
   async getOperation(req: GetOperationRequest, md: Metadata): Promise<Operation> {
     const caller = requireCaller(md);
-    const s = this.scheduler.get(req.name);
+    const s = await this.scheduler.get(req.name);
     if (!s) throw notFound(`operation "${req.name}" does not exist`);
-    checkOwner(caller, this.scheduler, req.name, 'GetOperation');
+    await checkOwner(caller, this.scheduler, req.name, 'GetOperation');
     return toOperation(s);
   }
 
@@ -45,7 +45,7 @@ export class OperationsServiceImpl {
     if (req.pageSize < 0) throw invalidArgument(`page_size ${req.pageSize} is negative`);
     const size = Math.min(req.pageSize || 100, 1000);
     const instance = instanceOfCollection(req.name);
-    const page = this.scheduler.list(instance, req.pageToken, size + 1, listedOwner(caller, instance));
+    const page = await this.scheduler.list(instance, req.pageToken, size + 1, listedOwner(caller, instance));
     const more = page.length > size;
     const ops = page.slice(0, size);
     return { operations: ops.map(toOperation), nextPageToken: more ? ops.at(-1)!.name : '', unreachable: [] };
@@ -53,17 +53,17 @@ export class OperationsServiceImpl {
 
   async cancelOperation(req: CancelOperationRequest, md: Metadata): Promise<Empty> {
     const caller = requireCaller(md);
-    if (!this.scheduler.get(req.name)) throw notFound(`operation "${req.name}" does not exist`);
-    checkOwner(caller, this.scheduler, req.name, 'CancelOperation');
-    this.scheduler.cancel(req.name);
+    if (!(await this.scheduler.get(req.name))) throw notFound(`operation "${req.name}" does not exist`);
+    await checkOwner(caller, this.scheduler, req.name, 'CancelOperation');
+    await this.scheduler.cancel(req.name);
     return {};
   }
 
   async deleteOperation(req: DeleteOperationRequest, md: Metadata): Promise<Empty> {
     const caller = requireCaller(md);
-    if (!this.scheduler.get(req.name)) throw notFound(`operation "${req.name}" does not exist`);
-    checkOwner(caller, this.scheduler, req.name, 'DeleteOperation');
-    if (!this.scheduler.delete(req.name)) throw notFound(`operation "${req.name}" does not exist`);
+    if (!(await this.scheduler.get(req.name))) throw notFound(`operation "${req.name}" does not exist`);
+    await checkOwner(caller, this.scheduler, req.name, 'DeleteOperation');
+    if (!(await this.scheduler.delete(req.name))) throw notFound(`operation "${req.name}" does not exist`);
     return {};
   }
 

@@ -23,16 +23,16 @@ describe('Scheduler and do_not_cache', () => {
     const { scheduler: s, clock } = harness();
     const executed: string[] = [];
     s.addExecutor(slot('e', clock, { log: executed, workMs: 50 }));
-    const cached = s.submit(request(false), OWNER);
-    const names = [cached.name, s.submit(request(true), OWNER).name, s.submit(request(true), OWNER).name];
-    const uncachedFirst = s.submit(request(false), OWNER);
+    const cached = await s.submit(request(false), OWNER);
+    const names = [cached.name, (await s.submit(request(true), OWNER)).name, (await s.submit(request(true), OWNER)).name];
+    const uncachedFirst = await s.submit(request(false), OWNER);
     assert.equal(uncachedFirst.name, cached.name, 'ordinary requests still merge');
     assert.equal(new Set(names).size, 3);
     await advanceUntil(clock, finished(s, names).all);
     assert.equal(executed.length, 3);
 
-    const alone = s.submit(request(true), OWNER);
-    const follower = s.submit(request(false), OWNER);
+    const alone = await s.submit(request(true), OWNER);
+    const follower = await s.submit(request(false), OWNER);
     assert.notEqual(follower.name, alone.name, 'a do_not_cache execution is not joined');
     s.close();
   });

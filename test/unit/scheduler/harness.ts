@@ -6,16 +6,17 @@ import type { ExecutionTask } from '../../../src/executor/execution-task.js';
 import { BUILT_IN, type ExecutorSlot } from '../../../src/executor/executor-slot.js';
 import { Action, Command, ExecuteResponse } from '../../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { OperationStore } from '../../../src/scheduler/operation-store.js';
-import { type OperationState, Scheduler, type SchedulerOptions, type SubmitRequest } from '../../../src/scheduler/scheduler.js';
+import { LocalScheduler } from '../../../src/scheduler/local-scheduler.js';
+import type { LocalSchedulerOptions, OperationState, Scheduler, SubmitRequest } from '../../../src/scheduler/scheduler.js';
 import { ActionCache } from '../../../src/storage/action-cache.js';
 import { MemoryBlobStore } from '../../../src/storage/memory-store.js';
 
 /** A scheduler on a ManualClock, with in-memory stores. */
-export function harness(opts: Partial<SchedulerOptions> = {}) {
+export function harness(opts: Partial<LocalSchedulerOptions> = {}) {
   const clock = new ManualClock(Date.parse('2024-01-01T00:00:00Z'));
   const cas = new MemoryBlobStore(1 << 20);
   const actionCache = new ActionCache(new MemoryBlobStore(1 << 20), cas);
-  const scheduler = new Scheduler({ store: new OperationStore(':memory:', clock), cas, actionCache, log: silentLogger(), clock, ...opts });
+  const scheduler = new LocalScheduler({ store: new OperationStore(':memory:', clock), cas, actionCache, log: silentLogger(), clock, ...opts });
   return { scheduler, clock, cas, actionCache };
 }
 

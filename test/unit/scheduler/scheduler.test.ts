@@ -13,8 +13,8 @@ describe('Scheduler', () => {
     s.addExecutor(slot('small', clock, { properties: { OSFamily: ['linux'], pool: ['small'] }, log }));
     s.addExecutor(slot('big', clock, { properties: { OSFamily: ['linux'], pool: ['big'] }, log }));
     const names = [];
-    for (let i = 0; i < 10; i++) names.push(s.submit(submitReq(i, [{ name: 'pool', value: 'big' }]), OWNER).name);
-    for (let i = 10; i < 14; i++) names.push(s.submit(submitReq(i, [{ name: 'OSFamily', value: 'linux' }]), OWNER).name);
+    for (let i = 0; i < 10; i++) names.push((await s.submit(submitReq(i, [{ name: 'pool', value: 'big' }]), OWNER)).name);
+    for (let i = 10; i < 14; i++) names.push((await s.submit(submitReq(i, [{ name: 'OSFamily', value: 'linux' }]), OWNER)).name);
     await advanceUntil(clock, finished(s, names).all);
     const bigOnly = log.filter((l) => l.startsWith('small')).map((l) => l.split(':')[1]);
     for (let i = 0; i < 10; i++) assert.ok(!bigOnly.includes(actionDigest(i).hash.slice(0, 8)), 'pool=big never executed on small');
@@ -28,12 +28,12 @@ describe('Scheduler', () => {
     const { scheduler: s, clock } = harness();
     const log: string[] = [];
     s.addExecutor(slot('e', clock, { log, workMs: 100 }));
-    const a = s.submit(submitReq(1), OWNER);
-    const b = s.submit(submitReq(1), OWNER);
+    const a = await s.submit(submitReq(1), OWNER);
+    const b = await s.submit(submitReq(1), OWNER);
     assert.equal(a.name, b.name);
     await advanceUntil(clock, finished(s, [a.name]).all);
     assert.equal(log.length, 1);
-    const c = s.submit(submitReq(1), OWNER);
+    const c = await s.submit(submitReq(1), OWNER);
     assert.notEqual(c.name, a.name, 'once finished, the same action executes again if asked');
     s.close();
   });
@@ -41,7 +41,11 @@ describe('Scheduler', () => {
   it('starts lower priority values first', async () => {
     const { scheduler: s, clock } = harness();
     const log: string[] = [];
-    const names = [s.submit(submitReq(1, [], 5), OWNER).name, s.submit(submitReq(2, [], -5), OWNER).name, s.submit(submitReq(3, [], 0), OWNER).name];
+    const names = [
+      (await s.submit(submitReq(1, [], 5), OWNER)).name,
+      (await s.submit(submitReq(2, [], -5), OWNER)).name,
+      (await s.submit(submitReq(3, [], 0), OWNER)).name,
+    ];
     s.addExecutor(slot('e', clock, { log, workMs: 1 }));
     await advanceUntil(clock, finished(s, names).all);
     assert.deepEqual(
@@ -53,9 +57,9 @@ describe('Scheduler', () => {
 
   it('cancels a queued operation without executing it', async () => {
     const { scheduler: s, clock } = harness();
-    const queued = s.submit(submitReq(9), OWNER);
-    assert.equal(s.cancel(queued.name), true);
-    assert.equal(s.get(queued.name)!.response!.status!.code, 1);
+    const queued = await s.submit(submitReq(9), OWNER);
+    assert.equal(await s.cancel(queued.name), true);
+    assert.equal((await s.get(queued.name))!.response!.status!.code, 1);
     const log: string[] = [];
     // Dispatching is synchronous: an executor given the action would have logged it by now.
     s.addExecutor(slot('e', clock, { log }));
@@ -71,13 +75,13 @@ describe('Scheduler', () => {
     const tasks: ExecutionTask[] = [];
     s.addExecutor(slot('e', clock, { tasks, workMs: 5000 }));
     const queuedAt = clock.now();
-    const ahead = s.submit(submitReq(0), OWNER);
-    const op = s.submit(submitReq(1), OWNER);
-    assert.equal(s.get(op.name)!.stage, ExecutionStage_Value.QUEUED);
+    const ahead = await s.submit(submitReq(0), OWNER);
+    const op = await s.submit(submitReq(1), OWNER);
+    assert.equal((await s.get(op.name))!.stage, ExecutionStage_Value.QUEUED);
     clock.advance(5000);
     await flush();
-    assert.equal(s.get(ahead.name)!.response?.status?.code, 0);
-    assert.equal(s.get(op.name)!.stage, ExecutionStage_Value.EXECUTING);
+    assert.equal((await s.get(ahead.name))!.response?.status?.code, 0);
+    assert.equal((await s.get(op.name))!.stage, ExecutionStage_Value.EXECUTING);
     assert.equal(tasks[1]!.operationName, op.name);
     assert.equal(tasks[1]!.queuedAt.getTime(), queuedAt);
     const a = s.assignments().get('e')!;
@@ -102,7 +106,7 @@ describe('Scheduler', () => {
       },
     };
     s.addExecutor(losing);
-    const op = s.submit(submitReq(1), OWNER);
+    const op = await s.submit(submitReq(1), OWNER);
     const done = finished(s, [op.name]);
     await advanceUntil(clock, done.all);
     assert.equal(attempts, 3);
@@ -127,11 +131,12 @@ describe('Scheduler', () => {
       },
     };
     s.addExecutor(flaky);
-    const first = s.submit(submitReq(1), OWNER);
+    const submitted = [s.submit(submitReq(1), OWNER)];
     // The loss is seen only once this synchronous part is over: by then 2 executes and 3 waits.
     s.addExecutor(slot('steady', clock, { log, workMs: 10 }));
-    const later = [s.submit(submitReq(2), OWNER).name, s.submit(submitReq(3), OWNER).name];
-    await advanceUntil(clock, finished(s, [first.name, ...later]).all);
+    submitted.push(s.submit(submitReq(2), OWNER), s.submit(submitReq(3), OWNER));
+    const names = (await Promise.all(submitted)).map((op) => op.name);
+    await advanceUntil(clock, finished(s, names).all);
     assert.deepEqual(
       log,
       [2, 1, 3].map((i) => `steady:${actionDigest(i).hash.slice(0, 8)}`),
@@ -153,7 +158,7 @@ describe('Scheduler', () => {
         throw new ReprError(Code.FAILED_PRECONDITION, 'action wrote 17 GiB: at most 16 GiB');
       },
     });
-    const op = s.submit(submitReq(1), OWNER);
+    const op = await s.submit(submitReq(1), OWNER);
     const done = finished(s, [op.name]);
     await advanceUntil(clock, done.all);
     const status = done.states.get(op.name)!.response!.status!;
@@ -167,7 +172,11 @@ describe('Scheduler', () => {
     s.addExecutor(
       slot('e', clock, { respond: (t) => ExecuteResponse.fromPartial({ result: { exitCode: t.actionDigest.hash === actionDigest(2).hash ? 3 : 0 } }) }),
     );
-    const names = [s.submit(submitReq(1), OWNER).name, s.submit(submitReq(2), OWNER).name, s.submit(submitReq(3, [], 0, { doNotCache: true }), OWNER).name];
+    const names = [
+      (await s.submit(submitReq(1), OWNER)).name,
+      (await s.submit(submitReq(2), OWNER)).name,
+      (await s.submit(submitReq(3, [], 0, { doNotCache: true }), OWNER)).name,
+    ];
     await advanceUntil(clock, finished(s, names).all);
     assert.equal((await actionCache.find('', actionDigest(1)))?.exitCode, 0);
     assert.equal(await actionCache.find('', actionDigest(2)), undefined, 'a non-zero exit is not cached');
@@ -187,10 +196,10 @@ describe('Scheduler and departed executors', () => {
     s.addExecutor(worker);
     s.removeExecutor(worker);
     assert.equal(s.unsatisfiable(gpu), undefined, 'it may come back');
-    const op = s.submit(submitReq(1, gpu), OWNER);
+    const op = await s.submit(submitReq(1, gpu), OWNER);
     clock.advance(graceMs - 1000);
     await flush();
-    assert.equal(s.get(op.name)!.response, undefined, 'still waiting within the grace period');
+    assert.equal((await s.get(op.name))!.response, undefined, 'still waiting within the grace period');
     const back = slot('gpu/0', clock, { properties: { pool: ['gpu'] }, log });
     s.addExecutor(back);
     const done = finished(s, [op.name]);
@@ -206,7 +215,7 @@ describe('Scheduler and departed executors', () => {
     s.addExecutor(slot('cpu/0', clock));
     s.addExecutor(worker);
     s.removeExecutor(worker);
-    const op = s.submit(submitReq(1, gpu), OWNER);
+    const op = await s.submit(submitReq(1, gpu), OWNER);
     const done = finished(s, [op.name]);
     const run = s.acquire(gpu, 'runs/r1', new AbortController().signal);
     const runFailed = run.then(

@@ -97,7 +97,7 @@ describe('WorkerService on a manual clock', () => {
     const dropper = connect('dropper');
     assert.ok(dropper.sent[0]?.welcome, 'welcomed');
     assert.equal(service.groups()[0]!.connected.getTime(), clock.now(), 'connected at clock time');
-    const op = scheduler.submit(submitReq(1), OWNER);
+    const op = await scheduler.submit(submitReq(1), OWNER);
     const done = finished(scheduler, [op.name]);
     const [first] = dropper.leases();
     assert.ok(first);
@@ -191,8 +191,8 @@ describe('WorkerService on a manual clock', () => {
     const capture = captureLogger('warn');
     const { scheduler, service, connect, actionCache } = setup({}, capture.log);
     const w = connect('scoped-1', 'scoped');
-    const inA = scheduler.submit({ ...submitReq(1), instanceName: 'a' }, OWNER);
-    const inB = scheduler.submit({ ...submitReq(2), instanceName: 'b' }, OWNER);
+    const inA = await scheduler.submit({ ...submitReq(1), instanceName: 'a' }, OWNER);
+    const inB = await scheduler.submit({ ...submitReq(2), instanceName: 'b' }, OWNER);
     const done = finished(scheduler, [inA.name, inB.name]);
     for (let i = 0; i < 2; i++) {
       await flush();
