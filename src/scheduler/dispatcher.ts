@@ -3,6 +3,7 @@ import { Code, codeOf, ReprError, toStatus } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { childContext, endSpan, startSpan } from '../common/tracing.js';
 import { ExecutorLostError, type ExecutorSlot, type HeldExecutor } from '../executor/executor-slot.js';
+import { RunLine } from './run-line.js';
 import { type Requirement, unmet } from '../executor/platform.js';
 import { ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { ActionQueue } from './action-queue.js';
@@ -23,13 +24,6 @@ export interface DispatcherOptions {
   maxAttempts: number;
 }
 
-interface RunWaiter {
-  requirements: readonly Requirement[];
-  label: string;
-  resolve(h: HeldExecutor): void;
-  reject(e: Error): void;
-}
-
 /**
  * Hands idle executors their work: first to `repr run`s waiting to hold one
  * (a person is waiting on them), then to queued actions, each to the first
@@ -39,13 +33,19 @@ interface RunWaiter {
  */
 export class Dispatcher {
   private readonly queue = new ActionQueue();
-  private readonly runWaiters: RunWaiter[] = [];
+  private readonly runs: RunLine;
   private readonly counters = { completed: 0, requeued: 0 };
   /** Set while the sweep timer is armed: only while something waits. */
   private cancelSweep: (() => void) | undefined;
   private closed = false;
 
-  constructor(private readonly o: DispatcherOptions) {}
+  constructor(private readonly o: DispatcherOptions) {
+    this.runs = new RunLine(
+      o.pool,
+      () => this.dispatch(),
+      () => this.armSweep(),
+    );
+  }
 
   get queueDepth(): number {
     return this.queue.length;
@@ -63,31 +63,9 @@ export class Dispatcher {
     this.dispatch();
   }
 
-  /**
-   * Waits for an idle executor that can carry out `repr run`s and satisfies
-   * the requirements, and holds it until released. Fails at once with
-   * FAILED_PRECONDITION when no executor could ever take it.
-   */
+  /** Holds an executor for a `repr run`; see RunLine.acquire. */
   acquire(requirements: readonly Requirement[], label: string, signal: AbortSignal): Promise<HeldExecutor> {
-    const why = this.o.pool.unsatisfiable(requirements, true);
-    if (why) return Promise.reject(new ReprError(Code.FAILED_PRECONDITION, `no executor can run this command; unmet: ${why.join(', ')}`));
-    return new Promise<HeldExecutor>((resolve, reject) => {
-      const w: RunWaiter = { requirements, label, resolve, reject };
-      const onAbort = () => {
-        const i = this.runWaiters.indexOf(w);
-        if (i >= 0) this.runWaiters.splice(i, 1);
-        reject(new ReprError(Code.CANCELLED, 'cancelled while waiting for an executor'));
-      };
-      if (signal.aborted) return onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
-      w.resolve = (h) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(h);
-      };
-      this.runWaiters.push(w);
-      this.armSweep();
-      this.dispatch();
-    });
+    return this.runs.acquire(requirements, label, signal);
   }
 
   /** Stops an unfinished operation: a queued one finishes as cancelled at once, an executing one is aborted. */
@@ -101,16 +79,7 @@ export class Dispatcher {
 
   dispatch(): void {
     const { pool } = this.o;
-    for (let wi = 0; wi < this.runWaiters.length && pool.idle.length > 0; ) {
-      const w = this.runWaiters[wi]!;
-      const slot = pool.idle.find((s) => s.run !== undefined && unmet(w.requirements, s.caps).length === 0);
-      if (!slot) {
-        wi++;
-        continue;
-      }
-      this.runWaiters.splice(wi, 1);
-      this.hold(slot, w);
-    }
+    this.runs.serve();
     for (let i = 0; i < pool.idle.length && this.queue.length > 0; ) {
       const slot = pool.idle[i]!;
       const op = this.queue.takeFor(slot.caps);
@@ -126,21 +95,6 @@ export class Dispatcher {
     this.closed = true;
     this.cancelSweep?.();
     this.cancelSweep = undefined;
-  }
-
-  private hold(slot: ExecutorSlot, w: RunWaiter): void {
-    this.o.pool.claim(slot, { operationName: w.label });
-    let released = false;
-    w.resolve({
-      slot: slot as HeldExecutor['slot'],
-      release: () => {
-        if (released) return;
-        released = true;
-        this.o.pool.free(slot);
-        this.o.pool.credit(slot);
-        this.dispatch();
-      },
-    });
   }
 
   /** Executes a queued operation on a claimed executor; called synchronously from dispatch. */
@@ -200,22 +154,14 @@ export class Dispatcher {
     this.cancelSweep = this.o.clock.setTimeout(() => {
       this.cancelSweep = undefined;
       this.failUnsatisfiable();
-      if (this.runWaiters.length > 0 || this.queue.length > 0) this.armSweep();
+      if (this.runs.length > 0 || this.queue.length > 0) this.armSweep();
     }, SWEEP_INTERVAL_MS);
   }
 
   /** Fails waiting work that no executor (present, or gone but within its grace) can take. */
   private failUnsatisfiable(): void {
     const { pool, book } = this.o;
-    if (this.runWaiters.length > 0) {
-      const runCaps = pool.capabilities(true);
-      for (const w of [...this.runWaiters]) {
-        const why = unsatisfiable(w.requirements, runCaps);
-        if (!why) continue;
-        this.runWaiters.splice(this.runWaiters.indexOf(w), 1);
-        w.reject(new ReprError(Code.FAILED_PRECONDITION, `no executor can run this command any more; unmet: ${why.join(', ')}`));
-      }
-    }
+    this.runs.failUnsatisfiable();
     if (this.queue.length === 0) return;
     const caps = pool.capabilities();
     for (const op of this.queue.waiting()) {
