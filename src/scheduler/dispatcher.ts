@@ -1,10 +1,10 @@
 import type { Clock } from '../common/clock.js';
-import { Code, codeOf, ReprError, toStatus } from '../common/errors.js';
+import { Code, codeOf, toStatus } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { childContext, endSpan, startSpan } from '../common/tracing.js';
 import { ExecutorLostError, type ExecutorSlot, type HeldExecutor } from '../executor/executor-slot.js';
 import { RunLine } from './run-line.js';
-import { type Requirement, unmet } from '../executor/platform.js';
+import type { Requirement } from '../executor/platform.js';
 import { ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { ActionQueue } from './action-queue.js';
 import { type ExecutorPool, unsatisfiable } from './executor-pool.js';

@@ -1,4 +1,4 @@
-import { type Clock, systemClock } from '../common/clock.js';
+import { systemClock } from '../common/clock.js';
 import type { Digest } from '../common/digest.js';
 import type { ExecutorSlot, HeldExecutor } from '../executor/executor-slot.js';
 import type { Requirement } from '../executor/platform.js';
