@@ -83,6 +83,26 @@ const serverSchema = z
      * is the anonymous admin, as befits a server on loopback.
      */
     auth: authSchema.default({}),
+    /**
+     * Where the scheduler keeps its queue and operations: `sqlite`, a file
+     * under dataDir, for one scheduler; or a PostgreSQL database
+     * (postgres://USER@HOST:PORT/DB) that any number of schedulers share.
+     */
+    state: z
+      .object({
+        url: z
+          .string()
+          .default('sqlite')
+          .refine((u) => u === 'sqlite' || /^postgres(ql)?:\/\/./.test(u), {
+            message: 'is neither sqlite nor a postgres://USER@HOST:PORT/DATABASE URL',
+          }),
+        /** A scheduler whose heartbeat is this late is taken for dead; the others put its executions back in line. */
+        schedulerExpirySeconds: z.number().positive().max(3600).default(10),
+        /** The address other schedulers and `repr status` show for this one; default the listening address. */
+        advertise: z.string().min(1).optional(),
+      })
+      .strict()
+      .default({}),
     execution: z
       .object({
         /** false makes the server a cache only: no Execution service, no scheduler. */

@@ -98,6 +98,25 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
     toConfig: () => false,
   },
   {
+    flags: '--state <url>',
+    description: 'where queue and operations live: sqlite (one scheduler) or postgres://USER@HOST:PORT/DB, shared by several schedulers',
+    kind: 'string',
+    path: 'state.url',
+  },
+  {
+    flags: '--scheduler-expiry <seconds>',
+    description: 'with shared state: a scheduler this late with its heartbeat is taken for dead and its actions run elsewhere',
+    kind: 'positive',
+    path: 'state.schedulerExpirySeconds',
+  },
+  {
+    flags: '--advertise <host:port>',
+    description: 'with shared state: the address other schedulers and repr status show for this one',
+    kind: 'string',
+    path: 'state.advertise',
+    defaultText: 'the listening address',
+  },
+  {
     flags: '--worker-heartbeat-timeout <seconds>',
     description: 'drop a worker silent for this long and run its actions elsewhere',
     kind: 'positive',

@@ -142,7 +142,7 @@ export class Dispatcher {
       this.dispatch();
       return;
     }
-    await this.o.results.record(op, response, slot.owner);
+    await this.o.results.record({ ...op.req, name: op.state.name }, response, slot.owner);
     this.counters.completed++;
     pool.credit(slot);
     book.finish(op, response);

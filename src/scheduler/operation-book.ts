@@ -252,7 +252,8 @@ export class OperationBook {
   }
 }
 
-function mergeKey(instanceName: string, actionDigest: Digest): string {
+/** Identical actions of one instance share this key; see OperationBook.open. */
+export function mergeKey(instanceName: string, actionDigest: Digest): string {
   return `${instanceName}\0${digestKey(actionDigest)}`;
 }
 

@@ -2,7 +2,15 @@ import type { Logger } from '../common/logger.js';
 import type { ExecutorOwner } from '../executor/executor-slot.js';
 import type { Action, ExecuteResponse } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import type { ActionCache } from '../storage/action-cache.js';
-import type { LiveOperation } from './operation-book.js';
+import type { Digest } from '../common/digest.js';
+
+/** The action an outcome belongs to, and the operation that executed it (for the log). */
+export interface ExecutedAction {
+  name: string;
+  instanceName: string;
+  actionDigest: Digest;
+  action: Action;
+}
 
 /** Whether REAPI lets a later request reuse this outcome: a clean exit, and an action that allows caching. */
 export function cacheable(action: Action, response: ExecuteResponse): boolean {
@@ -24,20 +32,20 @@ export class ResultCache {
   ) {}
 
   /** Never throws: a failed write costs a later execution, not this operation its result. */
-  async record(op: LiveOperation, response: ExecuteResponse, owner: ExecutorOwner): Promise<void> {
-    if (!cacheable(op.req.action, response)) return;
-    if (!owner.mayWriteCache(op.req.instanceName)) {
+  async record(op: ExecutedAction, response: ExecuteResponse, owner: ExecutorOwner): Promise<void> {
+    if (!cacheable(op.action, response)) return;
+    if (!owner.mayWriteCache(op.instanceName)) {
       this.untrusted++;
       this.log.warn(
-        { op: op.state.name, principal: owner.principal, instance: op.req.instanceName },
+        { op: op.name, principal: owner.principal, instance: op.instanceName },
         'result not written to the action cache: its worker principal lacks the worker permission for this instance',
       );
       return;
     }
     try {
-      await this.actionCache.put(op.req.instanceName, op.req.actionDigest, response.result!);
+      await this.actionCache.put(op.instanceName, op.actionDigest, response.result!);
     } catch (e) {
-      this.log.warn({ err: e, op: op.state.name }, 'could not write the action cache');
+      this.log.warn({ err: e, op: op.name }, 'could not write the action cache');
     }
   }
 }

@@ -21,6 +21,8 @@ import { OperationsServiceImpl } from '../services/operations-service.js';
 import { OperationStore } from '../scheduler/operation-store.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { LocalScheduler } from '../scheduler/local-scheduler.js';
+import { SharedScheduler } from '../scheduler/shared-scheduler.js';
+import { someStore } from '../storage/store-config.js';
 import { StatusServiceImpl } from '../services/status-service.js';
 import { registerSchedulerMetrics } from '../observability/scheduler-metrics.js';
 import { WorkerService } from '../services/worker-service.js';
@@ -168,7 +170,9 @@ export class ReprServer {
     };
 
     const actionCache = new ActionCache(ac, cas);
-    const execution = await startExecution(config, cas, actionCache, log);
+    // Known once bound; shared schedulers tell each other where they are.
+    const advertised = { current: config.listen };
+    const execution = await startExecution(config, cas, actionCache, log, advertised);
 
     const maxBlob = config.maxBlobSizeBytes;
     const uploads = { maxCount: config.uploads.maxCount, maxBytes: config.uploads.maxBytes, idleMs: config.uploads.idleSeconds * 1000 };
@@ -251,6 +255,7 @@ export class ReprServer {
     if (!tunedStreams || !tunedSessions) log.warn('could not enlarge HTTP/2 flow-control windows (grpc-js internals changed); uploads will be slower');
     const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
     const address = `${host}:${port}`;
+    advertised.current = host === '0.0.0.0' || host === '[::]' ? `${os.hostname()}:${port}` : address;
     log.info({ address, dataDir: config.dataDir, tls: tls !== undefined, mtls: tls?.mtls ?? false, casIndexed }, 'repr server listening');
     // Only once listening: a server that fails to bind neither executes nor is exposed.
     warnIfExposed(config, access, authLog);
@@ -344,18 +349,29 @@ function warnIfExposed(config: ServerConfig, access: Access, log: Logger): void 
  * The scheduler with its operation store, the in-process executors and the
  * service external workers connect to, or undefined for a cache-only server.
  */
-async function startExecution(config: ServerConfig, cas: BlobStore, actionCache: ActionCache, log: Logger) {
+async function startExecution(config: ServerConfig, cas: BlobStore, actionCache: ActionCache, log: Logger, address: { current: string }) {
   const ex = config.execution;
   if (!ex.enabled) return undefined;
-  const store = new OperationStore(path.join(config.dataDir, 'operations.sqlite'));
-  const scheduler = new LocalScheduler({
-    store,
-    cas,
-    actionCache,
-    log: log.child({ svc: 'scheduler' }),
-    departedGraceMs: ex.departedWorkerGraceSeconds * 1000,
-  });
-  const workers = new WorkerService({
+  const options = { cas, actionCache, log: log.child({ svc: 'scheduler' }), departedGraceMs: ex.departedWorkerGraceSeconds * 1000 };
+  let workers: WorkerService | undefined;
+  let scheduler: Scheduler;
+  if (config.state.url === 'sqlite') {
+    scheduler = new LocalScheduler({ ...options, store: new OperationStore(path.join(config.dataDir, 'operations.sqlite')) });
+  } else {
+    if (!someStore(config.storage.cas, (s) => s.type === 'remote')) {
+      log.warn(
+        "the scheduler state is shared, but the CAS is this server's own: other schedulers cannot read the blobs uploaded here; give every scheduler the same remote CAS",
+      );
+    }
+    scheduler = await SharedScheduler.open({
+      ...options,
+      url: config.state.url,
+      address: () => config.state.advertise ?? address.current,
+      expiryMs: config.state.schedulerExpirySeconds * 1000,
+      countWorkers: () => (workers?.groups().length ?? 0) + (ex.executors > 0 ? 1 : 0),
+    });
+  }
+  workers = new WorkerService({
     scheduler,
     log: log.child({ svc: 'workers' }),
     heartbeatTimeoutMs: ex.workerHeartbeatTimeoutSeconds * 1000,

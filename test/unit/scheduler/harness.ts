@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { ManualClock } from '../../../src/common/clock.js';
+import { type Clock, ManualClock } from '../../../src/common/clock.js';
 import { computeDigest, SHA256 } from '../../../src/common/digest.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import type { ExecutionTask } from '../../../src/executor/execution-task.js';
@@ -60,7 +60,7 @@ export const ok = () => ExecuteResponse.fromPartial({ result: { exitCode: 0 }, s
 /** An executor that records what it executes and answers `respond` after `workMs` of clock time. */
 export function slot(
   id: string,
-  clock: ManualClock,
+  clock: Clock,
   opts: {
     properties?: Record<string, string[]>;
     log?: string[];
