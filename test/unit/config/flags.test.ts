@@ -22,6 +22,7 @@ function sample<C>(flag: Flag<C>): unknown {
     '--auth-jwt-issuer': 'https://issuer.example',
     '--auth-jwt-audience': 'repr',
     '--otlp-endpoint': 'http://collector:4318',
+    '--state': 'postgres://repr@db:5432/repr',
   };
   const name = flagName(flag);
   if (name in byName) return byName[name];
