@@ -294,6 +294,8 @@ export class SharedScheduler implements Scheduler {
     const now = this.clock.now();
     for (const p of await this.state.peers()) for (const c of p.capabilities) this.farmCaps.set(JSON.stringify(c), { caps: c, seen: now });
     this.waitingCount = await this.state.waiting();
+    // Runs wait for this process's executors only; one that no executor here can take any more fails.
+    this.runs.failUnsatisfiable();
     this.scheduleBeat();
   }
 
