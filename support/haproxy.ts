@@ -12,6 +12,8 @@ export interface HaproxyServer {
   port: number;
   /** The configuration it runs with (for a failing test's message). */
   config: string;
+  /** Connections open now to each backend, by its host:port. */
+  sessions(): Promise<Map<string, number>>;
   stop(): void;
 }
 
@@ -24,9 +26,11 @@ export interface HaproxyServer {
 export async function startHaproxy(backends: readonly string[]): Promise<HaproxyServer> {
   const dir = tmpDir('repr-haproxy-');
   const port = await freePort();
+  const stats = path.join(dir, 'stats.sock');
   const config = [
     'global',
     '  maxconn 4096',
+    `  stats socket ${stats} mode 600 level user`,
     'defaults',
     '  mode tcp',
     '  timeout connect 2s',
@@ -62,7 +66,31 @@ export async function startHaproxy(backends: readonly string[]): Promise<Haproxy
     if (Date.now() > deadline) throw new Error(`haproxy did not listen on ${port} within 10 s: ${stderr}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { address: `127.0.0.1:${port}`, port, config, stop };
+  const sessions = async () => {
+    const csv = await ask(stats, 'show stat');
+    const byServer = new Map<string, number>();
+    // pxname,svname,qcur,qmax,scur,…: one line per server, scur its current sessions.
+    for (const line of csv.split('\n')) {
+      const f = line.split(',');
+      const i = Number(f[1]?.replace(/^s/, ''));
+      if (f[0] === 'schedulers' && /^s\d+$/.test(f[1] ?? '')) byServer.set(backends[i]!, Number(f[4]));
+    }
+    return byServer;
+  };
+  return { address: `127.0.0.1:${port}`, port, config, sessions, stop };
+}
+
+/** One command on HAProxy's stats socket; its whole answer. */
+function ask(socket: string, command: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const s = net.connect(socket, () => s.write(`${command}\n`));
+    s.on('data', (d) => {
+      out += d.toString();
+    });
+    s.once('end', () => resolve(out));
+    s.once('error', reject);
+  });
 }
 
 function accepts(port: number): Promise<boolean> {

@@ -39,6 +39,7 @@ describe('farm test services', () => {
         s.once('error', reject);
       });
       assert.equal(reply, 'ping');
+      assert.deepEqual([...(await proxy.sessions()).keys()], [`127.0.0.1:${(echo.address() as net.AddressInfo).port}`]);
     } finally {
       proxy.stop();
       echo.close();
