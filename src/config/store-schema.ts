@@ -2,6 +2,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { someStore, type StoreConfig } from '../storage/store-config.js';
 import { isTlsTarget } from '../grpc/dial.js';
+import { postgresUrlProblem, TABLE_NAME } from '../storage/postgres-url.js';
 import { byteSize, clientTls, grpcTarget } from './schema.js';
 
 const GiB = 1024 ** 3;
@@ -26,6 +27,17 @@ export const storeSchema: z.ZodType<StoreConfig, z.ZodTypeDef, unknown> = z.lazy
       // Another REAPI server's CAS: a scheduler and its workers can share one
       // CAS that runs elsewhere.
       z.object({ type: z.literal('remote'), target: grpcTarget, instanceName: z.string().default(''), tls: clientTls.optional() }).strict(),
+      // An action cache that every server using this database shares.
+      z
+        .object({
+          type: z.literal('postgres'),
+          url: z.string().superRefine((url, ctx) => {
+            const problem = postgresUrlProblem(url);
+            if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+          }),
+          table: z.string().regex(TABLE_NAME, 'must be a plain lower-case identifier (letters, digits, _; at most 63)').optional(),
+        })
+        .strict(),
     ])
     .superRefine((s, ctx) => {
       if (s.type === 'remote' && s.tls && !isTlsTarget(s.target)) {
@@ -70,6 +82,14 @@ export function verifiedCas(config: StoreConfig): StoreConfig {
   return config.type === 'verifying' ? config : { type: 'verifying', backend: config };
 }
 
+/** Why a tree cannot hold the CAS, or undefined if it can. */
+export function casProblem(config: StoreConfig): string | undefined {
+  if (someStore(config, (s) => s.type === 'postgres')) {
+    return 'a postgres store keeps each blob in one row, sent whole, and refuses large ones: it is for small action results; use disk, or remote (--cas) for a CAS shared by several servers';
+  }
+  return undefined;
+}
+
 /** Why a tree cannot hold the action cache, or undefined if it can. */
 export function actionCacheProblem(config: StoreConfig): string | undefined {
   if (someStore(config, (s) => s.type === 'remote')) {
@@ -92,6 +112,7 @@ export function bottomDisk(config: StoreConfig): Extract<StoreConfig, { type: 'd
       return bottomDisk(config.backend);
     case 'memory':
     case 'remote':
+    case 'postgres':
       return undefined;
   }
 }
@@ -107,6 +128,7 @@ export function withBottomDiskLimit(config: StoreConfig, limitBytes: number): St
       return { ...config, backend: withBottomDiskLimit(config.backend, limitBytes) };
     case 'memory':
     case 'remote':
+    case 'postgres':
       return config;
   }
 }
