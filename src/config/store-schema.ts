@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { someStore, type StoreConfig } from '../storage/store-config.js';
-import { isTlsTarget } from '../grpc/dial.js';
+import { type DialTls, isTlsTarget, parseTarget } from '../grpc/dial.js';
 import { postgresUrlProblem, TABLE_NAME } from '../storage/postgres-url.js';
 import { byteSize, clientTls, grpcTarget } from './schema.js';
 
@@ -61,6 +61,25 @@ export function defaultCasStore(dataDir: string): StoreConfig {
       slow: { type: 'disk', directory: path.join(dataDir, 'cas'), limitBytes: 10 * GiB, fsync: false },
     },
   };
+}
+
+/**
+ * A CAS that lives on another REAPI server (`repr server --cas`), as several
+ * schedulers share one CAS node. Small blobs are kept in memory as they are
+ * read: every Execute reads its Action and Command, a build reads the same
+ * few many times, and each read would otherwise be a round trip to the node.
+ * Content never changes under its digest, so a cached copy is never stale;
+ * FindMissing still asks the node alone, so a blob it has evicted is
+ * uploaded again rather than reported present because this cache holds it.
+ */
+export function remoteCasStore(target: string, tls?: DialTls): StoreConfig {
+  return verifiedCas({
+    type: 'read-caching',
+    maxBlobBytes: 1 * MiB,
+    findMissing: 'slow',
+    fast: { type: 'memory', limitBytes: 64 * MiB },
+    slow: { type: 'remote', target: parseTarget(target), instanceName: '', ...(tls ? { tls } : {}) },
+  });
 }
 
 export function defaultAcStore(dataDir: string): StoreConfig {
