@@ -52,7 +52,13 @@ export class PostgresBlobStore implements BlobStore {
     if (!TABLE_NAME.test(this.table)) throw invalidArgument(`PostgreSQL table name "${this.table}" is not a plain lower-case identifier`);
     this.maxBlobBytes = o.maxBlobBytes ?? DEFAULT_POSTGRES_MAX_BLOB_BYTES;
     this.where = `PostgreSQL at ${postgresEndpoint(o.url)}`;
-    this.pool = new pg.Pool({ connectionString: o.url, connectionTimeoutMillis: o.connectTimeoutMs ?? 5000 });
+    this.pool = new pg.Pool({
+      connectionString: o.url,
+      connectionTimeoutMillis: o.connectTimeoutMs ?? 5000,
+      // A connection that stops answering (a network partition) would
+      // otherwise hold a build's lookups forever; no query here takes long.
+      query_timeout: 30_000,
+    });
     // An idle connection that dies (the database restarts) is reported on the
     // pool, and unheard that event would end the process. Nothing is lost by
     // ignoring it: the next query opens a new connection and reports any
