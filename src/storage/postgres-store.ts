@@ -79,20 +79,30 @@ export class PostgresBlobStore implements BlobStore {
   }
 
   private async createTable(): Promise<void> {
-    const sql = `CREATE TABLE IF NOT EXISTS "${this.table}" (
-      key text PRIMARY KEY,
-      value bytea NOT NULL,
-      size bigint NOT NULL,
-      updated_at timestamptz NOT NULL DEFAULT now()
-    )`;
+    // Servers starting together would each find the table missing, and all but
+    // one fail on the catalogue (duplicate type or key, depending on timing):
+    // the lock, named after the table, lets one create it and the others see it.
+    let client: pg.PoolClient;
     try {
-      await this.query(sql, []);
+      client = await this.pool.connect();
     } catch (e) {
-      // Two servers starting at once can both find the table missing; the
-      // loser's insert into the catalogue fails although the table now exists.
-      const cause = (e as ReprError).cause;
-      const sqlState = cause instanceof pg.DatabaseError ? cause.code : undefined;
-      if (sqlState !== '23505' && sqlState !== '42P07') throw e;
+      throw this.databaseError(e);
+    }
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`repr store ${this.table}`]);
+      await client.query(`CREATE TABLE IF NOT EXISTS "${this.table}" (
+        key text PRIMARY KEY,
+        value bytea NOT NULL,
+        size bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+      )`);
+      await client.query('COMMIT');
+      client.release();
+    } catch (e) {
+      // A connection in an unknown state is not given back to the pool.
+      client.release(true);
+      throw this.databaseError(e);
     }
   }
 
