@@ -16,11 +16,11 @@ export async function acHits(client: ReapiClient, durationMs: number, callers: n
   return timeAcHits(client, await seedAcHits(client), durationMs, callers);
 }
 
-/** Fills 256 action-cache entries and reads each once; returns their action digests. */
-export async function seedAcHits(client: ReapiClient): Promise<Digest[]> {
+/** Fills `count` action-cache entries and reads each once; returns their action digests. */
+export async function seedAcHits(client: ReapiClient, count = 256): Promise<Digest[]> {
   const out = randomBytes(100);
   await client.write(computeDigest(SHA256, out), out);
-  const actions = Array.from({ length: 256 }, () => computeDigest(SHA256, randomBytes(32)));
+  const actions = Array.from({ length: count }, () => computeDigest(SHA256, randomBytes(32)));
   for (const a of actions) {
     await client.updateActionResult(a, ActionResult.fromPartial({ outputFiles: [{ path: 'o', digest: toWire(computeDigest(SHA256, out)) }], exitCode: 0 }));
   }

@@ -11,6 +11,7 @@ import { findMissing } from './find-missing.js';
 import { memory } from './memory.js';
 import { metricsCost } from './metrics.js';
 import { reprRunBench } from './repr-run.js';
+import { sharedAc } from './shared-ac.js';
 import { startup } from './startup.js';
 import { tlsCost } from './tls.js';
 import { tracingCost } from './tracing.js';
@@ -26,6 +27,7 @@ const BENCHMARKS: Benchmark[] = [
   byteStream,
   findMissing,
   acHit,
+  sharedAc,
   executeTrivial,
   dispatch,
   reprRunBench,

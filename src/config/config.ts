@@ -8,7 +8,7 @@ import { resolveTracing, type TracingConfig, tracingSchema } from '../observabil
 import { invalidArgument } from '../common/errors.js';
 import { executorFields } from './execution-schema.js';
 import { byteSize, logFormat, logLevel, parseConfig } from './schema.js';
-import { actionCacheProblem, defaultAcStore, defaultCasStore, storeSchema, verifiedCas } from './store-schema.js';
+import { actionCacheProblem, casProblem, defaultAcStore, defaultCasStore, storeSchema, verifiedCas } from './store-schema.js';
 
 export { loadConfigFile } from './schema.js';
 
@@ -147,6 +147,8 @@ export function compileServerConfig(input: unknown): ServerConfig {
   }
   const acProblem = c.storage.ac && actionCacheProblem(c.storage.ac);
   if (acProblem) throw invalidArgument(`invalid configuration: storage.ac: ${acProblem}`);
+  const casStoreProblem = c.storage.cas && casProblem(c.storage.cas);
+  if (casStoreProblem) throw invalidArgument(`invalid configuration: storage.cas: ${casStoreProblem}`);
   const { tracing: tracingInput, ...rest } = c;
   const tracing = resolveTracing(tracingInput, 'repr-server');
   return {

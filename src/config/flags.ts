@@ -1,6 +1,9 @@
 import type { ServerConfig } from './config.js';
 import type { Flag } from './flag.js';
-import { bottomDisk, withBottomDiskLimit } from './store-schema.js';
+import { invalidArgument } from '../common/errors.js';
+import { isTlsTarget } from '../grpc/dial.js';
+import { withTlsEnv } from './schema.js';
+import { bottomDisk, remoteCasStore, withBottomDiskLimit } from './store-schema.js';
 import type { WorkerConfig } from './worker-config.js';
 
 // Flags the server and the worker share: one spelling, one meaning.
@@ -74,10 +77,29 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
     defaultText: '$REPR_DATA_DIR or ~/.local/share/repr',
   },
   {
+    flags: '--cas <url>',
+    description:
+      'keep the CAS on another REAPI server (grpc://HOST:PORT, or grpcs:// trusting $REPR_TLS_CA), e.g. a --cache-only one that several servers share; small blobs are cached in memory',
+    kind: 'string',
+    path: 'storage.cas',
+    toConfig: (url: string) => {
+      try {
+        return remoteCasStore(url, isTlsTarget(url) ? withTlsEnv(undefined) : undefined);
+      } catch (e) {
+        throw invalidArgument(`--cas: ${(e as Error).message}`);
+      }
+    },
+    defaultText: 'a disk store under --data-dir',
+  },
+  {
     flags: '--cas-size <size>',
     description: 'disk space for the CAS before LRU eviction, e.g. 50GiB (the disk store at the bottom of the CAS)',
     kind: 'size',
-    applyCompiled: (c: ServerConfig, bytes: number) => ({ ...c, storage: { ...c.storage, cas: withBottomDiskLimit(c.storage.cas, bytes) } }),
+    applyCompiled: (c: ServerConfig, bytes: number) => {
+      if (!bottomDisk(c.storage.cas))
+        throw invalidArgument('--cas-size sizes the disk store at the bottom of the CAS, and this CAS has none (--cas or storage.cas keeps it elsewhere)');
+      return { ...c, storage: { ...c.storage, cas: withBottomDiskLimit(c.storage.cas, bytes) } };
+    },
     defaultOf: (c) => bottomDisk(c.storage.cas)?.limitBytes,
   },
   { flags: '--instance <name...>', description: 'instance names to serve', kind: 'list', path: 'instanceNames', defaultText: 'any' },

@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { someStore, type StoreConfig } from '../storage/store-config.js';
-import { isTlsTarget } from '../grpc/dial.js';
+import { type DialTls, isTlsTarget, parseTarget } from '../grpc/dial.js';
+import { postgresUrlProblem, TABLE_NAME } from '../storage/postgres-url.js';
 import { byteSize, clientTls, grpcTarget } from './schema.js';
 
 const GiB = 1024 ** 3;
@@ -26,6 +27,17 @@ export const storeSchema: z.ZodType<StoreConfig, z.ZodTypeDef, unknown> = z.lazy
       // Another REAPI server's CAS: a scheduler and its workers can share one
       // CAS that runs elsewhere.
       z.object({ type: z.literal('remote'), target: grpcTarget, instanceName: z.string().default(''), tls: clientTls.optional() }).strict(),
+      // An action cache that every server using this database shares.
+      z
+        .object({
+          type: z.literal('postgres'),
+          url: z.string().superRefine((url, ctx) => {
+            const problem = postgresUrlProblem(url);
+            if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+          }),
+          table: z.string().regex(TABLE_NAME, 'must be a plain lower-case identifier (letters, digits, _; at most 63)').optional(),
+        })
+        .strict(),
     ])
     .superRefine((s, ctx) => {
       if (s.type === 'remote' && s.tls && !isTlsTarget(s.target)) {
@@ -51,6 +63,25 @@ export function defaultCasStore(dataDir: string): StoreConfig {
   };
 }
 
+/**
+ * A CAS that lives on another REAPI server (`repr server --cas`), as several
+ * schedulers share one CAS node. Small blobs are kept in memory as they are
+ * read: every Execute reads its Action and Command, a build reads the same
+ * few many times, and each read would otherwise be a round trip to the node.
+ * Content never changes under its digest, so a cached copy is never stale;
+ * FindMissing still asks the node alone, so a blob it has evicted is
+ * uploaded again rather than reported present because this cache holds it.
+ */
+export function remoteCasStore(target: string, tls?: DialTls): StoreConfig {
+  return verifiedCas({
+    type: 'read-caching',
+    maxBlobBytes: 1 * MiB,
+    findMissing: 'slow',
+    fast: { type: 'memory', limitBytes: 64 * MiB },
+    slow: { type: 'remote', target: parseTarget(target), instanceName: '', ...(tls ? { tls } : {}) },
+  });
+}
+
 export function defaultAcStore(dataDir: string): StoreConfig {
   return {
     type: 'read-caching',
@@ -68,6 +99,14 @@ export function defaultAcStore(dataDir: string): StoreConfig {
  */
 export function verifiedCas(config: StoreConfig): StoreConfig {
   return config.type === 'verifying' ? config : { type: 'verifying', backend: config };
+}
+
+/** Why a tree cannot hold the CAS, or undefined if it can. */
+export function casProblem(config: StoreConfig): string | undefined {
+  if (someStore(config, (s) => s.type === 'postgres')) {
+    return 'a postgres store keeps each blob in one row, sent whole, and refuses large ones: it is for small action results; use disk, or remote (--cas) for a CAS shared by several servers';
+  }
+  return undefined;
 }
 
 /** Why a tree cannot hold the action cache, or undefined if it can. */
@@ -92,6 +131,7 @@ export function bottomDisk(config: StoreConfig): Extract<StoreConfig, { type: 'd
       return bottomDisk(config.backend);
     case 'memory':
     case 'remote':
+    case 'postgres':
       return undefined;
   }
 }
@@ -107,6 +147,7 @@ export function withBottomDiskLimit(config: StoreConfig, limitBytes: number): St
       return { ...config, backend: withBottomDiskLimit(config.backend, limitBytes) };
     case 'memory':
     case 'remote':
+    case 'postgres':
       return config;
   }
 }

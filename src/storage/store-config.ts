@@ -19,7 +19,14 @@ export type StoreConfig =
   /** Refuses blobs whose bytes do not match their digest: what makes a store a CAS. */
   | { type: 'verifying'; backend: StoreConfig }
   /** `tls` only with a grpcs:// target. */
-  | { type: 'remote'; target: string; instanceName: string; tls?: DialTls };
+  | { type: 'remote'; target: string; instanceName: string; tls?: DialTls }
+  /** One PostgreSQL table (default repr_action_results): an action cache that servers sharing the database share. */
+  | { type: 'postgres'; url: string; table?: string };
+
+/** The action cache in the PostgreSQL database at `url`, as servers that share their state there keep it. */
+export function postgresAcStore(url: string): StoreConfig {
+  return { type: 'postgres', url };
+}
 
 /** The nodes directly below `config`. */
 export function childStores(config: StoreConfig): StoreConfig[] {
@@ -31,6 +38,7 @@ export function childStores(config: StoreConfig): StoreConfig[] {
     case 'memory':
     case 'disk':
     case 'remote':
+    case 'postgres':
       return [];
   }
 }

@@ -2,6 +2,7 @@ import type { StoreConfig } from './store-config.js';
 import type { BlobStore } from './blob-store.js';
 import { DiskBlobStore } from './disk-store.js';
 import { MemoryBlobStore } from './memory-store.js';
+import { PostgresBlobStore } from './postgres-store.js';
 import { MeteredBlobStore, type StoreMeter } from './metered-store.js';
 import { ReadCachingBlobStore } from './read-caching-store.js';
 import { RemoteBlobStore } from './remote-store.js';
@@ -42,5 +43,7 @@ async function build(config: StoreConfig, meter: StoreMeter | undefined, at: str
       return new VerifyingBlobStore(await build(config.backend, meter, at));
     case 'remote':
       return new RemoteBlobStore({ target: config.target, instanceName: config.instanceName, ...(config.tls ? { tls: config.tls } : {}) });
+    case 'postgres':
+      return PostgresBlobStore.open({ url: config.url, ...(config.table ? { table: config.table } : {}) });
   }
 }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import path from 'node:path';
 import { compileServerConfig, loadConfigFile } from '../../src/config/config.js';
+import { postgresAcStore } from '../../src/storage/store-config.js';
 import { parseByteSize } from '../../src/common/units.js';
 import { REPO_ROOT } from '../../support/servers.js';
 import { sandboxSettings, unmet } from '../../src/executor/platform.js';
@@ -73,4 +74,29 @@ it('takes a server certificate, its key and optionally a client CA, and nothing 
 
 it('refuses a remote store for the action cache, saying why', () => {
   assert.throws(() => compileServerConfig({ storage: { ac: { type: 'remote', target: 'grpc://x:1' } } }), /action-cache entries are not content-addressed/);
+});
+
+it('takes a postgres store for the action cache, checking its URL and table without repeating a password', () => {
+  const ac = (store: object) => compileServerConfig({ storage: { ac: { type: 'postgres', ...store } } }).storage.ac;
+  assert.deepEqual(ac({ url: 'postgres://repr@db:5432/repr' }), postgresAcStore('postgres://repr@db:5432/repr'));
+  assert.deepEqual(ac({ url: 'postgresql://db/repr', table: 'ac_v2' }), { type: 'postgres', url: 'postgresql://db/repr', table: 'ac_v2' });
+  assert.throws(
+    () => ac({ url: 'mysql://repr:hunter2@db/repr' }),
+    (e: Error) =>
+      /storage\.ac\.url: mysql:\/\/repr:\*\*\*@db\/repr is not a postgres:\/\/ or postgresql:\/\/ URL/.test(e.message) && !e.message.includes('hunter2'),
+  );
+  assert.throws(
+    () => ac({ url: 'hunter2' }),
+    (e: Error) => /storage\.ac\.url: is not a URL/.test(e.message) && !e.message.includes('hunter2'),
+  );
+  assert.throws(() => ac({ url: 'postgres://db/repr', table: 'Results; DROP' }), /storage\.ac\.table: must be a plain lower-case identifier/);
+});
+
+it('refuses a postgres store for the CAS, saying what to use instead', () => {
+  const postgres = { type: 'postgres', url: 'postgres://db/repr' };
+  assert.throws(() => compileServerConfig({ storage: { cas: postgres } }), /storage\.cas: a postgres store .* use disk, or remote \(--cas\)/);
+  assert.throws(
+    () => compileServerConfig({ storage: { cas: { type: 'read-caching', fast: { type: 'memory' }, slow: postgres } } }),
+    /storage\.cas: a postgres store/,
+  );
 });

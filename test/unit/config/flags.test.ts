@@ -126,6 +126,37 @@ describe('config flags', () => {
     );
   });
 
+  it('--cas keeps the CAS on another server, small blobs cached in memory in front of it, and still verified', () => {
+    const cas = serverFlags.find((f) => flagName(f) === '--cas')!;
+    const c = compileServerConfig(overlayFlags({ dataDir: '/d' }, [cas], () => 'cas-node:8980'));
+    assert.deepEqual(c.storage.cas, {
+      type: 'verifying',
+      backend: {
+        type: 'read-caching',
+        maxBlobBytes: 2 ** 20,
+        findMissing: 'slow',
+        fast: { type: 'memory', limitBytes: 64 * 2 ** 20 },
+        slow: { type: 'remote', target: 'grpc://cas-node:8980', instanceName: '' },
+      },
+    });
+    assert.equal(c.storage.ac.type, 'read-caching', 'the action cache stays local unless configured');
+    const previous = process.env.REPR_TLS_CA;
+    process.env.REPR_TLS_CA = '/etc/repr/ca.pem';
+    try {
+      const tls = compileServerConfig(overlayFlags({}, [cas], () => 'grpcs://cas-node:443')).storage.cas;
+      assert.match(JSON.stringify(tls), /"target":"grpcs:\/\/cas-node:443","instanceName":"","tls":\{"caFile":"\/etc\/repr\/ca.pem"\}/);
+    } finally {
+      if (previous === undefined) delete process.env.REPR_TLS_CA;
+      else process.env.REPR_TLS_CA = previous;
+    }
+    assert.throws(
+      () => overlayFlags({}, [cas], () => 'https://cas-node'),
+      (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT && /^--cas: "https:\/\/cas-node": unsupported scheme https:\/\//.test((e as Error).message),
+    );
+    const casSize = serverFlags.find((f) => flagName(f) === '--cas-size')!;
+    assert.throws(() => applyCompiledFlags(c, [casSize], () => 2 ** 30), /--cas-size sizes the disk store .* this CAS has none/);
+  });
+
   it("shows the schema's defaults in help, and none for flags that have none of their own", () => {
     const serverDefaults = () => compileServerConfig({});
     const workerDefaults = () => compileWorkerConfig({ scheduler: 'grpc://s:1' });
