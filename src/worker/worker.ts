@@ -269,7 +269,12 @@ export class Worker {
       try {
         // A scheduler that vanished without closing the connection (a cut
         // cable, a frozen VM) is noticed by these pings, not by TCP minutes later.
-        const d = dial(endpoint.target, { token: this.o.token, keepaliveMs: 20_000, keepaliveTimeoutMs: 10_000, ...dialTls(endpoint.target, this.o.tls, endpoint.serverName) });
+        const d = dial(endpoint.target, {
+          token: this.o.token,
+          keepaliveMs: 20_000,
+          keepaliveTimeoutMs: 10_000,
+          ...dialTls(endpoint.target, this.o.tls, endpoint.serverName),
+        });
         client = new WorkersClient(d.address, d.credentials, d.options);
       } catch (e) {
         // TLS files unreadable since the start (mid-rotation, say): retried like an unreachable scheduler.
