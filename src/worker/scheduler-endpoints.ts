@@ -1,5 +1,6 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { type DialTls, isTlsTarget, tlsFor } from '../grpc/dial.js';
 
 /** One scheduler a worker can dial: an address it was given, or one address a name it was given resolved to. */
 export interface SchedulerEndpoint {
@@ -50,4 +51,16 @@ async function expand(target: string, resolveHost: ResolveHost): Promise<Schedul
     const hostPart = isIP(address) === 6 ? `[${address}]` : address;
     return { target: `${scheme}://${hostPart}:${port}`, label: `${target} (${address})`, serverName: host };
   });
+}
+
+/**
+ * What dialling `target` takes of the worker's TLS settings: none for
+ * plaintext; for an address a name resolved to, the certificate is checked
+ * against that name (unless the settings name another).
+ */
+export function endpointTls(target: string, tls: DialTls | undefined, serverName?: string): { tls?: DialTls } {
+  if (!isTlsTarget(target)) return {};
+  const given = tlsFor(target, tls);
+  if (serverName && !given?.serverName) return { tls: { ...given, serverName } };
+  return given ? { tls: given } : {};
 }

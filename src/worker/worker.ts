@@ -9,7 +9,7 @@ import { type Lease, type RunLease, type SchedulerMessage, type WorkerMessage, W
 import { RunFinished } from '../proto/repr/run/v1/run.js';
 import { PendingQueries } from '../executor/pending-queries.js';
 import { failureReason, isConnectFailure } from '../grpc/connect-failure.js';
-import { type DialTls, dial, isTlsTarget, normalizeTarget, tlsFor } from '../grpc/dial.js';
+import { type DialTls, dial, isTlsTarget, normalizeTarget } from '../grpc/dial.js';
 import { http1StatusLine } from '../grpc/http1-probe.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { InputLimits } from './input-root.js';
@@ -21,7 +21,7 @@ import { claimWorkerDir, removeStaleWorkerDirs } from './worker-dir.js';
 import type { DirLock } from '../common/dir-lock.js';
 import type { RunHost } from '../executor/run-host.js';
 import { extractTraceContext, recordGetter } from '../common/tracing.js';
-import { type ResolveHost, resolveSchedulers, type SchedulerEndpoint } from './scheduler-endpoints.js';
+import { endpointTls, type ResolveHost, resolveSchedulers, type SchedulerEndpoint } from './scheduler-endpoints.js';
 import { type AttemptEnd, SchedulerRotation, startingPoint } from './scheduler-rotation.js';
 
 export interface WorkerOptions {
@@ -86,18 +86,6 @@ interface HeldLease {
 const TOUCH_EVERY_MS = 60 * 60 * 1000;
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
-
-/**
- * What dialling `target` takes of the worker's TLS settings: none for
- * plaintext; for an address a name resolved to, the certificate is checked
- * against that name (unless the settings name another).
- */
-function dialTls(target: string, tls: DialTls | undefined, serverName?: string): { tls?: DialTls } {
-  if (!isTlsTarget(target)) return {};
-  const given = tlsFor(target, tls);
-  if (serverName && !given?.serverName) return { tls: { ...given, serverName } };
-  return given ? { tls: given } : {};
-}
 
 const sleep = (clock: Clock, ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
 
@@ -164,9 +152,9 @@ export class Worker {
       if (o.staleSweep && o.dataDir !== undefined) removeStaleWorkerDirs({ ...o.staleSweep, own: o.dataDir, now: clock.now(), log: o.log });
       rmSync(o.workDir, { recursive: true, force: true }); // leftovers of a crash
       // Unreadable TLS files are a mistake to report now, not a scheduler to retry.
-      for (const target of o.schedulers) dial(target, dialTls(target, o.tls));
+      for (const target of o.schedulers) dial(target, endpointTls(target, o.tls));
       const target = o.cas ?? o.schedulers[0]!;
-      const cas = await WorkerCas.open({ target, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, token: o.token, ...dialTls(target, o.tls) });
+      const cas = await WorkerCas.open({ target, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, token: o.token, ...endpointTls(target, o.tls) });
       const w = new Worker(o, cas, lock);
       void w.loop();
       return w;
@@ -185,7 +173,7 @@ export class Worker {
       // registering again, or the scheduler would lease them at once.
       await Promise.all([...this.leases.values()].map((r) => r.done));
       // The inputs of an action are where its scheduler's clients put them.
-      if (this.o.cas === undefined) await this.cas.retarget(endpoint.target, dialTls(endpoint.target, this.o.tls, endpoint.serverName).tls);
+      if (this.o.cas === undefined) await this.cas.retarget(endpoint.target, endpointTls(endpoint.target, this.o.tls, endpoint.serverName).tls);
       const { reason, code, registered } = await this.session(endpoint);
       if (this.stopping) break;
       const at = endpoint.label;
@@ -273,7 +261,7 @@ export class Worker {
           token: this.o.token,
           keepaliveMs: 20_000,
           keepaliveTimeoutMs: 10_000,
-          ...dialTls(endpoint.target, this.o.tls, endpoint.serverName),
+          ...endpointTls(endpoint.target, this.o.tls, endpoint.serverName),
         });
         client = new WorkersClient(d.address, d.credentials, d.options);
       } catch (e) {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { resolveSchedulers, systemResolveHost } from '../../../src/worker/scheduler-endpoints.js';
+import { endpointTls, resolveSchedulers, systemResolveHost } from '../../../src/worker/scheduler-endpoints.js';
 
 /** A resolver that knows only these names; any other fails as an unknown name does. */
 const hosts = (table: Record<string, string[]>) => {
@@ -58,5 +58,16 @@ describe('resolveSchedulers', () => {
     // One address: the name itself is dialled; several: one scheduler each.
     if (addresses.length === 1) assert.deepEqual(endpoints, [{ target: 'grpc://localhost:8980', label: 'grpc://localhost:8980' }]);
     else assert.equal(endpoints.length, new Set(addresses).size);
+  });
+});
+
+describe('endpointTls', () => {
+  it("checks an address a name resolved to against the name, unless the settings name the certificate's own", () => {
+    assert.deepEqual(endpointTls('grpcs://10.0.0.1:1', { caFile: '/ca.pem' }, 'farm'), { tls: { caFile: '/ca.pem', serverName: 'farm' } });
+    assert.deepEqual(endpointTls('grpcs://10.0.0.1:1', undefined, 'farm'), { tls: { serverName: 'farm' } });
+    assert.deepEqual(endpointTls('grpcs://10.0.0.1:1', { serverName: 'sched.internal' }, 'farm'), { tls: { serverName: 'sched.internal' } });
+    assert.deepEqual(endpointTls('grpcs://farm:1', { caFile: '/ca.pem' }), { tls: { caFile: '/ca.pem' } });
+    assert.deepEqual(endpointTls('grpcs://farm:1', undefined), {});
+    assert.deepEqual(endpointTls('grpc://10.0.0.1:1', { caFile: '/ca.pem' }, 'farm'), {}, 'plaintext takes no TLS settings');
   });
 });
