@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { ExecClient, uploadAction } from '../../src/client/execution-client.js';
 import { Code } from '../../src/common/errors.js';
 import { ReapiClient } from '../../src/reapi/reapi-client.js';
 import { startingPoint } from '../../src/worker/scheduler-rotation.js';
+import { freePort } from '../../support/postgres.js';
 import { fetchStatus, startServerProcess, waitForStatus } from '../../support/servers.js';
 import { runReprToEnd, spawnRepr, waitForLog, type WorkerProcess } from '../../support/spawn-server.js';
 import { tmpDir } from '../../support/tmp.js';
@@ -16,15 +16,6 @@ function nameStartingFirst(n: number): string {
     const name = `failover-${process.pid}-${i}`;
     if (startingPoint(name) % n === 0) return name;
   }
-}
-
-/** A loopback port nothing listens on. */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
 }
 
 /** Processes whose command line holds `marker`, as /proc shows them. */
