@@ -14,6 +14,7 @@ import { reprRunBench } from './repr-run.js';
 import { startup } from './startup.js';
 import { tlsCost } from './tls.js';
 import { tracingCost } from './tracing.js';
+import { workerFailover } from './worker-failover.js';
 import type { Benchmark, BenchContext, Metric } from './types.js';
 
 /**
@@ -35,6 +36,7 @@ const BENCHMARKS: Benchmark[] = [
   tlsCost,
   metricsCost,
   tracingCost,
+  workerFailover,
 ];
 
 async function main(): Promise<void> {
