@@ -15,6 +15,7 @@ import { sharedAc } from './shared-ac.js';
 import { startup } from './startup.js';
 import { tlsCost } from './tls.js';
 import { tracingCost } from './tracing.js';
+import { workerFailover } from './worker-failover.js';
 import type { Benchmark, BenchContext, Metric } from './types.js';
 
 /**
@@ -37,6 +38,7 @@ const BENCHMARKS: Benchmark[] = [
   tlsCost,
   metricsCost,
   tracingCost,
+  workerFailover,
 ];
 
 async function main(): Promise<void> {

@@ -192,7 +192,7 @@ workerCommand.action(async (opts: Opts) => {
     throw failedPrecondition(`cannot run actions without a sandbox: ${(e as Error).message}`);
   }
   const worker = await Worker.start({
-    scheduler: config.scheduler,
+    schedulers: config.scheduler,
     ...(config.cas ? { cas: config.cas } : {}),
     name: config.name,
     executors: ex.executors,

@@ -215,9 +215,10 @@ export const serverFlags: readonly Flag<ServerConfig>[] = [
 /** `repr worker`'s flags, each over the field of the config file it overrides. */
 export const workerFlags: readonly Flag<WorkerConfig>[] = [
   {
-    flags: '-s, --scheduler <url>',
-    description: 'scheduler address, grpc://HOST:PORT or grpcs://HOST:PORT for TLS (required here or in the config file)',
-    kind: 'string',
+    flags: '-s, --scheduler <url...>',
+    description:
+      'scheduler address, grpc://HOST:PORT or grpcs://HOST:PORT for TLS (required here or in the config file); several (repeated, or separated by commas) share one queue: the worker takes work from one and moves to the next when it is lost',
+    kind: 'list',
     path: 'scheduler',
     required: true,
   },

@@ -10,10 +10,54 @@ import { byteSize, clientTls, grpcTarget, logFormat, logLevel, parseConfig, with
 
 const GiB = 1024 ** 3;
 
+const SCHEDULER_FORM = 'the scheduler to take work from, as grpc://host:port (several: a list, or separated by commas)';
+
+/**
+ * Every scheduler, each checked as a single one is. All grpcs:// or all
+ * grpc://: a worker that fell over from a TLS scheduler to a plaintext one
+ * would send its token and every action's inputs and outputs in the clear,
+ * and anyone able to make the TLS ones unreachable could make it do so.
+ */
+const schedulerList = z
+  .union([z.string(), z.array(z.string())], {
+    errorMap: (_issue, ctx) => ({
+      message: ctx.data === undefined ? `missing; ${SCHEDULER_FORM}` : `expected ${SCHEDULER_FORM}`,
+    }),
+  })
+  .transform((v, ctx) => {
+    const entries = (Array.isArray(v) ? v : [v]).flatMap((e) => e.split(',')).map((e) => e.trim());
+    if (entries.every((e) => e === '')) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `empty; ${SCHEDULER_FORM}` });
+      return z.NEVER;
+    }
+    const targets: string[] = [];
+    for (const entry of entries.filter((e) => e !== '')) {
+      const parsed = grpcTarget.safeParse(entry);
+      if (!parsed.success) {
+        for (const issue of parsed.error.issues) ctx.addIssue({ code: z.ZodIssueCode.custom, message: issue.message });
+        return z.NEVER;
+      }
+      if (!targets.includes(parsed.data)) targets.push(parsed.data);
+    }
+    const tls = targets.filter((t) => isTlsTarget(t));
+    if (tls.length > 0 && tls.length < targets.length) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        message: `mixes grpcs:// (${tls.join(', ')}) and plaintext (${targets.filter((t) => !isTlsTarget(t)).join(', ')}) schedulers; a worker falling over to a plaintext one would send its token and actions in the clear: make them all grpcs:// or all grpc://`,
+      });
+      return z.NEVER;
+    }
+    return targets;
+  });
+
 const workerSchema = z
   .object({
-    /** The scheduler: a repr server with execution enabled. */
-    scheduler: z.string({ required_error: 'missing; the scheduler to take work from, as grpc://host:port' }).pipe(grpcTarget),
+    /**
+     * The schedulers: repr servers with execution enabled, sharing their
+     * queue. One address, a list, or addresses separated by commas; a name
+     * may resolve to several. The worker takes work from one at a time.
+     */
+    scheduler: schedulerList,
     /** The CAS inputs come from and outputs go to, if not the scheduler's. */
     cas: grpcTarget.optional(),
     /**
@@ -86,7 +130,7 @@ export function compileWorkerConfig(input: unknown): WorkerConfig {
   const token = c.token ?? (process.env.REPR_TOKEN || undefined);
   // Given here or by flag, TLS settings that no channel would use are a mistake;
   // from the environment they are defaults for whichever channel is grpcs://.
-  if (c.tls && !isTlsTarget(c.scheduler) && !(c.cas && isTlsTarget(c.cas))) {
+  if (c.tls && !isTlsTarget(c.scheduler[0]!) && !(c.cas && isTlsTarget(c.cas))) {
     throw invalidArgument('invalid configuration: tls is set, but neither scheduler nor cas is a grpcs:// address; use grpcs:// to dial with TLS');
   }
   const tls = withTlsEnv(c.tls);

@@ -1,7 +1,7 @@
 import type { Digest } from '../common/digest.js';
 import { Code, codeOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { DialOptions } from '../grpc/dial.js';
+import type { DialOptions, DialTls } from '../grpc/dial.js';
 import { type BlobStore, ForwardingBlobStore } from '../storage/blob-store.js';
 import { ReadCachingBlobStore } from '../storage/read-caching-store.js';
 import { RemoteBlobStore } from '../storage/remote-store.js';
@@ -79,11 +79,14 @@ export interface WorkerCasOptions extends DialOptions {
  */
 export class WorkerCas {
   private readonly stores = new Map<string, PrefetchingStore>();
+  private o: WorkerCasOptions;
 
   private constructor(
-    private readonly o: WorkerCasOptions,
+    o: WorkerCasOptions,
     private readonly local: BlobStore,
-  ) {}
+  ) {
+    this.o = o;
+  }
 
   static async open(o: WorkerCasOptions): Promise<WorkerCas> {
     // Verified on the way in: a corrupt or lying remote must not poison the
@@ -107,6 +110,20 @@ export class WorkerCas {
       this.stores.set(instanceName, s);
     }
     return s;
+  }
+
+  /**
+   * Sends later fetches and uploads to another CAS (that of the scheduler a
+   * worker moved to), keeping the local cache: a blob is the same wherever
+   * it came from. Only between actions: stores handed out before are closed.
+   */
+  async retarget(target: string, tls?: DialTls): Promise<void> {
+    if (target === this.o.target) return;
+    const { tls: _old, ...rest } = this.o;
+    this.o = { ...rest, target, ...(tls ? { tls } : {}) };
+    const stale = [...this.stores.values()];
+    this.stores.clear();
+    for (const s of stale) await s.close();
   }
 
   async close(): Promise<void> {

@@ -9,9 +9,8 @@ import { type Lease, type RunLease, type SchedulerMessage, type WorkerMessage, W
 import { RunFinished } from '../proto/repr/run/v1/run.js';
 import { PendingQueries } from '../executor/pending-queries.js';
 import { failureReason, isConnectFailure } from '../grpc/connect-failure.js';
-import { type DialTls, dial, isTlsTarget, normalizeTarget, tlsFor } from '../grpc/dial.js';
+import { type DialTls, dial, isTlsTarget, normalizeTarget } from '../grpc/dial.js';
 import { http1StatusLine } from '../grpc/http1-probe.js';
-import { Backoff } from '../common/backoff.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { InputLimits } from './input-root.js';
 import { createExecutors } from './create-executors.js';
@@ -22,6 +21,8 @@ import { claimWorkerDir, removeStaleWorkerDirs } from './worker-dir.js';
 import type { DirLock } from '../common/dir-lock.js';
 import type { RunHost } from '../executor/run-host.js';
 import { extractTraceContext, recordGetter } from '../common/tracing.js';
+import { endpointTls, type ResolveHost, resolveSchedulers, type SchedulerEndpoint } from './scheduler-endpoints.js';
+import { type AttemptEnd, SchedulerRotation, startingPoint } from './scheduler-rotation.js';
 
 export interface WorkerOptions {
   /**
@@ -29,10 +30,15 @@ export interface WorkerOptions {
    * scheduler, another worker took its name); the worker has stopped by then. Without it the worker just stops.
    */
   onFatal?: (err: ReprError) => void;
-  /** grpc://host:port or grpcs://host:port of the scheduler. */
-  scheduler: string;
-  /** grpc://host:port or grpcs://host:port of the CAS, if not the scheduler's. */
+  /**
+   * grpc://host:port or grpcs://host:port of each scheduler the worker may
+   * take work from (see SchedulerRotation); a name may resolve to several.
+   */
+  schedulers: readonly string[];
+  /** grpc://host:port or grpcs://host:port of the CAS, if not that of the scheduler the worker is connected to. */
   cas?: string;
+  /** How scheduler names become addresses; default the system's resolver (as getaddrinfo sees /etc/hosts and DNS). */
+  resolveHost?: ResolveHost;
   /** How grpcs:// channels (scheduler, CAS) check the server and show this worker. */
   tls?: DialTls;
   /** Unique among the scheduler's workers; stable across reconnects. */
@@ -63,7 +69,7 @@ export interface WorkerOptions {
   runWrites?: 'overlay' | 'fuse';
   /** Timestamps, deadlines and retry delays; default the system clock. */
   clock?: Clock;
-  /** Spreads retry delays (see Backoff); default Math.random. */
+  /** Spreads retry delays (see SchedulerRotation); default Math.random. */
   random?: () => number;
 }
 
@@ -79,24 +85,23 @@ interface HeldLease {
 /** How often a running worker marks its directory as in use: far below any sensible staleDays. */
 const TOUCH_EVERY_MS = 60 * 60 * 1000;
 
-/** The longest wait between attempts to reach the scheduler: how late a worker may notice it is back. */
-const RETRY_CAP_MS = 30_000;
-/** Credentials refused: no retry sooner than this. */
-const CREDENTIALS_RETRY_MS = 30_000;
-
 const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
 
 const sleep = (clock: Clock, ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
 
 /**
- * `repr worker`: keeps a stream open to the scheduler, carries out the
- * leases it is sent (actions to execute, `repr run`s) with sandboxed
+ * `repr worker`: keeps a stream open to one scheduler of its list, carries
+ * out the leases it is sent (actions to execute, `repr run`s) with sandboxed
  * executors, and sends results back. When the stream breaks, the scheduler
- * has already taken back every lease, so the worker abandons what it holds
- * (a result sent later would be ignored anyway) and reconnects with backoff.
+ * side has already taken back every lease (or, with shared state, the other
+ * schedulers will), so the worker abandons what it holds: a result is only
+ * meaningful on the stream whose lease id it carries, and another scheduler
+ * would not know that id. It then connects to the next scheduler of the
+ * list (see SchedulerRotation).
  */
 export class Worker {
-  private readonly client: InstanceType<typeof WorkersClient>;
+  /** The channel of the stream open now, if any. */
+  private client?: InstanceType<typeof WorkersClient>;
   private readonly idle: ExecutorSlot[];
   /** Questions of running `repr run`s waiting for the client's answer, by lease. */
   private readonly runQueries = new Map<string, PendingQueries>();
@@ -114,11 +119,6 @@ export class Worker {
     private readonly cas: WorkerCas,
     private readonly lock?: DirLock,
   ) {
-    // A scheduler that vanished without closing the connection (a cut
-    // cable, a frozen VM) is noticed by these pings, not by TCP minutes later.
-    const tls = tlsFor(o.scheduler, o.tls);
-    const scheduler = dial(o.scheduler, { token: o.token, keepaliveMs: 20_000, keepaliveTimeoutMs: 10_000, ...(tls ? { tls } : {}) });
-    this.client = new WorkersClient(scheduler.address, scheduler.credentials, scheduler.options);
     this.clock = o.clock ?? systemClock;
     this.idle = createExecutors({
       count: o.executors,
@@ -151,9 +151,10 @@ export class Worker {
       const clock = o.clock ?? systemClock;
       if (o.staleSweep && o.dataDir !== undefined) removeStaleWorkerDirs({ ...o.staleSweep, own: o.dataDir, now: clock.now(), log: o.log });
       rmSync(o.workDir, { recursive: true, force: true }); // leftovers of a crash
-      const target = o.cas ?? o.scheduler;
-      const tls = tlsFor(target, o.tls);
-      const cas = await WorkerCas.open({ target, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, token: o.token, ...(tls ? { tls } : {}) });
+      // Unreadable TLS files are a mistake to report now, not a scheduler to retry.
+      for (const target of o.schedulers) dial(target, endpointTls(target, o.tls));
+      const target = o.cas ?? o.schedulers[0]!;
+      const cas = await WorkerCas.open({ target, cacheDir: o.cacheDir, cacheBytes: o.cacheBytes, log: o.log, token: o.token, ...endpointTls(target, o.tls) });
       const w = new Worker(o, cas, lock);
       void w.loop();
       return w;
@@ -164,65 +165,85 @@ export class Worker {
   }
 
   private async loop(): Promise<void> {
-    const backoff = new Backoff({ initialMs: 250, maxMs: RETRY_CAP_MS, ...(this.o.random ? { random: this.o.random } : {}) });
+    const rotation = new SchedulerRotation({ start: startingPoint(this.o.name), ...(this.o.random ? { random: this.o.random } : {}) });
+    let endpoints = await this.resolve();
+    let endpoint = rotation.next(endpoints);
     while (!this.stopping) {
       // Executors still winding down abandoned leases must be free before
       // registering again, or the scheduler would lease them at once.
       await Promise.all([...this.leases.values()].map((r) => r.done));
-      const { reason, code, registered } = await this.session();
+      // The inputs of an action are where its scheduler's clients put them.
+      if (this.o.cas === undefined) await this.cas.retarget(endpoint.target, endpointTls(endpoint.target, this.o.tls, endpoint.serverName).tls);
+      const { reason, code, registered } = await this.session(endpoint);
       if (this.stopping) break;
-      const fatal = await this.fatal(reason, code);
-      if (fatal) {
-        this.o.log.error({ reason }, fatal.message);
-        this.stopping = true;
-        this.o.onFatal?.(fatal);
-        break;
-      }
-      if (registered) backoff.reset();
-      let delay = backoff.next();
-      const at = this.o.scheduler;
-      if (code === Code.PERMISSION_DENIED || code === Code.UNAUTHENTICATED) {
-        // Not fatal: the fix is on the scheduler's side (a grant, a token
-        // added to its tokens file) and takes effect when it restarts, so a
-        // fleet of workers should not have to be restarted after it. But no
-        // sooner than this: nothing changes until an operator acts.
-        delay = Math.max(delay, CREDENTIALS_RETRY_MS);
-        this.o.log.error(
-          { reason, retryInMs: delay },
-          `the scheduler at ${at} refused this worker's credentials (${reason}); a worker's principal needs the worker role on every instance (e.g. --auth-grant NAME=worker on the scheduler); retrying in ${seconds(delay)}`,
+      const at = endpoint.label;
+      if (code === Code.ALREADY_EXISTS) {
+        // Another process runs under this name: taking work elsewhere would leave two workers fighting over one name.
+        return this.giveUp(
+          reason,
+          new ReprError(
+            Code.ALREADY_EXISTS,
+            `another worker connected to ${at} under this worker's name ${JSON.stringify(this.o.name)} and took its place (${reason}); give each worker its own --name`,
+          ),
         );
-      } else if (registered) {
-        this.o.log.warn({ reason, retryInMs: delay }, `lost the scheduler at ${at} (${reason}); reconnecting in ${seconds(delay)}`);
-      } else {
-        // A connection failure explained already reads "cannot reach URL: why; what to do".
-        const why = reason.startsWith('cannot reach ') ? reason : `cannot reach the scheduler at ${at} (${reason})`;
-        this.o.log.warn({ reason, retryInMs: delay }, `${why}; retrying in ${seconds(delay)}`);
       }
-      await sleep(this.clock, delay);
+      const notScheduler = await this.notScheduler(endpoint, reason, code);
+      const credentials = code === Code.PERMISSION_DENIED || code === Code.UNAUTHENTICATED;
+      const end: AttemptEnd = notScheduler ? 'not-a-scheduler' : credentials ? 'credentials' : registered ? 'lost' : 'unreachable';
+      const why =
+        notScheduler ??
+        (credentials
+          ? `the scheduler at ${at} refused this worker's credentials (${reason}); a worker's principal needs the worker role on every instance (e.g. --auth-grant NAME=worker on the scheduler)`
+          : registered
+            ? `lost the scheduler at ${at} (${reason})`
+            : // A connection failure explained already reads "cannot reach URL: why; what to do".
+              reason.startsWith('cannot reach ')
+              ? reason
+              : `cannot reach the scheduler at ${at} (${reason})`);
+      const several = endpoints.length > 1;
+      const log = (fields: Record<string, unknown>, msg: string) =>
+        end === 'credentials' || end === 'not-a-scheduler' ? this.o.log.error(fields, msg) : this.o.log.warn(fields, msg);
+      const verdict = rotation.ended(end, registered);
+      if (verdict.next === 'never') {
+        const list = verdict.tried.join(', ');
+        return this.giveUp(reason, new ReprError(Code.FAILED_PRECONDITION, several ? `none of ${list} is a repr scheduler; the last: ${why}` : why));
+      }
+      if (verdict.next === 'later') {
+        const { delayMs } = verdict;
+        const round = several ? `; none of ${verdict.tried.join(', ')} took this worker` : '';
+        log({ reason, retryInMs: delayMs }, `${why}${round}; ${end === 'lost' && !several ? 'reconnecting' : 'retrying'} in ${seconds(delayMs)}`);
+        await sleep(this.clock, delayMs);
+      }
+      endpoints = await this.resolve();
+      endpoint = rotation.next(endpoints);
+      if (verdict.next === 'now') log({ reason, next: endpoint.target }, `${why}; connecting to ${endpoint.label}`);
     }
   }
 
+  private resolve(): Promise<SchedulerEndpoint[]> {
+    return resolveSchedulers(this.o.schedulers, this.o.resolveHost);
+  }
+
+  private giveUp(reason: string, fatal: ReprError): void {
+    this.o.log.error({ reason }, fatal.message);
+    this.stopping = true;
+    this.o.onFatal?.(fatal);
+  }
+
   /**
-   * Whether a session's end means no retry can succeed: the target is not
-   * a repr scheduler, or another live worker took this one's name.
+   * Why a session's end means that `endpoint` is no repr scheduler and
+   * never will be (a cache-only server, a web server), or undefined.
    */
-  private async fatal(reason: string, code: number | undefined): Promise<ReprError | undefined> {
-    const at = this.o.scheduler;
-    const notScheduler = (what: string) =>
-      new ReprError(Code.FAILED_PRECONDITION, `${at} is not a repr scheduler: ${what} (${reason}); point --scheduler at a repr server with execution enabled`);
+  private async notScheduler(endpoint: SchedulerEndpoint, reason: string, code: number | undefined): Promise<string | undefined> {
+    const at = endpoint.label;
+    const notScheduler = (what: string) => `${at} is not a repr scheduler: ${what} (${reason}); point --scheduler at a repr server with execution enabled`;
     if (code === Code.UNIMPLEMENTED) {
       // A cache-only repr server, another REAPI server, or an HTTP/2 server (grpc-js reads its 404 as UNIMPLEMENTED).
       return notScheduler('it does not serve the worker protocol (a cache-only server, another REAPI server, or not gRPC)');
     }
-    if (code === Code.ALREADY_EXISTS) {
-      return new ReprError(
-        Code.ALREADY_EXISTS,
-        `another worker connected to ${at} under this worker's name ${JSON.stringify(this.o.name)} and took its place (${reason}); give each worker its own --name`,
-      );
-    }
-    if (code === Code.UNAVAILABLE && /Protocol error/.test(reason) && !isTlsTarget(at)) {
+    if (code === Code.UNAVAILABLE && /Protocol error/.test(reason) && !isTlsTarget(endpoint.target)) {
       // What grpc-js says of an HTTP/1 server; a web server at that address will not turn into a scheduler.
-      const { hostname, port } = new URL(normalizeTarget(at)!.replace(/^grpc:/, 'http:'));
+      const { hostname, port } = new URL(normalizeTarget(endpoint.target)!.replace(/^grpc:/, 'http:'));
       const line = await http1StatusLine(hostname.replace(/^\[(.*)\]$/, '$1'), Number(port));
       if (line) return notScheduler(`an HTTP/1 server answered "${line}"`);
     }
@@ -230,9 +251,26 @@ export class Worker {
   }
 
   /** One stream's life; resolves with why it ended, the gRPC code if a status ended it, and whether the scheduler took the worker. */
-  private session(): Promise<{ reason: string; code?: number; registered: boolean }> {
+  private session(endpoint: SchedulerEndpoint): Promise<{ reason: string; code?: number; registered: boolean }> {
     return new Promise((resolve) => {
-      const call = this.client.connect();
+      let client: InstanceType<typeof WorkersClient>;
+      try {
+        // A scheduler that vanished without closing the connection (a cut
+        // cable, a frozen VM) is noticed by these pings, not by TCP minutes later.
+        const d = dial(endpoint.target, {
+          token: this.o.token,
+          keepaliveMs: 20_000,
+          keepaliveTimeoutMs: 10_000,
+          ...endpointTls(endpoint.target, this.o.tls, endpoint.serverName),
+        });
+        client = new WorkersClient(d.address, d.credentials, d.options);
+      } catch (e) {
+        // TLS files unreadable since the start (mid-rotation, say): retried like an unreachable scheduler.
+        resolve({ reason: (e as Error).message, registered: false });
+        return;
+      }
+      this.client = client;
+      const call = client.connect();
       this.call = call;
       let beat: NodeJS.Timeout | undefined;
       let ended = false;
@@ -242,6 +280,8 @@ export class Worker {
         ended = true;
         clearInterval(beat);
         if (this.call === call) this.call = undefined;
+        if (this.client === client) this.client = undefined;
+        client.close();
         // The scheduler re-queued these already; finishing them would be wasted work.
         for (const r of this.leases.values()) {
           r.returned = true;
@@ -256,7 +296,8 @@ export class Worker {
           const ms = toMillis(d) || 1000;
           clearInterval(beat);
           beat = setInterval(() => this.send(call, { heartbeat: {} }), Math.max(20, ms));
-          this.o.log.info({ scheduler: this.o.scheduler, heartbeatMs: ms }, 'registered with the scheduler');
+          const via = endpoint.label === endpoint.target ? {} : { via: endpoint.label };
+          this.o.log.info({ scheduler: endpoint.target, ...via, heartbeatMs: ms }, 'registered with the scheduler');
           if (this.stopping) this.send(call, { drain: {} });
         } else if (m.lease) {
           this.startLease(call, m.lease);
@@ -423,7 +464,7 @@ export class Worker {
           call.end();
         });
       }
-      this.client.close();
+      this.client?.close();
       await this.cas.close();
       this.cancelTouch();
       this.lock?.release();

@@ -12,7 +12,7 @@ function sample<C>(flag: Flag<C>): unknown {
     '--log-level': 'debug',
     '--log-format': 'pretty',
     '--run-writes': 'fuse',
-    '--scheduler': 'grpc://sched:1',
+    '--scheduler': ['grpc://sched:1', 'sched:2'],
     '--cas': 'cas:2',
     '--auth-tokens-file': '/etc/repr/tokens',
     '--tls-cert': '/etc/repr/cert.pem',
@@ -77,7 +77,8 @@ describe('config flags', () => {
         const config = compile(overlayFlags({ ...base, ...baseFor(flagName(flag)) }, [flag], () => value));
         const expected = flag.toConfig ? flag.toConfig(value as never) : value;
         const got = get(config, flag.path);
-        if (flag.path === 'cas' || flag.path === 'scheduler') assert.match(String(got), /^grpcs?:\/\//, flagName(flag));
+        if (flag.path === 'cas') assert.match(String(got), /^grpcs?:\/\//, flagName(flag));
+        else if (flag.path === 'scheduler') assert.deepEqual(got, ['grpc://sched:1', 'grpc://sched:2'], flagName(flag));
         else assert.deepEqual(got, expected, flagName(flag));
       }
     });

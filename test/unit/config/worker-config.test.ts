@@ -28,7 +28,7 @@ function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T): T {
 describe('compileWorkerConfig', () => {
   it('accepts the example config, which shows every field', () => {
     const c = compileWorkerConfig(loadConfigFile(path.join(REPO_ROOT, 'examples', 'worker.json')));
-    assert.equal(c.scheduler, 'grpcs://scheduler.example.com:8980');
+    assert.deepEqual(c.scheduler, ['grpcs://scheduler.example.com:8980']);
     assert.equal(c.cas, 'grpcs://cas.example.com:8980');
     assert.equal(c.tls?.certFile, '/etc/repr/tls/worker-1.pem');
     assert.equal(c.name, 'worker-1');
@@ -42,7 +42,7 @@ describe('compileWorkerConfig', () => {
 
   it('fills in every default from one place, the same as the server for what executors share', () => {
     const c = withEnv({ REPR_DATA_DIR: '/data', REPR_TOKEN: undefined }, () => compileWorkerConfig({ scheduler: 'sched:8980', name: 'w 1' }));
-    assert.equal(c.scheduler, 'grpc://sched:8980');
+    assert.deepEqual(c.scheduler, ['grpc://sched:8980']);
     assert.equal(c.cas, undefined);
     assert.equal(c.token, undefined);
     assert.equal(c.dataDir, '/data/workers/w_1');
@@ -96,14 +96,14 @@ describe('compileWorkerConfig', () => {
   it('dials grpcs:// with the TLS files given, each falling back to $REPR_TLS_CA, $REPR_TLS_CERT, $REPR_TLS_KEY', () => {
     const env = { REPR_TLS_CA: '/env/ca.pem', REPR_TLS_CERT: '/env/cert.pem', REPR_TLS_KEY: '/env/key.pem' };
     const given = withEnv(env, () => compileWorkerConfig({ scheduler: 'grpcs://s:1', tls: { caFile: '/etc/ca.pem' } }));
-    assert.equal(given.scheduler, 'grpcs://s:1');
+    assert.deepEqual(given.scheduler, ['grpcs://s:1']);
     assert.deepEqual(given.tls, { caFile: '/etc/ca.pem', certFile: '/env/cert.pem', keyFile: '/env/key.pem' });
     const none = withEnv({ REPR_TLS_CA: undefined, REPR_TLS_CERT: undefined, REPR_TLS_KEY: undefined }, () =>
       compileWorkerConfig({ scheduler: 'grpcs://s:1' }),
     );
     assert.equal(none.tls, undefined, "no files: Node's roots, no client certificate");
     // The environment holds defaults for grpcs:// channels; a plaintext worker is not refused for them.
-    assert.equal(withEnv(env, () => compileWorkerConfig({ scheduler: 'grpc://s:1' })).scheduler, 'grpc://s:1');
+    assert.deepEqual(withEnv(env, () => compileWorkerConfig({ scheduler: 'grpc://s:1' })).scheduler, ['grpc://s:1']);
     assert.equal(compileWorkerConfig({ scheduler: 'grpc://s:1', cas: 'grpcs://c:2', tls: { caFile: '/ca' } }).tls?.caFile, '/ca');
   });
 
@@ -121,5 +121,24 @@ describe('compileWorkerConfig', () => {
     refused({ scheduler: 's:1', execution: { maxInputNodes: 0 } }, /execution\.maxInputNodes/);
     refused({ scheduler: 'grpc://s:1', tls: { caFile: '/ca.pem' } }, /tls is set, but neither scheduler nor cas is a grpcs:\/\/ address/);
     refused({ scheduler: 'grpcs://s:1', tls: { keyFile: '/k.pem' } }, /tls: a client certificate needs both certFile and keyFile/);
+  });
+
+  it('takes several schedulers as a list or separated by commas, each checked as one is, all TLS or all plaintext', () => {
+    const schedulers = (scheduler: unknown) => compileWorkerConfig({ scheduler }).scheduler;
+    assert.deepEqual(schedulers('a:1, grpc://b:2,,'), ['grpc://a:1', 'grpc://b:2']);
+    assert.deepEqual(schedulers(['a:1', 'b:2,c:3']), ['grpc://a:1', 'grpc://b:2', 'grpc://c:3']);
+    assert.deepEqual(schedulers(['grpcs://a:1', 'GRPCS://b:2']), ['grpcs://a:1', 'grpcs://b:2']);
+    assert.deepEqual(schedulers(['a:1', 'grpc://a:1']), ['grpc://a:1'], 'one scheduler written twice is tried once');
+    const refused = (scheduler: unknown, pattern: RegExp) =>
+      assert.throws(
+        () => compileWorkerConfig({ scheduler }),
+        (e: unknown) => codeOf(e) === Code.INVALID_ARGUMENT && pattern.test((e as Error).message),
+      );
+    refused(['a:1', 'http://b:2'], /scheduler: "http:\/\/b:2": unsupported scheme http/);
+    refused('a:1,nope', /scheduler: "nope" is not a server address/);
+    refused([], /scheduler: empty; the scheduler to take work from/);
+    refused(' , ', /scheduler: empty/);
+    refused(8980, /scheduler: expected the scheduler to take work from, as grpc:\/\/host:port/);
+    refused(['grpcs://a:1', 'grpc://b:2'], /scheduler: mixes grpcs:\/\/ \(grpcs:\/\/a:1\) and plaintext \(grpc:\/\/b:2\) schedulers; .*in the clear/);
   });
 });
