@@ -50,10 +50,32 @@ function ago(ts: { seconds: number; nanos: number } | undefined, now: number): s
   return s < 120 ? `${s.toFixed(1)}s ago` : `${Math.round(s / 60)}m ago`;
 }
 
-/** A human-readable table of a status. */
+/**
+ * The schedulers sharing state, one line each, then the shared queue. The
+ * heartbeat is the time each last wrote its figures (workers, executors),
+ * so those figures are that old.
+ */
+function schedulerLines(s: GetStatusResponse, now: number): string[] {
+  const lines = [`${'SCHEDULER'.padEnd(22)} ${'HEARTBEAT'.padEnd(11)} ${'WORKERS'.padStart(7)} ${'BUSY/EXEC'.padStart(9)}`];
+  for (const p of s.schedulers) {
+    const load = `${p.busyExecutors}/${p.executors}`;
+    lines.push(
+      `${p.address.padEnd(22)} ${ago(p.lastHeartbeat, now).padEnd(11)} ${String(p.workers).padStart(7)} ${load.padStart(9)}${p.self ? '  (this one)' : ''}`,
+    );
+  }
+  lines.push('', `queued (all schedulers) ${s.queued}`);
+  return lines;
+}
+
+/**
+ * A human-readable table of a status. A scheduler that shares state starts
+ * with every scheduler and the shared queue; what follows is its own.
+ */
 export function formatStatus(s: GetStatusResponse, now = systemClock.now()): string {
+  const shared = s.schedulers.length > 0;
+  const totals = `executing ${s.executing}  completed ${s.completed}  requeued ${s.requeued}  stale results ${s.staleResults}`;
   const lines = [
-    `queued ${s.queued}  executing ${s.executing}  completed ${s.completed}  requeued ${s.requeued}  stale results ${s.staleResults}`,
+    ...(shared ? [...schedulerLines(s, now), `this scheduler: ${totals}`] : [`queued ${s.queued}  ${totals}`]),
     '',
     `${'WORKER'.padEnd(32)} ${'ADDRESS'.padEnd(22)} ${'PRINCIPAL'.padEnd(16)} ${'EXEC'.padStart(4)} ${'BUSY'.padStart(4)} ${'DONE'.padStart(6)}  ${'HEARTBEAT'.padEnd(11)} PROPERTIES`,
   ];

@@ -49,7 +49,30 @@ export function registerSchedulerMetrics(registry: Registry, scheduler: Schedule
         this.inc(value());
       },
     });
-  gauge('repr_scheduler_queued_actions', 'Actions waiting for an executor', () => scheduler.queueDepth);
+  // Schedulers sharing state each export their own series; Prometheus tells
+  // them apart by the `instance` label it adds to every target it scrapes, so
+  // no scheduler id label (a new value at every restart) is added here. The
+  // queue is the exception: every scheduler reports the same shared queue, so
+  // aggregate it with max(), not sum().
+  gauge(
+    'repr_scheduler_queued_actions',
+    "Actions waiting for an executor; when schedulers share state, the shared queue (every scheduler's, as of this one's last heartbeat)",
+    () => scheduler.queueDepth,
+  );
+  new Gauge({
+    name: 'repr_scheduler_peers',
+    help: "Live schedulers sharing this one's state, itself included: 1 for a scheduler that shares nothing, 0 while the shared state cannot be read",
+    registers,
+    async collect() {
+      // A scheduler alone is a farm of one, so `repr_scheduler_peers < N` alerts the same whether or not state is shared.
+      this.set(
+        await scheduler.peers().then(
+          (p) => p.length || 1,
+          () => 0,
+        ),
+      );
+    },
+  });
   gauge('repr_scheduler_busy_executors', 'Executors executing an action or held for a repr run', () => scheduler.busyExecutors);
   gauge('repr_scheduler_executors', 'Executors connected (built-in and workers)', () => groups().reduce((n, g) => n + (g.draining ? 0 : g.slots.length), 0));
   gauge('repr_scheduler_workers', 'Worker groups connected (the built-in executors count as one)', () => groups().length);

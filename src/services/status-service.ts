@@ -6,7 +6,11 @@ import { unary } from '../grpc/handlers.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { WorkerGroup } from '../executor/executor-slot.js';
 
-/** Answers `repr status`: the workers the scheduler has, what they are busy with, and its queue. */
+/**
+ * Answers `repr status`: the workers the scheduler has, what they are busy
+ * with, and its queue; when schedulers share state, every live one of them
+ * and the shared queue.
+ */
 export class StatusServiceImpl {
   constructor(
     private readonly scheduler: Scheduler,
@@ -15,7 +19,9 @@ export class StatusServiceImpl {
     private readonly log: Logger,
   ) {}
 
-  status(): GetStatusResponse {
+  async status(): Promise<GetStatusResponse> {
+    // Awaited first, so the local figures below are read together after it; an unreadable database fails the call (UNAVAILABLE).
+    const peers = await this.scheduler.peers();
     const busy = this.scheduler.assignments();
     const completed = this.scheduler.completedByExecutor();
     const workers: WorkerStatus[] = this.groups().map((g) => ({
@@ -41,11 +47,21 @@ export class StatusServiceImpl {
       completed: c.completed,
       requeued: c.requeued,
       staleResults: c.staleResults,
+      schedulers: peers.map((p) => ({
+        id: p.id,
+        address: p.address,
+        started: toTimestamp(p.started),
+        lastHeartbeat: toTimestamp(p.lastHeartbeat),
+        workers: p.workers,
+        executors: p.executors,
+        busyExecutors: p.busyExecutors,
+        self: p.self,
+      })),
     };
   }
 
   handlers(): SchedulerStatusServer {
-    return { getStatus: unary(this.log, 'GetStatus', async () => this.status()) };
+    return { getStatus: unary(this.log, 'GetStatus', () => this.status()) };
   }
 
   static readonly definition = SchedulerStatusService;

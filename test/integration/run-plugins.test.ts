@@ -97,6 +97,8 @@ describe('repr run with plugins: token auth, telemetry sinks, file discovery', (
     assert.match(text, /repr_scheduler_executors 1\n/);
     assert.match(text, /repr_scheduler_busy_executors 0\n/);
     assert.match(text, /repr_scheduler_queued_actions 0\n/);
+    // A scheduler that shares no state is a farm of one.
+    assert.match(text, /repr_scheduler_peers 1\n/);
     // The JSON-lines sink writes in the background.
     let lines: { argv: string[]; exitCode: number; queries: number }[] = [];
     for (let i = 0; i < 50 && lines.length < 2; i++) {

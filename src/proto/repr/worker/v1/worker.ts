@@ -206,6 +206,32 @@ export interface GetStatusResponse {
   requeued: number;
   /** Results that arrived for leases the scheduler had already taken back. */
   staleResults: number;
+  /**
+   * Every live scheduler sharing this one's state (--state), this one
+   * included; empty when the scheduler shares nothing. `queued` then counts
+   * the shared queue, every scheduler's waiting operations.
+   */
+  schedulers: SchedulerPeerStatus[];
+}
+
+/**
+ * A scheduler as the others see it in the shared state: the figures it wrote
+ * with its last heartbeat.
+ */
+export interface SchedulerPeerStatus {
+  id: string;
+  /** The address it told the others it listens on. */
+  address: string;
+  started: Timestamp | undefined;
+  lastHeartbeat:
+    | Timestamp
+    | undefined;
+  /** Worker groups connected to it (its built-in executors count as one). */
+  workers: number;
+  executors: number;
+  busyExecutors: number;
+  /** The scheduler that answered this status. */
+  self: boolean;
 }
 
 export interface WorkerStatus {
@@ -1451,7 +1477,7 @@ export const GetStatusRequest: MessageFns<GetStatusRequest> = {
 };
 
 function createBaseGetStatusResponse(): GetStatusResponse {
-  return { workers: [], queued: 0, executing: 0, completed: 0, requeued: 0, staleResults: 0 };
+  return { workers: [], queued: 0, executing: 0, completed: 0, requeued: 0, staleResults: 0, schedulers: [] };
 }
 
 export const GetStatusResponse: MessageFns<GetStatusResponse> = {
@@ -1473,6 +1499,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     if (message.staleResults !== 0) {
       writer.uint32(48).uint64(message.staleResults);
+    }
+    for (const v of message.schedulers) {
+      SchedulerPeerStatus.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -1538,6 +1567,14 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             message.staleResults = longToNumber(reader.uint64());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.schedulers.push(SchedulerPeerStatus.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1561,6 +1598,159 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     message.completed = object.completed ?? 0;
     message.requeued = object.requeued ?? 0;
     message.staleResults = object.staleResults ?? 0;
+    message.schedulers = object.schedulers?.map((e) => SchedulerPeerStatus.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSchedulerPeerStatus(): SchedulerPeerStatus {
+  return {
+    id: "",
+    address: "",
+    started: undefined,
+    lastHeartbeat: undefined,
+    workers: 0,
+    executors: 0,
+    busyExecutors: 0,
+    self: false,
+  };
+}
+
+export const SchedulerPeerStatus: MessageFns<SchedulerPeerStatus> = {
+  encode(message: SchedulerPeerStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    if (message.started !== undefined) {
+      Timestamp.encode(message.started, writer.uint32(26).fork()).join();
+    }
+    if (message.lastHeartbeat !== undefined) {
+      Timestamp.encode(message.lastHeartbeat, writer.uint32(34).fork()).join();
+    }
+    if (message.workers !== 0) {
+      writer.uint32(40).uint32(message.workers);
+    }
+    if (message.executors !== 0) {
+      writer.uint32(48).uint32(message.executors);
+    }
+    if (message.busyExecutors !== 0) {
+      writer.uint32(56).uint32(message.busyExecutors);
+    }
+    if (message.self !== false) {
+      writer.uint32(64).bool(message.self);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SchedulerPeerStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSchedulerPeerStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.started = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.lastHeartbeat = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.workers = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.executors = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.busyExecutors = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.self = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SchedulerPeerStatus>, I>>(base?: I): SchedulerPeerStatus {
+    return SchedulerPeerStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SchedulerPeerStatus>, I>>(object: I): SchedulerPeerStatus {
+    const message = createBaseSchedulerPeerStatus();
+    message.id = object.id ?? "";
+    message.address = object.address ?? "";
+    message.started = (object.started !== undefined && object.started !== null)
+      ? Timestamp.fromPartial(object.started)
+      : undefined;
+    message.lastHeartbeat = (object.lastHeartbeat !== undefined && object.lastHeartbeat !== null)
+      ? Timestamp.fromPartial(object.lastHeartbeat)
+      : undefined;
+    message.workers = object.workers ?? 0;
+    message.executors = object.executors ?? 0;
+    message.busyExecutors = object.busyExecutors ?? 0;
+    message.self = object.self ?? false;
     return message;
   },
 };
