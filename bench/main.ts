@@ -11,6 +11,7 @@ import { findMissing } from './find-missing.js';
 import { memory } from './memory.js';
 import { metricsCost } from './metrics.js';
 import { reprRunBench } from './repr-run.js';
+import { schedulers } from './schedulers.js';
 import { startup } from './startup.js';
 import { tlsCost } from './tls.js';
 import { tracingCost } from './tracing.js';
@@ -35,6 +36,7 @@ const BENCHMARKS: Benchmark[] = [
   tlsCost,
   metricsCost,
   tracingCost,
+  schedulers,
 ];
 
 async function main(): Promise<void> {
