@@ -19,8 +19,11 @@ interface Setup {
 
 interface Round {
   rate: number;
+  /** Execute latency with every executor busy: mostly waiting in line. */
   p50: number;
   p95: number;
+  /** Execute latency of a lone caller, executors idle: what scheduling adds to an action. */
+  loneP50: number;
   /** Per action: the servers' own CPU (ms), the database's CPU (ms) and its committed transactions. */
   serverCpu: number;
   dbCpu: number;
@@ -44,6 +47,7 @@ export const schedulers: Benchmark = {
     const count = ctx.quick ? 6 : 200;
     const callers = ctx.quick ? 4 : 8;
     const profiled = ctx.quick ? 4 : 100;
+    const lone = ctx.quick ? 3 : 30;
     // The durability SQLite's state has (WAL, synchronous=NORMAL): a commit is not waited on to reach the disk, a crash cannot corrupt.
     const db = await startPostgres({
       fsync: 'on',
@@ -78,10 +82,10 @@ export const schedulers: Benchmark = {
       for (let r = 0; r < rounds; r++) {
         for (const s of rotate(setups, r)) {
           const actions = await prepare(s, count, `round ${r}`);
-          const round = await measure(s, actions, callers, monitor, postmaster);
+          const round = await measure(s, actions, callers, monitor, postmaster, await prepare(s, lone, `lone ${r}`));
           results.get(s.key)!.push(round);
           ctx.log(
-            `round ${r + 1} ${s.label}: ${round.rate.toFixed(1)} actions/s, p50 ${round.p50.toFixed(1)} ms, p95 ${round.p95.toFixed(1)} ms; per action ${round.serverCpu.toFixed(1)} ms server CPU, ${round.dbCpu.toFixed(1)} ms database CPU, ${round.xacts.toFixed(1)} transactions`,
+            `round ${r + 1} ${s.label}: ${round.rate.toFixed(1)} actions/s, p50 ${round.p50.toFixed(1)} ms, p95 ${round.p95.toFixed(1)} ms, lone caller p50 ${round.loneP50.toFixed(1)} ms; per action ${round.serverCpu.toFixed(1)} ms server CPU, ${round.dbCpu.toFixed(1)} ms database CPU, ${round.xacts.toFixed(1)} transactions`,
           );
         }
       }
@@ -128,15 +132,19 @@ async function prepare(s: Setup, count: number, tag: string): Promise<Digest[]> 
   );
 }
 
-/** `callers` concurrent Execute calls, spread evenly over the setup's servers, until every action has completed. */
+/**
+ * `callers` concurrent Execute calls until every action has completed. Each
+ * caller keeps to one server, the callers split evenly among the setup's
+ * servers; a lone caller alternates between them.
+ */
 async function drive(s: Setup, actions: readonly Digest[], callers: number): Promise<{ wallMs: number; latencies: number[] }> {
   let next = 0;
   const latencies: number[] = [];
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: callers }, async (_, k) => {
-      const exec = s.execs[k % s.execs.length]!;
       for (let i = next++; i < actions.length; i = next++) {
+        const exec = s.execs[(callers === 1 ? i : k) % s.execs.length]!;
         const t = performance.now();
         const done = await exec.execute(actions[i]!, { skipCacheLookup: true });
         latencies.push(performance.now() - t);
@@ -154,7 +162,14 @@ function expectSuccess(done: Observed, label: string): void {
     throw new Error(`${label}: ${done.name} did not succeed: ${status?.message || `exit code ${done.response?.result?.exitCode}`}`);
 }
 
-async function measure(s: Setup, actions: readonly Digest[], callers: number, monitor: pg.Client, postmaster: number): Promise<Round> {
+async function measure(
+  s: Setup,
+  actions: readonly Digest[],
+  callers: number,
+  monitor: pg.Client,
+  postmaster: number,
+  loneActions: readonly Digest[],
+): Promise<Round> {
   await statsSettled();
   const cpu0 = serversCpu(s);
   const db0 = treeCpuMs(postmaster);
@@ -164,11 +179,13 @@ async function measure(s: Setup, actions: readonly Digest[], callers: number, mo
   const db1 = treeCpuMs(postmaster);
   await statsSettled();
   const x1 = await committed(monitor, s.database);
+  const { latencies: loneLatencies } = await drive(s, loneActions, 1);
   const n = actions.length;
   return {
     rate: n / (wallMs / 1000),
     p50: quantile(latencies, 0.5),
     p95: quantile(latencies, 0.95),
+    loneP50: quantile(loneLatencies, 0.5),
     serverCpu: (cpu1 - cpu0) / n,
     dbCpu: (db1 - db0) / n,
     xacts: (x1 - x0) / n,
@@ -249,23 +266,25 @@ function report(setups: readonly Setup[], results: Map<Setup['key'], Round[]>, s
     return [round(Math.min(...xs), digits), round(Math.max(...xs), digits)];
   };
   const metrics: Metric[] = [];
-  const figures: { what: string; unit: string; digits: number; f: (r: Round) => number; db?: boolean }[] = [
-    { what: 'throughput', unit: 'actions/s', digits: 1, f: (r) => r.rate },
-    { what: 'Execute p50', unit: 'ms', digits: 1, f: (r) => r.p50 },
-    { what: 'Execute p95', unit: 'ms', digits: 1, f: (r) => r.p95 },
-    { what: 'server CPU per action', unit: 'ms', digits: 1, f: (r) => r.serverCpu },
-    { what: 'database CPU per action', unit: 'ms', digits: 2, f: (r) => r.dbCpu, db: true },
-    { what: 'database transactions per action', unit: 'xacts', digits: 2, f: (r) => r.xacts, db: true },
+  // Against SQLite's figure; the database's CPU against its own while idle (the PostgreSQL schedulers' heartbeats) in the SQLite rounds.
+  const figures: { what: string; unit: string; digits: number; f: (r: Round) => number; baseline?: string; databaseOnly?: boolean }[] = [
+    { what: 'throughput', unit: 'actions/s', digits: 1, f: (r) => r.rate, baseline: 'SQLite' },
+    { what: 'Execute p50, executors busy', unit: 'ms', digits: 1, f: (r) => r.p50, baseline: 'SQLite' },
+    { what: 'Execute p95, executors busy', unit: 'ms', digits: 1, f: (r) => r.p95, baseline: 'SQLite' },
+    { what: 'Execute p50, lone caller', unit: 'ms', digits: 1, f: (r) => r.loneP50, baseline: 'SQLite' },
+    { what: 'server CPU per action', unit: 'ms', digits: 1, f: (r) => r.serverCpu, baseline: 'SQLite' },
+    { what: 'database CPU per action', unit: 'ms', digits: 2, f: (r) => r.dbCpu, baseline: 'idle during the SQLite rounds', databaseOnly: true },
+    { what: 'database transactions per action', unit: 'xacts', digits: 2, f: (r) => r.xacts, databaseOnly: true },
   ];
   for (const fig of figures) {
     for (const s of setups) {
-      if (fig.db && !s.database) continue;
-      const value = round(med(s.key, fig.f), fig.digits);
+      if (fig.databaseOnly && !s.database) continue;
+      const compared = fig.baseline && s.key !== 'sqlite';
       metrics.push({
-        name: `${s.label}: ${fig.what}${fig.db || s.key === 'sqlite' ? '' : ' (baseline: SQLite)'}`,
-        value,
+        name: `${s.label}: ${fig.what}${compared ? ` (baseline: ${fig.baseline})` : ''}`,
+        value: round(med(s.key, fig.f), fig.digits),
         unit: fig.unit,
-        ...(fig.db || s.key === 'sqlite' ? {} : { baseline: round(med('sqlite', fig.f), fig.digits) }),
+        ...(compared ? { baseline: round(med('sqlite', fig.f), fig.digits) } : {}),
         spread: spread(s.key, fig.f, fig.digits),
       });
     }
