@@ -26,6 +26,8 @@ interface Round {
   loneP50: number;
   /** Per action: the servers' own CPU (ms), the database's CPU (ms) and its committed transactions. */
   serverCpu: number;
+  /** The sandboxes' (bwrap and /bin/true, the servers' children). */
+  sandboxCpu: number;
   dbCpu: number;
   xacts: number;
 }
@@ -85,7 +87,7 @@ export const schedulers: Benchmark = {
           const round = await measure(s, actions, callers, monitor, postmaster, await prepare(s, lone, `lone ${r}`));
           results.get(s.key)!.push(round);
           ctx.log(
-            `round ${r + 1} ${s.label}: ${round.rate.toFixed(1)} actions/s, p50 ${round.p50.toFixed(1)} ms, p95 ${round.p95.toFixed(1)} ms, lone caller p50 ${round.loneP50.toFixed(1)} ms; per action ${round.serverCpu.toFixed(1)} ms server CPU, ${round.dbCpu.toFixed(1)} ms database CPU, ${round.xacts.toFixed(1)} transactions`,
+            `round ${r + 1} ${s.label}: ${round.rate.toFixed(1)} actions/s, p50 ${round.p50.toFixed(1)} ms, p95 ${round.p95.toFixed(1)} ms, lone caller p50 ${round.loneP50.toFixed(1)} ms; per action ${round.serverCpu.toFixed(1)} ms server CPU, ${round.sandboxCpu.toFixed(1)} ms sandbox CPU, ${round.dbCpu.toFixed(1)} ms database CPU, ${round.xacts.toFixed(1)} transactions`,
           );
         }
       }
@@ -186,7 +188,8 @@ async function measure(
     p50: quantile(latencies, 0.5),
     p95: quantile(latencies, 0.95),
     loneP50: quantile(loneLatencies, 0.5),
-    serverCpu: (cpu1 - cpu0) / n,
+    serverCpu: (cpu1.self - cpu0.self) / n,
+    sandboxCpu: (cpu1.children - cpu0.children) / n,
     dbCpu: (db1 - db0) / n,
     xacts: (x1 - x0) / n,
   };
@@ -232,8 +235,10 @@ function statsSettled(): Promise<void> {
   return new Promise((r) => setTimeout(r, 1100));
 }
 
-function serversCpu(s: Setup): number {
-  return s.servers.reduce((a, x) => a + processCpuMs(x.server.child.pid!).self, 0);
+function serversCpu(s: Setup): { self: number; children: number } {
+  return s.servers
+    .map((x) => processCpuMs(x.server.child.pid!))
+    .reduce((a, x) => ({ self: a.self + x.self, children: a.children + x.children }), { self: 0, children: 0 });
 }
 
 function parentOf(pid: number): number {
@@ -274,6 +279,8 @@ function report(setups: readonly Setup[], results: Map<Setup['key'], Round[]>, s
     { what: 'Execute p50, lone caller', unit: 'ms', digits: 1, f: (r) => r.loneP50, baseline: 'SQLite' },
     { what: 'server CPU per action', unit: 'ms', digits: 1, f: (r) => r.serverCpu, baseline: 'SQLite' },
     { what: 'database CPU per action', unit: 'ms', digits: 2, f: (r) => r.dbCpu, baseline: 'idle during the SQLite rounds', databaseOnly: true },
+    // What a machine that runs everything pays per action; SQLite's includes the idle database's share.
+    { what: 'all CPU per action (servers, sandboxes, database)', unit: 'ms', digits: 1, f: (r) => r.serverCpu + r.sandboxCpu + r.dbCpu, baseline: 'SQLite' },
     { what: 'database transactions per action', unit: 'xacts', digits: 2, f: (r) => r.xacts, databaseOnly: true },
   ];
   for (const fig of figures) {
@@ -286,6 +293,21 @@ function report(setups: readonly Setup[], results: Map<Setup['key'], Round[]>, s
         unit: fig.unit,
         ...(compared ? { baseline: round(med('sqlite', fig.f), fig.digits) } : {}),
         spread: spread(s.key, fig.f, fig.digits),
+      });
+    }
+  }
+  // The machine's load drifts between rounds; a ratio taken within each round drifts less than the ratio of the medians.
+  for (const [what, f] of [
+    ['throughput', (r: Round) => r.rate],
+    ['Execute p50, lone caller', (r: Round) => r.loneP50],
+  ] as const) {
+    for (const s of setups.filter((x) => x.key !== 'sqlite')) {
+      const ratios = results.get(s.key)!.map((r, i) => f(r) / f(results.get('sqlite')![i]!));
+      metrics.push({
+        name: `${s.label}: ${what}, ratio to SQLite in the same round (median of rounds)`,
+        value: round(median(ratios), 2),
+        unit: 'ratio',
+        spread: [round(Math.min(...ratios), 2), round(Math.max(...ratios), 2)],
       });
     }
   }
