@@ -1,8 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import pg from 'pg';
 import { ExecClient, type Observed, uploadAction } from '../src/client/execution-client.js';
-import type { Digest } from '../src/common/digest.js';
-import { digestString } from '../src/common/digest.js';
+import { type Digest, digestString } from '../src/common/digest.js';
 import { startPostgres } from '../support/postgres.js';
 import { type BenchServer, startBenchServer } from './server.js';
 import { median, processCpuMs, quantile, round } from './stats.js';
@@ -24,11 +23,11 @@ interface Round {
   p95: number;
   /** Execute latency of a lone caller, executors idle: what scheduling adds to an action. */
   loneP50: number;
-  /** Per action: the servers' own CPU (ms), the database's CPU (ms) and its committed transactions. */
+  /** Per action, ms of CPU: the servers' own, their sandboxes' (bwrap and the action, their children), the database's. */
   serverCpu: number;
-  /** The sandboxes' (bwrap and /bin/true, the servers' children). */
   sandboxCpu: number;
   dbCpu: number;
+  /** Per action: transactions the database committed, heartbeats included. */
   xacts: number;
 }
 
