@@ -11,6 +11,7 @@ import { findMissing } from './find-missing.js';
 import { memory } from './memory.js';
 import { metricsCost } from './metrics.js';
 import { reprRunBench } from './repr-run.js';
+import { schedulers } from './schedulers.js';
 import { sharedAc } from './shared-ac.js';
 import { startup } from './startup.js';
 import { tlsCost } from './tls.js';
@@ -39,6 +40,7 @@ const BENCHMARKS: Benchmark[] = [
   metricsCost,
   tracingCost,
   workerFailover,
+  schedulers,
 ];
 
 async function main(): Promise<void> {

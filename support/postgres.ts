@@ -44,7 +44,12 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function startPostgres(): Promise<PostgresServer> {
+/**
+ * `settings` are extra server settings (`-c NAME=VALUE`), after the test
+ * defaults so they override them: a benchmark wants fsync back on, or
+ * pg_stat_statements preloaded.
+ */
+export async function startPostgres(settings: Record<string, string> = {}): Promise<PostgresServer> {
   const bin = binDir();
   const asRoot = process.getuid?.() === 0;
   const run = (program: string, args: string[]) => {
@@ -57,7 +62,11 @@ export async function startPostgres(): Promise<PostgresServer> {
   run('initdb', ['-D', data, '-U', 'repr', '--auth=trust', '-E', 'UTF8', '--locale=C']);
   // A test database: durability buys nothing here, and fsync on a shared disk costs seconds.
   const port = await freePort();
-  const options = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`;
+  const options = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200${Object.entries(
+    settings,
+  )
+    .map(([k, v]) => ` -c ${k}=${v}`)
+    .join('')}`;
   run('pg_ctl', ['-D', data, '-l', path.join(dir, 'log'), '-o', options, '-w', '-t', '60', 'start']);
   let stopped = false;
   const stop = () => {
