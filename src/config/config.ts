@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import type { StoreConfig } from '../storage/store-config.js';
+import { postgresAcStore, type StoreConfig } from '../storage/store-config.js';
 import { authSchema } from '../grpc/auth-config.js';
 import { telemetrySinkSchema } from '../observability/telemetry-config.js';
 import { resolveTracing, type TracingConfig, tracingSchema } from '../observability/tracing-config.js';
@@ -130,6 +130,15 @@ export interface ServerConfig extends Omit<z.output<typeof serverSchema>, 'stora
   tracing?: TracingConfig;
 }
 
+/**
+ * Schedulers sharing a PostgreSQL database keep the action cache there too by
+ * default: every one of them must see every result, and the database is the
+ * one store they already share and operate.
+ */
+function defaultActionCache(stateUrl: string, dataDir: string): StoreConfig {
+  return stateUrl === 'sqlite' ? defaultAcStore(dataDir) : postgresAcStore(stateUrl);
+}
+
 /** Fills in defaults and validates; storage defaults live under `dataDir`. */
 export function compileServerConfig(input: unknown): ServerConfig {
   const c = parseConfig(serverSchema, input);
@@ -156,7 +165,7 @@ export function compileServerConfig(input: unknown): ServerConfig {
     ...(tracing ? { tracing } : {}),
     storage: {
       cas: c.storage.cas ? verifiedCas(c.storage.cas) : defaultCasStore(c.dataDir),
-      ac: c.storage.ac ?? defaultAcStore(c.dataDir),
+      ac: c.storage.ac ?? defaultActionCache(c.state.url, c.dataDir),
     },
   };
 }

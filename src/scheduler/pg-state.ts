@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { Code, ReprError } from '../common/errors.js';
+import { redactPostgresUrl } from '../storage/postgres-url.js';
 import type { Logger } from '../common/logger.js';
 import type { ExecutorCapabilities, Requirement } from '../executor/platform.js';
 import { ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
@@ -154,17 +155,6 @@ export interface SchedulerLoad {
   capabilities: readonly ExecutorCapabilities[];
 }
 
-/** `postgres://user:secret@host/db` as it may be logged: no password. */
-export function redactedUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(not a URL)';
-  }
-}
-
 const OPERATION_COLUMNS = 'name, instance_name, digest_function, action_hash, action_size, stage, response';
 
 function toRecord(r: Record<string, unknown>): OperationRecord {
@@ -192,7 +182,7 @@ export class PgState {
   static async open(url: string, log: Logger, poolSize = 10): Promise<PgState> {
     const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000 });
     // An idle connection the server drops must not take the process down.
-    pool.on('error', (e) => log.warn({ err: e, database: redactedUrl(url) }, 'lost an idle database connection'));
+    pool.on('error', (e) => log.warn({ err: e, database: redactPostgresUrl(url) }, 'lost an idle database connection'));
     const state = new PgState(pool, url, log);
     try {
       await state.migrate();
@@ -564,5 +554,5 @@ export class PgState {
 export function unavailable(url: string, e: unknown): ReprError {
   if (e instanceof ReprError) return e;
   const message = (e as Error).message || String(e);
-  return new ReprError(Code.UNAVAILABLE, `state database ${redactedUrl(url)}: ${message}`);
+  return new ReprError(Code.UNAVAILABLE, `state database ${redactPostgresUrl(url)}: ${message}`);
 }

@@ -4,7 +4,6 @@ import { Backoff } from '../common/backoff.js';
 import { type Clock, systemClock } from '../common/clock.js';
 import { type Digest, digestFunctionFromValue, digestString, makeDigest } from '../common/digest.js';
 import { Code, codeOf, toStatus } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
 import { childContext, endSpan, extractTraceContext, injectTraceContext, recordGetter, startSpan } from '../common/tracing.js';
 import { ExecutorLostError, type ExecutorSlot, type HeldExecutor } from '../executor/executor-slot.js';
 import { type ExecutorCapabilities, type Requirement, unmet } from '../executor/platform.js';
@@ -13,7 +12,8 @@ import { executionOutcome, noOutcomes, type OutcomeCounts } from './execution-ou
 import { type Assignment, ExecutorPool, unsatisfiable } from './executor-pool.js';
 import { mergeKey, type OperationState, type SubmitRequest } from './operation-book.js';
 import { instanceOfOperation, newOperationName } from './operation-name.js';
-import { CHANNELS, type Claimed, type OperationRecord, PgState, redactedUrl } from './pg-state.js';
+import { CHANNELS, type Claimed, type OperationRecord, PgState } from './pg-state.js';
+import { redactPostgresUrl } from '../storage/postgres-url.js';
 import { ResultCache } from './result-cache.js';
 import { RunLine } from './run-line.js';
 import type { Scheduler, SchedulerCounters, SchedulerOptions, SchedulerPeer } from './scheduler.js';
@@ -100,7 +100,7 @@ export class SharedScheduler implements Scheduler {
       await state.close();
       throw e;
     }
-    o.log.info({ scheduler: s.id, database: redactedUrl(o.url), expiryMs: s.expiryMs }, 'joined the schedulers sharing the database');
+    o.log.info({ scheduler: s.id, database: redactPostgresUrl(o.url), expiryMs: s.expiryMs }, 'joined the schedulers sharing the database');
     return s;
   }
 

@@ -17,6 +17,19 @@ it('npm run bench -- --quick runs every benchmark and writes results-quick.json'
     results: Record<string, unknown[]>;
   };
   assert.equal(results.quick, true);
-  for (const name of ['bytestream', 'find-missing', 'ac-hit', 'shared-ac', 'execute-trivial', 'dispatch', 'repr-run', 'memory', 'bazel', 'startup', 'metrics', 'schedulers'])
+  for (const name of [
+    'bytestream',
+    'find-missing',
+    'ac-hit',
+    'shared-ac',
+    'execute-trivial',
+    'dispatch',
+    'repr-run',
+    'memory',
+    'bazel',
+    'startup',
+    'metrics',
+    'schedulers',
+  ])
     assert.ok(results.results[name]?.length, `${name} reported metrics`);
 });

@@ -92,6 +92,14 @@ it('takes a postgres store for the action cache, checking its URL and table with
   assert.throws(() => ac({ url: 'postgres://db/repr', table: 'Results; DROP' }), /storage\.ac\.table: must be a plain lower-case identifier/);
 });
 
+it('keeps the action cache in the shared database when the state is there, unless storage.ac says otherwise', () => {
+  const url = 'postgres://repr@db:5432/repr';
+  assert.deepEqual(compileServerConfig({ state: { url } }).storage.ac, postgresAcStore(url));
+  assert.equal(compileServerConfig({ dataDir: '/d' }).storage.ac.type, 'read-caching', 'one scheduler on SQLite keeps it on disk');
+  const memory = { type: 'memory', limitBytes: 2 ** 20 };
+  assert.deepEqual(compileServerConfig({ state: { url }, storage: { ac: memory } }).storage.ac, memory);
+});
+
 it('refuses a postgres store for the CAS, saying what to use instead', () => {
   const postgres = { type: 'postgres', url: 'postgres://db/repr' };
   assert.throws(() => compileServerConfig({ storage: { cas: postgres } }), /storage\.cas: a postgres store .* use disk, or remote \(--cas\)/);
