@@ -12,6 +12,7 @@ const LAYERS = [
   'executor', // what a scheduler needs from any executor: slots, tasks, run hosts, platform matching
   'worker', // the action and run executors, input staging, outputs, `repr worker`
   'scheduler', // queue, dispatch, operations and their store
+  'autoscale', // load prediction, the scaling decision, worker providers
   'observability', // telemetry sinks, metrics endpoint, scheduler gauges
   'services', // thin gRPC adapters
   'client', // `repr run` client side, execution and status clients, discovery
