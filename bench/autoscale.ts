@@ -21,6 +21,17 @@ const POLICIES: { name: string; policy: PolicyConfig }[] = [
   { name: 'predictive', policy: { ...POOL, mode: 'predictive' } },
 ];
 
+/**
+ * The seed's parameters moved one at a time, both adaptive policies alike:
+ * shows which of them the cost and the wait answer to.
+ */
+const VARIANTS: { name: string; change: Partial<PolicyConfig> }[] = [
+  { name: 'maxScaleDownStep 2', change: { maxScaleDownStep: 2 } },
+  { name: 'scaleDownCooldown 60 s', change: { scaleDownCooldownSeconds: 60 } },
+  { name: 'targetUtilization 0.7', change: { targetUtilization: 0.7 } },
+  { name: 'horizon 10 s, trendWindow 20', change: { horizonSeconds: 10, trendWindow: 20 } },
+];
+
 interface Row {
   trace: string;
   policy: string;
@@ -49,6 +60,7 @@ export const autoscale: Benchmark = {
         });
     }
     for (const line of table(rows)) ctx.log(line);
+    for (const line of sensitivity(rows)) ctx.log(line);
     const file = path.join(REPO_ROOT, 'bench', 'results', ctx.quick ? 'autoscale-quick.png' : 'autoscale.png');
     mkdirSync(path.dirname(file), { recursive: true });
     writeFileSync(file, plot(rows));
@@ -90,6 +102,23 @@ function table(rows: Row[]): string[] {
       `| ${r.trace} | ${r.policy} | ${Math.round(r.result.workerSeconds)} | ${ratio(r.result.workerSeconds, base.workerSeconds)} | ` +
         `${w.p50.toFixed(1)} s | ${w.p95.toFixed(1)} s | ${ratio(w.p95, base.wait.p95)} | ${w.max.toFixed(1)} s | ${r.result.scaleEvents.length} |`,
     );
+  }
+  return out;
+}
+
+/** Each variant against the default reactive policy of the same trace: worker-seconds and p95 wait ratios. */
+function sensitivity(rows: Row[]): string[] {
+  const traces = TRACES.map((make) => make());
+  const out = [`| variant | policy | ${traces.map((t) => `${t.name} worker-s, p95`).join(' | ')} |`, `|---|---|${traces.map(() => '---:').join('|')}|`];
+  for (const v of VARIANTS) {
+    for (const mode of ['reactive', 'predictive'] as const) {
+      const cells = traces.map((trace) => {
+        const base = rows.find((x) => x.trace === trace.name && x.policy === 'reactive')!.result;
+        const r = simulate(trace, { policy: { ...POOL, ...v.change, mode }, startupSeconds: STARTUP_SECONDS, tickSeconds: TICK_SECONDS });
+        return `${(r.workerSeconds / base.workerSeconds).toFixed(2)}×, ${r.wait.p95.toFixed(1)} s`;
+      });
+      out.push(`| ${v.name} | ${mode} | ${cells.join(' | ')} |`);
+    }
   }
   return out;
 }
