@@ -23,13 +23,15 @@ interface Entry {
   size: number;
   mtimeNs: bigint;
   ino: bigint;
+  /** Birth time: with the inode number, names one file; a number is reused once its file is gone. */
+  btimeNs: bigint;
   ctimeNs: bigint;
   /** When the stat before the read was taken (this machine's clock). */
   hashedAtMs: number;
 }
 
 /** On disk: one object per root, entries by path relative to it, bigints as decimal strings. */
-type StoredEntry = [hash: string, size: number, mtimeNs: string, ino: string, ctimeNs: string, hashedAtMs: number];
+type StoredEntry = [hash: string, size: number, mtimeNs: string, ino: string, btimeNs: string, ctimeNs: string, hashedAtMs: number];
 interface StoredTree {
   usedMs: number;
   files: Record<string, StoredEntry>;
@@ -43,9 +45,12 @@ interface Stored {
  * The client's memory of file hashes, kept across runs and trees, so an
  * unchanged file is not read again. When a hash may be reused:
  *
- * - Same path, same inode: only if size, mtime and ctime (to the ns) all
- *   match. ctime cannot be set from user space, so an edit in place is seen
- *   even when the editor restores mtime (as git and Bazel key on it).
+ * - Same path, same file (inode number and birth time): only if size, mtime
+ *   and ctime (to the ns) all match. ctime cannot be set from user space,
+ *   so an edit in place is seen even when the editor restores mtime (git and
+ *   Bazel key on it too). The birth time tells a new file apart from an old
+ *   one: `rm -rf` then `cp -a` at the same place gets the freed inode
+ *   numbers back on ext4.
  * - Otherwise (a fresh copy of the tree elsewhere or at the same place, or a
  *   file replaced by rename): only if the path relative to its root, the
  *   size and the mtime to the ns match an entry. `cp -a`, `rsync -a` and
@@ -103,7 +108,8 @@ export class HashCache {
   lookup(p: string, st: BigIntStats): string | undefined {
     const e = this.byPath.get(p);
     let found: Entry | undefined;
-    if (e && e.ino === st.ino) {
+    // Where the file system keeps no birth time both are 0: the inode number alone decides, erring towards re-hashing.
+    if (e && e.ino === st.ino && e.btimeNs === st.birthtimeNs) {
       if (e.ctimeNs === st.ctimeNs && e.mtimeNs === st.mtimeNs && BigInt(e.size) === st.size) found = e;
     } else if (st.mtimeNs % 1_000_000_000n !== 0n) {
       const root = this.rootOf(p);
@@ -111,7 +117,7 @@ export class HashCache {
     }
     if (!found || this.racy(found)) return undefined;
     const root = this.rootOf(p);
-    if (root) this.put(p, root, { ...found, ino: st.ino, ctimeNs: st.ctimeNs }, true);
+    if (root) this.put(p, root, { ...found, ino: st.ino, btimeNs: st.birthtimeNs, ctimeNs: st.ctimeNs }, true);
     return found.hash;
   }
 
@@ -119,7 +125,7 @@ export class HashCache {
   remember(p: string, st: BigIntStats, hash: string, hashedAtMs: number): void {
     const root = this.rootOf(p);
     if (!root) return;
-    this.put(p, root, { hash, size: Number(st.size), mtimeNs: st.mtimeNs, ino: st.ino, ctimeNs: st.ctimeNs, hashedAtMs }, true);
+    this.put(p, root, { hash, size: Number(st.size), mtimeNs: st.mtimeNs, ino: st.ino, btimeNs: st.birthtimeNs, ctimeNs: st.ctimeNs, hashedAtMs }, true);
   }
 
   /** The current time, for `remember`'s `hashedAtMs`. */
@@ -179,14 +185,14 @@ const copyKey = (rel: string, size: bigint, mtimeNs: bigint) => `${size}:${mtime
 /** An entry as stored, or undefined if it is not one (an edited or foreign file). */
 function fromStored(s: StoredEntry): Entry | undefined {
   try {
-    const e = { hash: s[0], size: s[1], mtimeNs: BigInt(s[2]), ino: BigInt(s[3]), ctimeNs: BigInt(s[4]), hashedAtMs: s[5] };
+    const e = { hash: s[0], size: s[1], mtimeNs: BigInt(s[2]), ino: BigInt(s[3]), btimeNs: BigInt(s[4]), ctimeNs: BigInt(s[5]), hashedAtMs: s[6] };
     return typeof e.hash === 'string' && Number.isSafeInteger(e.size) && Number.isFinite(e.hashedAtMs) ? e : undefined;
   } catch {
     return undefined;
   }
 }
 
-const toStored = (e: Entry): StoredEntry => [e.hash, e.size, String(e.mtimeNs), String(e.ino), String(e.ctimeNs), e.hashedAtMs];
+const toStored = (e: Entry): StoredEntry => [e.hash, e.size, String(e.mtimeNs), String(e.ino), String(e.btimeNs), String(e.ctimeNs), e.hashedAtMs];
 
 async function readStored(file: string): Promise<Stored> {
   try {

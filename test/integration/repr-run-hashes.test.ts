@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runReprToEnd } from '../../support/spawn-server.js';
@@ -76,6 +76,13 @@ describe('repr run: hashes kept across fresh copies of a tree, digests in listin
     const fresh = await run(copy, 'cat src/*');
     assert.equal(fresh.stdout, all);
     assert.equal(fresh.stats.client.hashed, 0, 'a fresh copy re-hashed files');
+
+    // A fresh copy at the same place: its record is found, and the files it maps are not read either.
+    rmSync(original, { recursive: true });
+    assert.equal(spawnSync('cp', ['-a', copy, original]).status, 0);
+    const samePlace = await run(original, 'cat src/*');
+    assert.equal(samePlace.stdout, all);
+    assert.equal(samePlace.stats.client.hashed, 0, 'a fresh copy at the same path re-hashed files');
 
     const edited = path.join(copy, 'src/f07.txt');
     const mtimeNs = lstatSync(edited, { bigint: true }).mtimeNs;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../../src/common/clock.js';
@@ -74,6 +74,16 @@ describe('the hash cache: when a file is known unchanged without reading it', ()
     const blake = await HashCache.load(records, { ...SHA256, name: 'blake3' }, clock);
     blake.addRoots([copy]);
     assert.equal(blake.lookup(path.join(copy, 'include/a.h'), st(path.join(copy, 'include/a.h'))), undefined);
+  });
+
+  it('serves a fresh copy put at the same path, whose files may get the freed inode numbers back', () => {
+    const root = tree({ 'a.c': 'int a;\n', 'b/b.c': 'int b;\n' });
+    const cache = learned(root, ['a.c', 'b/b.c']);
+    const copy = copyTree(root);
+    rmSync(root, { recursive: true });
+    assert.equal(spawnSync('cp', ['-a', copy, root]).status, 0);
+    assert.equal(cache.lookup(path.join(root, 'a.c'), st(path.join(root, 'a.c'))), 'hash-of-a.c');
+    assert.equal(cache.lookup(path.join(root, 'b/b.c'), st(path.join(root, 'b/b.c'))), 'hash-of-b/b.c');
   });
 
   it('does not match a copy by mtime when the mtime has no sub-second part (set from an archive, not by a write)', () => {
