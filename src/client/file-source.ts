@@ -246,26 +246,27 @@ export class FileSource {
   }
 
   private hashOf(file: string, st: BigIntStats): Promise<Digest> {
-    const known = this.hashes.lookup(file, st);
-    if (known !== undefined) return Promise.resolve(makeDigest(this.fn, known, Number(st.size)));
     const key = `${file}\0${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
     let digest = this.hashing.get(key);
     if (!digest) {
-      this.stats.hashed++;
-      const hashedAtMs = this.hashes.now();
-      // Small files in one read: most sources are, and a stream per file costs more than the hash.
-      digest = st.size <= BATCH_BLOB_BYTES ? readFile(file).then((data) => computeDigest(this.fn, data)) : hashFile(this.fn, file);
+      digest = this.lookupOrHash(file, st);
       this.hashing.set(key, digest);
-      digest.then(
-        (d) => {
-          // A size that differs from the stat's means the file changed while read: not worth keeping.
-          if (BigInt(d.sizeBytes) === st.size) this.hashes.remember(file, st, d.hash, hashedAtMs);
-          this.hashing.delete(key);
-        },
-        () => this.hashing.delete(key),
-      );
+      const done = () => this.hashing.delete(key);
+      digest.then(done, done);
     }
     return digest;
+  }
+
+  private async lookupOrHash(file: string, st: BigIntStats): Promise<Digest> {
+    const known = await this.hashes.lookup(file, st);
+    if (known !== undefined) return makeDigest(this.fn, known, Number(st.size));
+    this.stats.hashed++;
+    const hashedAtMs = this.hashes.now();
+    // Small files in one read: most sources are, and a stream per file costs more than the hash.
+    const d = st.size <= BATCH_BLOB_BYTES ? computeDigest(this.fn, await readFile(file)) : await hashFile(this.fn, file);
+    // A size that differs from the stat's means the file changed while read: not worth keeping.
+    if (BigInt(d.sizeBytes) === st.size) await this.hashes.remember(file, st, d.hash, hashedAtMs);
+    return d;
   }
 
   private upload(digest: Digest, file: string): Promise<void> {

@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type Clock, systemClock } from '../common/clock.js';
 import type { DigestFunction } from '../common/digest.js';
@@ -14,31 +15,29 @@ import type { DigestFunction } from '../common/digest.js';
  * skew between this machine's clock and a network file system's.
  */
 export const RACY_MARGIN_MS = 2000;
-/** Entries kept on disk, whole trees dropped least recently used first: ~150 B each. */
-export const MAX_CACHED_FILES = 100_000;
+/** Bytes of hashes kept on disk (~180 B a file); the trees used longest ago go first. */
+export const MAX_CACHE_BYTES = 32 * 1024 * 1024;
 
-/** What a hash was taken of: the stat fields that change when content does. */
-interface Entry {
-  hash: string;
-  size: number;
-  mtimeNs: bigint;
-  ino: bigint;
-  /** Birth time: with the inode number, names one file; a number is reused once its file is gone. */
-  btimeNs: bigint;
-  ctimeNs: bigint;
-  /** When the stat before the read was taken (this machine's clock). */
-  hashedAtMs: number;
+/**
+ * One file's hash and the stat it was taken with, as decimal strings
+ * (compared as they are: parsing 2,000 entries' bigints costs more than
+ * the lookups). The birth time, with the inode number, names one file: a
+ * number is handed out again once its file is gone.
+ */
+type Entry = [hash: string, size: number, mtimeNs: string, ino: string, btimeNs: string, ctimeNs: string, hashedAtMs: number];
+
+/** The hashes of the files under one root, in one file on disk. */
+interface Tree {
+  root: string;
+  files: Record<string, Entry>;
+  /** Paths (relative) whose entries this process made or changed: what it writes back. */
+  changed: Set<string>;
 }
 
-/** On disk: one object per root, entries by path relative to it, bigints as decimal strings. */
-type StoredEntry = [hash: string, size: number, mtimeNs: string, ino: string, btimeNs: string, ctimeNs: string, hashedAtMs: number];
 interface StoredTree {
-  usedMs: number;
-  files: Record<string, StoredEntry>;
-}
-interface Stored {
   version: 1;
-  trees: Record<string, StoredTree>;
+  root: string;
+  files: Record<string, Entry>;
 }
 
 /**
@@ -53,11 +52,11 @@ interface Stored {
  *   numbers back on ext4.
  * - Otherwise (a fresh copy of the tree elsewhere or at the same place, or a
  *   file replaced by rename): only if the path relative to its root, the
- *   size and the mtime to the ns match an entry. `cp -a`, `rsync -a` and
- *   `tar` keep mtime; a copy gets new inodes and ctimes, which is why the
- *   usual size + mtime + inode key re-hashes a whole copied tree (redis:
- *   1.9 s for 2,244 files). This is rsync's quick check, with one
- *   guard: an mtime with no sub-second part was set, not stamped by the
+ *   size and the mtime to the ns match an entry of any tree. `cp -a`,
+ *   `rsync -a` and `tar` keep mtime; a copy gets new inodes and ctimes,
+ *   which is why the usual size + mtime + inode key re-hashes a whole copied
+ *   tree (redis: 1.9 s for 2,244 files). This is rsync's quick check, with
+ *   one guard: an mtime with no sub-second part was set, not stamped by the
  *   kernel at a write (archives and reproducible builds pin times to whole
  *   seconds, e.g. npm's 1985-10-26), so two versions of a file can share it
  *   and such files must match by inode. The trade-off: a file replaced by
@@ -67,65 +66,69 @@ interface Stored {
  *
  * A `git checkout` stamps files with the time it writes them, so a fresh
  * clone is hashed once: nothing cheaper than reading proves its content.
+ *
+ * On disk, one file per root: a run in an unchanged tree reads only its own
+ * (and writes nothing); the others are read the first time a file is not
+ * known at its own path, as in a fresh copy.
  */
 export class HashCache {
-  private readonly byPath = new Map<string, Entry>();
-  /** By root-relative path, size and mtime: how a copy of a tree finds the original's hashes. */
-  private readonly byCopy = new Map<string, Entry>();
+  private readonly trees = new Map<string, Promise<Tree>>();
+  private everyTree?: Promise<Tree[]>;
   private readonly roots = new Set<string>();
-  /** Paths whose entries this process made or confirmed: what it saves. */
-  private readonly touched = new Set<string>();
 
   private constructor(
-    private readonly file: string | undefined,
+    /** Where the trees' files are; none for a cache that lives only as long as the process. */
+    private readonly dir: string | undefined,
     private readonly clock: Clock,
+    private readonly maxBytes = MAX_CACHE_BYTES,
   ) {}
 
-  /** A cache that lives only as long as this process. */
   static inMemory(clock: Clock = systemClock): HashCache {
     return new HashCache(undefined, clock);
   }
 
-  /** The cache kept in `dir` for this digest function; a missing or unreadable one starts empty. */
-  static async load(dir: string, fn: DigestFunction, clock: Clock = systemClock): Promise<HashCache> {
-    const c = new HashCache(path.join(dir, `hashes-${fn.name}.json`), clock);
-    const stored = await readStored(c.file!);
-    for (const [root, tree] of Object.entries(stored.trees)) {
-      for (const [rel, e] of Object.entries(tree.files)) {
-        const entry = fromStored(e);
-        if (entry) c.put(path.join(root, rel), root, entry, false);
-      }
-    }
-    return c;
+  /** The cache kept under `dir` for this digest function (read as needed; a torn file counts as empty). */
+  static onDisk(dir: string, fn: DigestFunction, clock: Clock = systemClock, maxBytes = MAX_CACHE_BYTES): HashCache {
+    return new HashCache(path.join(dir, `hashes-${fn.name}`), clock, maxBytes);
   }
 
-  /** Roots of the runs this cache serves: paths are matched across copies relative to them. */
+  /** Roots of the runs this cache serves: files are matched across copies by their path in a root. */
   addRoots(roots: readonly string[]): void {
     for (const r of roots) this.roots.add(r);
   }
 
   /** The hash of `p` if what its stat says proves the content unchanged since it was hashed. */
-  lookup(p: string, st: BigIntStats): string | undefined {
-    const e = this.byPath.get(p);
-    let found: Entry | undefined;
-    // Where the file system keeps no birth time both are 0: the inode number alone decides, erring towards re-hashing.
-    if (e && e.ino === st.ino && e.btimeNs === st.birthtimeNs) {
-      if (e.ctimeNs === st.ctimeNs && e.mtimeNs === st.mtimeNs && BigInt(e.size) === st.size) found = e;
-    } else if (st.mtimeNs % 1_000_000_000n !== 0n) {
-      const root = this.rootOf(p);
-      if (root) found = this.byCopy.get(copyKey(path.relative(root, p), st.size, st.mtimeNs));
-    }
-    if (!found || this.racy(found)) return undefined;
+  async lookup(p: string, st: BigIntStats): Promise<string | undefined> {
     const root = this.rootOf(p);
-    if (root) this.put(p, root, { ...found, ino: st.ino, btimeNs: st.birthtimeNs, ctimeNs: st.ctimeNs }, true);
-    return found.hash;
+    if (!root) return undefined;
+    const rel = relative(root, p);
+    const own = await this.tree(root);
+    const e = own.files[rel];
+    const ino = String(st.ino);
+    const btime = String(st.birthtimeNs);
+    const mtime = String(st.mtimeNs);
+    const size = Number(st.size);
+    // Where the file system keeps no birth time both are 0: the inode number alone decides, erring towards re-hashing.
+    if (e && e[3] === ino && e[4] === btime) {
+      return e[1] === size && e[2] === mtime && e[5] === String(st.ctimeNs) && !racy(e) ? e[0] : undefined;
+    }
+    if (st.mtimeNs % 1_000_000_000n === 0n) return undefined;
+    for (const t of await this.allTrees()) {
+      const c = t.files[rel];
+      if (c && c[1] === size && c[2] === mtime && !racy(c)) {
+        this.set(own, rel, [c[0], size, mtime, ino, btime, String(st.ctimeNs), c[6]]);
+        return c[0];
+      }
+    }
+    return undefined;
   }
 
   /** Records a hash taken of `p` as `st` described it, the stat taken at `hashedAtMs` before the read. */
-  remember(p: string, st: BigIntStats, hash: string, hashedAtMs: number): void {
+  async remember(p: string, st: BigIntStats, hash: string, hashedAtMs: number): Promise<void> {
     const root = this.rootOf(p);
     if (!root) return;
-    this.put(p, root, { hash, size: Number(st.size), mtimeNs: st.mtimeNs, ino: st.ino, btimeNs: st.birthtimeNs, ctimeNs: st.ctimeNs, hashedAtMs }, true);
+    const entry: Entry = [hash, Number(st.size), String(st.mtimeNs), String(st.ino), String(st.birthtimeNs), String(st.ctimeNs), hashedAtMs];
+    this.set(await this.tree(root), relative(root, p), entry);
   }
 
   /** The current time, for `remember`'s `hashedAtMs`. */
@@ -134,72 +137,120 @@ export class HashCache {
   }
 
   /**
-   * Writes what this process learned, merged into what other processes
-   * wrote meanwhile (theirs kept for paths this one did not touch). Last
-   * writer wins for the rest: losing an entry costs only a re-hash.
+   * Writes the trees this process changed, merged into what other processes
+   * wrote meanwhile (theirs kept for paths this one did not change; losing
+   * an entry to a race costs only a re-hash), then drops the trees used
+   * longest ago beyond the byte budget.
    */
   async save(): Promise<void> {
-    if (!this.file || this.touched.size === 0) return;
-    const stored = await readStored(this.file);
-    const now = this.clock.now();
-    for (const p of this.touched) {
-      const root = this.rootOf(p)!;
-      const e = this.byPath.get(p)!;
-      const tree = (stored.trees[root] ??= { usedMs: now, files: {} });
-      tree.usedMs = now;
-      tree.files[path.relative(root, p)] = toStored(e);
+    if (!this.dir) return;
+    const written = new Set<string>();
+    for (const pending of this.trees.values()) {
+      const t = await pending;
+      if (t.changed.size === 0) continue;
+      const file = this.fileOf(t.root);
+      const onDisk = await readTree(file, t.root);
+      for (const rel of t.changed) onDisk.files[rel] = t.files[rel]!;
+      await mkdir(this.dir, { recursive: true });
+      const tmp = `${file}.${process.pid}.tmp`;
+      await writeFile(tmp, JSON.stringify({ version: 1, root: t.root, files: onDisk.files } satisfies StoredTree));
+      await rename(tmp, file);
+      t.changed.clear();
+      written.add(file);
     }
+    if (written.size > 0) await this.evict(written);
+  }
+
+  private async evict(keep: Set<string>): Promise<void> {
+    const files = await Promise.all(
+      (await readdir(this.dir!))
+        .filter((n) => n.endsWith('.json'))
+        .map(async (n) => {
+          const file = path.join(this.dir!, n);
+          const s = await stat(file).catch(() => undefined);
+          return { file, bytes: s?.size ?? 0, usedMs: s?.mtimeMs ?? 0 };
+        }),
+    );
     let total = 0;
-    for (const [root, tree] of Object.entries(stored.trees).sort((a, b) => b[1].usedMs - a[1].usedMs)) {
-      total += Object.keys(tree.files).length;
-      if (total > MAX_CACHED_FILES && tree.usedMs < now) delete stored.trees[root];
+    for (const f of files.sort((a, b) => b.usedMs - a.usedMs)) {
+      total += f.bytes;
+      if (total > this.maxBytes && !keep.has(f.file)) await unlink(f.file).catch(() => undefined);
     }
-    await mkdir(path.dirname(this.file), { recursive: true });
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify(stored));
-    await rename(tmp, this.file);
   }
 
-  private racy(e: Entry): boolean {
-    return e.mtimeNs >= BigInt(e.hashedAtMs - RACY_MARGIN_MS) * 1_000_000n;
+  private set(t: Tree, rel: string, e: Entry): void {
+    t.files[rel] = e;
+    t.changed.add(rel);
   }
 
-  private put(p: string, root: string, e: Entry, touched: boolean): void {
-    this.byPath.set(p, e);
-    if (e.mtimeNs % 1_000_000_000n !== 0n) this.byCopy.set(copyKey(path.relative(root, p), BigInt(e.size), e.mtimeNs), e);
-    if (touched) this.touched.add(p);
+  private tree(root: string): Promise<Tree> {
+    let t = this.trees.get(root);
+    if (!t) {
+      t = this.dir ? readTree(this.fileOf(root), root) : Promise.resolve({ root, files: {}, changed: new Set<string>() });
+      this.trees.set(root, t);
+    }
+    return t;
+  }
+
+  /** Every tree on disk (and in memory), read once per process, the first time a copy is looked for. */
+  private allTrees(): Promise<Tree[]> {
+    this.everyTree ??= (async () => {
+      if (this.dir) {
+        const names = await readdir(this.dir).catch(() => [] as string[]);
+        await Promise.all(
+          names
+            .filter((n) => n.endsWith('.json'))
+            .map(async (n) => {
+              const t = await readTree(path.join(this.dir!, n), undefined);
+              if (t.root && !this.trees.has(t.root)) this.trees.set(t.root, Promise.resolve(t));
+            }),
+        );
+      }
+      return Promise.all(this.trees.values());
+    })();
+    // Trees first seen after that (another root of a later run) join the search too.
+    return this.everyTree.then(async (known) => (known.length === this.trees.size ? known : Promise.all(this.trees.values())));
+  }
+
+  private fileOf(root: string): string {
+    return path.join(this.dir!, `${createHash('sha256').update(root).digest('hex').slice(0, 32)}.json`);
   }
 
   /** The innermost root holding `p`. */
   private rootOf(p: string): string | undefined {
     let best: string | undefined;
     for (const r of this.roots) {
-      if ((p === r || p.startsWith(r.endsWith('/') ? r : `${r}/`)) && (!best || r.length > best.length)) best = r;
+      if (p.startsWith(r.endsWith('/') ? r : `${r}/`) && (!best || r.length > best.length)) best = r;
     }
     return best;
   }
 }
 
-const copyKey = (rel: string, size: bigint, mtimeNs: bigint) => `${size}:${mtimeNs}:${rel}`;
+const relative = (root: string, p: string) => p.slice(root.endsWith('/') ? root.length : root.length + 1);
 
-/** An entry as stored, or undefined if it is not one (an edited or foreign file). */
-function fromStored(s: StoredEntry): Entry | undefined {
-  try {
-    const e = { hash: s[0], size: s[1], mtimeNs: BigInt(s[2]), ino: BigInt(s[3]), btimeNs: BigInt(s[4]), ctimeNs: BigInt(s[5]), hashedAtMs: s[6] };
-    return typeof e.hash === 'string' && Number.isSafeInteger(e.size) && Number.isFinite(e.hashedAtMs) ? e : undefined;
-  } catch {
-    return undefined;
-  }
+function racy(e: Entry): boolean {
+  return BigInt(e[2]) >= BigInt(e[6] - RACY_MARGIN_MS) * 1_000_000n;
 }
 
-const toStored = (e: Entry): StoredEntry => [e.hash, e.size, String(e.mtimeNs), String(e.ino), String(e.btimeNs), String(e.ctimeNs), e.hashedAtMs];
+const isEntry = (e: unknown): e is Entry =>
+  Array.isArray(e) &&
+  e.length === 7 &&
+  typeof e[0] === 'string' &&
+  Number.isSafeInteger(e[1]) &&
+  [2, 3, 4, 5].every((i) => typeof e[i] === 'string' && /^\d+$/.test(e[i])) &&
+  Number.isFinite(e[6]);
 
-async function readStored(file: string): Promise<Stored> {
+/** A tree's file; absent, torn or another root's (a hash collision of names) reads as empty. */
+async function readTree(file: string, root: string | undefined): Promise<Tree> {
   try {
-    const s = JSON.parse(await readFile(file, 'utf8')) as Stored;
-    if (s.version === 1 && s.trees && typeof s.trees === 'object') return s;
+    const s = JSON.parse(await readFile(file, 'utf8')) as StoredTree;
+    if (s.version === 1 && typeof s.root === 'string' && (root === undefined || s.root === root) && s.files && typeof s.files === 'object') {
+      const files: Record<string, Entry> = {};
+      for (const [rel, e] of Object.entries(s.files)) if (isEntry(e)) files[rel] = e;
+      return { root: s.root, files, changed: new Set() };
+    }
   } catch {
     /* absent or torn: start over */
   }
-  return { version: 1, trees: {} };
+  return { root: root ?? '', files: {}, changed: new Set() };
 }

@@ -76,7 +76,7 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
   const casTarget = o.cas ?? servers[0]!;
   const cas = new ReapiClient({ target: casTarget, instanceName: o.instanceName, digestFunction: fn, token: o.token, ...dialTls(casTarget) });
   const records = recordDir();
-  const files = new FileSource(cas, fn, o.record ? await HashCache.load(records, fn) : undefined);
+  const files = new FileSource(cas, fn, o.record ? HashCache.onDisk(records, fn) : undefined);
   files.hashes.addRoots(roots);
   const sessions = servers.map((s) => new RunSession(s, files, { instanceName: o.instanceName, fn, token: o.token, ...dialTls(s) }));
   const manifest = (o.manifest ?? []).map((p) => path.resolve(cwd, p)).filter((p) => rootOf(p, roots));

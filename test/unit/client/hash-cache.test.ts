@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../../src/common/clock.js';
@@ -40,108 +40,130 @@ function copyTree(root: string): string {
 describe('the hash cache: when a file is known unchanged without reading it', () => {
   const clock = new ManualClock(Date.now());
 
-  const learned = (root: string, rels: string[], cache = HashCache.inMemory(clock)) => {
+  const learned = async (root: string, rels: string[], cache = HashCache.inMemory(clock)) => {
     cache.addRoots([root]);
-    for (const rel of rels) cache.remember(path.join(root, rel), st(path.join(root, rel)), `hash-of-${rel}`, clock.now());
+    for (const rel of rels) await cache.remember(path.join(root, rel), st(path.join(root, rel)), `hash-of-${rel}`, clock.now());
     return cache;
   };
 
-  it('knows an unchanged file, and sees an edit in place even with the same size and the mtime put back', () => {
+  it('knows an unchanged file, and sees an edit in place even with the same size and the mtime put back', async () => {
     const root = tree({ 'a.c': 'int a;\n', 'b.c': 'int b;\n' });
-    const cache = learned(root, ['a.c', 'b.c']);
-    assert.equal(cache.lookup(path.join(root, 'a.c'), st(path.join(root, 'a.c'))), 'hash-of-a.c');
+    const cache = await learned(root, ['a.c', 'b.c']);
+    assert.equal(await cache.lookup(path.join(root, 'a.c'), st(path.join(root, 'a.c'))), 'hash-of-a.c');
     const was = st(path.join(root, 'b.c')).mtimeNs;
     writeFileSync(path.join(root, 'b.c'), 'int B;\n');
     setMtimeNs(path.join(root, 'b.c'), was);
     assert.equal(st(path.join(root, 'b.c')).size, 7n);
-    assert.equal(cache.lookup(path.join(root, 'b.c'), st(path.join(root, 'b.c'))), undefined, 'same inode, new ctime: changed');
+    assert.equal(await cache.lookup(path.join(root, 'b.c'), st(path.join(root, 'b.c'))), undefined, 'same inode, new ctime: changed');
   });
 
   it('serves a copy of the tree made with cp -a elsewhere, across processes, by path in the root, size and ns mtime', async () => {
     const records = tmpDir('repr-hc-records-');
     const root = tree({ 'src/a.c': 'int a;\n', 'include/a.h': 'extern int a;\n' });
-    await learned(root, ['src/a.c', 'include/a.h'], await HashCache.load(records, SHA256, clock)).save();
+    await (await learned(root, ['src/a.c', 'include/a.h'], HashCache.onDisk(records, SHA256, clock))).save();
     const copy = copyTree(root);
-    const later = await HashCache.load(records, SHA256, clock);
+    const later = HashCache.onDisk(records, SHA256, clock);
     later.addRoots([copy]);
-    assert.equal(later.lookup(path.join(copy, 'src/a.c'), st(path.join(copy, 'src/a.c'))), 'hash-of-src/a.c');
-    assert.equal(later.lookup(path.join(copy, 'include/a.h'), st(path.join(copy, 'include/a.h'))), 'hash-of-include/a.h');
+    assert.equal(await later.lookup(path.join(copy, 'src/a.c'), st(path.join(copy, 'src/a.c'))), 'hash-of-src/a.c');
+    assert.equal(await later.lookup(path.join(copy, 'include/a.h'), st(path.join(copy, 'include/a.h'))), 'hash-of-include/a.h');
     // The copy's entries are its own from then on: an edit in place there is seen as in the original.
     writeFileSync(path.join(copy, 'src/a.c'), 'int A;\n');
     setMtimeNs(path.join(copy, 'src/a.c'), st(path.join(root, 'src/a.c')).mtimeNs);
-    assert.equal(later.lookup(path.join(copy, 'src/a.c'), st(path.join(copy, 'src/a.c'))), undefined);
+    assert.equal(await later.lookup(path.join(copy, 'src/a.c'), st(path.join(copy, 'src/a.c'))), undefined);
     // Another digest function's hashes are kept apart.
-    const blake = await HashCache.load(records, { ...SHA256, name: 'blake3' }, clock);
+    const blake = HashCache.onDisk(records, { ...SHA256, name: 'blake3' }, clock);
     blake.addRoots([copy]);
-    assert.equal(blake.lookup(path.join(copy, 'include/a.h'), st(path.join(copy, 'include/a.h'))), undefined);
+    assert.equal(await blake.lookup(path.join(copy, 'include/a.h'), st(path.join(copy, 'include/a.h'))), undefined);
   });
 
-  it('serves a fresh copy put at the same path, whose files may get the freed inode numbers back', () => {
+  it('serves a fresh copy put at the same path, whose files may get the freed inode numbers back', async () => {
     const root = tree({ 'a.c': 'int a;\n', 'b/b.c': 'int b;\n' });
-    const cache = learned(root, ['a.c', 'b/b.c']);
+    const cache = await learned(root, ['a.c', 'b/b.c']);
     const copy = copyTree(root);
     rmSync(root, { recursive: true });
     assert.equal(spawnSync('cp', ['-a', copy, root]).status, 0);
-    assert.equal(cache.lookup(path.join(root, 'a.c'), st(path.join(root, 'a.c'))), 'hash-of-a.c');
-    assert.equal(cache.lookup(path.join(root, 'b/b.c'), st(path.join(root, 'b/b.c'))), 'hash-of-b/b.c');
+    assert.equal(await cache.lookup(path.join(root, 'a.c'), st(path.join(root, 'a.c'))), 'hash-of-a.c');
+    assert.equal(await cache.lookup(path.join(root, 'b/b.c'), st(path.join(root, 'b/b.c'))), 'hash-of-b/b.c');
   });
 
-  it('does not match a copy by mtime when the mtime has no sub-second part (set from an archive, not by a write)', () => {
+  it('does not match a copy by mtime when the mtime has no sub-second part (set from an archive, not by a write)', async () => {
     const root = tree({ 'package.json': '{"version":"1.2.3"}\n' }, 499162500n * 1_000_000_000n);
-    const cache = learned(root, ['package.json']);
+    const cache = await learned(root, ['package.json']);
     const copy = copyTree(root);
     cache.addRoots([copy]);
-    assert.equal(cache.lookup(path.join(copy, 'package.json'), st(path.join(copy, 'package.json'))), undefined);
-    assert.equal(cache.lookup(path.join(root, 'package.json'), st(path.join(root, 'package.json'))), 'hash-of-package.json', 'same inode: still known');
+    assert.equal(await cache.lookup(path.join(copy, 'package.json'), st(path.join(copy, 'package.json'))), undefined);
+    assert.equal(await cache.lookup(path.join(root, 'package.json'), st(path.join(root, 'package.json'))), 'hash-of-package.json', 'same inode: still known');
   });
 
-  it('does not match a copy whose file differs in size or sits at another path in its root', () => {
+  it('does not match a copy whose file differs in size or sits at another path in its root', async () => {
     const root = tree({ 'a.c': 'int a;\n' });
-    const cache = learned(root, ['a.c']);
+    const cache = await learned(root, ['a.c']);
     const copy = copyTree(root);
     cache.addRoots([copy]);
     const was = st(path.join(copy, 'a.c')).mtimeNs;
     writeFileSync(path.join(copy, 'a.c'), 'int aa;\n');
     setMtimeNs(path.join(copy, 'a.c'), was);
-    assert.equal(cache.lookup(path.join(copy, 'a.c'), st(path.join(copy, 'a.c'))), undefined);
+    assert.equal(await cache.lookup(path.join(copy, 'a.c'), st(path.join(copy, 'a.c'))), undefined);
     mkdirSync(path.join(copy, 'sub'));
     spawnSync('cp', ['-a', path.join(root, 'a.c'), path.join(copy, 'sub', 'a.c')]);
-    assert.equal(cache.lookup(path.join(copy, 'sub', 'a.c'), st(path.join(copy, 'sub', 'a.c'))), undefined);
+    assert.equal(await cache.lookup(path.join(copy, 'sub', 'a.c'), st(path.join(copy, 'sub', 'a.c'))), undefined);
   });
 
-  it('does not trust a hash taken within the racy margin of the mtime: the file may have been written again in the same tick', () => {
+  it('does not trust a hash taken within the racy margin of the mtime: the file may have been written again in the same tick', async () => {
     const root = tree({ 'gen.h': '#define X 1\n' });
     const file = path.join(root, 'gen.h');
     const mtimeMs = Number(st(file).mtimeNs / 1_000_000n);
     const cache = HashCache.inMemory(clock);
     cache.addRoots([root]);
-    cache.remember(file, st(file), 'racy', mtimeMs + 1);
-    assert.equal(cache.lookup(file, st(file)), undefined);
-    cache.remember(file, st(file), 'settled', mtimeMs + RACY_MARGIN_MS + 1);
-    assert.equal(cache.lookup(file, st(file)), 'settled');
+    await cache.remember(file, st(file), 'racy', mtimeMs + 1);
+    assert.equal(await cache.lookup(file, st(file)), undefined);
+    await cache.remember(file, st(file), 'settled', mtimeMs + RACY_MARGIN_MS + 1);
+    assert.equal(await cache.lookup(file, st(file)), 'settled');
   });
 
-  it('takes a replaced file with the same size and the same ns mtime copied onto it as unchanged: the trade-off, as in rsync', () => {
+  it('takes a replaced file with the same size and the same ns mtime copied onto it as unchanged: the trade-off, as in rsync', async () => {
     const root = tree({ 'a.c': 'int a;\n' });
-    const cache = learned(root, ['a.c']);
+    const cache = await learned(root, ['a.c']);
     const was = st(path.join(root, 'a.c')).mtimeNs;
     writeFileSync(path.join(root, 'a.c.tmp'), 'int b;\n');
     setMtimeNs(path.join(root, 'a.c.tmp'), was);
     renameSync(path.join(root, 'a.c.tmp'), path.join(root, 'a.c'));
-    assert.equal(cache.lookup(path.join(root, 'a.c'), st(path.join(root, 'a.c'))), 'hash-of-a.c');
+    assert.equal(await cache.lookup(path.join(root, 'a.c'), st(path.join(root, 'a.c'))), 'hash-of-a.c');
   });
 
   it('starts empty from a torn or foreign file, and keeps what other processes saved meanwhile', async () => {
     const records = tmpDir('repr-hc-torn-');
-    writeFileSync(path.join(records, 'hashes-sha256.json'), '{"version":1,"trees":{"/x":{"usedMs":1,"files":{"a":[1,2]}}');
+    mkdirSync(path.join(records, 'hashes-sha256'));
+    writeFileSync(path.join(records, 'hashes-sha256', 'torn.json'), '{"version":1,"root":"/x","files":{"a":[1,2]}');
     const root = tree({ 'a.c': 'a\n', 'b.c': 'b\n' });
-    const one = await HashCache.load(records, SHA256, clock);
-    const two = await HashCache.load(records, SHA256, clock);
-    await learned(root, ['a.c'], one).save();
-    await learned(root, ['b.c'], two).save();
-    const both = await HashCache.load(records, SHA256, clock);
+    const one = HashCache.onDisk(records, SHA256, clock);
+    const two = HashCache.onDisk(records, SHA256, clock);
+    await (await learned(root, ['a.c'], one)).save();
+    await (await learned(root, ['b.c'], two)).save();
+    const both = HashCache.onDisk(records, SHA256, clock);
     both.addRoots([root]);
-    assert.equal(both.lookup(path.join(root, 'a.c'), st(path.join(root, 'a.c'))), 'hash-of-a.c');
-    assert.equal(both.lookup(path.join(root, 'b.c'), st(path.join(root, 'b.c'))), 'hash-of-b.c');
+    assert.equal(await both.lookup(path.join(root, 'a.c'), st(path.join(root, 'a.c'))), 'hash-of-a.c');
+    assert.equal(await both.lookup(path.join(root, 'b.c'), st(path.join(root, 'b.c'))), 'hash-of-b.c');
+  });
+
+  it('drops the trees used longest ago once over its byte budget, never the ones just written', async () => {
+    const records = tmpDir('repr-hc-evict-');
+    const roots = [tree({ 'a.c': 'a\n' }), tree({ 'b.c': 'b\n' }), tree({ 'c.c': 'c\n' })];
+    const budget = 400;
+    const dir = path.join(records, 'hashes-sha256');
+    for (const [i, root] of roots.entries()) {
+      await (await learned(root, [`${'abc'[i]}.c`], HashCache.onDisk(records, SHA256, clock, budget))).save();
+      // Use ages the trees by their files' mtimes; an hour apart, so that no two share a timestamp tick.
+      for (const f of readdirSync(dir)) {
+        const at = lstatSync(path.join(dir, f)).mtimeMs - 3600_000;
+        utimesSync(path.join(dir, f), at / 1000, at / 1000);
+      }
+    }
+    const sizes = readdirSync(dir).map((f) => lstatSync(path.join(dir, f)).size);
+    assert.ok(sizes.length === 2 && sizes[0]! + sizes[1]! <= budget, `two trees of ~200 B fit in ${budget} B: ${sizes}`);
+    const later = HashCache.onDisk(records, SHA256, clock);
+    later.addRoots(roots);
+    assert.equal(await later.lookup(path.join(roots[0]!, 'a.c'), st(path.join(roots[0]!, 'a.c'))), undefined, 'the oldest went');
+    assert.equal(await later.lookup(path.join(roots[2]!, 'c.c'), st(path.join(roots[2]!, 'c.c'))), 'hash-of-c.c');
   });
 });
