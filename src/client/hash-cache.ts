@@ -100,7 +100,6 @@ export class HashCache {
   /** The hash of `p` if what its stat says proves the content unchanged since it was hashed. */
   async lookup(p: string, st: BigIntStats): Promise<string | undefined> {
     const root = this.rootOf(p);
-    if (!root) return undefined;
     const rel = relative(root, p);
     const own = await this.tree(root);
     const e = own.files[rel];
@@ -126,7 +125,6 @@ export class HashCache {
   /** Records a hash taken of `p` as `st` described it, the stat taken at `hashedAtMs` before the read. */
   async remember(p: string, st: BigIntStats, hash: string, hashedAtMs: number): Promise<void> {
     const root = this.rootOf(p);
-    if (!root) return;
     const entry: Entry = [hash, Number(st.size), String(st.mtimeNs), String(st.ino), String(st.birthtimeNs), String(st.ctimeNs), hashedAtMs];
     this.set(await this.tree(root), relative(root, p), entry);
   }
@@ -216,11 +214,14 @@ export class HashCache {
     return path.join(this.dir!, `${createHash('sha256').update(root).digest('hex').slice(0, 32)}.json`);
   }
 
-  /** The innermost root holding `p`. */
-  private rootOf(p: string): string | undefined {
-    let best: string | undefined;
+  /**
+   * The innermost root holding `p`; `/` for a path under none (a caller
+   * that never named its roots), which then is known at its own path only.
+   */
+  private rootOf(p: string): string {
+    let best = '/';
     for (const r of this.roots) {
-      if (p.startsWith(r.endsWith('/') ? r : `${r}/`) && (!best || r.length > best.length)) best = r;
+      if (p.startsWith(r.endsWith('/') ? r : `${r}/`) && r.length > best.length) best = r;
     }
     return best;
   }

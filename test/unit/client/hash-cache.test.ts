@@ -86,6 +86,13 @@ describe('the hash cache: when a file is known unchanged without reading it', ()
     assert.equal(await cache.lookup(path.join(root, 'b/b.c'), st(path.join(root, 'b/b.c'))), 'hash-of-b/b.c');
   });
 
+  it('knows files at their own path for a caller that never named its roots', async () => {
+    const root = tree({ 'a.c': 'int a;\n' });
+    const cache = HashCache.inMemory(clock);
+    await cache.remember(path.join(root, 'a.c'), st(path.join(root, 'a.c')), 'hash-of-a.c', clock.now());
+    assert.equal(await cache.lookup(path.join(root, 'a.c'), st(path.join(root, 'a.c'))), 'hash-of-a.c');
+  });
+
   it('does not match a copy by mtime when the mtime has no sub-second part (set from an archive, not by a write)', async () => {
     const root = tree({ 'package.json': '{"version":"1.2.3"}\n' }, 499162500n * 1_000_000_000n);
     const cache = await learned(root, ['package.json']);
