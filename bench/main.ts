@@ -12,6 +12,7 @@ import { findMissing } from './find-missing.js';
 import { memory } from './memory.js';
 import { metricsCost } from './metrics.js';
 import { reprRunBench } from './repr-run.js';
+import { runHash } from './run-hash.js';
 import { schedulers } from './schedulers.js';
 import { sharedAc } from './shared-ac.js';
 import { startup } from './startup.js';
@@ -34,6 +35,7 @@ const BENCHMARKS: Benchmark[] = [
   executeTrivial,
   dispatch,
   reprRunBench,
+  runHash,
   bazel,
   startup,
   memory,

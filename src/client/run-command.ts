@@ -6,6 +6,7 @@ import { OutputChunk_Stream, type PathNode, type RunFinished } from '../proto/re
 import type { Discovery } from './discovery.js';
 import { checkRoots, rootOf } from '../vfs/paths.js';
 import { FileSource, type FileSourceStats } from './file-source.js';
+import { HashCache } from './hash-cache.js';
 import { ReapiClient } from '../reapi/reapi-client.js';
 import { type DialTls, tlsFor } from '../grpc/dial.js';
 import { applyChanges } from './run-changes.js';
@@ -74,9 +75,10 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
   };
   const casTarget = o.cas ?? servers[0]!;
   const cas = new ReapiClient({ target: casTarget, instanceName: o.instanceName, digestFunction: fn, token: o.token, ...dialTls(casTarget) });
-  const files = new FileSource(cas, fn);
-  const sessions = servers.map((s) => new RunSession(s, files, { instanceName: o.instanceName, fn, token: o.token, ...dialTls(s) }));
   const records = recordDir();
+  const files = new FileSource(cas, fn, o.record ? HashCache.onDisk(records, fn) : undefined);
+  files.hashes.addRoots(roots);
+  const sessions = servers.map((s) => new RunSession(s, files, { instanceName: o.instanceName, fn, token: o.token, ...dialTls(s) }));
   const manifest = (o.manifest ?? []).map((p) => path.resolve(cwd, p)).filter((p) => rootOf(p, roots));
   const outcomes: CommandOutcome[] = [];
   let interrupted = false;
@@ -98,7 +100,6 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
         const session = sessions[(lane + i) % sessions.length]!;
         try {
           const rec = o.record ? await loadRecord(records, argv, cwd, roots) : undefined;
-          if (rec?.hashes) files.seedHashes(rec.hashes);
           const mappings: PathNode[] = await mappingsFor([...roots, ...manifest, ...(rec?.accessed ?? [])], rec?.listed ?? [], files, fn);
           outcome.mappings = mappings.length;
           outcome.mappingMs = performance.now() - started;
@@ -123,7 +124,6 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
                 cwd,
                 accessed: finished.accessed,
                 listed: finished.listed,
-                hashes: await files.knownHashes(finished.accessed),
               });
           } else {
             outcome.error = `${Code[finished.status.code] ?? finished.status.code}: ${finished.status.message}`;
@@ -143,6 +143,7 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
     process.removeListener('SIGTERM', onSignal);
     await Promise.all(sessions.map((s) => s.close()));
     cas.close();
+    if (o.record) await files.hashes.save().catch((e: Error) => o.stderr.write(`repr run: could not save file hashes under ${records}: ${e.message}\n`));
   }
   if (o.statsJson) {
     await writeFile(

@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { PathNode } from '../proto/repr/run/v1/run.js';
 import { nodeToWire } from '../vfs/nodes.js';
 import type { DigestFunction } from '../common/digest.js';
-import type { FileSource, HashEntry } from './file-source.js';
+import type { FileSource } from './file-source.js';
 
 /** What one command read last time: the paths become mappings for the next run. */
 export interface RunRecord {
@@ -13,8 +13,6 @@ export interface RunRecord {
   cwd: string;
   accessed: string[];
   listed: string[];
-  /** Hashes of the files among them, so an unchanged file is not read again. */
-  hashes?: Record<string, HashEntry>;
 }
 
 /** Where records live: $REPR_RUN_RECORDS, else the user's cache directory. */

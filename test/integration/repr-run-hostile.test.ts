@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlink
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { credentials } from '@grpc/grpc-js';
-import { SHA256 } from '../../src/common/digest.js';
+import { computeDigest, SHA256 } from '../../src/common/digest.js';
 import { Code } from '../../src/common/errors.js';
 import { FileSource } from '../../src/client/file-source.js';
 import { ReapiClient } from '../../src/reapi/reapi-client.js';
@@ -307,6 +307,32 @@ describe('repr run against a hostile client', () => {
         JSON.stringify(f.changes),
       );
     }
+  });
+
+  it("takes a listing's digests as claims the CAS must back: a lie costs the liar its own read, never shows the worker's files", async () => {
+    const runId = 'lying-listing';
+    const roots = [proj];
+    const lied = path.join(proj, 'lied');
+    const own = computeDigest(SHA256, Buffer.from('data\n'));
+    await files.answer(path.join(proj, 'f.txt'), false, roots);
+    const file = (hash: string, sizeBytes: number): Node => ({ ...dirNode(), kind: Node_Kind.FILE, digest: { hash, sizeBytes }, size: sizeBytes });
+    const listing: Node = {
+      ...dirNode(true),
+      entries: [
+        // Content only the worker has: not in the CAS.
+        { name: 'secret.txt', node: file(computeDigest(SHA256, Buffer.from('TOPSECRET\n')).hash, 10) },
+        // The client's own blob under another name: it only fools the client's own command.
+        { name: 'mine.txt', node: file(own.hash, own.sizeBytes) },
+        // A real hash with a size that is not its blob's.
+        { name: 'short.txt', node: file(own.hash, 3) },
+      ],
+    };
+    const lie: Answerer = async (q) => (q.path === lied ? (q.list ? listing : dirNode()) : honest(roots)(q));
+    const cmd = 'cd lied && ls && for f in secret.txt short.txt mine.txt; do cat $f; echo "$f $?"; done';
+    const f = await within(s.run({ runId, roots, workingDirectory: proj, arguments: ['/bin/sh', '-c', cmd], timeoutMs: 20_000 }, lie), 15_000, runId);
+    assert.equal(f.status?.code ?? Code.OK, Code.OK, f.status?.message);
+    assert.equal(s.output(runId, 0), 'mine.txt\nsecret.txt\nshort.txt\nsecret.txt 1\nshort.txt 1\ndata\nmine.txt 0\n');
+    assert.match(s.output(runId, 1), /secret.txt: Input\/output error/);
   });
 
   it('reports symlinks the command made as symlinks, never what they point to', async () => {

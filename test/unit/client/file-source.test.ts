@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { computeDigest, SHA256 } from '../../../src/common/digest.js';
@@ -23,6 +24,8 @@ describe("repr run's client side: answering questions and applying changes", () 
     root = path.join(tmpDir('repr-fs-root-'), 'proj');
     mkdirSync(path.join(root, 'dir'), { recursive: true });
     writeFileSync(path.join(root, 'a.txt'), 'alpha\n');
+    // Written an hour ago: a file written moments before it is hashed is hashed again next time (see HashCache).
+    utimesSync(path.join(root, 'a.txt'), new Date(Date.now() - 3600_000), new Date(Date.now() - 3600_000));
     writeFileSync(path.join(root, 'dir', 'b.sh'), '#!/bin/sh\n', { mode: 0o755 });
     symlinkSync('a.txt', path.join(root, 'link'));
   });
@@ -49,12 +52,13 @@ describe("repr run's client side: answering questions and applying changes", () 
     assert.deepEqual(
       dir.entries.map((e) => [e.name, e.node!.kind, e.node!.digest, e.node!.size]),
       [
-        ['a.txt', Node_Kind.FILE, undefined, 6],
+        ['a.txt', Node_Kind.FILE, { hash: d.hash, sizeBytes: 6 }, 6],
         ['dir', Node_Kind.DIRECTORY, undefined, 0],
         ['link', Node_Kind.SYMLINK, undefined, 0],
       ],
-      'listings carry sizes, not hashes: listing must not read every file',
+      'a listing carries the digests of its small files',
     );
+    assert.equal(fs.stats.hashed, 1, 'a.txt, unchanged, is not hashed again for the listing');
     const sh = await fs.answer(path.join(root, 'dir', 'b.sh'), false, [root]);
     assert.equal(sh.executable, true);
     assert.equal((await fs.answer(path.join(root, 'link'), false, [root])).symlinkTarget, 'a.txt');
@@ -64,6 +68,37 @@ describe("repr run's client side: answering questions and applying changes", () 
     await again.answer(path.join(root, 'a.txt'), false, [root]);
     assert.equal(again.stats.uploadedBlobs, 0);
     assert.equal(again.stats.presentBlobs, 1);
+  });
+
+  it('bounds the digests a listing carries: small regular files only, within a byte and a file budget, each in the CAS', async () => {
+    const dir = path.join(root, 'many');
+    mkdirSync(path.join(dir, 'sub'), { recursive: true });
+    for (let i = 0; i < 80; i++) writeFileSync(path.join(dir, `s${String(i).padStart(2, '0')}`), Buffer.alloc(60_000, i));
+    writeFileSync(path.join(dir, 'big'), Buffer.alloc(100 * 1024, 'b'));
+    symlinkSync('s00', path.join(dir, 'link'));
+    assert.equal(spawnSync('mkfifo', [path.join(dir, 'fifo')]).status, 0);
+    const fs = new FileSource(cas, SHA256);
+    const listing = await fs.answer(dir, true, [root]);
+    const byName = new Map(listing.entries.map((e) => [e.name, e.node!]));
+    assert.equal(byName.has('fifo'), false, 'a fifo is not shipped');
+    assert.equal(byName.get('link')!.symlinkTarget, 's00');
+    assert.equal(byName.get('sub')!.kind, Node_Kind.DIRECTORY);
+    assert.deepEqual([byName.get('big')!.digest, byName.get('big')!.size], [undefined, 100 * 1024], 'over 64 KiB: size only');
+    const withDigest = listing.entries.filter((e) => e.node!.digest);
+    // 4 MiB of 60,000-byte files.
+    assert.equal(withDigest.length, Math.floor((4 * 1024 * 1024) / 60_000));
+    for (const e of withDigest) assert.equal(e.node!.digest!.hash, computeDigest(SHA256, Buffer.alloc(60_000, Number(e.name.slice(1)))).hash, e.name);
+    assert.deepEqual(await cas.findMissing(withDigest.map((e) => ({ fn: SHA256, hash: e.node!.digest!.hash, sizeBytes: 60_000 }))), []);
+    assert.equal(fs.stats.hashed, withDigest.length);
+    // Mappings list without reading: they are built for every run, and only the files a run used are worth hashing.
+    const mapped = await fs.node(dir, true);
+    assert.equal(mapped.entries!.filter((e) => e.node.hash).length, 0);
+
+    const empties = path.join(root, 'empties');
+    mkdirSync(empties);
+    for (let i = 0; i < 2100; i++) writeFileSync(path.join(empties, `e${i}`), '');
+    const counted = await new FileSource(cas, SHA256).answer(empties, true, [root]);
+    assert.equal(counted.entries.filter((e) => e.node!.digest).length, 2048, 'at most 2048 digests in one listing');
   });
 
   it('refuses questions about paths outside the roots, also through a symlinked directory', async () => {
