@@ -42,13 +42,19 @@ export async function applyChanges(changes: readonly PathNode[], roots: readonly
   const contents = await new RemoteBlobStore(cas).getMany(
     leaves.filter((c) => c.node!.kind === Node_Kind.FILE).map((c) => fromWire(fn, c.node!.digest, `digest of ${c.path}`)),
   );
-  let bytes = 0;
+  // Each lane sums its own files: `total += await ...` would read the total
+  // before the await and overwrite what the other lanes added meanwhile.
   let next = 0;
   const lane = async () => {
-    while (next < leaves.length) bytes += await applyLeaf(leaves[next++]!, contents, fn, roots);
+    let sum = 0;
+    while (next < leaves.length) {
+      const n = await applyLeaf(leaves[next++]!, contents, fn, roots);
+      sum += n;
+    }
+    return sum;
   };
-  await Promise.all(Array.from({ length: Math.min(16, leaves.length) }, lane));
-  return bytes;
+  const sums = await Promise.all(Array.from({ length: Math.min(16, leaves.length) }, lane));
+  return sums.reduce((a, b) => a + b, 0);
 }
 
 /** Writes one file or symlink under a temporary name beside it, then renames it into place. */

@@ -159,6 +159,7 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
             wallMs: x.wallMs,
             mappingMs: x.mappingMs,
             applyMs: x.applyMs,
+            writtenBackBytes: x.changedBytes,
             stats: x.finished?.stats,
           })),
         },

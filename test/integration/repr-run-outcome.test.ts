@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fetchStatus, type ServerProcess, spawnWorker, startServerProcess, waitForStatus, type WorkerProcess } from '../../support/servers.js';
+import { REPR_BIN, runReprToEnd, waitForLog } from '../../support/spawn-server.js';
+import { tmpDir } from '../../support/tmp.js';
+
+/*
+ * What `repr run` reports and leaves behind once a command ends: bytes
+ * written back, exit codes when interrupted, time queued for an executor,
+ * and the permission bits of the files it brings back. Runs go to one
+ * worker with one executor (writes=overlay), so that a second run waits
+ * behind the first; another worker's runs write through FUSE itself.
+ */
+
+interface Started {
+  child: ChildProcessWithoutNullStreams;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<number | null>;
+}
+
+/** Starts `repr run ARGS` in `cwd` without waiting for it. */
+function startRun(cwd: string, args: string[], env: Record<string, string>): Started {
+  const child = spawn(process.execPath, [REPR_BIN, 'run', ...args], { cwd, env: { ...process.env, ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+/** Waits until `ok()` holds, polling; fails naming `what` after `timeoutMs`. */
+async function until(ok: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+interface StatsJson {
+  runs: { argv: string[]; writtenBackBytes: number; stats: { queueUs: number; setupUs: number; runUs: number } }[];
+}
+
+describe('repr run: what a run reports and leaves behind', () => {
+  let scheduler: ServerProcess;
+  const workers: WorkerProcess[] = [];
+  let proj: string;
+  let records: string;
+
+  before(async () => {
+    scheduler = await startServerProcess(['--data-dir', tmpDir('repr-outcome-sched-'), '--executors', '0', '--log-level', 'debug']);
+    for (const writes of ['overlay', 'fuse']) {
+      const args = ['--name', writes, '--executors', '1', '--data-dir', tmpDir('repr-outcome-w-'), '--executor-property', `writes=${writes}`];
+      workers.push(await spawnWorker(scheduler.url, [...args, '--run-writes', writes]));
+    }
+    await waitForStatus(scheduler.url, (s) => s.workers.length === 2);
+    proj = path.join(tmpDir('repr-outcome-proj-'), 'proj');
+    mkdirSync(proj, { recursive: true });
+    writeFileSync(path.join(proj, 'README'), 'a project\n');
+    records = tmpDir('repr-outcome-records-');
+  });
+
+  after(async () => {
+    for (const w of workers) await w.stop('SIGTERM');
+    await scheduler?.stop();
+  });
+
+  const env = () => ({ REPR_RUN_RECORDS: records });
+  const on = (writes: string) => ['--server', scheduler.url, '--platform', `writes=${writes}`];
+  const run = (args: string[], writes = 'overlay') => runReprToEnd(['run', ...on(writes), ...args], { cwd: proj, env: env() });
+  const start = (args: string[]) => startRun(proj, [...on('overlay'), ...args], env());
+  const runningOnWorker = async () => (await fetchStatus(scheduler.url)).workers.find((w) => w.name === 'overlay')?.running.length ?? 0;
+
+  it('counts every byte written back, however many files come back at once', async () => {
+    // 200 files of 7 KiB, each different: written back by concurrent lanes.
+    const cmd = "mkdir -p many && i=0; while [ $i -lt 200 ]; do printf '%07168d' $i > many/f$i; i=$((i+1)); done";
+    const json = path.join(tmpDir('repr-outcome-stats-'), 's.json');
+    const r = await run(['--no-record', '--stats', '--stats-json', json, '--', '/bin/sh', '-c', cmd]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(statSync(path.join(proj, 'many', 'f199')).size, 7168);
+    const total = 200 * 7168;
+    assert.match(r.stderr, new RegExp(`\\b${total} written back`), r.stderr);
+    const s = JSON.parse(readFileSync(json, 'utf8')) as StatsJson;
+    assert.equal(s.runs[0]!.writtenBackBytes, total);
+  });
+});
