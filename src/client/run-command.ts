@@ -9,7 +9,7 @@ import { FileSource, type FileSourceStats } from './file-source.js';
 import { ReapiClient } from '../reapi/reapi-client.js';
 import { type DialTls, tlsFor } from '../grpc/dial.js';
 import { applyChanges } from './run-changes.js';
-import { RUN_FAILED_EXIT, RUN_INTERRUPTED_EXIT } from './exit-codes.js';
+import { RUN_FAILED_EXIT, runInterruptedExit } from './exit-codes.js';
 import { serverFailure } from './server-failure.js';
 import { RunSession } from './run-client.js';
 import { loadRecord, mappingsFor, recordDir, saveRecord } from './run-record.js';
@@ -53,6 +53,10 @@ export interface CommandOutcome {
   /** Client-side phases: building mappings before the request, applying changes after it. */
   mappingMs: number;
   applyMs: number;
+  /** Sent to a server: false for a command an interruption kept from starting. */
+  submitted: boolean;
+  /** Its changes were applied here. */
+  wroteBack: boolean;
 }
 
 /**
@@ -79,9 +83,9 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
   const records = recordDir();
   const manifest = (o.manifest ?? []).map((p) => path.resolve(cwd, p)).filter((p) => rootOf(p, roots));
   const outcomes: CommandOutcome[] = [];
-  let interrupted = false;
-  const onSignal = () => {
-    interrupted = true;
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    interrupted ??= signal;
     for (const s of sessions) s.cancelAll();
   };
   process.once('SIGINT', onSignal);
@@ -93,7 +97,7 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
         const i = next++;
         const argv = o.commands[i]!;
         const started = performance.now();
-        const outcome: CommandOutcome = { argv, changedBytes: 0, mappings: 0, wallMs: 0, mappingMs: 0, applyMs: 0 };
+        const outcome: CommandOutcome = { argv, changedBytes: 0, mappings: 0, wallMs: 0, mappingMs: 0, applyMs: 0, submitted: false, wroteBack: false };
         outcomes[i] = outcome;
         const session = sessions[(lane + i) % sessions.length]!;
         try {
@@ -102,6 +106,9 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
           const mappings: PathNode[] = await mappingsFor([...roots, ...manifest, ...(rec?.accessed ?? [])], rec?.listed ?? [], files, fn);
           outcome.mappings = mappings.length;
           outcome.mappingMs = performance.now() - started;
+          // A signal while the mappings were being built: cancelAll could not reach this run.
+          if (interrupted) break;
+          outcome.submitted = true;
           const finished = await session.run({
             argv,
             env: o.env,
@@ -116,6 +123,7 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
           if (!finished.status || finished.status.code === Code.OK) {
             const applying = performance.now();
             outcome.changedBytes = await applyChanges(finished.changes, roots, cas, fn);
+            outcome.wroteBack = true;
             outcome.applyMs = performance.now() - applying;
             if (o.record)
               await saveRecord(records, roots, {
@@ -133,7 +141,9 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
           outcome.error = serverFailure(e, session.target, 'repr run');
         }
         outcome.wallMs = performance.now() - started;
-        if (outcome.error) o.stderr.write(`repr run: ${argv.join(' ')}: ${outcome.error}\n`);
+        // The summary of an interruption says which commands were stopped.
+        const stoppedHere = interrupted && outcome.finished?.status?.code === Code.CANCELLED;
+        if (outcome.error && !stoppedHere) o.stderr.write(`repr run: ${argv.join(' ')}: ${outcome.error}\n`);
         if (o.stats) o.stderr.write(formatStats(outcome, files.stats));
       }
     };
@@ -177,7 +187,10 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
       break;
     }
   }
-  if (interrupted && exitCode === 0) exitCode = RUN_INTERRUPTED_EXIT;
+  if (interrupted) {
+    exitCode = runInterruptedExit(interrupted);
+    o.stderr.write(interruptedSummary(interrupted, o.commands.length, outcomes));
+  }
   return { exitCode, outcomes, client: files.stats };
 }
 
@@ -216,6 +229,21 @@ async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/** What an interruption left behind: which commands' changes are here and which are not. */
+function interruptedSummary(signal: NodeJS.Signals, total: number, outcomes: readonly (CommandOutcome | undefined)[]): string {
+  const done = outcomes.filter((x) => x?.wroteBack).length;
+  const stopped = outcomes.filter((x) => x?.submitted && !x.wroteBack).length;
+  const notStarted = total - done - stopped;
+  let what: string;
+  if (total === 1) {
+    what = done ? 'the command had finished and was written back' : `the command was ${stopped ? 'stopped' : 'not started'}; nothing was written back`;
+  } else {
+    what = `${done} of ${total} commands finished and were written back`;
+    if (done < total) what += `; ${stopped} stopped and ${notStarted} not started, nothing of theirs written back`;
+  }
+  return `repr run: interrupted (${signal}): ${what}\n`;
 }
 
 const ms = (us: number | undefined) => `${((us ?? 0) / 1000).toFixed(1)} ms`;

@@ -88,4 +88,37 @@ describe('repr run: what a run reports and leaves behind', () => {
     const s = JSON.parse(readFileSync(json, 'utf8')) as StatsJson;
     assert.equal(s.runs[0]!.writtenBackBytes, total);
   });
+
+  it('exits 130 on SIGINT, says what was written back, and stops the remote command', async () => {
+    const dir = tmpDir('repr-outcome-batch-');
+    const batch = path.join(dir, 'batch.txt');
+    writeFileSync(batch, ['echo done > first.txt', 'echo started; echo partial > second.txt; exec sleep 30', 'echo never > third.txt'].join('\n'));
+    const r = start(['--no-record', '--batch', batch, '--workers', '1']);
+    await until(() => r.stdout().includes('started'), 'the second command started');
+    assert.ok(existsSync(path.join(proj, 'first.txt')), 'the first command finished and was written back');
+    assert.equal(await runningOnWorker(), 1);
+    r.child.kill('SIGINT');
+    assert.equal(await r.exited, 130, r.stderr());
+    assert.match(
+      r.stderr(),
+      /repr run: interrupted \(SIGINT\): 1 of 3 commands finished and were written back; 1 stopped and 1 not started, nothing of theirs written back/,
+    );
+    assert.equal(existsSync(path.join(proj, 'second.txt')), false);
+    assert.equal(existsSync(path.join(proj, 'third.txt')), false);
+    await until(async () => (await runningOnWorker()) === 0, 'the executor is idle again');
+  });
+
+  it('exits 143 on SIGTERM and writes nothing of the stopped command back', async () => {
+    const r = start(['--no-record', '--', '/bin/sh', '-c', 'echo partial > partial.txt; echo started; exec sleep 30']);
+    await until(() => r.stdout().includes('started'), 'the command started');
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exited, 143, r.stderr());
+    assert.match(r.stderr(), /repr run: interrupted \(SIGTERM\): the command was stopped; nothing was written back/);
+    assert.equal(existsSync(path.join(proj, 'partial.txt')), false);
+    await until(async () => (await runningOnWorker()) === 0, 'the executor is idle again');
+    // The executor takes runs again.
+    const again = await run(['--no-record', '--', 'cat', 'README']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, 'a project\n');
+  });
 });
