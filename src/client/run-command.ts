@@ -252,7 +252,7 @@ function formatStats(x: CommandOutcome, client: FileSourceStats): string {
   const s = x.finished?.stats;
   const lines = [`repr run: ${x.argv.join(' ')}`];
   lines.push(
-    `  exit ${x.finished?.exitCode ?? '-'}; wall ${x.wallMs.toFixed(0)} ms: mappings ${x.mappingMs.toFixed(1)} ms, executor setup ${ms(s?.setupUs)}, command ${ms(s?.runUs)}, applying changes ${x.applyMs.toFixed(1)} ms`,
+    `  exit ${x.finished?.exitCode ?? '-'}; wall ${x.wallMs.toFixed(0)} ms: mappings ${x.mappingMs.toFixed(1)} ms, queued for an executor ${ms(s?.queueUs)}, executor setup ${ms(s?.setupUs)}, command ${ms(s?.runUs)}, applying changes ${x.applyMs.toFixed(1)} ms`,
   );
   lines.push(
     `  files: ${x.mappings} mapped up front, ${s?.mappedHits ?? 0} lookups served from mappings, ${s?.queries ?? 0} asked on demand, blocked on this client ${ms(s?.blockedOnClientUs)}`,

@@ -89,6 +89,24 @@ describe('repr run: what a run reports and leaves behind', () => {
     assert.equal(s.runs[0]!.writtenBackBytes, total);
   });
 
+  it('reports time queued for an executor apart from time running', async () => {
+    const busy = start(['--no-record', '--', '/bin/sh', '-c', 'echo busy; exec sleep 30']);
+    await until(() => busy.stdout().includes('busy'), 'the first run started');
+    const json = path.join(tmpDir('repr-outcome-stats-'), 'q.json');
+    const queued = start(['--no-record', '--stats', '--stats-json', json, '--', 'true']);
+    await waitForLog(scheduler, (rec) => rec.msg === 'run waiting for an executor' && JSON.stringify(rec.argv) === '["true"]');
+    // The second run waits behind the first for as long as the first holds the executor.
+    const heldMs = 2000;
+    await new Promise((r) => setTimeout(r, heldMs));
+    busy.child.kill('SIGINT');
+    assert.equal(await busy.exited, 130, busy.stderr());
+    assert.equal(await queued.exited, 0, queued.stderr());
+    const s = (JSON.parse(readFileSync(json, 'utf8')) as StatsJson).runs[0]!.stats;
+    assert.ok(s.queueUs >= heldMs * 1000, `queued ${s.queueUs} us`);
+    assert.ok(s.runUs < 1_000_000, `ran ${s.runUs} us`);
+    assert.match(queued.stderr(), /queued for an executor \d+\.\d ms/, queued.stderr());
+  });
+
   it('exits 130 on SIGINT, says what was written back, and stops the remote command', async () => {
     const dir = tmpDir('repr-outcome-batch-');
     const batch = path.join(dir, 'batch.txt');

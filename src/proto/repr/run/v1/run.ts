@@ -202,6 +202,11 @@ export interface RunStats {
   /** Queries and fetches that cost the most, longest first. */
   top: FileCost[];
   bytesUploaded: number;
+  /**
+   * Time from the request reaching the server until an executor was held
+   * for it (waiting behind other runs and actions), before setup_us.
+   */
+  queueUs: number;
 }
 
 export interface FileCost {
@@ -1398,6 +1403,7 @@ function createBaseRunStats(): RunStats {
     runUs: 0,
     top: [],
     bytesUploaded: 0,
+    queueUs: 0,
   };
 }
 
@@ -1426,6 +1432,9 @@ export const RunStats: MessageFns<RunStats> = {
     }
     if (message.bytesUploaded !== 0) {
       writer.uint32(64).uint64(message.bytesUploaded);
+    }
+    if (message.queueUs !== 0) {
+      writer.uint32(72).uint64(message.queueUs);
     }
     return writer;
   },
@@ -1507,6 +1516,14 @@ export const RunStats: MessageFns<RunStats> = {
             message.bytesUploaded = longToNumber(reader.uint64());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.queueUs = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1532,6 +1549,7 @@ export const RunStats: MessageFns<RunStats> = {
     message.runUs = object.runUs ?? 0;
     message.top = object.top?.map((e) => FileCost.fromPartial(e)) || [];
     message.bytesUploaded = object.bytesUploaded ?? 0;
+    message.queueUs = object.queueUs ?? 0;
     return message;
   },
 };
