@@ -169,7 +169,7 @@ export class FileSource {
     const mtimeMs = Math.floor(st.mtimeMs);
     if (st.isFile()) {
       const digest = await this.ensure(p, st);
-      return { kind: 'file', hash: digest.hash, size: digest.sizeBytes, executable: (st.mode & 0o111) !== 0, mtimeMs };
+      return { kind: 'file', hash: digest.hash, size: digest.sizeBytes, mode: st.mode & 0o777, mtimeMs };
     }
     if (st.isSymbolicLink()) return { kind: 'symlink', target: await readlink(p), mtimeMs };
     if (st.isDirectory()) {
@@ -190,7 +190,7 @@ export class FileSource {
         try {
           const st = await lstat(path.join(dir, name));
           const mtimeMs = Math.floor(st.mtimeMs);
-          if (st.isFile()) out.push({ name, node: { kind: 'file', size: st.size, executable: (st.mode & 0o111) !== 0, mtimeMs } });
+          if (st.isFile()) out.push({ name, node: { kind: 'file', size: st.size, mode: st.mode & 0o777, mtimeMs } });
           else if (st.isDirectory()) out.push({ name, node: { kind: 'dir', mtimeMs } });
           else if (st.isSymbolicLink()) out.push({ name, node: { kind: 'symlink', target: await readlink(path.join(dir, name)), mtimeMs } });
         } catch {

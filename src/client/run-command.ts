@@ -8,7 +8,7 @@ import { checkRoots, rootOf } from '../vfs/paths.js';
 import { FileSource, type FileSourceStats } from './file-source.js';
 import { ReapiClient } from '../reapi/reapi-client.js';
 import { type DialTls, tlsFor } from '../grpc/dial.js';
-import { applyChanges } from './run-changes.js';
+import { applyChanges, droppedBitsNote } from './run-changes.js';
 import { RUN_FAILED_EXIT, runInterruptedExit } from './exit-codes.js';
 import { serverFailure } from './server-failure.js';
 import { RunSession } from './run-client.js';
@@ -122,8 +122,10 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
           outcome.finished = finished;
           if (!finished.status || finished.status.code === Code.OK) {
             const applying = performance.now();
-            outcome.changedBytes = await applyChanges(finished.changes, roots, cas, fn);
+            const applied = await applyChanges(finished.changes, roots, cas, fn);
+            outcome.changedBytes = applied.bytes;
             outcome.wroteBack = true;
+            for (const d of applied.droppedModeBits) o.stderr.write(`repr run: ${droppedBitsNote(d)}\n`);
             outcome.applyMs = performance.now() - applying;
             if (o.record)
               await saveRecord(records, roots, {

@@ -299,7 +299,7 @@ export class RunExecutor {
         v.hash = c.hash;
         v.size = c.size;
       }
-      v.executable = c.executable ?? false;
+      v.mode = c.mode ?? 0o644;
     } else if (c.kind === 'symlink') {
       v.target = c.target;
     }

@@ -89,6 +89,23 @@ describe('repr run: what a run reports and leaves behind', () => {
     assert.equal(s.runs[0]!.writtenBackBytes, total);
   });
 
+  for (const writes of ['overlay', 'fuse']) {
+    it(`keeps the permission bits the command set, drops setuid with a note, and shows the command the client's modes (writes through ${writes})`, async () => {
+      const dir = path.join(proj, `modes-${writes}`);
+      mkdirSync(dir);
+      for (const f of ['a', 'b', 'c']) writeFileSync(path.join(dir, f), `${f}\n`);
+      writeFileSync(path.join(dir, 'private'), 'only mine\n');
+      chmodSync(path.join(dir, 'private'), 0o600);
+      const cmd = `cd modes-${writes} && chmod 0775 a; chmod 0640 b; chmod 4755 c; echo new > d; chmod 0700 d; stat -c %a private`;
+      const r = await run(['--no-record', '--', '/bin/sh', '-c', cmd], writes);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, '600\n', 'the command sees the mode the file has on the client');
+      const mode = (f: string) => (statSync(path.join(dir, f)).mode & 0o7777).toString(8);
+      assert.deepEqual(['a', 'b', 'c', 'd', 'private'].map(mode), ['775', '640', '755', '700', '600'], 'as a local run would, but for the setuid bit');
+      assert.match(r.stderr, /\/c: setuid bit not written back .*; its mode is 0755\n/, r.stderr);
+    });
+  }
+
   it('reports time queued for an executor apart from time running', async () => {
     const busy = start(['--no-record', '--', '/bin/sh', '-c', 'echo busy; exec sleep 30']);
     await until(() => busy.stdout().includes('busy'), 'the first run started');

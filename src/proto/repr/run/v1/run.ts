@@ -94,6 +94,7 @@ export interface Node {
   /** FILE: its content. Unset in listings, which carry only the size. */
   digest: Digest | undefined;
   size: number;
+  /** FILE: whether any execute bit is set; 0755 or 0644 when mode is 0. */
   executable: boolean;
   symlinkTarget: string;
   /** Client's modification time in milliseconds since the epoch (make reads it). */
@@ -101,6 +102,13 @@ export interface Node {
   /** DIRECTORY: set when the listing is complete. */
   listed: boolean;
   entries: Entry[];
+  /**
+   * FILE: its permission bits (0777) as the client has them, or as the
+   * command left them in a change (setuid, setgid and sticky included: the
+   * client decides what it keeps). 0 = not sent (an older peer): executable
+   * says.
+   */
+  mode: number;
 }
 
 export enum Node_Kind {
@@ -582,6 +590,7 @@ function createBaseNode(): Node {
     mtimeMs: 0,
     listed: false,
     entries: [],
+    mode: 0,
   };
 }
 
@@ -610,6 +619,9 @@ export const Node: MessageFns<Node> = {
     }
     for (const v of message.entries) {
       Entry.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.mode !== 0) {
+      writer.uint32(72).uint32(message.mode);
     }
     return writer;
   },
@@ -691,6 +703,14 @@ export const Node: MessageFns<Node> = {
             message.entries.push(Entry.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.mode = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -718,6 +738,7 @@ export const Node: MessageFns<Node> = {
     message.mtimeMs = object.mtimeMs ?? 0;
     message.listed = object.listed ?? false;
     message.entries = object.entries?.map((e) => Entry.fromPartial(e)) || [];
+    message.mode = object.mode ?? 0;
     return message;
   },
 };
