@@ -1,3 +1,5 @@
+import os from 'node:os';
+
 /**
  * How `repr` exits, as README's "Exit codes" table says. Scripts and CI read
  * these, so each means one thing across commands.
@@ -15,5 +17,12 @@ export const USAGE_EXIT = 2;
  */
 export const RUN_FAILED_EXIT = 125;
 
-/** `repr run` interrupted (SIGINT or SIGTERM) before its commands finished, as a shell reports a SIGINT. */
-export const RUN_INTERRUPTED_EXIT = 130;
+/**
+ * `repr run` interrupted (SIGINT or SIGTERM), whether or not some of its
+ * commands finished and were written back: 128 + the signal's number, as a
+ * shell reports a command the signal killed (130, 143), so that a script or
+ * make stops as it would locally.
+ */
+export function runInterruptedExit(signal: NodeJS.Signals): number {
+  return 128 + os.constants.signals[signal];
+}

@@ -179,7 +179,7 @@ export class FileSource {
     const mtimeMs = Number(st.mtimeMs);
     if (st.isFile()) {
       const digest = await this.ensure(p, st);
-      return { kind: 'file', hash: digest.hash, size: digest.sizeBytes, executable: (st.mode & 0o111n) !== 0n, mtimeMs };
+      return { kind: 'file', hash: digest.hash, size: digest.sizeBytes, mode: Number(st.mode & 0o777n), mtimeMs };
     }
     if (st.isSymbolicLink()) return { kind: 'symlink', target: await readlink(p), mtimeMs };
     if (st.isDirectory()) {
@@ -208,7 +208,7 @@ export class FileSource {
           const st = await lstat(file, { bigint: true });
           const mtimeMs = Number(st.mtimeMs);
           if (st.isFile()) {
-            const node: VNode = { kind: 'file', size: Number(st.size), executable: (st.mode & 0o111n) !== 0n, mtimeMs };
+            const node: VNode = { kind: 'file', size: Number(st.size), mode: Number(st.mode & 0o777n), mtimeMs };
             out.push({ name, node });
             if (withDigests && st.size <= LISTING_DIGEST_MAX_FILE) small.push({ node, file, st });
           } else if (st.isDirectory()) out.push({ name, node: { kind: 'dir', mtimeMs } });

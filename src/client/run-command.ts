@@ -9,8 +9,8 @@ import { FileSource, type FileSourceStats } from './file-source.js';
 import { HashCache } from './hash-cache.js';
 import { ReapiClient } from '../reapi/reapi-client.js';
 import { type DialTls, tlsFor } from '../grpc/dial.js';
-import { applyChanges } from './run-changes.js';
-import { RUN_FAILED_EXIT, RUN_INTERRUPTED_EXIT } from './exit-codes.js';
+import { applyChanges, droppedBitsNote } from './run-changes.js';
+import { RUN_FAILED_EXIT, runInterruptedExit } from './exit-codes.js';
 import { serverFailure } from './server-failure.js';
 import { RunSession } from './run-client.js';
 import { loadRecord, mappingsFor, recordDir, saveRecord } from './run-record.js';
@@ -54,6 +54,10 @@ export interface CommandOutcome {
   /** Client-side phases: building mappings before the request, applying changes after it. */
   mappingMs: number;
   applyMs: number;
+  /** Sent to a server: false for a command an interruption kept from starting. */
+  submitted: boolean;
+  /** Its changes were applied here. */
+  wroteBack: boolean;
 }
 
 /**
@@ -81,9 +85,9 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
   const sessions = servers.map((s) => new RunSession(s, files, { instanceName: o.instanceName, fn, token: o.token, ...dialTls(s) }));
   const manifest = (o.manifest ?? []).map((p) => path.resolve(cwd, p)).filter((p) => rootOf(p, roots));
   const outcomes: CommandOutcome[] = [];
-  let interrupted = false;
-  const onSignal = () => {
-    interrupted = true;
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    interrupted ??= signal;
     for (const s of sessions) s.cancelAll();
   };
   process.once('SIGINT', onSignal);
@@ -95,7 +99,7 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
         const i = next++;
         const argv = o.commands[i]!;
         const started = performance.now();
-        const outcome: CommandOutcome = { argv, changedBytes: 0, mappings: 0, wallMs: 0, mappingMs: 0, applyMs: 0 };
+        const outcome: CommandOutcome = { argv, changedBytes: 0, mappings: 0, wallMs: 0, mappingMs: 0, applyMs: 0, submitted: false, wroteBack: false };
         outcomes[i] = outcome;
         const session = sessions[(lane + i) % sessions.length]!;
         try {
@@ -103,6 +107,9 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
           const mappings: PathNode[] = await mappingsFor([...roots, ...manifest, ...(rec?.accessed ?? [])], rec?.listed ?? [], files, fn);
           outcome.mappings = mappings.length;
           outcome.mappingMs = performance.now() - started;
+          // A signal while the mappings were being built: cancelAll could not reach this run.
+          if (interrupted) break;
+          outcome.submitted = true;
           const finished = await session.run({
             argv,
             env: o.env,
@@ -116,7 +123,10 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
           outcome.finished = finished;
           if (!finished.status || finished.status.code === Code.OK) {
             const applying = performance.now();
-            outcome.changedBytes = await applyChanges(finished.changes, roots, cas, fn);
+            const applied = await applyChanges(finished.changes, roots, cas, fn);
+            outcome.changedBytes = applied.bytes;
+            outcome.wroteBack = true;
+            for (const d of applied.droppedModeBits) o.stderr.write(`repr run: ${droppedBitsNote(d)}\n`);
             outcome.applyMs = performance.now() - applying;
             if (o.record)
               await saveRecord(records, roots, {
@@ -133,7 +143,9 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
           outcome.error = serverFailure(e, session.target, 'repr run');
         }
         outcome.wallMs = performance.now() - started;
-        if (outcome.error) o.stderr.write(`repr run: ${argv.join(' ')}: ${outcome.error}\n`);
+        // The summary of an interruption says which commands were stopped.
+        const stoppedHere = interrupted && outcome.finished?.status?.code === Code.CANCELLED;
+        if (outcome.error && !stoppedHere) o.stderr.write(`repr run: ${argv.join(' ')}: ${outcome.error}\n`);
         if (o.stats) o.stderr.write(formatStats(outcome, files.stats));
       }
     };
@@ -160,6 +172,7 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
             wallMs: x.wallMs,
             mappingMs: x.mappingMs,
             applyMs: x.applyMs,
+            writtenBackBytes: x.changedBytes,
             stats: x.finished?.stats,
           })),
         },
@@ -177,7 +190,10 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
       break;
     }
   }
-  if (interrupted && exitCode === 0) exitCode = RUN_INTERRUPTED_EXIT;
+  if (interrupted) {
+    exitCode = runInterruptedExit(interrupted);
+    o.stderr.write(interruptedSummary(interrupted, o.commands.length, outcomes));
+  }
   return { exitCode, outcomes, client: files.stats };
 }
 
@@ -218,13 +234,28 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** What an interruption left behind: which commands' changes are here and which are not. */
+function interruptedSummary(signal: NodeJS.Signals, total: number, outcomes: readonly (CommandOutcome | undefined)[]): string {
+  const done = outcomes.filter((x) => x?.wroteBack).length;
+  const stopped = outcomes.filter((x) => x?.submitted && !x.wroteBack).length;
+  const notStarted = total - done - stopped;
+  let what: string;
+  if (total === 1) {
+    what = done ? 'the command had finished and was written back' : `the command was ${stopped ? 'stopped' : 'not started'}; nothing was written back`;
+  } else {
+    what = `${done} of ${total} commands finished and were written back`;
+    if (done < total) what += `; ${stopped} stopped and ${notStarted} not started, nothing of theirs written back`;
+  }
+  return `repr run: interrupted (${signal}): ${what}\n`;
+}
+
 const ms = (us: number | undefined) => `${((us ?? 0) / 1000).toFixed(1)} ms`;
 
 function formatStats(x: CommandOutcome, client: FileSourceStats): string {
   const s = x.finished?.stats;
   const lines = [`repr run: ${x.argv.join(' ')}`];
   lines.push(
-    `  exit ${x.finished?.exitCode ?? '-'}; wall ${x.wallMs.toFixed(0)} ms: mappings ${x.mappingMs.toFixed(1)} ms, executor setup ${ms(s?.setupUs)}, command ${ms(s?.runUs)}, applying changes ${x.applyMs.toFixed(1)} ms`,
+    `  exit ${x.finished?.exitCode ?? '-'}; wall ${x.wallMs.toFixed(0)} ms: mappings ${x.mappingMs.toFixed(1)} ms, queued for an executor ${ms(s?.queueUs)}, executor setup ${ms(s?.setupUs)}, command ${ms(s?.runUs)}, applying changes ${x.applyMs.toFixed(1)} ms`,
   );
   lines.push(
     `  files: ${x.mappings} mapped up front, ${s?.mappedHits ?? 0} lookups served from mappings, ${s?.queries ?? 0} asked on demand, blocked on this client ${ms(s?.blockedOnClientUs)}`,

@@ -22,6 +22,8 @@ export interface RunRecord {
   bytesUploaded: number;
   /** Time the command spent waiting on the client (round trips through the mount). */
   blockedOnClientMs: number;
+  /** Time the run waited for an executor, behind other runs and actions. */
+  queueMs?: number;
   setupMs: number;
   runMs: number;
   /** The files that cost the most, most expensive first. */

@@ -1,4 +1,5 @@
 import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { type Clock, systemClock } from '../common/clock.js';
 import { Code, ReprError, toStatus } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { InstanceNames } from './instances.js';
@@ -15,6 +16,8 @@ export interface RunServiceOptions {
   instances: InstanceNames;
   log: Logger;
   telemetry?: TelemetrySink;
+  /** Times how long each run waits for an executor. */
+  clock?: Clock;
 }
 
 type Stream = ServerDuplexStream<ClientMessage, ServerMessage>;
@@ -103,8 +106,12 @@ export class RunService {
       output: (stream, data) => send({ output: { runId: req.runId, stream, data } }),
     };
     const log = this.o.log.child({ run: req.runId });
+    const clock = this.o.clock ?? systemClock;
+    const queuedAt = clock.now();
     try {
+      log.debug({ argv: req.arguments }, 'run waiting for an executor');
       const held = await this.o.scheduler.acquire(runRequirements(req), `runs/${req.runId}`, run.abort.signal);
+      const queueUs = (clock.now() - queuedAt) * 1000;
       let result: RunFinished;
       try {
         send({ started: { runId: req.runId, executor: held.slot.id } });
@@ -114,6 +121,8 @@ export class RunService {
         held.release();
       }
       result.runId = req.runId;
+      // The executor (here or a worker's) times only what it did; the wait for it is known here.
+      if (result.stats) result.stats.queueUs = queueUs;
       this.o.telemetry?.record({
         runId: req.runId,
         executor: held.slot.id,
@@ -125,6 +134,7 @@ export class RunService {
         bytesFetched: result.stats?.bytesFetched ?? 0,
         bytesUploaded: result.stats?.bytesUploaded ?? 0,
         blockedOnClientMs: (result.stats?.blockedOnClientUs ?? 0) / 1000,
+        queueMs: queueUs / 1000,
         setupMs: (result.stats?.setupUs ?? 0) / 1000,
         runMs: (result.stats?.runUs ?? 0) / 1000,
         top: result.stats?.top ?? [],

@@ -1,6 +1,6 @@
 import { copyFile, open, truncate as truncateFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { NodeKind, VAccessReport, VChange, VNode, VPathNode } from './vfs.js';
+import { fileMode, type NodeKind, type VAccessReport, type VChange, type VNode, type VPathNode } from './vfs.js';
 
 /**
  * The in-memory file tree behind a `repr run` FUSE mount: what the run sees
@@ -65,7 +65,8 @@ export interface TreeNode {
   /** file: whether the run changed the bytes of `file` (written, truncated, created). */
   modified?: boolean;
   size: number;
-  executable: boolean;
+  /** file: permission bits (setuid, setgid and sticky too, when the run set them); 0 for other kinds. */
+  mode: number;
   target?: string;
   mtime: number;
   atime: number;
@@ -80,7 +81,7 @@ export interface TreeNode {
   copying?: Promise<string>;
 }
 
-const ABSENT = (): TreeNode => ({ kind: 'absent', size: 0, executable: false, mtime: 0, atime: 0, ctime: 0 });
+const ABSENT = (): TreeNode => ({ kind: 'absent', size: 0, mode: 0, mtime: 0, atime: 0, ctime: 0 });
 
 /** libfuse renames a file unlinked while open to this name and removes it at release; never a change. */
 const HIDDEN_PREFIX = '.fuse_hidden';
@@ -147,7 +148,7 @@ export class FuseTree {
       case 'symlink':
         return { ...base, mode: 0o120777, size: Buffer.byteLength(n.target ?? ''), nlink: 1 };
       default:
-        return { ...base, mode: n.executable ? 0o100755 : 0o100644, size: n.size, nlink: 1 };
+        return { ...base, mode: 0o100000 | n.mode, size: n.size, nlink: 1 };
     }
   }
 
@@ -211,7 +212,7 @@ export class FuseTree {
     if (cur.kind !== 'absent') throw new TreeError('EEXIST');
     const hostPath = await this.newScratch();
     const t = this.now();
-    this.put(p, { kind: 'file', file: hostPath, modified: true, size: 0, executable: (mode & 0o111) !== 0, mtime: t, atime: t, ctime: t }, parent);
+    this.put(p, { kind: 'file', file: hostPath, modified: true, size: 0, mode: mode & 0o7777, mtime: t, atime: t, ctime: t }, parent);
     return { node: this.nodes.get(p)!, hostPath };
   }
 
@@ -247,7 +248,7 @@ export class FuseTree {
     const parent = await this.parentDir(p);
     if ((await this.resolve(p)).kind !== 'absent') throw new TreeError('EEXIST');
     const t = this.now();
-    this.put(p, { kind: 'dir', names: new Set(), size: 0, executable: false, mtime: t, atime: t, ctime: t }, parent);
+    this.put(p, { kind: 'dir', names: new Set(), size: 0, mode: 0, mtime: t, atime: t, ctime: t }, parent);
   }
 
   async rmdir(p: string): Promise<void> {
@@ -262,7 +263,7 @@ export class FuseTree {
     const parent = await this.parentDir(p);
     if ((await this.resolve(p)).kind !== 'absent') throw new TreeError('EEXIST');
     const t = this.now();
-    this.put(p, { kind: 'symlink', target, size: 0, executable: false, mtime: t, atime: t, ctime: t }, parent);
+    this.put(p, { kind: 'symlink', target, size: 0, mode: 0, mtime: t, atime: t, ctime: t }, parent);
   }
 
   /**
@@ -303,16 +304,16 @@ export class FuseTree {
     this.put(dst, n, dstParent);
   }
 
-  /** Tracks only the executable bit of files (the one mode bit the client keeps). */
+  /** Tracks the mode bits of files, which come back to the client; a directory's stay as the client has them. */
   async chmod(p: string, mode: number): Promise<void> {
     const n = await this.existing(p);
     this.writable(p);
     if (n.kind !== 'file') return;
-    const exec = (mode & 0o111) !== 0;
-    if (exec === n.executable) return;
+    const bits = mode & 0o7777;
+    if (bits === n.mode) return;
     if (!n.file && !n.hash) await this.learnHash(p, n);
     this.touch(p);
-    n.executable = exec;
+    n.mode = bits;
     n.ctime = this.now();
   }
 
@@ -351,9 +352,9 @@ export class FuseTree {
       }
       const hash = cur.file && !cur.modified ? cur.copiedFrom : cur.hash;
       if (cur.file && cur.modified) {
-        out.push({ path: p, kind: 'file', file: cur.file, size: cur.size, executable: cur.executable });
-      } else if (was.kind !== 'file' || was.hash !== hash || was.executable !== cur.executable) {
-        out.push({ path: p, kind: 'file', hash, size: cur.size, executable: cur.executable });
+        out.push({ path: p, kind: 'file', file: cur.file, size: cur.size, mode: cur.mode });
+      } else if (was.kind !== 'file' || was.hash !== hash || was.mode !== cur.mode) {
+        out.push({ path: p, kind: 'file', hash, size: cur.size, mode: cur.mode });
       }
     }
     return out;
@@ -373,7 +374,7 @@ export class FuseTree {
   /** An existing node; a synthesized ancestor is a fresh read-only dir (writers check `writable` first). */
   private async existing(p: string): Promise<TreeNode> {
     if (this.ancestors.has(p) && !this.rootOf(p)) {
-      return { kind: 'dir', size: 0, executable: false, mtime: this.startMs, atime: this.startMs, ctime: this.startMs };
+      return { kind: 'dir', size: 0, mode: 0, mtime: this.startMs, atime: this.startMs, ctime: this.startMs };
     }
     const n = await this.resolve(p);
     if (n.kind === 'absent') throw new TreeError('ENOENT');
@@ -462,7 +463,7 @@ export class FuseTree {
       kind: v.kind,
       hash: v.hash,
       size: v.size ?? 0,
-      executable: v.executable ?? false,
+      mode: v.kind === 'file' ? fileMode(v) : 0,
       target: v.target,
       mtime: t,
       atime: t,

@@ -2,7 +2,7 @@ import { type DigestFunction, fromWire } from '../common/digest.js';
 import { invalidArgument } from '../common/errors.js';
 import { type Node, Node_Kind, type PathNode } from '../proto/repr/run/v1/run.js';
 import { MAX_NAME_BYTES, MAX_PATH_BYTES } from './paths.js';
-import type { NodeKind, VNode, VPathNode } from './vfs.js';
+import { fileMode, type NodeKind, type VNode, type VPathNode } from './vfs.js';
 
 /**
  * The most entries one listing may carry. A directory that big is rare on a
@@ -51,6 +51,12 @@ export function nodeFromWire(fn: DigestFunction, n: Node | undefined, where: str
       v.size = n.size;
     }
     if (n.executable) v.executable = true;
+    if (n.mode) {
+      if (n.mode > 0o7777) throw invalidArgument(`${where}: mode ${n.mode.toString(8)} is not a file's permission bits`);
+      // The mount shows no setuid, setgid or sticky file: what the command
+      // runs must not gain privileges from what a client says.
+      v.mode = n.mode & 0o777;
+    }
   } else if (kind === 'symlink') {
     if (!n.symlinkTarget) throw invalidArgument(`${where}: a symlink needs a target`);
     if (n.symlinkTarget.includes('\0') || Buffer.byteLength(n.symlinkTarget) > MAX_PATH_BYTES) {
@@ -77,11 +83,12 @@ export function nodeToWire(v: VNode, fn?: DigestFunction): Node {
     kind: WIRE_KINDS[v.kind],
     digest: v.kind === 'file' && v.hash !== undefined && fn ? { hash: v.hash, sizeBytes: v.size ?? 0 } : undefined,
     size: v.size ?? 0,
-    executable: v.executable ?? false,
+    executable: v.kind === 'file' && (fileMode(v) & 0o111) !== 0,
     symlinkTarget: v.target ?? '',
     mtimeMs: Math.round(v.mtimeMs ?? 0),
     listed: v.entries !== undefined,
     entries: (v.entries ?? []).map((e) => ({ name: e.name, node: nodeToWire(e.node, fn) })),
+    mode: v.kind === 'file' ? (v.mode ?? 0) : 0,
   };
 }
 

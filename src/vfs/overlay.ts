@@ -75,7 +75,7 @@ export class RunOverlay {
         if ((await lstat(host)).rdev === 0) out.push({ path: p, kind: 'absent' });
       } else if (e.isFile()) {
         const st = await lstat(host);
-        out.push({ path: p, kind: 'file', file: host, size: st.size, executable: (st.mode & 0o111) !== 0 });
+        out.push({ path: p, kind: 'file', file: host, size: st.size, mode: st.mode & 0o7777 });
       } else if (e.isSymbolicLink()) {
         out.push({ path: p, kind: 'symlink', target: await readlink(host) });
       } else if (e.isDirectory()) {

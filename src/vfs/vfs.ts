@@ -17,6 +17,12 @@ export interface VNode {
   size?: number;
   /** file: the executable bit. */
   executable?: boolean;
+  /**
+   * file: permission bits (0o777) when the client sent them, else
+   * `executable` says (see fileMode). A change the run made may carry
+   * setuid, setgid and sticky too: the client decides what it keeps.
+   */
+  mode?: number;
   /** symlink: its target, as stored (not resolved). */
   target?: string;
   /** Modification time on the client, so that `make` compares the client's times. */
@@ -30,6 +36,11 @@ export interface VEntry {
   node: VNode;
 }
 
+/** A file's permission bits: sent by the client, or (from an older client) 0755 or 0644 by its executable bit. */
+export function fileMode(v: Pick<VNode, 'mode' | 'executable'>): number {
+  return v.mode ?? (v.executable ? 0o755 : 0o644);
+}
+
 /** A node known for a path before the run starts (a mapping) or learned during it. */
 export interface VPathNode {
   path: string;
@@ -39,7 +50,7 @@ export interface VPathNode {
 /**
  * One path the run created, changed or removed under a virtualized root.
  * `absent` means removed. A file has either `hash` (unchanged content that
- * moved, or an executable bit that changed) or `file` (new content written by
+ * moved, or mode bits that changed) or `file` (new content written by
  * the run, on the host, in the scratch directory).
  */
 export interface VChange {
@@ -48,7 +59,8 @@ export interface VChange {
   hash?: string;
   size?: number;
   file?: string;
-  executable?: boolean;
+  /** file: the mode bits the command left (setuid, setgid and sticky included; the client decides what it keeps). */
+  mode?: number;
   target?: string;
 }
 

@@ -125,7 +125,7 @@ export class RunExecutor {
     const command = prepareCommand({ timeoutMs: req.timeoutMs, environmentVariables: req.environmentVariables, requirements: runRequirements(req) }, this.o);
     const dir = scratchDirPath(this.o.workDir, 'run-', this.clock);
     const mnt = path.join(dir, 'mnt');
-    const stats: RunStats = { queries: 0, mappedHits: 0, bytesFetched: 0, blockedOnClientUs: 0, setupUs: 0, runUs: 0, top: [], bytesUploaded: 0 };
+    const stats: RunStats = { queries: 0, mappedHits: 0, bytesFetched: 0, blockedOnClientUs: 0, setupUs: 0, runUs: 0, top: [], bytesUploaded: 0, queueUs: 0 };
     const deadline = new RunDeadline(signal, {
       timeoutMs: command.timeoutMs,
       clock: this.clock,
@@ -299,7 +299,7 @@ export class RunExecutor {
         v.hash = c.hash;
         v.size = c.size;
       }
-      v.executable = c.executable ?? false;
+      v.mode = c.mode ?? 0o644;
     } else if (c.kind === 'symlink') {
       v.target = c.target;
     }

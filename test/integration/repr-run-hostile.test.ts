@@ -114,6 +114,7 @@ const dirNode = (listed = false): Node => ({
   mtimeMs: 0,
   listed,
   entries: [],
+  mode: 0,
 });
 const symlinkNode = (target: string): Node => ({
   kind: Node_Kind.SYMLINK,
@@ -124,6 +125,7 @@ const symlinkNode = (target: string): Node => ({
   mtimeMs: 0,
   listed: false,
   entries: [],
+  mode: 0,
 });
 
 /** Resolves with the run, or rejects if it takes longer than `ms`: a held executor shows up here. */

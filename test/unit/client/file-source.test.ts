@@ -128,11 +128,12 @@ describe("repr run's client side: answering questions and applying changes", () 
         mtimeMs: 0,
         listed: false,
         entries: [],
+        mode: 0,
       },
     });
     const gone = (p: string) => ({
       path: p,
-      node: { kind: Node_Kind.ABSENT, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] },
+      node: { kind: Node_Kind.ABSENT, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [], mode: 0 },
     });
     await applyChanges([file(path.join(root, 'out', 'new.txt'), true), gone(path.join(root, 'dir'))], [root], cas, SHA256);
     const { readFileSync, existsSync, statSync } = await import('node:fs');
@@ -153,7 +154,7 @@ describe("repr run's client side: answering questions and applying changes", () 
     symlinkSync(outside, path.join(root, 'out', 'door'));
     const dir = (p: string) => ({
       path: p,
-      node: { kind: Node_Kind.DIRECTORY, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] },
+      node: { kind: Node_Kind.DIRECTORY, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [], mode: 0 },
     });
     for (const change of [
       file(path.join(root, 'out', 'door', 'evil.txt')),

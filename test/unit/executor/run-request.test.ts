@@ -41,6 +41,7 @@ const node = (partial: Partial<Node>): Node => ({
   mtimeMs: 0,
   listed: false,
   entries: [],
+  mode: 0,
   ...partial,
 });
 
@@ -148,6 +149,12 @@ describe('nodeFromWire', () => {
     refused(() => nodeFromWire(fn, big, 'answer'), /over the limit/);
     assert.equal(nodeFromWire(fn, node({ kind: Node_Kind.SYMLINK, symlinkTarget: '/etc' }), 'answer').target, '/etc');
     assert.equal(nodeFromWire(fn, listing(['x'.repeat(255)]), 'answer').entries?.length, 1);
+  });
+
+  it("refuses a mode that is not a file's permission bits, and shows no setuid file", () => {
+    refused(() => nodeFromWire(fn, node({ size: 1, mode: 0o100644 }), 'answer'), /mode 100644 is not a file's permission bits/);
+    assert.equal(nodeFromWire(fn, node({ size: 1, mode: 0o4755 }), 'answer').mode, 0o755);
+    assert.equal(nodeFromWire(fn, node({ size: 1, mode: 0o640 }), 'answer').mode, 0o640);
   });
 });
 

@@ -91,7 +91,7 @@ describe('Runner.Session: bad requests get a clear status and leave the stream u
     expectStatus(await s.run({ runId: 'f', arguments: [] }), Code.INVALID_ARGUMENT, /needs a command/);
     const outside = {
       path: '/elsewhere/x',
-      node: { kind: 1, digest: { hash: 'ab', sizeBytes: 1 }, size: 1, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] },
+      node: { kind: 1, digest: { hash: 'ab', sizeBytes: 1 }, size: 1, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [], mode: 0 },
     };
     expectStatus(await s.run({ runId: 'g', roots: [proj], workingDirectory: proj, mappings: [outside] }), Code.INVALID_ARGUMENT, /outside every root/);
     const bad = { ...outside, path: path.join(proj, 'f.txt') };
@@ -109,7 +109,7 @@ describe('Runner.Session: bad requests get a clear status and leave the stream u
 
   const rootMapping = () => ({
     path: proj,
-    node: { kind: 2, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: true, entries: [] },
+    node: { kind: 2, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: true, entries: [], mode: 0 },
   });
 
   it('kills a run past its timeout with DEADLINE_EXCEEDED and writes nothing back', async () => {
@@ -158,7 +158,10 @@ describe('Runner.Session: bad requests get a clear status and leave the stream u
     };
     const call = (s as unknown as { call: NodeJS.EventEmitter }).call;
     call.on('data', onQuery);
-    const root = { path: proj, node: { kind: 2, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [] } };
+    const root = {
+      path: proj,
+      node: { kind: 2, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: false, entries: [], mode: 0 },
+    };
     const f = await s.run({ runId: 'k', roots: [proj], workingDirectory: proj, mappings: [root], arguments: ['/bin/sh', '-c', `cat ${proj}/f.txt`] });
     call.off('data', onQuery);
     assert.equal(f.status?.code ?? 0, Code.OK, f.status?.message);

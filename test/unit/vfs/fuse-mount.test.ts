@@ -274,18 +274,18 @@ describe('FUSE mount of a client tree (real mount, real processes)', () => {
     const p = (s: string): string => path.join(root, s);
     assert.deepEqual(shown, [
       { path: p('README'), kind: 'absent' },
-      { path: p('README.md'), kind: 'file', hash: h('hello from the client\n'), size: 22, executable: false },
+      { path: p('README.md'), kind: 'file', hash: h('hello from the client\n'), size: 22, mode: 0o644 },
       { path: p('emptydir'), kind: 'absent' },
       { path: p('gone.txt'), kind: 'absent' },
       { path: p('link2'), kind: 'symlink', target: 'README.md' },
       { path: p('made'), kind: 'dir' },
       { path: p('made/a'), kind: 'dir' },
-      { path: p('made/a/run2.sh'), kind: 'file', file: 'SCRATCH', size: 19, executable: true },
+      { path: p('made/a/run2.sh'), kind: 'file', file: 'SCRATCH', size: 19, mode: 0o755 },
       { path: p('made/bb'), kind: 'dir' },
-      { path: p('new.txt'), kind: 'file', file: 'SCRATCH', size: 4, executable: false },
-      { path: p('old.txt'), kind: 'file', file: 'SCRATCH', size: 17, executable: false },
+      { path: p('new.txt'), kind: 'file', file: 'SCRATCH', size: 4, mode: 0o644 },
+      { path: p('old.txt'), kind: 'file', file: 'SCRATCH', size: 17, mode: 0o644 },
       { path: p('olddir'), kind: 'absent' },
-      { path: p('tool'), kind: 'file', hash: h('a tool\n'), size: 7, executable: true },
+      { path: p('tool'), kind: 'file', hash: h('a tool\n'), size: 7, mode: 0o755 },
     ]);
     const oldTxt = changes.find((c) => c.path === p('old.txt'))!;
     assert.equal(await readFile(oldTxt.file!, 'utf8'), 'old content\nmore\n');
@@ -315,7 +315,7 @@ describe('FUSE mount of a client tree (real mount, real processes)', () => {
       kind: 'file',
       hash: sha256(Buffer.from('a needle in the tree\n')),
       size: 21,
-      executable: false,
+      mode: 0o644,
     });
     assert.equal(find('src2/deep')?.kind, 'dir');
     assert.ok(find('include2/lib.h')?.file, 'copied content is new content');

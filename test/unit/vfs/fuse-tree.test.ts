@@ -239,19 +239,46 @@ describe('FuseTree', () => {
     assert.deepEqual(
       changes.map((c) => ({ ...c, file: c.file && 'SCRATCH' })),
       [
-        { path: '/home/u/p/a.c', kind: 'file', file: 'SCRATCH', size: 14, executable: false },
+        { path: '/home/u/p/a.c', kind: 'file', file: 'SCRATCH', size: 14, mode: 0o644 },
         { path: '/home/u/p/inc/a.h', kind: 'absent', file: undefined },
-        { path: '/home/u/p/inc/renamed.h', kind: 'file', hash: sha256('#define A 1\n'), size: 12, executable: false, file: undefined },
+        { path: '/home/u/p/inc/renamed.h', kind: 'file', hash: sha256('#define A 1\n'), size: 12, mode: 0o644, file: undefined },
         { path: '/home/u/p/link', kind: 'symlink', target: 'a.c', file: undefined },
         { path: '/home/u/p/made', kind: 'dir', file: undefined },
-        { path: '/home/u/p/new.txt', kind: 'file', file: 'SCRATCH', size: 5, executable: true },
+        { path: '/home/u/p/new.txt', kind: 'file', file: 'SCRATCH', size: 5, mode: 0o755 },
         { path: '/home/u/p/sub/deep/x.txt', kind: 'absent', file: undefined },
-        { path: '/home/u/p/tool', kind: 'file', hash: sha256('tool\n'), size: 5, executable: true, file: undefined },
+        { path: '/home/u/p/tool', kind: 'file', hash: sha256('tool\n'), size: 5, mode: 0o755, file: undefined },
       ],
     );
     // The client's content and the fetched blobs are never written.
     for (const f of await readdir(client.cache))
       assert.ok([...Object.values(FILES)].map(sha256).includes(f) && (await readFile(path.join(client.cache, f), 'utf8')) !== 'int a;\nint b;\n');
+  });
+
+  it("shows the client's permission bits and reports every mode bit the run changed", async () => {
+    const { tree } = setup({
+      mappings: [
+        { path: '/home/u/p/a.c', node: { kind: 'file', hash: sha256('int a;\n'), size: 7, mode: 0o600 } },
+        { path: '/home/u/p/tool', node: { kind: 'file', hash: sha256('tool\n'), size: 5, executable: true } },
+      ],
+    });
+    assert.equal((await tree.getattr('/home/u/p/a.c')).mode, 0o100600);
+    assert.equal((await tree.getattr('/home/u/p/tool')).mode, 0o100755, 'a client that sends no mode: by its executable bit');
+    // Same executable bit, other bits: still a change. Back to what the client has: none.
+    await tree.chmod('/home/u/p/a.c', 0o640);
+    await tree.chmod('/home/u/p/tool', 0o100775);
+    await tree.chmod('/home/u/p/tool', 0o755);
+    const made = await tree.create('/home/u/p/suid', 0o644);
+    await writeFile(made.hostPath, 'x');
+    tree.noteWrite(made.node, 1);
+    await tree.chmod('/home/u/p/suid', 0o4755);
+    assert.equal((await tree.getattr('/home/u/p/suid')).mode, 0o104755);
+    assert.deepEqual(
+      tree.changes().map((c) => [c.path, c.mode?.toString(8)]),
+      [
+        ['/home/u/p/a.c', '640'],
+        ['/home/u/p/suid', '4755'],
+      ],
+    );
   });
 
   it('copies up once for concurrent writers', async () => {

@@ -64,7 +64,7 @@ function emptyProject(): { proj: string; request: (runId: string, script: string
     mappings: [
       {
         path: proj,
-        node: { kind: Node_Kind.DIRECTORY, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: true, entries: [] },
+        node: { kind: Node_Kind.DIRECTORY, digest: undefined, size: 0, executable: false, symlinkTarget: '', mtimeMs: 0, listed: true, entries: [], mode: 0 },
       },
     ],
     instanceName: '',

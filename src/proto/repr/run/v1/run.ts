@@ -94,6 +94,7 @@ export interface Node {
   /** FILE: its content. Unset in listings, which carry only the size. */
   digest: Digest | undefined;
   size: number;
+  /** FILE: whether any execute bit is set; 0755 or 0644 when mode is 0. */
   executable: boolean;
   symlinkTarget: string;
   /** Client's modification time in milliseconds since the epoch (make reads it). */
@@ -101,6 +102,13 @@ export interface Node {
   /** DIRECTORY: set when the listing is complete. */
   listed: boolean;
   entries: Entry[];
+  /**
+   * FILE: its permission bits (0777) as the client has them, or as the
+   * command left them in a change (setuid, setgid and sticky included: the
+   * client decides what it keeps). 0 = not sent (an older peer): executable
+   * says.
+   */
+  mode: number;
 }
 
 export enum Node_Kind {
@@ -202,6 +210,11 @@ export interface RunStats {
   /** Queries and fetches that cost the most, longest first. */
   top: FileCost[];
   bytesUploaded: number;
+  /**
+   * Time from the request reaching the server until an executor was held
+   * for it (waiting behind other runs and actions), before setup_us.
+   */
+  queueUs: number;
 }
 
 export interface FileCost {
@@ -577,6 +590,7 @@ function createBaseNode(): Node {
     mtimeMs: 0,
     listed: false,
     entries: [],
+    mode: 0,
   };
 }
 
@@ -605,6 +619,9 @@ export const Node: MessageFns<Node> = {
     }
     for (const v of message.entries) {
       Entry.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.mode !== 0) {
+      writer.uint32(72).uint32(message.mode);
     }
     return writer;
   },
@@ -686,6 +703,14 @@ export const Node: MessageFns<Node> = {
             message.entries.push(Entry.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.mode = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -713,6 +738,7 @@ export const Node: MessageFns<Node> = {
     message.mtimeMs = object.mtimeMs ?? 0;
     message.listed = object.listed ?? false;
     message.entries = object.entries?.map((e) => Entry.fromPartial(e)) || [];
+    message.mode = object.mode ?? 0;
     return message;
   },
 };
@@ -1398,6 +1424,7 @@ function createBaseRunStats(): RunStats {
     runUs: 0,
     top: [],
     bytesUploaded: 0,
+    queueUs: 0,
   };
 }
 
@@ -1426,6 +1453,9 @@ export const RunStats: MessageFns<RunStats> = {
     }
     if (message.bytesUploaded !== 0) {
       writer.uint32(64).uint64(message.bytesUploaded);
+    }
+    if (message.queueUs !== 0) {
+      writer.uint32(72).uint64(message.queueUs);
     }
     return writer;
   },
@@ -1507,6 +1537,14 @@ export const RunStats: MessageFns<RunStats> = {
             message.bytesUploaded = longToNumber(reader.uint64());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.queueUs = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1532,6 +1570,7 @@ export const RunStats: MessageFns<RunStats> = {
     message.runUs = object.runUs ?? 0;
     message.top = object.top?.map((e) => FileCost.fromPartial(e)) || [];
     message.bytesUploaded = object.bytesUploaded ?? 0;
+    message.queueUs = object.queueUs ?? 0;
     return message;
   },
 };
