@@ -133,7 +133,7 @@ export class KubernetesProvider implements WorkerProvider {
     }
     const cluster = kc.getCurrentCluster();
     if (!cluster) {
-      throw invalidArgument('kubernetes provider: the kubeconfig has no current cluster; set its current-context or the provider\'s kubeconfig');
+      throw invalidArgument("kubernetes provider: the kubeconfig has no current cluster; set its current-context or the provider's kubeconfig");
     }
     return new KubernetesProvider(config, k8s, kc.makeApiClient(k8s.AppsV1Api), kc.makeApiClient(k8s.CoreV1Api), cluster.server, options);
   }
@@ -269,7 +269,9 @@ export class KubernetesProvider implements WorkerProvider {
     const list = await this.call({ verb: 'list', resource: 'pods', apiGroup: '', target: w.namespace }, () =>
       this.core.listNamespacedPod({ namespace: w.namespace, labelSelector: selector }),
     );
-    return list.items.filter((p) => !p.metadata?.deletionTimestamp && p.metadata?.name).sort((a, b) => byOrdinal(a.metadata?.name ?? '', b.metadata?.name ?? ''));
+    return list.items
+      .filter((p) => !p.metadata?.deletionTimestamp && p.metadata?.name)
+      .sort((a, b) => byOrdinal(a.metadata?.name ?? '', b.metadata?.name ?? ''));
   }
 
   /** One API call, bounded in time, its failure turned into a ReprError that says what to fix. */
@@ -278,7 +280,13 @@ export class KubernetesProvider implements WorkerProvider {
     let cancel = () => {};
     const timeout = new Promise<never>((_, reject) => {
       cancel = this.clock.setTimeout(
-        () => reject(new ReprError(Code.UNAVAILABLE, `kubernetes API at ${this.server} did not answer ${what.verb} ${what.resource} within ${this.config.requestTimeoutSeconds} s`)),
+        () =>
+          reject(
+            new ReprError(
+              Code.UNAVAILABLE,
+              `kubernetes API at ${this.server} did not answer ${what.verb} ${what.resource} within ${this.config.requestTimeoutSeconds} s`,
+            ),
+          ),
         ms,
       );
     });
@@ -311,7 +319,8 @@ export class KubernetesProvider implements WorkerProvider {
         { cause: e },
       );
     }
-    if (http === 401) return new ReprError(Code.UNAUTHENTICATED, `kubernetes: ${on}: the API server did not accept the kubeconfig's credentials${said}`, { cause: e });
+    if (http === 401)
+      return new ReprError(Code.UNAUTHENTICATED, `kubernetes: ${on}: the API server did not accept the kubeconfig's credentials${said}`, { cause: e });
     if (http === 404) return new ReprError(Code.NOT_FOUND, `kubernetes: ${on}: not found; check the provider's namespace, kind and name${said}`, { cause: e });
     if (http === 409) return new ReprError(Code.ABORTED, `kubernetes: ${on}: changed by someone else meanwhile${said}`, { cause: e });
     if (http === 400 || http === 422) return new ReprError(Code.INVALID_ARGUMENT, `kubernetes: ${on}: refused${said}`, { cause: e });
