@@ -27,6 +27,8 @@ export const kubernetesProviderObject = z
     inCluster: z.boolean().optional(),
     pools: z.record(z.string(), z.object({ name: objectName, kind: kind.optional(), namespace: namespace.optional() }).strict()).optional(),
     requestTimeoutSeconds: z.number().positive().max(600).default(30),
+    /** Executors each pod's worker runs (its --executors): the pool's executorsPerWorker when that is not given, as for the other providers. */
+    executors: z.number().int().positive().max(10_000).optional(),
   })
   .strict();
 
@@ -40,6 +42,6 @@ export type KubernetesProviderInput = z.input<typeof kubernetesProviderObject>;
 
 /** What the controller hands to KubernetesProvider.create(). */
 export function toKubernetesProviderConfig(parsed: z.output<typeof kubernetesProviderObject>): KubernetesProviderConfig {
-  const { type: _type, ...config } = parsed;
+  const { type: _type, executors: _executors, ...config } = parsed;
   return config;
 }

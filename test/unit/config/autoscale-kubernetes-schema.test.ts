@@ -5,7 +5,8 @@ import { kubernetesProviderSchema, toKubernetesProviderConfig } from '../../../s
 import { parseConfig } from '../../../src/config/schema.js';
 
 it('fills in a kubernetes provider: the default namespace, a StatefulSet, a 30 s request timeout', () => {
-  const parsed = parseConfig(kubernetesProviderSchema, { type: 'kubernetes', name: 'repr-worker', inCluster: true });
+  const parsed = parseConfig(kubernetesProviderSchema, { type: 'kubernetes', name: 'repr-worker', inCluster: true, executors: 4 });
+  assert.equal(parsed.executors, 4, "the pool's executorsPerWorker, read by the autoscale schema");
   assert.deepEqual(toKubernetesProviderConfig(parsed), {
     namespace: 'default',
     kind: 'StatefulSet',
