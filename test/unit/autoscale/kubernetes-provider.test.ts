@@ -313,10 +313,13 @@ describe('KubernetesProvider against a replayed Kubernetes API', () => {
     assert.match(e.message, /check the cluster address in the provider's kubeconfig/);
   });
 
-  it('refuses a kubeconfig it cannot read with INVALID_ARGUMENT naming the setting', async () => {
+  it('refuses a kubeconfig it cannot read, or inCluster outside a pod, with INVALID_ARGUMENT naming the setting', async () => {
     const e = await rejection(KubernetesProvider.create({ ...base, kubeconfig: path.join(tmpDir(), 'missing') }));
     assert.equal(e.code, Code.INVALID_ARGUMENT);
     assert.match(e.message, /cannot load .*missing.*; set the provider's kubeconfig or inCluster/);
+    const outside = await rejection(KubernetesProvider.create({ ...base, inCluster: true }, { env: {} }));
+    assert.equal(outside.code, Code.INVALID_ARGUMENT);
+    assert.match(outside.message, /inCluster is set but this process is not in a pod .*; give the provider a kubeconfig instead/);
     const zero = await rejection(provider.add('', 0));
     assert.equal(zero.code, Code.INVALID_ARGUMENT);
   });
