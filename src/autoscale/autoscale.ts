@@ -113,5 +113,12 @@ export interface WorkerProvider {
    * and wait.
    */
   remove(pool: PoolKey, names: readonly string[]): Promise<void>;
+  /**
+   * Of `candidates` (idle workers the controller would like to remove), the
+   * ones this provider can remove now. A Kubernetes StatefulSet only shrinks
+   * from its highest ordinal, so the controller should drain only what this
+   * returns; a provider without it can remove any worker.
+   */
+  removable?(pool: PoolKey, candidates: readonly string[]): Promise<string[]>;
   close(): Promise<void>;
 }
