@@ -6,6 +6,7 @@ import { acHit } from './ac-hit.js';
 import { autoscale } from './autoscale.js';
 import { bazel } from './bazel.js';
 import { byteStream } from './bytestream.js';
+import { ccOverhead } from './cc-overhead.js';
 import { dispatch } from './dispatch.js';
 import { executeTrivial } from './execute-trivial.js';
 import { findMissing } from './find-missing.js';
@@ -36,6 +37,7 @@ const BENCHMARKS: Benchmark[] = [
   dispatch,
   reprRunBench,
   runHash,
+  ccOverhead,
   bazel,
   startup,
   memory,
