@@ -1,5 +1,3 @@
-import type { ExecutorCapabilities } from '../executor/platform.js';
-import { unmet } from '../executor/platform.js';
 import type { LiveOperation } from './operation-book.js';
 
 /**

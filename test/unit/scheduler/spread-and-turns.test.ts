@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { ManualClock } from '../../../src/common/clock.js';
 import type { ExecutorSlot, HeldExecutor } from '../../../src/executor/executor-slot.js';
 import { ExecutorPool, workerOf } from '../../../src/scheduler/executor-pool.js';
-import { advanceUntil, finished, flush, harness, slot, submitReq } from './harness.js';
+import { advanceUntil, finished, harness, slot, submitReq } from './harness.js';
 
 /** An executor that can also be held for a `repr run`; holding it runs nothing here. */
 function runSlot(id: string, clock: ManualClock, o: Parameters<typeof slot>[2] = {}): ExecutorSlot {
