@@ -7,6 +7,7 @@ import { bazel } from './bazel.js';
 import { byteStream } from './bytestream.js';
 import { dispatch } from './dispatch.js';
 import { executeTrivial } from './execute-trivial.js';
+import { fanout } from './fanout.js';
 import { findMissing } from './find-missing.js';
 import { memory } from './memory.js';
 import { metricsCost } from './metrics.js';
@@ -41,6 +42,7 @@ const BENCHMARKS: Benchmark[] = [
   tracingCost,
   workerFailover,
   schedulers,
+  fanout,
 ];
 
 async function main(): Promise<void> {
