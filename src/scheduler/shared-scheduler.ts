@@ -75,6 +75,8 @@ export class SharedScheduler implements Scheduler {
    * nor a long queue holds the other back by more than one executor's turn.
    */
   private runsFirst = true;
+  /** Work was queued since the last claim that found none: a notification, a beat, or a fruitful claim said so. */
+  private queueMayHaveWork = false;
   private closed = false;
   private cancelBeat: (() => void) | undefined;
   private readonly listenBackoff = new Backoff({ initialMs: 250, maxMs: 5000 });
@@ -301,6 +303,7 @@ export class SharedScheduler implements Scheduler {
     const now = this.clock.now();
     for (const p of await this.state.peers()) for (const c of p.capabilities) this.farmCaps.set(JSON.stringify(c), { caps: c, seen: now });
     this.waitingCount = await this.state.waiting();
+    this.queueMayHaveWork = this.waitingCount > 0;
     // Runs wait for this process's executors only; one that no executor here can take any more fails.
     this.runs.failUnsatisfiable();
     this.scheduleBeat();
@@ -356,6 +359,7 @@ export class SharedScheduler implements Scheduler {
 
   private onNotification(channel: string, payload: string): void {
     if (channel === CHANNELS.queue) {
+      this.queueMayHaveWork = true;
       this.dispatch();
     } else if (channel === CHANNELS.cancel) {
       this.abortLocal(payload);
@@ -392,7 +396,7 @@ export class SharedScheduler implements Scheduler {
 
   /** Gives idle executors to waiting runs, then claims queued executions for the rest, or the other way round by turns. */
   private dispatch(): void {
-    if (this.runsFirst || this.waitingCount === 0) this.serveRuns();
+    if (this.runsFirst || !this.queueMayHaveWork) this.serveRuns();
     if (this.closed) return;
     if (this.claiming) {
       this.claimAgain = true;
@@ -431,6 +435,7 @@ export class SharedScheduler implements Scheduler {
         void this.execute(offered[c.slot]!, c);
       }
       for (const [i, slot] of offered.entries()) if (!used.has(i)) this.pool.free(slot);
+      this.queueMayHaveWork = claimed.length > 0;
       if (claimed.length > 0) this.runsFirst = true;
       this.serveRuns();
       // Something was found: there may be more. Nothing: wait for a notification or the next beat.
