@@ -58,11 +58,11 @@ function hasCompilerWrapper(): boolean {
  * three workers of two executors each: `make -j6` locally (the baseline),
  * `repr run -- make -j6` (the whole build on one executor), and `make -j6
  * CC="repr cc gcc"` (each compile a run of its own through the daemon, over
- * every executor; links stay local). Each repetition starts from a clean
- * build directory after one unmeasured warm-up per remote mode (files
- * uploaded, records and daemon in place): what a developer's second and
- * later builds cost. Every remote build's objects and program are compared
- * with the local build's.
+ * every executor; links stay local). Each build starts from a clean build
+ * directory, after one unmeasured round that uploads the files and leaves
+ * the records and the daemon in place: what a developer's second and later
+ * builds cost. Every remote build's objects and program are compared with a
+ * local build's.
  */
 export const fanout: Benchmark = {
   name: 'fanout',
@@ -98,64 +98,67 @@ export const fanout: Benchmark = {
       const clean = () => rmSync(path.join(p.dir, 'build'), { recursive: true, force: true });
       const make = ['make', `-j${JOBS}`];
 
-      const localMs: number[] = [];
-      for (let i = 0; i < reps; i++) {
-        clean();
-        localMs.push(await timed(make[0]!, make.slice(1), p.dir, env));
-      }
+      // The reference: a local build, which also warms the page cache for the measured ones.
+      clean();
+      await timed(make[0]!, make.slice(1), p.dir, env);
       const reference = outputs(p);
-      const local = median(localMs);
-      const metrics: Metric[] = [{ name: `local make -j${JOBS}`, value: round(local), unit: 'ms', spread: spread(localMs) }];
+      const modes: Mode[] = [
+        { label: `local make -j${JOBS}`, cmd: make[0]!, args: make.slice(1), ms: [] },
+        {
+          label: `repr run -- make -j${JOBS} (one executor)`,
+          cmd: process.execPath,
+          args: [REPR_BIN, 'run', '--server', bench.server.url, '--', ...make],
+          ms: [],
+        },
+      ];
+      const fanned = hasCompilerWrapper();
+      if (fanned)
+        modes.push({
+          label: `make -j${JOBS} CC="repr cc gcc" (${WORKERS} workers)`,
+          cmd: 'make',
+          args: [`-j${JOBS}`, `CC=${process.execPath} ${REPR_BIN} cc gcc`],
+          ms: [],
+        });
+      else ctx.log('this build of repr has no `repr cc`: the fanned-out build is not measured');
       let identical = 0;
       let compared = 0;
-      // The warm-up (skipped by --quick) uploads the files and leaves the records and the daemon in place.
-      const measure = async (label: string, cmd: string, args: string[]): Promise<number[]> => {
-        const ms: number[] = [];
-        for (let i = ctx.quick ? 0 : -1; i < reps; i++) {
+      const byWorker = async () => new Map((await fetchStatus(bench.server.url)).workers.map((w) => [w.name, Number(w.completed)]));
+      const spreadOver = new Map<string, number>();
+      // Round -1 (skipped by --quick) warms up: uploads the files, leaves the records and the daemon in place.
+      // The modes alternate within each round, so a machine whose load drifts weighs on all of them alike.
+      for (let i = ctx.quick ? 0 : -1; i < reps; i++) {
+        for (const m of modes) {
           clean();
-          const t = await timed(cmd, args, p.dir, env);
-          if (i >= 0) ms.push(t);
-          identical += sameOutputs(reference, outputs(p));
-          compared += reference.size;
-          ctx.log(`${label}${i < 0 ? ' (warm-up)' : ''}: ${round(t)} ms`);
+          const before = await byWorker();
+          const t = await timed(m.cmd, m.args, p.dir, env);
+          const after = await byWorker();
+          if (i >= 0) m.ms.push(t);
+          if (m === modes[2]) for (const [w, n] of after) spreadOver.set(w, (spreadOver.get(w) ?? 0) + n - (before.get(w) ?? 0));
+          if (m !== modes[0]) {
+            identical += sameOutputs(reference, outputs(p));
+            compared += reference.size;
+          }
+          ctx.log(`${m.label}${i < 0 ? ' (warm-up)' : ''}: ${round(t)} ms`);
         }
-        return ms;
-      };
-
-      const oneMs = await measure(`repr run -- make -j${JOBS}`, process.execPath, [REPR_BIN, 'run', '--server', bench.server.url, '--', ...make]);
-      const one = median(oneMs);
-      metrics.push({ name: `repr run -- make -j${JOBS} (one executor)`, value: round(one), unit: 'ms', baseline: round(local), spread: spread(oneMs) });
-
-      if (!hasCompilerWrapper()) {
-        ctx.log('this build of repr has no `repr cc`: the fanned-out build is not measured');
-      } else {
-        const byWorker = async () => new Map((await fetchStatus(bench.server.url)).workers.map((w) => [w.name, Number(w.completed)]));
-        const before = await byWorker();
-        const fanMs = await measure(`make -j${JOBS} CC="repr cc gcc"`, 'make', [`-j${JOBS}`, `CC=${process.execPath} ${REPR_BIN} cc gcc`]);
-        const after = await byWorker();
-        const per = [...after].map(([w, n]) => n - (before.get(w) ?? 0));
-        const fan = median(fanMs);
+      }
+      const local = round(median(modes[0]!.ms));
+      const one = round(median(modes[1]!.ms));
+      const metrics: Metric[] = modes.map((m, k) => ({
+        name: m.label,
+        value: round(median(m.ms)),
+        unit: 'ms',
+        ...(k > 0 ? { baseline: local } : {}),
+        spread: spread(m.ms),
+      }));
+      if (fanned) {
+        const per = [...spreadOver.values()];
+        const total = per.reduce((a, b) => a + b, 0);
+        const used = per.filter((n) => n > 0).length;
         metrics.push(
-          { name: `make -j${JOBS} CC="repr cc gcc" (${WORKERS} workers)`, value: round(fan), unit: 'ms', baseline: round(local), spread: spread(fanMs) },
-          { name: 'fanned out, against repr run on one executor', value: round(fan), unit: 'ms', baseline: round(one) },
-          { name: 'remote compiles per build', value: round(per.reduce((a, b) => a + b, 0) / (fanMs.length + (ctx.quick ? 0 : 1))), unit: 'runs' },
-          {
-            name: 'workers that compiled',
-            value: per.filter((n) => n > 0).length,
-            unit: 'workers',
-            target: { text: `= ${WORKERS}`, met: per.filter((n) => n > 0).length === WORKERS },
-          },
-          {
-            name: 'share of compiles on the busiest worker',
-            value: round(
-              (100 * Math.max(...per)) /
-                Math.max(
-                  1,
-                  per.reduce((a, b) => a + b, 0),
-                ),
-            ),
-            unit: '%',
-          },
+          { name: 'fanned out, against repr run on one executor', value: metrics[2]!.value, unit: 'ms', baseline: one },
+          { name: 'remote compiles per build', value: round(total / (reps + (ctx.quick ? 0 : 1))), unit: 'runs' },
+          { name: 'workers that compiled', value: used, unit: 'workers', target: { text: `= ${WORKERS}`, met: used === WORKERS } },
+          { name: 'share of compiles on the busiest worker', value: round((100 * Math.max(...per)) / Math.max(1, total)), unit: '%' },
         );
         spawnSync(process.execPath, [REPR_BIN, 'daemon', 'stop', '--server', bench.server.url], { env, stdio: 'ignore' });
       }
@@ -173,6 +176,13 @@ export const fanout: Benchmark = {
     }
   },
 };
+
+interface Mode {
+  label: string;
+  cmd: string;
+  args: string[];
+  ms: number[];
+}
 
 function spread(xs: number[]): [number, number] {
   return [round(Math.min(...xs)), round(Math.max(...xs))];
