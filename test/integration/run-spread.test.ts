@@ -73,7 +73,7 @@ describe('repr run spread over a farm', () => {
         most.set(w.name, Math.max(most.get(w.name) ?? 0, held));
       }
       samples++;
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 150));
     }
     const r = await running;
     assert.equal(r.code, 0, r.stderr);
