@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { GetStatusResponse } from '../../src/proto/repr/worker/v1/worker.js';
 import { fetchStatus, type ServerProcess, spawnWorker, startServerProcess, waitForStatus, type WorkerProcess } from '../../support/servers.js';
-import { runReprToEnd } from '../../support/spawn-server.js';
+import { REPR_BIN, runReprToEnd } from '../../support/spawn-server.js';
 import { tmpDir } from '../../support/tmp.js';
 
 const T = {
@@ -95,15 +96,35 @@ describe('repr run spread over a farm', () => {
     // on a loaded machine.
     const burst = run(T.build, ['--batch', batch('burst.txt', 30, "sh -c 'sleep 2'"), '--workers', '30']);
     await waitForStatus(server.url, (s) => s.workers.every((w) => w.running.length === 2), 60_000, undefined, { token: T.admin });
-    const other = await run(T.other, ['--', 'sh', '-c', 'cat input.txt']);
-    assert.equal(other.code, 0, other.stderr);
-    assert.equal(other.stdout, 'seen by every run\n');
-    const atOther = completed(await status());
-    // The other run is counted once it ends, before its client exits.
-    const buildDone = WORKERS.reduce((sum, n) => sum + atOther.get(n)! - before.get(n)!, 0) - 1;
-    // At most 5 executors held the build's runs while the other run held one, so
-    // fewer than 24 finished means some of the burst still waited when it got one.
+    // The other user's command prints at once and then holds its executor a
+    // while: its first output shows it started, and the farm is counted then.
+    const other = spawn(
+      process.execPath,
+      [REPR_BIN, 'run', '--server', server.url, '--token', T.other, '--no-record', '--', 'sh', '-c', 'cat input.txt; sleep 1'],
+      {
+        cwd: proj,
+        env: { ...process.env, REPR_TOKEN: '', REPR_RUN_RECORDS: tmpDir('repr-spread-rec-') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    let err = '';
+    other.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((resolve) => other.once('close', resolve));
+    await new Promise<void>((resolve, reject) => {
+      other.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        resolve();
+      });
+      void exited.then(() => reject(new Error(`the other run printed nothing: ${err}`)));
+    });
+    const atStart = completed(await status());
+    const buildDone = WORKERS.reduce((sum, n) => sum + atStart.get(n)! - before.get(n)!, 0);
+    // Five executors held the build's runs while the other run held the sixth, so
+    // fewer than 24 finished means some of the burst still waited when it started.
     assert.ok(buildDone < 24, `the other user's run waited for ${buildDone} of the build's 30 runs`);
+    assert.equal(await exited, 0, err);
+    assert.equal(out, 'seen by every run\n');
     const b = await burst;
     assert.equal(b.code, 0, b.stderr);
     const end = completed(await status());
