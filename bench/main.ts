@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { acHit } from './ac-hit.js';
 import { bazel } from './bazel.js';
 import { byteStream } from './bytestream.js';
+import { ccOverhead } from './cc-overhead.js';
 import { dispatch } from './dispatch.js';
 import { executeTrivial } from './execute-trivial.js';
 import { fanout } from './fanout.js';
@@ -34,6 +35,7 @@ const BENCHMARKS: Benchmark[] = [
   executeTrivial,
   dispatch,
   reprRunBench,
+  ccOverhead,
   bazel,
   startup,
   memory,

@@ -8,4 +8,11 @@ if (!existsSync(main)) {
   process.stderr.write(`repr: not built yet (no ${main.pathname}); run npm run build in ${new URL('..', import.meta.url).pathname}\n`);
   process.exit(1);
 }
-await import(main.href);
+// exec and cc run once per command of a build: they skip the full CLI (see exec-main.ts).
+const sub = process.argv[2];
+if (sub === 'exec' || sub === 'cc') {
+  const { execMain } = await import(new URL('../dist/src/cli/exec-main.js', import.meta.url).href);
+  process.exitCode = await execMain(sub, process.argv.slice(3));
+} else {
+  await import(main.href);
+}

@@ -277,13 +277,7 @@ program
     if (given && discovery instanceof StaticDiscovery && ![...(await discovery.servers()), opts.cas ?? ''].some(isTlsTarget)) {
       throw invalidArgument('--tls-ca, --tls-cert and --tls-key are for grpcs:// servers; use grpcs://HOST:PORT');
     }
-    const env = new Map<string, string>();
-    for (const name of ['PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM']) if (process.env[name] !== undefined) env.set(name, process.env[name]!);
-    for (const e of opts.env ?? []) {
-      const i = e.indexOf('=');
-      if (i < 0) env.set(e, process.env[e] ?? '');
-      else env.set(e.slice(0, i), e.slice(i + 1));
-    }
+    const { commandEnv } = await import('../client/command-env.js');
     const manifest = opts.manifest
       ? (await readFile(opts.manifest, 'utf8'))
           .split('\n')
@@ -298,7 +292,7 @@ program
       parallel: opts.workers ?? 4,
       cwd: process.cwd(),
       roots: opts.root ?? [],
-      env: [...env].map(([name, value]) => ({ name, value })),
+      env: commandEnv(opts.env ?? []),
       platform: Object.entries((opts.platform ?? []).reduce((into, pair) => addProperty(into, pair, '--platform'), {} as Record<string, string[]>)).flatMap(
         ([name, vs]) => vs.map((value) => ({ name, value })),
       ),
@@ -330,6 +324,134 @@ interface RunFlags extends TlsFlags {
   statsJson?: string;
   instance: string;
   token?: string;
+}
+
+for (const sub of ['exec', 'cc'] as const) {
+  // bin/repr.js runs these without loading this file; listed here for repr --help.
+  program
+    .command(sub)
+    .description(
+      sub === 'exec'
+        ? "run one command remotely through this user's repr daemon (started on demand), as repr run does; see repr exec --help"
+        : 'compiler wrapper (make CC="repr cc gcc"): compiles run remotely through the repr daemon, links and excluded commands here; see repr cc --help',
+    )
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[args...]')
+    .action(async (args: string[]) => {
+      const { execMain } = await import('./exec-main.js');
+      process.exitCode = await execMain(sub, args);
+    });
+}
+
+interface DaemonFlags extends TlsFlags {
+  server?: string;
+  cas?: string;
+  instance: string;
+  token?: string;
+  socket?: string;
+  idleTimeout?: number;
+  json?: boolean;
+}
+
+/** The daemon these flags name: the socket `repr exec` with the same flags would use. */
+async function daemonSocket(opts: DaemonFlags): Promise<{ spec: string; socket: string; token?: string; tls?: ReturnType<typeof clientTls>['tls'] }> {
+  const { socketPath } = await import('../client/daemon-protocol.js');
+  const spec = serverSpec(opts.server);
+  const token = opts.token ?? process.env.REPR_TOKEN;
+  const { tls } = clientTls(opts);
+  const socket =
+    opts.socket ??
+    socketPath({ server: spec, ...(opts.cas ? { cas: opts.cas } : {}), instance: opts.instance, ...(token ? { token } : {}), ...(tls ? { tls } : {}) });
+  return { spec, socket, ...(token ? { token } : {}), ...(tls ? { tls } : {}) };
+}
+
+const daemonCommand = program
+  .command('daemon')
+  .description('the resident client behind repr exec and repr cc: one per user and server spec, started on demand, stopping when idle');
+for (const sub of ['serve', 'start', 'status', 'stop'] as const) {
+  const c = daemonCommand
+    .command(sub)
+    .description(
+      {
+        serve: 'run the daemon in the foreground (what repr exec starts, detached)',
+        start: 'start the daemon in the background unless it runs; print its socket',
+        status: "print the daemon's runs, questions asked, uploads and runs per executor",
+        stop: 'stop the daemon: runs in flight are cancelled and write nothing back',
+      }[sub],
+    )
+    .option('-s, --server <spec>', `the daemon's servers, as repr run's --server (${DEFAULT_SERVER_HELP})`)
+    .option('--cas <url>', 'CAS to put files in, if not the server')
+    .option('--instance <name>', 'REAPI instance name', '')
+    .option('--token <token>', 'bearer token for servers that require one (default $REPR_TOKEN)')
+    .option('--socket <path>', 'the Unix socket (default: a name made from the flags above, in $XDG_RUNTIME_DIR/repr or /tmp/repr-UID)')
+    .addOption(tlsOption(clientTlsFlags.ca))
+    .addOption(tlsOption(clientTlsFlags.cert))
+    .addOption(tlsOption(clientTlsFlags.key));
+  if (sub === 'serve' || sub === 'start')
+    c.option('--idle-timeout <seconds>', 'stop after this long with no client (default 600)', (v) => positiveNumber(v, '--idle-timeout'));
+  if (sub === 'status') c.option('--json', 'print the status as JSON');
+  c.action(async (opts: DaemonFlags) => {
+    const { spec, socket, token, tls } = await daemonSocket(opts);
+    if (sub === 'serve') {
+      const { RunDaemon } = await import('../client/daemon.js');
+      const { discoveryFromSpec } = await import('../client/discovery.js');
+      const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} repr daemon ${process.pid}: ${msg}\n`);
+      const daemon = new RunDaemon({
+        socket,
+        discovery: discoveryFromSpec(spec),
+        ...(opts.cas ? { cas: opts.cas } : {}),
+        instanceName: opts.instance,
+        ...(token ? { token } : {}),
+        ...(tls ? { tls } : {}),
+        idleTimeoutMs: (opts.idleTimeout ?? 600) * 1000,
+        log,
+      });
+      if (!(await daemon.listen())) {
+        log(`another daemon serves ${socket}`);
+        return;
+      }
+      log(`serving ${spec} on ${socket}`);
+      process.once('SIGINT', () => void daemon.stop());
+      process.once('SIGTERM', () => void daemon.stop());
+      await daemon.stopped;
+      process.exit(0);
+    }
+    const { connectOrStart, request } = await import('../client/daemon-client.js');
+    const net = await import('node:net');
+    if (sub === 'start') {
+      const args = [process.argv[1]!, 'daemon', 'serve', '--server', spec, '--instance', opts.instance, '--socket', socket];
+      if (opts.cas) args.push('--cas', opts.cas);
+      if (opts.idleTimeout) args.push('--idle-timeout', String(opts.idleTimeout));
+      for (const [flag, file] of [
+        ['--tls-ca', opts.tlsCa],
+        ['--tls-cert', opts.tlsCert],
+        ['--tls-key', opts.tlsKey],
+      ] as const)
+        if (file) args.push(flag, file);
+      const c = await connectOrStart(socket, { command: process.execPath, args, env: { ...process.env, ...(token ? { REPR_TOKEN: token } : {}) } });
+      c.destroy();
+      process.stdout.write(`${socket}\n`);
+      return;
+    }
+    const c = await new Promise<import('node:net').Socket | undefined>((resolve) => {
+      const s = net.connect(socket);
+      s.once('connect', () => resolve(s));
+      s.once('error', () => resolve(undefined));
+    });
+    if (!c) {
+      if (sub === 'status') throw failedPrecondition(`no repr daemon serves ${spec} (socket ${socket}); repr exec, repr cc or repr daemon start starts one`);
+      process.stdout.write(`no repr daemon serves ${spec}\n`);
+      return;
+    }
+    const { formatDaemonStatus } = await import('../client/daemon-status.js');
+    await request(c, { op: sub }, (r) => {
+      if ('status' in r) {
+        process.stdout.write(opts.json ? `${JSON.stringify(r.status, null, 2)}\n` : formatDaemonStatus(r.status, spec, socket));
+      } else if ('stopped' in r) process.stdout.write(`stopped the repr daemon for ${spec}\n`);
+    });
+  });
 }
 
 program

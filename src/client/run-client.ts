@@ -17,6 +17,8 @@ export interface RunSpec {
   timeoutMs?: number;
   onOutput?: (stream: OutputChunk_Stream, data: Buffer) => void;
   onStarted?: (executor: string) => void;
+  /** Aborting it asks the server to stop this run alone. */
+  signal?: AbortSignal;
 }
 
 interface Pending {
@@ -57,12 +59,18 @@ export class RunSession {
     this.call.on('end', () => fail(new ReprError(Code.UNAVAILABLE, `server ${target} ended the session`)));
   }
 
+  /** Why the stream broke, once it has: a long-lived owner replaces the session then. */
+  get failure(): Error | undefined {
+    return this.broken;
+  }
+
   /** Runs a command; resolves when it has finished on the server (changes not yet applied). */
   run(spec: RunSpec): Promise<RunFinished> {
     if (this.broken) return Promise.reject(this.broken);
     const runId = randomUUID();
     return new Promise<RunFinished>((resolve, reject) => {
       this.runs.set(runId, { spec, resolve, reject });
+      spec.signal?.addEventListener('abort', () => this.runs.has(runId) && this.send({ cancel: { runId } }), { once: true });
       this.call.write({
         run: {
           runId,

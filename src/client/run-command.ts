@@ -181,7 +181,7 @@ export async function runCommands(o: RunCommandOptions): Promise<{ exitCode: num
 }
 
 /** The roots as the command sees them (real paths), refused in one line naming --root when one is not a directory here or is not allowed. */
-async function runRoots(dirs: string[]): Promise<string[]> {
+export async function runRoots(dirs: string[]): Promise<string[]> {
   const real = await Promise.all(
     dirs.map(async (dir) => {
       try {
