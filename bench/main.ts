@@ -9,6 +9,7 @@ import { byteStream } from './bytestream.js';
 import { ccOverhead } from './cc-overhead.js';
 import { dispatch } from './dispatch.js';
 import { executeTrivial } from './execute-trivial.js';
+import { fanout } from './fanout.js';
 import { findMissing } from './find-missing.js';
 import { memory } from './memory.js';
 import { metricsCost } from './metrics.js';
@@ -47,6 +48,7 @@ const BENCHMARKS: Benchmark[] = [
   workerFailover,
   schedulers,
   autoscale,
+  fanout,
 ];
 
 async function main(): Promise<void> {

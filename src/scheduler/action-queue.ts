@@ -1,5 +1,3 @@
-import type { ExecutorCapabilities } from '../executor/platform.js';
-import { unmet } from '../executor/platform.js';
 import type { LiveOperation } from './operation-book.js';
 
 /**
@@ -34,10 +32,25 @@ export class ActionQueue {
     return true;
   }
 
-  /** Takes the first operation an executor with these capabilities can execute, if any. */
-  takeFor(caps: ExecutorCapabilities): LiveOperation | undefined {
-    const i = this.entries.findIndex((op) => unmet(op.req.requirements, caps).length === 0);
-    return i < 0 ? undefined : this.entries.splice(i, 1)[0];
+  /**
+   * The operation to start next among those `canTake` accepts: the lowest
+   * priority value first (REAPI); at that priority, the one with the lowest
+   * `turn` (its owners' place in FairShare), earliest arrival among equals.
+   * It stays in line until removed.
+   */
+  next(canTake: (op: LiveOperation) => boolean, turn: (op: LiveOperation) => number): LiveOperation | undefined {
+    let best: LiveOperation | undefined;
+    let bestTurn = Number.POSITIVE_INFINITY;
+    for (const op of this.entries) {
+      if (best && op.req.priority !== best.req.priority) break;
+      const t = turn(op);
+      // The turn first: it is cheap, and in a queue of one owner's actions all but the first lose on it.
+      if (t < bestTurn && canTake(op)) {
+        best = op;
+        bestTurn = t;
+      }
+    }
+    return best;
   }
 }
 

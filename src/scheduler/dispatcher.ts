@@ -4,7 +4,7 @@ import type { Logger } from '../common/logger.js';
 import { childContext, endSpan, startSpan } from '../common/tracing.js';
 import { ExecutorLostError, type ExecutorSlot, type HeldExecutor } from '../executor/executor-slot.js';
 import { RunLine } from './run-line.js';
-import type { Requirement } from '../executor/platform.js';
+import { type Requirement, unmet } from '../executor/platform.js';
 import { ExecuteResponse, ExecutionStage_Value } from '../proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { ActionQueue } from './action-queue.js';
 import { type ExecutorPool, unsatisfiable } from './executor-pool.js';
@@ -25,11 +25,13 @@ export interface DispatcherOptions {
 }
 
 /**
- * Hands idle executors their work: first to `repr run`s waiting to hold one
- * (a person is waiting on them), then to queued actions, each to the first
- * executor whose capabilities satisfy its platform. An action whose executor
- * is lost goes back in line, up to maxAttempts executions; work that no
- * executor, present or within its grace, can take any more fails.
+ * Hands idle executors their work: `repr run`s waiting to hold one and
+ * queued actions take turns by owner (FairShare), a run first when its owner
+ * waited as long (a person is waiting on it); each goes to an executor that
+ * satisfies its platform on the least busy worker (ExecutorPool.pick). An
+ * action whose executor is lost goes back in line, up to maxAttempts
+ * executions; work that no executor, present or within its grace, can take
+ * any more fails.
  */
 export class Dispatcher {
   private readonly queue = new ActionQueue();
@@ -64,8 +66,8 @@ export class Dispatcher {
   }
 
   /** Holds an executor for a `repr run`; see RunLine.acquire. */
-  acquire(requirements: readonly Requirement[], label: string, signal: AbortSignal): Promise<HeldExecutor> {
-    return this.runs.acquire(requirements, label, signal);
+  acquire(requirements: readonly Requirement[], label: string, owner: string, signal: AbortSignal): Promise<HeldExecutor> {
+    return this.runs.acquire(requirements, label, owner, signal);
   }
 
   /** Stops an unfinished operation: a queued one finishes as cancelled at once, an executing one is aborted. */
@@ -79,15 +81,25 @@ export class Dispatcher {
 
   dispatch(): void {
     const { pool } = this.o;
-    this.runs.serve();
-    for (let i = 0; i < pool.idle.length && this.queue.length > 0; ) {
-      const slot = pool.idle[i]!;
-      const op = this.queue.takeFor(slot.caps);
-      if (!op) {
-        i++;
+    const fair = this.runs.fair;
+    const fits = (op: LiveOperation) => (slot: ExecutorSlot) => unmet(op.req.requirements, slot.caps).length === 0;
+    for (;;) {
+      const run = this.runs.next();
+      const op =
+        this.queue.length === 0
+          ? undefined
+          : this.queue.next(
+              (o) => pool.idle.some(fits(o)),
+              (o) => fair.earliest(o.owners),
+            );
+      if (!run && !op) return;
+      if (run && (!op || fair.lastServed(run.owner) <= fair.earliest(op.owners))) {
+        run.take();
         continue;
       }
-      void this.execute(slot, op);
+      this.queue.remove(op!);
+      fair.served(op!.owners);
+      void this.execute(pool.pick(fits(op!))!, op!);
     }
   }
 

@@ -28,9 +28,21 @@ export function unsatisfiable(reqs: readonly Requirement[], all: readonly Execut
 }
 
 /**
+ * The worker an executor belongs to. Executor ids are `<worker>/<index>`
+ * (worker-service names a connected worker's, create-executors the server's
+ * own), so the part before the last slash groups an executor with its
+ * siblings, which share one machine's cores, disk and network.
+ */
+export function workerOf(slot: ExecutorSlot): string {
+  const i = slot.id.lastIndexOf('/');
+  return i < 0 ? slot.id : slot.id.slice(0, i);
+}
+
+/**
  * The executors the scheduler has: which are idle, what the busy ones do,
  * how much each has delivered, and what the ones that left lately offered.
- * It decides nothing; the dispatcher claims and frees executors.
+ * It chooses among idle executors (pick, spread) but not what they get; the
+ * dispatcher claims and frees executors.
  */
 export class ExecutorPool {
   private readonly present: ExecutorSlot[] = [];
@@ -39,6 +51,9 @@ export class ExecutorPool {
   /** Capabilities of executors removed lately, and until when they still count. */
   private departed: { caps: ExecutorCapabilities; runs: boolean; until: number }[] = [];
   private readonly delivered = new Map<string, number>();
+  /** When each worker was last given an executor's worth of work, in claims; ties of load go to the longest unpicked. */
+  private readonly lastPicked = new Map<string, number>();
+  private claims = 0;
 
   constructor(
     private readonly clock: Clock,
@@ -78,6 +93,78 @@ export class ExecutorPool {
     const i = this.idleSlots.indexOf(slot);
     if (i >= 0) this.idleSlots.splice(i, 1);
     this.busy.set(slot, { ...work, started: new Date(this.clock.now()) });
+    this.lastPicked.set(workerOf(slot), ++this.claims);
+  }
+
+  /**
+   * The idle executor that `fits` that is best to use now: one on the worker
+   * with the smallest share of its executors busy, so that many short runs or
+   * actions spread over every worker instead of filling the first one
+   * registered; among equally loaded workers the one picked longest ago, so
+   * consecutive picks rotate; on that worker, the executor idle longest.
+   */
+  pick(fits: (slot: ExecutorSlot) => boolean): ExecutorSlot | undefined {
+    return this.best(this.idleSlots.filter(fits), this.loads());
+  }
+
+  /**
+   * Idle executors in the order pick() would hand them out one after
+   * another, for a caller that offers several at once and fills them in
+   * order (SharedScheduler's claim).
+   */
+  spread(slots: readonly ExecutorSlot[]): ExecutorSlot[] {
+    const loads = this.loads();
+    const left = [...slots];
+    const order: ExecutorSlot[] = [];
+    const picked = new Map<string, number>();
+    while (left.length > 0) {
+      const next = this.best(left, loads, picked)!;
+      left.splice(left.indexOf(next), 1);
+      order.push(next);
+      const w = workerOf(next);
+      loads.get(w)!.busy++;
+      picked.set(w, order.length);
+    }
+    return order;
+  }
+
+  /** Busy and present executors by worker. */
+  private loads(): Map<string, { busy: number; total: number }> {
+    const loads = new Map<string, { busy: number; total: number }>();
+    const of = (s: ExecutorSlot) => {
+      const w = workerOf(s);
+      let l = loads.get(w);
+      if (!l) loads.set(w, (l = { busy: 0, total: 0 }));
+      return l;
+    };
+    for (const s of this.present) of(s).total++;
+    // A removed executor still busy keeps its worker loaded until it finishes.
+    for (const s of this.busy.keys()) of(s).busy++;
+    return loads;
+  }
+
+  private best(
+    candidates: readonly ExecutorSlot[],
+    loads: Map<string, { busy: number; total: number }>,
+    pickedNow: ReadonlyMap<string, number> = new Map(),
+  ): ExecutorSlot | undefined {
+    let best: ExecutorSlot | undefined;
+    let bestLoad = Number.POSITIVE_INFINITY;
+    let bestPicked = Number.POSITIVE_INFINITY;
+    for (const s of candidates) {
+      const w = workerOf(s);
+      const l = loads.get(w)!;
+      const load = l.busy / Math.max(l.total, 1);
+      // Picks made within one spread() come after every earlier claim.
+      const now = pickedNow.get(w);
+      const last = now === undefined ? (this.lastPicked.get(w) ?? 0) : this.claims + now;
+      if (load < bestLoad || (load === bestLoad && last < bestPicked)) {
+        best = s;
+        bestLoad = load;
+        bestPicked = last;
+      }
+    }
+    return best;
   }
 
   /** Ends an executor's work; it is idle again unless it was removed meanwhile. */

@@ -89,8 +89,8 @@ export class LocalScheduler implements Scheduler {
   }
 
   /** Holds an executor for a `repr run` until released; see Dispatcher.acquire. */
-  acquire(requirements: readonly Requirement[], label: string, signal: AbortSignal): Promise<HeldExecutor> {
-    return this.dispatcher.acquire(requirements, label, signal);
+  acquire(requirements: readonly Requirement[], label: string, owner: string, signal: AbortSignal): Promise<HeldExecutor> {
+    return this.dispatcher.acquire(requirements, label, owner, signal);
   }
 
   /**

@@ -87,8 +87,12 @@ export interface Scheduler {
   noteStaleResult(): void;
   /** Why no executor can take these requirements (departed ones within their grace count), or undefined if one can. */
   unsatisfiable(reqs: readonly Requirement[]): string[] | undefined;
-  /** Holds one of this process's executors for a `repr run` until released. */
-  acquire(requirements: readonly Requirement[], label: string, signal: AbortSignal): Promise<HeldExecutor>;
+  /**
+   * Holds one of this process's executors for a `repr run` until released;
+   * `owner` (a principal, see Caller.owner) takes turns with other owners'
+   * runs and actions.
+   */
+  acquire(requirements: readonly Requirement[], label: string, owner: string, signal: AbortSignal): Promise<HeldExecutor>;
   /**
    * Queues an action for execution, or joins the identical one in flight;
    * either way `owner` (a principal, see Caller.owner) becomes one of the

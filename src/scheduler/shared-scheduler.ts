@@ -68,6 +68,15 @@ export class SharedScheduler implements Scheduler {
   private listener: pg.Client | undefined;
   private claiming = false;
   private claimAgain = false;
+  /**
+   * Whether waiting runs go before the queue for the next executor that
+   * comes free. The queue's owners are unknown until a claim reads them, so
+   * runs and claims alternate while both have work: neither a burst of runs
+   * nor a long queue holds the other back by more than one executor's turn.
+   */
+  private runsFirst = true;
+  /** Work was queued since the last claim that found none: a notification, a beat, or a fruitful claim said so. */
+  private queueMayHaveWork = false;
   private closed = false;
   private cancelBeat: (() => void) | undefined;
   private readonly listenBackoff = new Backoff({ initialMs: 250, maxMs: 5000 });
@@ -148,8 +157,8 @@ export class SharedScheduler implements Scheduler {
     return unsatisfiable(reqs, caps);
   }
 
-  acquire(requirements: readonly Requirement[], label: string, signal: AbortSignal): Promise<HeldExecutor> {
-    return this.runs.acquire(requirements, label, signal);
+  acquire(requirements: readonly Requirement[], label: string, owner: string, signal: AbortSignal): Promise<HeldExecutor> {
+    return this.runs.acquire(requirements, label, owner, signal);
   }
 
   async submit(req: SubmitRequest, owner: string): Promise<OperationState> {
@@ -294,6 +303,7 @@ export class SharedScheduler implements Scheduler {
     const now = this.clock.now();
     for (const p of await this.state.peers()) for (const c of p.capabilities) this.farmCaps.set(JSON.stringify(c), { caps: c, seen: now });
     this.waitingCount = await this.state.waiting();
+    this.queueMayHaveWork = this.waitingCount > 0;
     // Runs wait for this process's executors only; one that no executor here can take any more fails.
     this.runs.failUnsatisfiable();
     this.scheduleBeat();
@@ -349,6 +359,7 @@ export class SharedScheduler implements Scheduler {
 
   private onNotification(channel: string, payload: string): void {
     if (channel === CHANNELS.queue) {
+      this.queueMayHaveWork = true;
       this.dispatch();
     } else if (channel === CHANNELS.cancel) {
       this.abortLocal(payload);
@@ -383,9 +394,9 @@ export class SharedScheduler implements Scheduler {
 
   // ---- dispatch ----
 
-  /** Gives idle executors to waiting runs, then claims queued executions for the rest. */
+  /** Gives idle executors to waiting runs, then claims queued executions for the rest, or the other way round by turns. */
   private dispatch(): void {
-    this.runs.serve();
+    if (this.runsFirst || !this.queueMayHaveWork) this.serveRuns();
     if (this.closed) return;
     if (this.claiming) {
       this.claimAgain = true;
@@ -401,7 +412,8 @@ export class SharedScheduler implements Scheduler {
   private async claimLoop(): Promise<void> {
     do {
       this.claimAgain = false;
-      const offered = [...this.pool.idle];
+      // In the order a claim fills them, so a few executions spread over the workers.
+      const offered = this.pool.spread(this.pool.idle);
       if (offered.length === 0) return;
       // Held while claiming, so a `repr run` does not take an executor its claim is about to use.
       for (const slot of offered) this.pool.claim(slot, { operationName: '(claiming)' });
@@ -423,10 +435,16 @@ export class SharedScheduler implements Scheduler {
         void this.execute(offered[c.slot]!, c);
       }
       for (const [i, slot] of offered.entries()) if (!used.has(i)) this.pool.free(slot);
-      this.runs.serve();
+      this.queueMayHaveWork = claimed.length > 0;
+      if (claimed.length > 0) this.runsFirst = true;
+      this.serveRuns();
       // Something was found: there may be more. Nothing: wait for a notification or the next beat.
       if (claimed.length > 0 && this.pool.idle.length > 0) this.claimAgain = true;
     } while (this.claimAgain && !this.closed);
+  }
+
+  private serveRuns(): void {
+    if (this.runs.serve() > 0) this.runsFirst = false;
   }
 
   private abortLocal(name: string): void {

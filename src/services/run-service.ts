@@ -1,4 +1,4 @@
-import type { ServerDuplexStream } from '@grpc/grpc-js';
+import type { Metadata, ServerDuplexStream } from '@grpc/grpc-js';
 import { type Clock, systemClock } from '../common/clock.js';
 import { Code, ReprError, toStatus } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -10,6 +10,7 @@ import { PendingQueries } from '../executor/pending-queries.js';
 import { checkRunRequest } from '../executor/run-request.js';
 import { ExecutorLostError } from '../executor/executor-slot.js';
 import { runRequirements, type RunHost } from '../executor/run-host.js';
+import { requireCaller } from '../grpc/access-interceptor.js';
 
 export interface RunServiceOptions {
   scheduler: Scheduler;
@@ -69,7 +70,7 @@ export class RunService {
       }
     };
     call.on('data', (m: ClientMessage) => {
-      if (m.run) this.start(m.run, runs, send).finally(endIfIdle);
+      if (m.run) this.start(m.run, runs, send, call.metadata).finally(endIfIdle);
       else if (m.reply) runs.get(m.reply.runId)?.queries.settle(m.reply);
       else if (m.cancel) runs.get(m.cancel.runId)?.abort.abort();
     });
@@ -85,13 +86,16 @@ export class RunService {
     });
   }
 
-  private async start(req: RunRequest, runs: Map<string, ActiveRun>, send: (m: ServerMessage) => void): Promise<void> {
+  private async start(req: RunRequest, runs: Map<string, ActiveRun>, send: (m: ServerMessage) => void, metadata: Metadata): Promise<void> {
     const finish = (f: RunFinished) => send({ finished: f });
     const fail = (e: unknown) =>
       finish({ runId: req.runId, status: toStatus(e), exitCode: -1, signal: '', changes: [], accessed: [], listed: [], stats: undefined });
     if (runs.has(req.runId)) return fail(new ReprError(Code.ALREADY_EXISTS, `run ${req.runId} is already running on this stream`));
     if (runs.size >= MAX_RUNS_PER_STREAM) return fail(new ReprError(Code.RESOURCE_EXHAUSTED, `a stream may carry at most ${MAX_RUNS_PER_STREAM} runs at once`));
+    // Whose turn the run takes in the scheduler's line.
+    let owner: string;
     try {
+      owner = requireCaller(metadata).owner;
       checkRunRequest(req);
       this.o.instances.check(req.instanceName);
     } catch (e) {
@@ -110,7 +114,7 @@ export class RunService {
     const queuedAt = clock.now();
     try {
       log.debug({ argv: req.arguments }, 'run waiting for an executor');
-      const held = await this.o.scheduler.acquire(runRequirements(req), `runs/${req.runId}`, run.abort.signal);
+      const held = await this.o.scheduler.acquire(runRequirements(req), `runs/${req.runId}`, owner, run.abort.signal);
       const queueUs = (clock.now() - queuedAt) * 1000;
       let result: RunFinished;
       try {

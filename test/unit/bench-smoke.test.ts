@@ -31,6 +31,7 @@ it('npm run bench -- --quick runs every benchmark and writes results-quick.json'
     'metrics',
     'schedulers',
     'autoscale',
+    'fanout',
   ])
     assert.ok(results.results[name]?.length, `${name} reported metrics`);
 });

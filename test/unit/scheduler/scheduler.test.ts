@@ -217,7 +217,7 @@ describe('Scheduler and departed executors', () => {
     s.removeExecutor(worker);
     const op = await s.submit(submitReq(1, gpu), OWNER);
     const done = finished(s, [op.name]);
-    const run = s.acquire(gpu, 'runs/r1', new AbortController().signal);
+    const run = s.acquire(gpu, 'runs/r1', OWNER, new AbortController().signal);
     const runFailed = run.then(
       () => assert.fail('no executor to hold'),
       (e: ReprError) => e,

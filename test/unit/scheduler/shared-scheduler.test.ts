@@ -106,6 +106,33 @@ describe('SharedScheduler on PostgreSQL', () => {
     assert.equal(log.length, 3);
   });
 
+  it("gives a queued action an executor between a build's runs instead of after all of them", async () => {
+    const url = freshDatabase();
+    const a = await scheduler(url, 'a');
+    // The executor logs the action as it starts it; the runs log as they get the executor.
+    const events: string[] = [];
+    a.addExecutor({ ...slot('a/0', systemClock, { log: events, workMs: 50 }), run: async () => assert.fail('the test only holds executors') });
+    const never = new AbortController().signal;
+    const first = await a.acquire([], 'runs/build-0', 'build', never);
+    const runs = [1, 2, 3, 4, 5].map((i) =>
+      a.acquire([], `runs/build-${i}`, 'build', never).then((h) => {
+        events.push(`run ${i}`);
+        // Held a while, as a short command would: the action's notification has time to arrive.
+        setTimeout(() => h.release(), 300);
+      }),
+    );
+    const op = await a.submit(submitReq(11), 'other');
+    const finished = done(a, op.name);
+    first.release();
+    await Promise.all([...runs, finished]);
+    const action = events.findIndex((e) => e.startsWith('a/0:'));
+    assert.ok(action >= 0 && action <= 1, `the action waited for ${action} of the build's 5 runs: ${events.join(', ')}`);
+    assert.deepEqual(
+      events.filter((e) => e.startsWith('run')),
+      ['run 1', 'run 2', 'run 3', 'run 4', 'run 5'],
+    );
+  });
+
   it('keeps priorities across schedulers: a lower value runs first', async () => {
     const url = freshDatabase();
     const a = await scheduler(url, 'a');
