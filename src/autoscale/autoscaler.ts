@@ -62,8 +62,10 @@ interface Draining {
 
 class PoolControl {
   state: PolicyState = initialPolicyState();
-  /** Worker names asked for and not registered yet, with when. */
-  readonly starting = new Map<string, number>();
+  /** Workers asked for and not registered yet, with when they were asked for; '' for a name known only once it registers. */
+  starting: { name: string; at: number }[] = [];
+  /** Connected workers of the pool: when each was first seen, and whether it answered one of `starting`. */
+  readonly seen = new Map<string, { at: number; claimed: boolean }>();
   readonly draining = new Map<string, Draining>();
   /** Kept between samples without completions: the pool's actions did not change length because none finished. */
   meanActionSeconds = 0;
@@ -160,7 +162,7 @@ export class Autoscaler {
         busy: load.busy,
         executors: load.executors,
         // Workers asked for count as the pool's already: a pool waiting for its new workers to start must not ask again.
-        workers: active.length + c.starting.size,
+        workers: active.length + c.starting.length,
         arrivalRate: load.arrived / seconds,
         completionRate: load.completed / seconds,
         meanActionSeconds: c.meanActionSeconds,
@@ -186,7 +188,7 @@ export class Autoscaler {
       direction: d.direction,
       current: d.current,
       desired: d.desired,
-      starting: c.starting.size,
+      starting: c.starting.length,
       draining: c.draining.size,
       sample: {
         queued: sample.queued,
@@ -230,7 +232,7 @@ export class Autoscaler {
       steps.push(async () => {
         try {
           const added = await provider.add(pool, n);
-          for (const w of added) c.starting.set(w.name, this.clock.now());
+          for (const w of added) c.starting.push({ name: w.name, at: now });
           this.o.log.info({ pool: c.spec.name, workers: added.map((w) => w.name) }, 'autoscale: workers asked for');
         } catch (e) {
           this.o.log.error({ err: e, pool: c.spec.name, provider: provider.kind, count: n }, 'autoscale: adding workers failed; trying again next tick');
@@ -285,19 +287,40 @@ export class Autoscaler {
     })();
   }
 
-  /** Names that registered are started; ones that never do are given up on after the start timeout. */
+  /**
+   * Workers asked for that registered are started: by name, or for a name
+   * known only once it registers, any worker of the pool first seen after it
+   * was asked for. Those that never register are given up on after the start timeout.
+   */
   private settleStarting(c: PoolControl, mine: readonly WorkerGroup[], now: number): void {
-    const timeout = this.o.startTimeoutMs ?? 5 * 60_000;
-    for (const [name, at] of c.starting) {
-      if (mine.some((g) => g.name === name)) c.starting.delete(name);
-      else if (now - at > timeout) {
-        c.starting.delete(name);
-        this.o.log.warn(
-          { pool: c.spec.name, worker: name, seconds: Math.round((now - at) / 1000) },
-          'autoscale: a worker asked for never registered; no longer counted',
-        );
+    const connected = new Set(mine.map((g) => g.name));
+    for (const name of c.seen.keys()) if (!connected.has(name)) c.seen.delete(name);
+    for (const name of connected) if (!c.seen.has(name)) c.seen.set(name, { at: now, claimed: false });
+    const claim = (name: string) => {
+      const s = c.seen.get(name);
+      if (s) s.claimed = true;
+    };
+    c.starting = c.starting.filter((w) => {
+      if (w.name !== '') {
+        if (!connected.has(w.name)) return true;
+        claim(w.name);
+        return false;
       }
-    }
+      // Seen at a later tick than the one that asked: workers connected before do not count.
+      const newcomer = [...c.seen].find(([, s]) => !s.claimed && s.at > w.at);
+      if (!newcomer) return true;
+      claim(newcomer[0]);
+      return false;
+    });
+    const timeout = this.o.startTimeoutMs ?? 5 * 60_000;
+    c.starting = c.starting.filter((w) => {
+      if (now - w.at <= timeout) return true;
+      this.o.log.warn(
+        { pool: c.spec.name, worker: w.name || '(unnamed)', seconds: Math.round((now - w.at) / 1000) },
+        'autoscale: a worker asked for never registered; no longer counted',
+      );
+      return false;
+    });
   }
 
   /** Drained workers that left are forgotten; one the provider stopped that lingers is logged once. */
@@ -320,7 +343,7 @@ export class Autoscaler {
         name: c.spec.name,
         provider: c.spec.provider.kind,
         workers: mine.filter((g) => !g.draining && !c.draining.has(g.name)).length,
-        starting: c.starting.size,
+        starting: c.starting.length,
         draining: c.draining.size,
         desired: c.desired,
         predicted: c.predicted,

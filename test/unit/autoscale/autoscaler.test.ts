@@ -14,6 +14,8 @@ class FakeProvider implements WorkerProvider {
   readonly kind = 'process' as const;
   readonly calls: string[] = [];
   failNext = 0;
+  /** Like a cloud CLI that cannot say what its machines will be called. */
+  anonymous = false;
   private n = 0;
   async list(): Promise<ProvidedWorker[]> {
     return [];
@@ -21,7 +23,7 @@ class FakeProvider implements WorkerProvider {
   async add(pool: string, count: number): Promise<ProvidedWorker[]> {
     this.calls.push(`add ${count}`);
     if (this.failNext > 0 && this.failNext--) throw new Error('cloud says no');
-    return Array.from({ length: count }, () => ({ name: `p-${this.n++}`, pool }));
+    return Array.from({ length: count }, () => ({ name: this.anonymous ? '' : `p-${this.n++}`, pool }));
   }
   async remove(_pool: string, names: readonly string[]): Promise<void> {
     this.calls.push(`remove ${[...names].sort().join(',')}`);
@@ -116,6 +118,25 @@ describe('Autoscaler', () => {
     assert.equal(st.workers, 3);
     assert.equal(st.starting, 1, 'registered ones leave the starting count');
     assert.deepEqual(s.provider.calls, ['add 3']);
+    s.scheduler.close();
+  });
+
+  it('counts unnamed workers asked for as started when new workers of the pool register', async () => {
+    const s = setup();
+    s.provider.anonymous = true;
+    s.connect('p-first', { workMs: 600_000 });
+    await submitMany(s, 20);
+    await s.tick();
+    assert.deepEqual(s.provider.calls, ['add 3']);
+    s.connect('p-vm-a');
+    s.connect('p-vm-b');
+    await s.tick();
+    assert.equal(s.scaler.status()[0]!.starting, 1);
+    assert.equal(s.scaler.status()[0]!.workers, 3);
+    s.connect('p-vm-c');
+    for (let i = 0; i < 6; i++) await s.tick();
+    assert.equal(s.scaler.status()[0]!.starting, 0);
+    assert.deepEqual(s.provider.calls, ['add 3'], 'at max: nothing more asked for');
     s.scheduler.close();
   });
 
