@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ExecClient, type Observed, uploadAction } from '../../src/client/execution-client.js';
@@ -11,6 +11,7 @@ import type { GetStatusResponse } from '../../src/proto/repr/worker/v1/worker.js
 import { ReapiClient } from '../../src/reapi/reapi-client.js';
 import { fetchStatus, type ServerProcess, startServerProcess, waitForStatus } from '../../support/servers.js';
 import { tmpDir } from '../../support/tmp.js';
+import { REPR_BIN } from '../../support/spawn-server.js';
 
 /** JSON log lines of a process or a file, the ones that parse. */
 function records(lines: Iterable<string>): Record<string, unknown>[] {
@@ -158,5 +159,121 @@ describe('autoscaling with the process provider', () => {
     assert.equal(pids.length, 4);
     assert.equal(await server.stop(), 0);
     for (const pid of pids) assert.ok(!alive(pid), `worker process ${pid} is gone`);
+  });
+});
+
+describe('autoscaling with the command provider', () => {
+  let server: ServerProcess;
+  let dir: string;
+  let client: ReapiClient;
+  let exec: ExecClient;
+  // The scripts' workers are not this test's children: their pids are in the scripts' files.
+  const pids = () =>
+    readdirSync(dir)
+      .filter((f) => f.endsWith('.pid'))
+      .map((f) => ({ name: f.slice(0, -4), pid: Number(readFileSync(path.join(dir, f), 'utf8')) }));
+
+  before(async () => {
+    dir = tmpDir('repr-autoscale-cmd-');
+    // Like a cloud CLI: starts machines it names itself and says nothing the provider could rely on.
+    writeFileSync(
+      path.join(dir, 'add.sh'),
+      `#!/bin/sh
+set -e
+dir=$1 scheduler=$2 count=$3
+[ -n "$scheduler" ] || { echo "no scheduler address yet" >&2; exit 1; }
+for i in $(seq 1 "$count"); do
+  name=cmd-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \\n')
+  "${process.execPath}" "${REPR_BIN}" worker --scheduler "$scheduler" --name "$name" --data-dir "$dir/$name" --executors 1 --log-format json </dev/null >"$dir/$name.log" 2>&1 &
+  echo $! >"$dir/$name.pid"
+  echo "started $name"
+done
+`,
+    );
+    // Stops workers by name, and waits for each to exit (a zombie counts as gone: reaping it is init's business).
+    writeFileSync(
+      path.join(dir, 'remove.sh'),
+      `#!/bin/sh
+set -e
+dir=$1; shift
+for name in "$@"; do
+  pid=$(cat "$dir/$name.pid")
+  kill -TERM "$pid"
+  while kill -0 "$pid" 2>/dev/null && ! grep -q ') Z' "/proc/$pid/stat" 2>/dev/null; do sleep 0.1; done
+  rm "$dir/$name.pid"
+  echo "stopped $name"
+done
+`,
+    );
+    const config = path.join(dir, 'server.json');
+    const dataDir = tmpDir('repr-autoscale-cmd-data-');
+    // The scheduler's address is known only once it listens: the add command reads it from a file the test writes then.
+    writeFileSync(
+      config,
+      JSON.stringify({
+        autoscale: {
+          enabled: true,
+          tickSeconds: 0.5,
+          pools: [
+            {
+              name: 'cmd',
+              provider: {
+                type: 'command',
+                add: ['/bin/sh', '-c', `exec /bin/sh "$0" "$1" "$(cat "$1/scheduler" 2>/dev/null)" "$2"`, path.join(dir, 'add.sh'), dir, '{count}'],
+                remove: ['/bin/sh', path.join(dir, 'remove.sh'), dir, '{names}'],
+                timeoutSeconds: 60,
+                executors: 1,
+              },
+              minWorkers: 1,
+              maxWorkers: 2,
+              scaleUpCooldownSeconds: 1,
+              scaleDownCooldownSeconds: 3,
+            },
+          ],
+        },
+      }),
+    );
+    server = await startServerProcess(['--config', config, '--data-dir', dataDir, '--executors', '0']);
+    writeFileSync(path.join(dir, 'scheduler'), server.url);
+    client = new ReapiClient({ target: server.address });
+    exec = new ExecClient(server.address);
+  });
+  after(async () => {
+    client?.close();
+    exec?.close();
+    await server?.stop();
+    for (const { pid } of dir ? pids() : []) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+
+  it('adds workers through the add command, counts them once they register, and removes a drained one by name through the remove command', async () => {
+    // The first tick may come before the address file: that add fails, is logged, and is tried again.
+    const one = await waitForStatus(server.url, (s) => s.workers.length === 1 && pool(s).starting === 0, 30_000);
+    assert.match(one.workers[0]!.name, /^cmd-[0-9a-f]{8}$/);
+    assert.equal(pool(one).provider, 'command');
+
+    const digests = [];
+    for (let i = 0; i < 30; i++) digests.push(await uploadAction(client, { argv: ['/bin/sh', '-c', `sleep 0.3; echo ${i}`] }));
+    const pending = digests.map((d) => exec.execute(d));
+    const two = await waitForStatus(server.url, (s) => s.workers.length === 2 && pool(s).starting === 0, 30_000);
+    assert.equal(pool(two).desired, 2);
+    const results = await Promise.all(pending);
+    for (const r of results) assert.equal(r.response?.status?.code ?? Code.OK, Code.OK);
+
+    const back = await waitForStatus(server.url, (s) => s.workers.length === 1 && pool(s).draining === 0, 30_000);
+    assert.equal(back.completed, 30);
+    assert.equal(back.requeued, 0);
+    const log = records(server.logs);
+    const removes = log.filter((r) => r.msg === 'autoscale command finished' && r.command === 'remove');
+    assert.equal(removes.length, 1);
+    const [gone] = (removes[0]!.argv as string[]).slice(-1);
+    assert.match(String(removes[0]!.stdout), new RegExp(`stopped ${gone}`));
+    assert.ok(!back.workers.some((w) => w.name === gone), 'the removed worker left the scheduler');
+    assert.ok(!existsSync(path.join(dir, `${gone}.pid`)), 'and its process exited');
+    const adds = log.filter((r) => r.msg === 'autoscale command finished' && r.command === 'add');
+    assert.deepEqual(
+      adds.map((r) => (r.argv as string[]).at(-1)),
+      ['1', '1'],
+      'one worker for the minimum, one more for the load: none asked for twice while starting',
+    );
   });
 });
