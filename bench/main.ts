@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { acHit } from './ac-hit.js';
+import { autoscalePool } from './autoscale-pool.js';
 import { bazel } from './bazel.js';
 import { byteStream } from './bytestream.js';
 import { dispatch } from './dispatch.js';
@@ -41,6 +42,7 @@ const BENCHMARKS: Benchmark[] = [
   tracingCost,
   workerFailover,
   schedulers,
+  autoscalePool,
 ];
 
 async function main(): Promise<void> {

@@ -30,6 +30,7 @@ it('npm run bench -- --quick runs every benchmark and writes results-quick.json'
     'startup',
     'metrics',
     'schedulers',
+    'autoscale-pool',
   ])
     assert.ok(results.results[name]?.length, `${name} reported metrics`);
 });
