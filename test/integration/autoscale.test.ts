@@ -11,6 +11,7 @@ import type { GetStatusResponse } from '../../src/proto/repr/worker/v1/worker.js
 import { ReapiClient } from '../../src/reapi/reapi-client.js';
 import { fetchStatus, type ServerProcess, startServerProcess, waitForStatus } from '../../support/servers.js';
 import { tmpDir } from '../../support/tmp.js';
+import { metricValue, scrapeMetrics } from '../../support/metrics.js';
 import { REPR_BIN } from '../../support/spawn-server.js';
 
 /** JSON log lines of a process or a file, the ones that parse. */
@@ -233,7 +234,7 @@ done
         },
       }),
     );
-    server = await startServerProcess(['--config', config, '--data-dir', dataDir, '--executors', '0']);
+    server = await startServerProcess(['--config', config, '--data-dir', dataDir, '--executors', '0', '--metrics-listen', '127.0.0.1:0']);
     writeFileSync(path.join(dir, 'scheduler'), server.url);
     client = new ReapiClient({ target: server.address });
     exec = new ExecClient(server.address);
@@ -275,5 +276,13 @@ done
       ['1', '1'],
       'one worker for the minimum, one more for the load: none asked for twice while starting',
     );
+
+    const metrics = await scrapeMetrics(server);
+    assert.equal(metricValue(metrics, 'repr_autoscale_workers{pool="cmd"}'), 1);
+    assert.equal(metricValue(metrics, 'repr_autoscale_desired_workers{pool="cmd"}'), 1);
+    assert.ok(metricValue(metrics, 'repr_autoscale_decisions_total{pool="cmd",direction="down"}') >= 1);
+    assert.ok(metricValue(metrics, 'repr_autoscale_decisions_total{pool="cmd",direction="up"}') >= 2);
+    assert.ok(metricValue(metrics, 'repr_autoscale_decisions_total{pool="cmd",direction="hold"}') > 0);
+    assert.ok(Number.isFinite(metricValue(metrics, 'repr_autoscale_predicted_load{pool="cmd"}')));
   });
 });
