@@ -16,7 +16,7 @@ const TICK_S = 0.5;
  * controller) and to the 4th worker registered (that plus starting three
  * `repr worker` processes). The up cooldown is 0, so no wait for it counts.
  */
-async function burstToFour(): Promise<{ decided: number; registered: number }> {
+async function burstToFour(actions: number): Promise<{ decided: number; registered: number }> {
   const dataDir = tmpDir('repr-bench-autoscale-');
   const config = path.join(tmpDir('repr-bench-autoscale-conf-'), 'server.json');
   writeFileSync(
@@ -47,7 +47,7 @@ async function burstToFour(): Promise<{ decided: number; registered: number }> {
       await new Promise((r) => setTimeout(r, 50));
     }
     const digests: Digest[] = [];
-    for (let i = 0; i < 200; i++) digests.push(await uploadAction(client, { argv: ['/bin/sh', '-c', `sleep 2; echo ${i}`], doNotCache: true }));
+    for (let i = 0; i < actions; i++) digests.push(await uploadAction(client, { argv: ['/bin/sh', '-c', `sleep 2; echo ${i}`], doNotCache: true }));
     const burst = Date.now();
     const pending = digests.map((d) => exec.execute(d).catch(() => undefined));
     let decided = Number.NaN;
@@ -90,7 +90,8 @@ export const autoscalePool: Benchmark = {
     const decided: number[] = [];
     const registered: number[] = [];
     for (let r = 0; r < rounds; r++) {
-      const t = await burstToFour();
+      // A smoke run needs only enough load for 4 workers: 20 actions, and less time uploading them.
+      const t = await burstToFour(ctx.quick ? 20 : 200);
       ctx.log(`round ${r + 1}: decided after ${round(t.decided)} ms, 4th worker registered after ${round(t.registered)} ms`);
       decided.push(t.decided);
       registered.push(t.registered);
