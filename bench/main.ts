@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { acHit } from './ac-hit.js';
 import { autoscale } from './autoscale.js';
+import { autoscalePool } from './autoscale-pool.js';
 import { bazel } from './bazel.js';
 import { byteStream } from './bytestream.js';
 import { ccOverhead } from './cc-overhead.js';
@@ -49,6 +50,7 @@ const BENCHMARKS: Benchmark[] = [
   schedulers,
   autoscale,
   fanout,
+  autoscalePool,
 ];
 
 async function main(): Promise<void> {

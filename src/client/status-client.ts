@@ -67,6 +67,18 @@ function schedulerLines(s: GetStatusResponse, now: number): string[] {
   return lines;
 }
 
+/** Each autoscaled pool: its size against the desired one, then its newest change and newest decision, each with its age and reason. */
+function poolLines(s: GetStatusResponse, now: number): string[] {
+  const lines = [`${'POOL'.padEnd(16)} ${'PROVIDER'.padEnd(10)} ${'WORKERS/DESIRED'.padStart(15)} ${'STARTING'.padStart(8)} ${'DRAINING'.padStart(8)}`];
+  for (const p of s.autoscalePools) {
+    const size = `${p.workers}/${p.desired}`;
+    lines.push(`${p.name.padEnd(16)} ${p.provider.padEnd(10)} ${size.padStart(15)} ${String(p.starting).padStart(8)} ${String(p.draining).padStart(8)}`);
+    if (p.lastChange) lines.push(`    last change ${ago(p.lastChange, now)}: ${p.lastChangeReason}`);
+    if (p.decided) lines.push(`    last decision ${ago(p.decided, now)}: ${p.reason}`);
+  }
+  return lines;
+}
+
 /**
  * A human-readable table of a status. A scheduler that shares state starts
  * with every scheduler and the shared queue; what follows is its own.
@@ -88,5 +100,6 @@ export function formatStatus(s: GetStatusResponse, now = systemClock.now()): str
     for (const r of w.running) lines.push(`    ${r.operationName} ${r.actionDigest?.hash.slice(0, 16) ?? ''}… started ${ago(r.started, now)}`);
   }
   if (s.workers.length === 0) lines.push('(no workers connected)');
+  if (s.autoscalePools.length > 0) lines.push('', ...poolLines(s, now));
   return `${lines.join('\n')}\n`;
 }

@@ -7,6 +7,7 @@ import { telemetrySinkSchema } from '../observability/telemetry-config.js';
 import { resolveTracing, type TracingConfig, tracingSchema } from '../observability/tracing-config.js';
 import { invalidArgument } from '../common/errors.js';
 import { executorFields } from './execution-schema.js';
+import { autoscaleSchema } from './autoscale-config.js';
 import { byteSize, logFormat, logLevel, parseConfig } from './schema.js';
 import { actionCacheProblem, casProblem, defaultAcStore, defaultCasStore, storeSchema, verifiedCas } from './store-schema.js';
 
@@ -119,6 +120,8 @@ const serverSchema = z
       })
       .strict()
       .default({}),
+    /** Worker pools this server grows and shrinks with their load (README: Autoscaling). */
+    autoscale: autoscaleSchema,
   })
   .strict();
 
@@ -153,6 +156,11 @@ export function compileServerConfig(input: unknown): ServerConfig {
   if (c.auth.mtls && !c.tls?.clientCaFile) {
     // Without a client CA the server never asks for certificates, so no caller could be named by one.
     throw invalidArgument('invalid configuration: auth.mtls needs tls.clientCaFile (--tls-client-ca), which makes clients present certificates');
+  }
+  if (c.autoscale.enabled && !c.execution.enabled) {
+    throw invalidArgument(
+      'invalid configuration: autoscale.enabled needs execution.enabled: a cache-only server has no scheduler whose load could grow a pool',
+    );
   }
   const acProblem = c.storage.ac && actionCacheProblem(c.storage.ac);
   if (acProblem) throw invalidArgument(`invalid configuration: storage.ac: ${acProblem}`);

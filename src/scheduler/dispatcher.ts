@@ -10,6 +10,7 @@ import { ActionQueue } from './action-queue.js';
 import { type ExecutorPool, unsatisfiable } from './executor-pool.js';
 import type { LiveOperation, OperationBook } from './operation-book.js';
 import type { ResultCache } from './result-cache.js';
+import type { LoadLog } from './pool-load.js';
 
 /** How often work that no executor can take any more is looked for, while any waits. */
 const SWEEP_INTERVAL_MS = 1000;
@@ -22,6 +23,8 @@ export interface DispatcherOptions {
   log: Logger;
   /** Times an action is re-queued after its executor was lost before it fails. */
   maxAttempts: number;
+  /** Where finished executions are noted for an autoscaler. */
+  load: LoadLog;
 }
 
 /**
@@ -51,6 +54,11 @@ export class Dispatcher {
 
   get queueDepth(): number {
     return this.queue.length;
+  }
+
+  /** The requirements of every waiting action. */
+  waitingRequirements(): (readonly Requirement[])[] {
+    return this.queue.waiting().map((op) => op.req.requirements);
   }
 
   /** Results accepted, actions put back in line after losing their executor, results kept out of the action cache. */
@@ -116,6 +124,7 @@ export class Dispatcher {
     op.abort = new AbortController();
     op.attempts++;
     pool.claim(slot, { operationName: op.state.name, actionDigest: op.req.actionDigest });
+    const started = this.o.clock.now();
     book.transition(op, ExecutionStage_Value.EXECUTING);
     // Spans the time on the executor, transport to a worker included; its phases go under it, on a worker too.
     const span = startSpan('execute', op.req.trace, { 'repr.executor': slot.id, 'repr.attempt': op.attempts });
@@ -157,6 +166,7 @@ export class Dispatcher {
     await this.o.results.record({ ...op.req, name: op.state.name }, response, slot.owner);
     this.counters.completed++;
     pool.credit(slot);
+    this.o.load.executed(slot.caps, this.o.clock.now() - started);
     book.finish(op, response);
     this.dispatch();
   }

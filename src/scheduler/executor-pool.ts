@@ -182,6 +182,11 @@ export class ExecutorPool {
     return this.busy.size;
   }
 
+  /** Executors in rotation, each with whether it is busy. */
+  census(): { caps: ExecutorCapabilities; busy: boolean }[] {
+    return this.present.map((slot) => ({ caps: slot.caps, busy: this.busy.has(slot) }));
+  }
+
   /** What each busy executor is doing, by executor id. */
   assignments(): Map<string, Assignment> {
     return new Map([...this.busy].map(([slot, a]) => [slot.id, a]));

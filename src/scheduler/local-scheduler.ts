@@ -10,6 +10,7 @@ import { type Assignment, ExecutorPool } from './executor-pool.js';
 import { OperationBook, type OperationState, type SubmitRequest } from './operation-book.js';
 import type { LocalSchedulerOptions, Scheduler, SchedulerCounters, SchedulerPeer } from './scheduler.js';
 import { ResultCache } from './result-cache.js';
+import { groupByRequirements, LoadLog, type PoolLabels, type PoolLoad } from './pool-load.js';
 
 /**
  * Scheduling on one machine: operations (OperationBook, kept in SQLite), the
@@ -23,6 +24,7 @@ export class LocalScheduler implements Scheduler {
   private readonly dispatcher: Dispatcher;
   private readonly cas: BlobStore;
   private readonly store: OperationStore;
+  private readonly load: LoadLog;
   private staleResults = 0;
 
   constructor(o: LocalSchedulerOptions) {
@@ -31,6 +33,7 @@ export class LocalScheduler implements Scheduler {
     this.store = o.store;
     this.pool = new ExecutorPool(clock, o.departedGraceMs ?? 60_000);
     this.book = new OperationBook(o.store, clock, o.log);
+    this.load = new LoadLog(clock);
     this.dispatcher = new Dispatcher({
       pool: this.pool,
       book: this.book,
@@ -38,6 +41,7 @@ export class LocalScheduler implements Scheduler {
       clock,
       log: o.log,
       maxAttempts: o.maxAttempts ?? 5,
+      load: this.load,
     });
   }
 
@@ -62,6 +66,11 @@ export class LocalScheduler implements Scheduler {
   /** Executors executing an action or held for a `repr run`. */
   get busyExecutors(): number {
     return this.pool.busyCount;
+  }
+
+  /** Counts the in-memory queue: one pass over it per call. */
+  poolLoad(pools: readonly PoolLabels[], since: number): PoolLoad[] {
+    return this.load.poolLoad(pools, since, groupByRequirements(this.dispatcher.waitingRequirements()), this.pool.census());
   }
 
   /** What each busy executor is doing, by executor id. */
@@ -100,7 +109,10 @@ export class LocalScheduler implements Scheduler {
    */
   async submit(req: SubmitRequest, owner: string): Promise<OperationState> {
     const { op, fresh } = this.book.open(req, owner);
-    if (fresh) this.dispatcher.enqueue(op);
+    if (fresh) {
+      this.load.arrived(req.requirements);
+      this.dispatcher.enqueue(op);
+    }
     return op.state;
   }
 

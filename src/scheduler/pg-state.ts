@@ -299,10 +299,15 @@ export class PgState {
     }));
   }
 
-  /** Executions waiting for an executor, every scheduler's. */
-  async waiting(): Promise<number> {
-    const r = await this.q(`SELECT count(*)::int AS n FROM repr_queue WHERE leased_by IS NULL`);
-    return r.rows[0].n as number;
+  /**
+   * Executions waiting for an executor, every scheduler's, grouped by their
+   * requirements (what an autoscaler needs to tell pools apart). The same
+   * scan of the waiting rows a plain count makes, plus hashing each row's
+   * requirements; it returns a row per distinct set, a handful in practice.
+   */
+  async waiting(): Promise<{ requirements: Requirement[]; count: number }[]> {
+    const r = await this.q(`SELECT requirements, count(*)::int AS n FROM repr_queue WHERE leased_by IS NULL GROUP BY requirements`);
+    return (r.rows as { requirements: Requirement[]; n: number }[]).map((row) => ({ requirements: row.requirements, count: row.n }));
   }
 
   /**

@@ -10,9 +10,11 @@ import type { OutcomeCounts } from './execution-outcome.js';
 import type { Assignment } from './executor-pool.js';
 import type { OperationState, SubmitRequest } from './operation-book.js';
 import type { OperationStore } from './operation-store.js';
+import type { PoolLabels, PoolLoad } from './pool-load.js';
 
 export type { Assignment } from './executor-pool.js';
 export type { OperationState, SubmitRequest } from './operation-book.js';
+export type { PoolLabels, PoolLoad } from './pool-load.js';
 
 export interface SchedulerOptions {
   /** Where the Action and Command of an operation left unfinished are read back from. */
@@ -78,6 +80,12 @@ export interface Scheduler {
   readonly queueDepth: number;
   /** This process's executors executing an action or held for a `repr run`. */
   readonly busyExecutors: number;
+  /**
+   * Each pool's queue, this process's executors of it, and what arrived and
+   * finished after `since` (ms since the epoch), for an autoscaler. An action
+   * or executor counts toward one pool only (see pool-load.ts).
+   */
+  poolLoad(pools: readonly PoolLabels[], since: number): PoolLoad[];
   /** What each busy executor of this process is doing, by executor id. */
   assignments(): Map<string, Assignment>;
   /** Results each executor (by id) has delivered since the scheduler started. */

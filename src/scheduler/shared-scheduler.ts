@@ -17,6 +17,7 @@ import { redactPostgresUrl } from '../storage/postgres-url.js';
 import { ResultCache } from './result-cache.js';
 import { RunLine } from './run-line.js';
 import type { Scheduler, SchedulerCounters, SchedulerOptions, SchedulerPeer } from './scheduler.js';
+import { LoadLog, type PoolLabels, type PoolLoad } from './pool-load.js';
 
 export interface SharedSchedulerOptions extends SchedulerOptions {
   /** postgres://… of the database the schedulers share. */
@@ -64,7 +65,8 @@ export class SharedScheduler implements Scheduler {
   private readonly expiryMs: number;
   private readonly departedGraceMs: number;
   private readonly maxAttempts: number;
-  private waitingCount = 0;
+  private waiting: { requirements: readonly Requirement[]; count: number }[] = [];
+  private readonly load: LoadLog;
   private listener: pg.Client | undefined;
   private claiming = false;
   private claimAgain = false;
@@ -96,6 +98,7 @@ export class SharedScheduler implements Scheduler {
       () => undefined,
     );
     this.results = new ResultCache(o.actionCache, o.log);
+    this.load = new LoadLog(this.clock);
   }
 
   /** Connects to the database (migrating its schema) and joins the farm. */
@@ -123,7 +126,16 @@ export class SharedScheduler implements Scheduler {
   }
 
   get queueDepth(): number {
-    return this.waitingCount;
+    return this.waiting.reduce((n, w) => n + w.count, 0);
+  }
+
+  /**
+   * The shared queue as of the last heartbeat; this process's executors; and
+   * arrivals of the submissions this scheduler took (those of its peers
+   * reach their own autoscaler, if any).
+   */
+  poolLoad(pools: readonly PoolLabels[], since: number): PoolLoad[] {
+    return this.load.poolLoad(pools, since, this.waiting, this.pool.census());
   }
 
   get busyExecutors(): number {
@@ -181,7 +193,8 @@ export class SharedScheduler implements Scheduler {
       },
       owner,
     );
-    if (!r.fresh) this.o.log.debug({ op: r.name, action: digestString(req.actionDigest) }, 'joined in-flight execution');
+    if (r.fresh) this.load.arrived(req.requirements);
+    else this.o.log.debug({ op: r.name, action: digestString(req.actionDigest) }, 'joined in-flight execution');
     return { name: r.name, instanceName: req.instanceName, actionDigest: req.actionDigest, stage: r.stage };
   }
 
@@ -302,8 +315,8 @@ export class SharedScheduler implements Scheduler {
     }
     const now = this.clock.now();
     for (const p of await this.state.peers()) for (const c of p.capabilities) this.farmCaps.set(JSON.stringify(c), { caps: c, seen: now });
-    this.waitingCount = await this.state.waiting();
-    this.queueMayHaveWork = this.waitingCount > 0;
+    this.waiting = await this.state.waiting();
+    this.queueMayHaveWork = this.queueDepth > 0;
     // Runs wait for this process's executors only; one that no executor here can take any more fails.
     this.runs.failUnsatisfiable();
     this.scheduleBeat();
@@ -459,6 +472,7 @@ export class SharedScheduler implements Scheduler {
     this.running.set(c.name, { claimed: c, abort });
     this.pool.claim(slot, { operationName: c.name, actionDigest });
     const action = Action.decode(c.action);
+    const started = this.clock.now();
     let response: ExecuteResponse | undefined;
     if (c.cancelled) response = cancelledResponse();
     else if (c.attempts > this.maxAttempts) {
@@ -511,6 +525,7 @@ export class SharedScheduler implements Scheduler {
       this.counters.completed++;
       this.outcomes[executionOutcome(response)]++;
       this.pool.credit(slot);
+      this.load.executed(slot.caps, this.clock.now() - started);
     } else {
       this.counters.staleResults++;
       this.o.log.warn({ op: c.name, executor: slot.id }, 'dropped a result: its lease was taken back (this scheduler was taken for dead)');

@@ -48,6 +48,9 @@ import { addReflection } from '../services/reflection-service.js';
 import { Readiness } from './readiness.js';
 import { rpcTracingInterceptor } from '../grpc/rpc-tracing.js';
 import type { Tracing } from '../observability/tracing.js';
+import type { Autoscaler } from '../autoscale/autoscaler.js';
+import { registerAutoscaleMetrics } from '../observability/autoscale-metrics.js';
+import { localSchedulerUrl, startAutoscaler } from './autoscaling.js';
 
 type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
 
@@ -72,7 +75,7 @@ export class ReprServer {
     /** The bound address (host:port), with the real port if 0 was asked for. */
     readonly address: string,
     readonly port: number,
-    private readonly execution?: { scheduler: Scheduler; workers: WorkerService },
+    private readonly execution?: { scheduler: Scheduler; workers: WorkerService; autoscaler?: Autoscaler },
     private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer; health: HealthService; readiness: Readiness; tracing?: Tracing },
     private readonly tls?: ServerTls,
     private readonly lock?: DirLock,
@@ -172,7 +175,13 @@ export class ReprServer {
     const actionCache = new ActionCache(ac, cas);
     // Known once bound; shared schedulers tell each other where they are.
     const advertised = { current: config.listen };
-    const execution = await startExecution(config, cas, actionCache, log, advertised);
+    const execution: (Awaited<ReturnType<typeof startExecution>> & { autoscaler?: Autoscaler }) | undefined = await startExecution(
+      config,
+      cas,
+      actionCache,
+      log,
+      advertised,
+    );
 
     const maxBlob = config.maxBlobSizeBytes;
     const uploads = { maxCount: config.uploads.maxCount, maxBytes: config.uploads.maxBytes, idleMs: config.uploads.idleSeconds * 1000 };
@@ -219,8 +228,10 @@ export class ReprServer {
       add(WorkerService.definition, execution.workers.handlers());
       add(RunService.definition, new RunService({ scheduler, instances, telemetry, log: log.child({ svc: 'run' }) }).handlers());
       const groups = () => [...(execution.local ? [execution.local] : []), ...execution.workers.groups()];
-      add(StatusServiceImpl.definition, new StatusServiceImpl(scheduler, groups, log.child({ svc: 'status' })).handlers());
+      const pools = () => execution.autoscaler?.status() ?? [];
+      add(StatusServiceImpl.definition, new StatusServiceImpl(scheduler, groups, log.child({ svc: 'status' }), pools).handlers());
       registerSchedulerMetrics(registry, scheduler, groups);
+      if (config.autoscale.enabled) registerAutoscaleMetrics(registry, pools);
     }
     add(HealthService.definition, health.handlers());
     for (const name of served) health.addService(name);
@@ -260,6 +271,10 @@ export class ReprServer {
     // Only once listening: a server that fails to bind neither executes nor is exposed.
     warnIfExposed(config, access, authLog);
     execution?.announce();
+    // Once listening: the workers it starts dial this address.
+    if (execution && config.autoscale.enabled) {
+      execution.autoscaler = startAutoscaler(config, execution.scheduler, execution.workers, localSchedulerUrl(address, tls !== undefined), log);
+    }
     if (!tls && !watchForTlsOnPlaintext(grpc, { url: `grpc://${address}`, log })) {
       log.warn('cannot notice TLS handshakes on this plaintext port (grpc-js internals changed): a client dialling it with TLS by mistake will not be logged');
     }
@@ -292,6 +307,8 @@ export class ReprServer {
     this.state = 'STOPPING';
     // Draining: health watchers hear NOT_SERVING before anything else stops.
     this.plugins?.readiness.drain();
+    // First, while workers are still served: the ones it started finish what they execute and exit.
+    await this.execution?.autoscaler?.close();
     // Workers' and health watchers' streams never end by themselves; end them so the shutdown is not held up.
     this.execution?.workers.close();
     this.plugins?.health.close();

@@ -1,7 +1,14 @@
 import { toWire } from '../common/digest.js';
 import type { Logger } from '../common/logger.js';
 import { toTimestamp } from '../common/time.js';
-import { type GetStatusResponse, SchedulerStatusService, type SchedulerStatusServer, type WorkerStatus } from '../proto/repr/worker/v1/worker.js';
+import type { PoolStatus } from '../autoscale/autoscaler.js';
+import {
+  type AutoscalePoolStatus,
+  type GetStatusResponse,
+  SchedulerStatusService,
+  type SchedulerStatusServer,
+  type WorkerStatus,
+} from '../proto/repr/worker/v1/worker.js';
 import { unary } from '../grpc/handlers.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { WorkerGroup } from '../executor/executor-slot.js';
@@ -17,6 +24,8 @@ export class StatusServiceImpl {
     /** Every group of executors: the server's own, then connected workers. */
     private readonly groups: () => WorkerGroup[],
     private readonly log: Logger,
+    /** The autoscaler's pools, when it runs. */
+    private readonly pools: () => PoolStatus[] = () => [],
   ) {}
 
   async status(): Promise<GetStatusResponse> {
@@ -57,6 +66,7 @@ export class StatusServiceImpl {
         busyExecutors: p.busyExecutors,
         self: p.self,
       })),
+      autoscalePools: this.pools().map(poolStatus),
     };
   }
 
@@ -65,4 +75,21 @@ export class StatusServiceImpl {
   }
 
   static readonly definition = SchedulerStatusService;
+}
+
+function poolStatus(p: PoolStatus): AutoscalePoolStatus {
+  return {
+    name: p.name,
+    provider: p.provider,
+    workers: p.workers,
+    desired: p.desired,
+    starting: p.starting,
+    draining: p.draining,
+    direction: p.last?.direction ?? '',
+    reason: p.last?.reason ?? '',
+    decided: p.last ? toTimestamp(new Date(p.last.at)) : undefined,
+    lastChangeDirection: p.lastChange?.direction ?? '',
+    lastChangeReason: p.lastChange?.reason ?? '',
+    lastChange: p.lastChange ? toTimestamp(new Date(p.lastChange.at)) : undefined,
+  };
 }

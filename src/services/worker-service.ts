@@ -334,11 +334,17 @@ class WorkerSession implements WorkerGroup {
       this.executions.delete(m.returned.leaseId);
       this.runs.delete(m.returned.leaseId);
       pending?.reject(new ExecutorLostError(`worker ${this.name} gave it back: ${m.returned.reason}`));
-    } else if (m.drain && !this.draining) {
-      this.draining = true;
-      this.o.log.info({ worker: this.name, executing: this.executions.size, runs: this.runs.size }, 'worker is draining');
-      for (const s of this.slots) this.o.scheduler.removeExecutor(s);
+    } else if (m.drain) {
+      this.drain('the worker is shutting down');
     }
+  }
+
+  /** Takes the worker's executors out of rotation: it gets no new work; what it executes finishes. */
+  drain(why: string): void {
+    if (this.draining || this.closed) return;
+    this.draining = true;
+    this.o.log.info({ worker: this.name, executing: this.executions.size, runs: this.runs.size, why }, 'worker is draining');
+    for (const s of this.slots) this.o.scheduler.removeExecutor(s);
   }
 
   /** Ends the session: every lease it holds goes back to the queue. */
@@ -470,6 +476,16 @@ export class WorkerService {
       settle();
       session?.lose('stream cancelled');
     });
+  }
+
+  /**
+   * Takes a connected worker out of rotation from this side (the autoscaler
+   * does, before its provider stops the worker); false if none has that name.
+   */
+  drain(name: string, why: string): boolean {
+    const s = this.sessions.get(name);
+    s?.drain(why);
+    return s !== undefined;
   }
 
   close(): void {

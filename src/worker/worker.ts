@@ -367,6 +367,8 @@ export class Worker {
       (reason) => this.send(call, { returned: { leaseId, reason } }),
       async (executor, entry) => {
         this.send(call, { progress: { leaseId, stage: ExecutionStage_Value.EXECUTING } });
+        // At debug: one line per action, so an operator (or a test) can tell which worker executed what, and how often.
+        this.o.log.debug({ lease: leaseId, op: lease.operationName, executor: executor.id }, 'executing an action');
         const response = await this.executeLease(lease, executor, entry.abort.signal);
         if (!entry.returned && this.call === call) this.send(call, { result: { leaseId, response } });
       },

@@ -32,6 +32,7 @@ it('npm run bench -- --quick runs every benchmark and writes results-quick.json'
     'schedulers',
     'autoscale',
     'fanout',
+    'autoscale-pool',
   ])
     assert.ok(results.results[name]?.length, `${name} reported metrics`);
 });

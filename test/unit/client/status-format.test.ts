@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { formatStatus } from '../../../src/client/status-client.js';
 import { toTimestamp } from '../../../src/common/time.js';
-import type { GetStatusResponse, SchedulerPeerStatus } from '../../../src/proto/repr/worker/v1/worker.js';
+import type { AutoscalePoolStatus, GetStatusResponse, SchedulerPeerStatus } from '../../../src/proto/repr/worker/v1/worker.js';
 
 const NOW = Date.parse('2025-01-02T10:00:00Z');
 
-function status(schedulers: SchedulerPeerStatus[]): GetStatusResponse {
+function status(schedulers: SchedulerPeerStatus[], autoscalePools: AutoscalePoolStatus[] = []): GetStatusResponse {
   return {
     workers: [
       {
@@ -28,6 +28,7 @@ function status(schedulers: SchedulerPeerStatus[]): GetStatusResponse {
     requeued: 1,
     staleResults: 0,
     schedulers,
+    autoscalePools,
   };
 }
 
@@ -70,5 +71,32 @@ describe('formatStatus', () => {
       ].join('\n'),
     );
     assert.match(text, /^w1 +10\.0\.0\.7:41000 /m);
+  });
+
+  it('prints each autoscaled pool: workers against desired, its last change and last decision with their ages and reasons', () => {
+    const pool: AutoscalePoolStatus = {
+      name: 'small',
+      provider: 'process',
+      workers: 2,
+      desired: 4,
+      starting: 2,
+      draining: 0,
+      direction: 'hold',
+      reason: 'hold: scale-up cooldown, 1 s of 30 s (29 s left)',
+      decided: toTimestamp(new Date(NOW - 1000)),
+      lastChangeDirection: 'up',
+      lastChangeReason: 'up 2→4: utilization 3.00 > 0.75',
+      lastChange: toTimestamp(new Date(NOW - 2000)),
+    };
+    const lines = formatStatus(status([], [pool]), NOW)
+      .trimEnd()
+      .split('\n');
+    assert.deepEqual(lines.slice(-4), [
+      'POOL             PROVIDER   WORKERS/DESIRED STARTING DRAINING',
+      'small            process                2/4        2        0',
+      '    last change 2.0s ago: up 2→4: utilization 3.00 > 0.75',
+      '    last decision 1.0s ago: hold: scale-up cooldown, 1 s of 30 s (29 s left)',
+    ]);
+    assert.doesNotMatch(formatStatus(status([]), NOW), /POOL/, 'no pool table without an autoscaler');
   });
 });

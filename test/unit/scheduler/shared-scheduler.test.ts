@@ -7,7 +7,7 @@ import type { ExecutionTask } from '../../../src/executor/execution-task.js';
 import { BUILT_IN, type ExecutorSlot } from '../../../src/executor/executor-slot.js';
 import { ExecuteResponse, ExecutionStage_Value } from '../../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
 import { PgState } from '../../../src/scheduler/pg-state.js';
-import type { OperationState } from '../../../src/scheduler/scheduler.js';
+import type { OperationState, PoolLabels } from '../../../src/scheduler/scheduler.js';
 import { SharedScheduler } from '../../../src/scheduler/shared-scheduler.js';
 import { ActionCache } from '../../../src/storage/action-cache.js';
 import { MemoryBlobStore } from '../../../src/storage/memory-store.js';
@@ -210,6 +210,25 @@ describe('SharedScheduler on PostgreSQL', () => {
     const waiting = await b.submit(submitReq(5, [{ name: 'pool', value: 'none' }]), OWNER);
     assert.equal(await b.cancel(waiting.name), true);
     assert.equal((await a.get(waiting.name))?.response?.status?.code, 1);
+  });
+
+  it("counts the shared queue per pool on its heartbeat, every scheduler's submissions included", async () => {
+    const url = freshDatabase();
+    // A short expiry: a beat every 100 ms.
+    const a = await scheduler(url, 'a', 500);
+    const b = await scheduler(url, 'b', 500);
+    const t0 = Date.now() - 1;
+    for (let i = 0; i < 3; i++) await b.submit(submitReq(20 + i, [{ name: 'pool', value: 'gpu' }]), OWNER);
+    for (let i = 0; i < 2; i++) await a.submit(submitReq(30 + i, [{ name: 'OSFamily', value: 'linux' }]), OWNER);
+    const pools: PoolLabels[] = [{ properties: { OSFamily: ['linux'] } }, { properties: { OSFamily: ['linux'], pool: ['gpu'] } }];
+    const deadline = Date.now() + 10_000;
+    while (a.queueDepth < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const [linux, gpu] = a.poolLoad(pools, t0);
+    assert.equal(linux!.queued, 2);
+    assert.equal(gpu!.queued, 3, 'the waiting rows of the other scheduler count');
+    assert.equal(linux!.arrived, 2, "arrivals are this scheduler's own submissions");
+    assert.equal(gpu!.arrived, 0);
+    assert.equal(a.queueDepth, 5);
   });
 
   it('lists and deletes operations of any scheduler, by instance and owner', async () => {

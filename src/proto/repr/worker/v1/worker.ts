@@ -212,6 +212,32 @@ export interface GetStatusResponse {
    * the shared queue, every scheduler's waiting operations.
    */
   schedulers: SchedulerPeerStatus[];
+  /** The pools this scheduler's autoscaler grows and shrinks; empty without one. */
+  autoscalePools: AutoscalePoolStatus[];
+}
+
+/** One autoscaled pool: its size, where the autoscaler wants it, and why. */
+export interface AutoscalePoolStatus {
+  name: string;
+  /** process, command or kubernetes. */
+  provider: string;
+  /** Registered workers of the pool in rotation. */
+  workers: number;
+  desired: number;
+  /** Asked for and not registered yet. */
+  starting: number;
+  /** Out of rotation, not gone yet. */
+  draining: number;
+  /** The newest decision: up, down or hold, and its reason. */
+  direction: string;
+  reason: string;
+  decided:
+    | Timestamp
+    | undefined;
+  /** The newest decision that changed the pool's size. */
+  lastChangeDirection: string;
+  lastChangeReason: string;
+  lastChange: Timestamp | undefined;
 }
 
 /**
@@ -1477,7 +1503,16 @@ export const GetStatusRequest: MessageFns<GetStatusRequest> = {
 };
 
 function createBaseGetStatusResponse(): GetStatusResponse {
-  return { workers: [], queued: 0, executing: 0, completed: 0, requeued: 0, staleResults: 0, schedulers: [] };
+  return {
+    workers: [],
+    queued: 0,
+    executing: 0,
+    completed: 0,
+    requeued: 0,
+    staleResults: 0,
+    schedulers: [],
+    autoscalePools: [],
+  };
 }
 
 export const GetStatusResponse: MessageFns<GetStatusResponse> = {
@@ -1502,6 +1537,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     for (const v of message.schedulers) {
       SchedulerPeerStatus.encode(v!, writer.uint32(58).fork()).join();
+    }
+    for (const v of message.autoscalePools) {
+      AutoscalePoolStatus.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1575,6 +1613,14 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             message.schedulers.push(SchedulerPeerStatus.decode(reader, reader.uint32()));
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.autoscalePools.push(AutoscalePoolStatus.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1599,6 +1645,211 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     message.requeued = object.requeued ?? 0;
     message.staleResults = object.staleResults ?? 0;
     message.schedulers = object.schedulers?.map((e) => SchedulerPeerStatus.fromPartial(e)) || [];
+    message.autoscalePools = object.autoscalePools?.map((e) => AutoscalePoolStatus.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseAutoscalePoolStatus(): AutoscalePoolStatus {
+  return {
+    name: "",
+    provider: "",
+    workers: 0,
+    desired: 0,
+    starting: 0,
+    draining: 0,
+    direction: "",
+    reason: "",
+    decided: undefined,
+    lastChangeDirection: "",
+    lastChangeReason: "",
+    lastChange: undefined,
+  };
+}
+
+export const AutoscalePoolStatus: MessageFns<AutoscalePoolStatus> = {
+  encode(message: AutoscalePoolStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.provider !== "") {
+      writer.uint32(18).string(message.provider);
+    }
+    if (message.workers !== 0) {
+      writer.uint32(24).uint32(message.workers);
+    }
+    if (message.desired !== 0) {
+      writer.uint32(32).uint32(message.desired);
+    }
+    if (message.starting !== 0) {
+      writer.uint32(40).uint32(message.starting);
+    }
+    if (message.draining !== 0) {
+      writer.uint32(48).uint32(message.draining);
+    }
+    if (message.direction !== "") {
+      writer.uint32(58).string(message.direction);
+    }
+    if (message.reason !== "") {
+      writer.uint32(66).string(message.reason);
+    }
+    if (message.decided !== undefined) {
+      Timestamp.encode(message.decided, writer.uint32(74).fork()).join();
+    }
+    if (message.lastChangeDirection !== "") {
+      writer.uint32(82).string(message.lastChangeDirection);
+    }
+    if (message.lastChangeReason !== "") {
+      writer.uint32(90).string(message.lastChangeReason);
+    }
+    if (message.lastChange !== undefined) {
+      Timestamp.encode(message.lastChange, writer.uint32(98).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AutoscalePoolStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAutoscalePoolStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.provider = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.workers = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.desired = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.starting = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.draining = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.direction = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.decided = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.lastChangeDirection = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.lastChangeReason = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.lastChange = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<AutoscalePoolStatus>, I>>(base?: I): AutoscalePoolStatus {
+    return AutoscalePoolStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AutoscalePoolStatus>, I>>(object: I): AutoscalePoolStatus {
+    const message = createBaseAutoscalePoolStatus();
+    message.name = object.name ?? "";
+    message.provider = object.provider ?? "";
+    message.workers = object.workers ?? 0;
+    message.desired = object.desired ?? 0;
+    message.starting = object.starting ?? 0;
+    message.draining = object.draining ?? 0;
+    message.direction = object.direction ?? "";
+    message.reason = object.reason ?? "";
+    message.decided = (object.decided !== undefined && object.decided !== null)
+      ? Timestamp.fromPartial(object.decided)
+      : undefined;
+    message.lastChangeDirection = object.lastChangeDirection ?? "";
+    message.lastChangeReason = object.lastChangeReason ?? "";
+    message.lastChange = (object.lastChange !== undefined && object.lastChange !== null)
+      ? Timestamp.fromPartial(object.lastChange)
+      : undefined;
     return message;
   },
 };
