@@ -100,6 +100,39 @@ export async function putWithWriter(store: BlobStore, digest: Digest, data: Buff
  * Decorator base: forwards every call to the wrapped store, so a decorator
  * overrides only the methods whose behaviour it changes.
  */
+/**
+ * A writer that gathers a blob in memory and hands it whole to `store` on
+ * commit: for stores that keep a blob as one value (memory, a database row).
+ * `check`, if given, sees the running size before each chunk is kept, so an
+ * oversized blob is refused as it arrives rather than at commit.
+ */
+export function bufferingWriter(store: (data: Buffer) => void | Promise<void>, check?: (bytes: number) => void): BlobWriter {
+  const chunks: Buffer[] = [];
+  let written = 0;
+  let done = false;
+  return {
+    get written() {
+      return written;
+    },
+    async write(chunk: Buffer) {
+      check?.(written + chunk.length);
+      // A copy: the caller may reuse its buffer before commit.
+      chunks.push(Buffer.from(chunk));
+      written += chunk.length;
+    },
+    async commit() {
+      if (done) return;
+      done = true;
+      await store(Buffer.concat(chunks, written));
+      chunks.length = 0;
+    },
+    async abort() {
+      done = true;
+      chunks.length = 0;
+    },
+  };
+}
+
 export abstract class ForwardingBlobStore implements BlobStore {
   constructor(protected readonly inner: BlobStore) {}
   findMissing(digests: readonly Digest[]): Promise<Digest[]> {

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { type Digest, digestKey, digestString } from '../common/digest.js';
 import { notFound, resourceExhausted } from '../common/errors.js';
-import type { BlobStore, BlobWriter } from './blob-store.js';
+import { type BlobStore, type BlobWriter, bufferingWriter } from './blob-store.js';
 import { LruIndex } from './lru-index.js';
 import { resolveRange } from './range.js';
 
@@ -56,27 +56,6 @@ export class MemoryBlobStore implements BlobStore {
   }
 
   beginWrite(digest: Digest): BlobWriter {
-    const chunks: Buffer[] = [];
-    let written = 0;
-    let done = false;
-    const store = this;
-    return {
-      get written() {
-        return written;
-      },
-      async write(chunk: Buffer) {
-        chunks.push(Buffer.from(chunk));
-        written += chunk.length;
-      },
-      async commit() {
-        if (done) return;
-        done = true;
-        store.insert(digest, Buffer.concat(chunks, written));
-      },
-      async abort() {
-        done = true;
-        chunks.length = 0;
-      },
-    };
+    return bufferingWriter((data) => this.insert(digest, data));
   }
 }

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import pg from 'pg';
 import { type Digest, digestKey, digestString } from '../common/digest.js';
 import { Code, internal, invalidArgument, notFound, ReprError, resourceExhausted, unavailable } from '../common/errors.js';
-import type { BlobStore, BlobWriter } from './blob-store.js';
+import { type BlobStore, type BlobWriter, bufferingWriter } from './blob-store.js';
 import { postgresEndpoint, postgresUrlProblem, TABLE_NAME } from './postgres-url.js';
 import { resolveRange } from './range.js';
 
@@ -145,31 +145,10 @@ export class PostgresBlobStore implements BlobStore {
 
   /** Buffered, since a row is written whole; the size bound applies as bytes arrive, not at commit. */
   beginWrite(digest: Digest): BlobWriter {
-    const chunks: Buffer[] = [];
-    let written = 0;
-    let done = false;
-    const store = this;
-    return {
-      get written() {
-        return written;
-      },
-      async write(chunk: Buffer) {
-        store.checkSize(digest, written + chunk.length);
-        // A copy: the caller may reuse its buffer before commit.
-        chunks.push(Buffer.from(chunk));
-        written += chunk.length;
-      },
-      async commit() {
-        if (done) return;
-        done = true;
-        await store.put(digest, Buffer.concat(chunks, written));
-        chunks.length = 0;
-      },
-      async abort() {
-        done = true;
-        chunks.length = 0;
-      },
-    };
+    return bufferingWriter(
+      (data) => this.put(digest, data),
+      (bytes) => this.checkSize(digest, bytes),
+    );
   }
 
   async close(): Promise<void> {
