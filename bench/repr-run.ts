@@ -49,7 +49,8 @@ function makeProject(dir: string, files: number, headers: number): void {
   );
 }
 
-function reprRun(cwd: string, server: string, records: string, statsFile: string, argv: string[]): Promise<number> {
+/** One `repr run` of `argv` in `cwd`, its stats written to `statsFile`; rejects with its stderr if it fails. */
+export function reprRun(cwd: string, server: string, records: string, statsFile: string, argv: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [REPR_BIN, 'run', '--server', server, '--stats-json', statsFile, '--', ...argv], {
       cwd,

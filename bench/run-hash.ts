@@ -1,9 +1,9 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPR_BIN } from '../support/spawn-server.js';
 import { withServer } from './server.js';
+import { reprRun } from './repr-run.js';
 import { median, round } from './stats.js';
 import type { Benchmark, Metric } from './types.js';
 
@@ -33,33 +33,16 @@ interface Sample {
   blockedMs: number;
 }
 
-function reprRun(cwd: string, server: string, records: string, statsFile: string, cmd: string): Promise<Sample> {
-  return new Promise((resolve, reject) => {
-    const t = performance.now();
-    const child = spawn(process.execPath, [REPR_BIN, 'run', '--server', server, '--stats-json', statsFile, '--', '/bin/sh', '-c', cmd], {
-      cwd,
-      env: { ...process.env, REPR_RUN_RECORDS: records },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let err = '';
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`repr run exited ${code}: ${err}`));
-      const s = JSON.parse(readFileSync(statsFile, 'utf8')) as {
-        client: { hashed: number };
-        runs: { mappingMs: number; stats: { queries: number; blockedOnClientUs: number } }[];
-      };
-      const r = s.runs[0]!;
-      resolve({
-        wallMs: performance.now() - t,
-        mappingMs: r.mappingMs,
-        hashed: s.client.hashed,
-        queries: r.stats.queries,
-        blockedMs: r.stats.blockedOnClientUs / 1000,
-      });
-    });
-  });
+async function timedRun(cwd: string, server: string, records: string, statsFile: string, cmd: string): Promise<Sample> {
+  const t = performance.now();
+  await reprRun(cwd, server, records, statsFile, ['/bin/sh', '-c', cmd]);
+  const wallMs = performance.now() - t;
+  const s = JSON.parse(readFileSync(statsFile, 'utf8')) as {
+    client: { hashed: number };
+    runs: { mappingMs: number; stats: { queries: number; blockedOnClientUs: number } }[];
+  };
+  const r = s.runs[0]!;
+  return { wallMs, mappingMs: r.mappingMs, hashed: s.client.hashed, queries: r.stats.queries, blockedMs: r.stats.blockedOnClientUs / 1000 };
 }
 
 /**
@@ -96,13 +79,13 @@ export const runHash: Benchmark = {
           };
           copy(proj);
           // Records the tree (and puts it in the CAS): what a fresh copy is compared with.
-          await reprRun(proj, server.url, records, statsFile, cmd);
+          await timedRun(proj, server.url, records, statsFile, cmd);
           for (let i = 0; i < reps; i++) {
             copy(proj);
-            samePath.push(await reprRun(proj, server.url, records, statsFile, cmd));
+            samePath.push(await timedRun(proj, server.url, records, statsFile, cmd));
             const other = path.join(base, `copy-${i}`);
             copy(other);
-            elsewhere.push(await reprRun(other, server.url, records, statsFile, cmd));
+            elsewhere.push(await timedRun(other, server.url, records, statsFile, cmd));
             ctx.log(
               `rep ${i + 1}: same path: mappings ${round(samePath[i]!.mappingMs)} ms, ${samePath[i]!.hashed} hashed; elsewhere: ${round(elsewhere[i]!.wallMs)} ms, ${elsewhere[i]!.hashed} hashed, ${elsewhere[i]!.queries} questions`,
             );
@@ -117,7 +100,7 @@ export const runHash: Benchmark = {
       for (let i = 0; i < reps; i++) {
         // A new server and no record: nothing known, as on a first run.
         await withServer(
-          async ({ server }) => first.push(await reprRun(small, server.url, path.join(base, `first-records-${i}`), statsFile, cmd)),
+          async ({ server }) => first.push(await timedRun(small, server.url, path.join(base, `first-records-${i}`), statsFile, cmd)),
           ['--executors', '2'],
         );
         ctx.log(`first run ${i + 1}: ${round(first[i]!.wallMs)} ms, ${first[i]!.queries} questions, blocked on client ${round(first[i]!.blockedMs)} ms`);
