@@ -1,3 +1,4 @@
+import { seededRandom } from '../common/seeded-random.js';
 import { failedPrecondition } from '../common/errors.js';
 import type { Decision, PolicyConfig, PolicyState, PoolSample } from './autoscale.js';
 import { decide, initialPolicyState } from './policy.js';
@@ -60,18 +61,6 @@ export interface SimResult {
   scaleEvents: ScaleEvent[];
   series: SimPoint[];
   endSeconds: number;
-}
-
-/** mulberry32: small, fast, and the same sequence from the same seed everywhere. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function poisson(mean: number, random: () => number): number {

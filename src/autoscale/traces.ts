@@ -1,4 +1,5 @@
-import { seededRandom, type Trace } from './simulator.js';
+import { seededRandom } from '../common/seeded-random.js';
+import type { Trace } from './simulator.js';
 
 /**
  * The loads the policies are compared on, sized for a pool of 4-executor

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { credentials, makeGenericClientConstructor, type ServiceError } from '@grpc/grpc-js';
 import { toWire } from '../../src/common/digest.js';
+import { seededRandom } from '../../src/common/seeded-random.js';
 import { Code } from '../../src/common/errors.js';
 import { ReapiClient } from '../../src/reapi/reapi-client.js';
 import { Action, ExecuteRequest } from '../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
@@ -9,18 +10,6 @@ import type { ReprServer } from '../../src/server/server.js';
 import { startInProcess } from '../../support/servers.js';
 import { tmpDir } from '../../support/tmp.js';
 import { putBlob, uploadRawAction } from '../../support/actions.js';
-
-/** A deterministic PRNG (mulberry32), so that a failing case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function mutate(bytes: Buffer, rnd: () => number): Buffer {
   const b = Buffer.from(bytes);
@@ -76,7 +65,7 @@ describe('fuzzed Execute requests get a client-error status, never INTERNAL', ()
     const action = await uploadRawAction(client, { root: { f: 'x' }, command: { arguments: ['/bin/true'] } });
     const valid = Buffer.from(ExecuteRequest.encode(ExecuteRequest.fromPartial({ actionDigest: toWire(action), skipCacheLookup: true })).finish());
     assert.equal(await call(valid), Code.OK, 'the unmutated request runs');
-    const rnd = prng(11);
+    const rnd = seededRandom(11);
     const seen = new Map<number, number>();
     for (let i = 0; i < 200; i++) {
       const req = mutate(valid, rnd);
@@ -91,7 +80,7 @@ describe('fuzzed Execute requests get a client-error status, never INTERNAL', ()
     const base = await uploadRawAction(client, { root: { f: 'x' }, command: { arguments: ['/bin/true'] } });
     const actionBytes = await client.read(base);
     assert.ok(Action.decode(actionBytes));
-    const rnd = prng(7);
+    const rnd = seededRandom(7);
     for (let i = 0; i < 100; i++) {
       const d = await putBlob(client, mutate(actionBytes, rnd));
       const req = Buffer.from(ExecuteRequest.encode(ExecuteRequest.fromPartial({ actionDigest: toWire(d), skipCacheLookup: true })).finish());
