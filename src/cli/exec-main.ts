@@ -3,7 +3,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { COMPILER_ENV, localReason } from '../client/cc-args.js';
 import { commandEnv, DEFAULT_ENV } from '../client/command-env.js';
-import { connectOrStart, execThroughDaemon } from '../client/daemon-client.js';
+import { connectOrStart, DaemonHungUp, execThroughDaemon } from '../client/daemon-client.js';
 import { type DaemonKey, socketPath } from '../client/daemon-protocol.js';
 import { RUN_FAILED_EXIT } from '../client/exit-codes.js';
 
@@ -173,23 +173,25 @@ export async function execMain(sub: 'exec' | 'cc', args: string[]): Promise<numb
   if (tls.certFile) startArgs.push('--tls-cert', tls.certFile);
   if (tls.keyFile) startArgs.push('--tls-key', tls.keyFile);
   const roots = flags.roots.length > 0 ? flags.roots : (env.REPR_ROOTS ?? '').split(':').filter(Boolean);
+  const req = {
+    op: 'exec' as const,
+    argv: command,
+    cwd: process.cwd(),
+    roots,
+    env: commandEnv(flags.env, sub === 'cc' ? [...DEFAULT_ENV, ...COMPILER_ENV] : DEFAULT_ENV),
+    platform: flags.platform,
+    timeoutMs: flags.timeoutMs,
+  };
+  // The token goes by environment, not on a command line anyone can read in ps.
+  const start = { command: process.execPath, args: startArgs, env: { ...env, ...(token ? { REPR_TOKEN: token } : {}) } };
   try {
-    // The token goes by environment, not on a command line anyone can read in ps.
-    const c = await connectOrStart(socket, { command: process.execPath, args: startArgs, env: { ...env, ...(token ? { REPR_TOKEN: token } : {}) } });
-    return await execThroughDaemon(
-      c,
-      {
-        op: 'exec',
-        argv: command,
-        cwd: process.cwd(),
-        roots,
-        env: commandEnv(flags.env, sub === 'cc' ? [...DEFAULT_ENV, ...COMPILER_ENV] : DEFAULT_ENV),
-        platform: flags.platform,
-        timeoutMs: flags.timeoutMs,
-      },
-      process.stdout,
-      process.stderr,
-    );
+    try {
+      return await execThroughDaemon(await connectOrStart(socket, start), req, process.stdout, process.stderr);
+    } catch (e) {
+      // A daemon that hung up before reading the request ran nothing: one more try starts a fresh one.
+      if (!(e instanceof DaemonHungUp)) throw e;
+      return await execThroughDaemon(await connectOrStart(socket, start), req, process.stdout, process.stderr);
+    }
   } catch (e) {
     process.stderr.write(`repr: ${(e as Error).message}\n`);
     return RUN_FAILED_EXIT;

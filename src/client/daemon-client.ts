@@ -11,6 +11,8 @@ import { RUN_FAILED_EXIT } from './exit-codes.js';
 const START_TIMEOUT_MS = 15_000;
 
 export class DaemonUnreachable extends Error {}
+/** The daemon dropped the connection before reading the request (it was stopping): nothing ran, so trying again is safe. */
+export class DaemonHungUp extends DaemonUnreachable {}
 
 function connect(socket: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -90,15 +92,21 @@ export async function execThroughDaemon(
   err: NodeJS.WritableStream,
 ): Promise<number> {
   let result: { exit: number; error?: string } | undefined;
+  let replies = 0;
   const onSignal = () => writeFrame(c, { op: 'cancel' });
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
     await request(c, req, (r) => {
+      replies++;
       if ('out' in r) (r.out === 2 ? err : out).write(Buffer.from(r.data, 'base64'));
       else if ('exit' in r) result = r;
       else if ('refused' in r) result = { exit: RUN_FAILED_EXIT, error: `the repr daemon refused the command: ${r.refused}` };
     });
+  } catch (e) {
+    // Dropped before a word: the daemon was stopping (idle) as we dialled, and never read the request.
+    if (replies === 0 && isHangUp(e)) throw new DaemonHungUp(`the repr daemon hung up before answering (${(e as Error).message})`);
+    throw e;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -106,6 +114,11 @@ export async function execThroughDaemon(
   if (!result) return fail(err, 'the repr daemon closed the connection before the command finished (see repr daemon status)');
   if (result.error) return fail(err, result.error, result.exit);
   return result.exit;
+}
+
+function isHangUp(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'EPIPE' || code === 'ECONNRESET';
 }
 
 function fail(err: NodeJS.WritableStream, msg: string, code = RUN_FAILED_EXIT): number {

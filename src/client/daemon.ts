@@ -151,7 +151,8 @@ export class RunDaemon {
   }
 
   private accept(c: net.Socket): void {
-    if (this.state !== 'SERVING') {
+    // STARTING is served too: once bound, clients of a parallel build dial in before listen() has finished.
+    if (this.state === 'STOPPING' || this.state === 'STOPPED') {
       c.destroy();
       return;
     }

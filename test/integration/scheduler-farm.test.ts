@@ -151,7 +151,9 @@ describe('a farm of two schedulers and three workers', () => {
       assert.equal((await cas.read(fromWire(SHA256, out.digest))).toString(), job.expected);
     }
     for (const [i, [x, y]] of (await twinResults).entries()) {
-      assert.equal(x.name, y.name, `twin ${i}: one operation for both schedulers`);
+      // At once, they merge into one operation; a twin that reaches its scheduler only after the other has
+      // finished (a loaded machine, or a retry after the kill) is served from the action cache instead.
+      if (x.name !== y.name) assert.ok(x.response?.cachedResult || y.response?.cachedResult, `twin ${i}: one operation for both schedulers, or a cache hit`);
       const nonce = async (o: Observed) => (await cas.read(fromWire(SHA256, o.response!.result!.stdoutDigest))).toString();
       assert.equal(await nonce(x), await nonce(y), `twin ${i}: one execution`);
     }

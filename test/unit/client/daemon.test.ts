@@ -102,6 +102,30 @@ describe('RunDaemon', () => {
     assert.throws(() => statSync(socket), /ENOENT/);
   });
 
+  it('answers a client that connects the moment its socket appears, before it has finished starting', async () => {
+    // The clients of a parallel build start the daemon and dial its socket in a tight loop: the first
+    // connection can land between bind and the end of listen(), and must be served, not dropped.
+    const socket = path.join(tmpDir('repr-daemon-unit-'), 'run', 'd.sock');
+    const d = new RunDaemon({ socket, discovery: new StaticDiscovery(['grpc://127.0.0.1:1']), instanceName: '', idleTimeoutMs: 60_000, log: () => undefined });
+    try {
+      const listening = d.listen();
+      let c: net.Socket | undefined;
+      let stateAtConnect = '';
+      while (!c) {
+        c = await connect(socket).catch(() => undefined);
+        if (!c) await new Promise((r) => setImmediate(r));
+        else stateAtConnect = d.state;
+      }
+      const st: DaemonReply[] = [];
+      await request(c, { op: 'status' }, (r) => st.push(r));
+      assert.equal(await listening, true);
+      assert.equal(st.length, 1, `one status reply (connected while ${stateAtConnect})`);
+      assert.equal((st[0] as { status: { pid: number } }).status.pid, process.pid);
+    } finally {
+      await d.stop();
+    }
+  });
+
   it('refuses a request over the size limit, a malformed exec, and a second daemon on its socket', async () => {
     const clock = new ManualClock();
     const { d, socket } = await idleDaemon(clock);
