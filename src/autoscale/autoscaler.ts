@@ -241,18 +241,55 @@ export class Autoscaler {
       });
     } else if (d.direction === 'down') {
       const n = d.current - d.desired;
-      const chosen = pickIdle(
-        mine.filter((g) => !g.draining && !c.draining.has(g.name) && idle(g)),
-        n,
-        this.o.scheduler.completedByExecutor(),
-      );
-      if (chosen.length < n)
-        this.o.log.info({ pool: c.spec.name, wanted: n, idle: chosen.length }, 'autoscale: fewer idle workers than the decision removes; busy ones stay');
-      // Nothing removed: the cooldown has not started, so the next tick may try again.
-      if (chosen.length === 0) c.state = withCooldowns(c.state, previous);
-      // Synchronous with the idleness check above: the dispatcher cannot assign them anything in between.
-      for (const g of chosen) if (this.o.drain(g.name)) c.draining.set(g.name, { since: now });
-      if (chosen.length > 0) this.o.log.info({ pool: c.spec.name, workers: chosen.map((g) => g.name) }, 'autoscale: workers taken out of rotation');
+      const candidates = (groups: readonly WorkerGroup[], isIdle: (g: WorkerGroup) => boolean) =>
+        pickIdle(
+          groups.filter((g) => !g.draining && !c.draining.has(g.name) && isIdle(g)),
+          Number.POSITIVE_INFINITY,
+          this.o.scheduler.completedByExecutor(),
+        );
+      const take = (chosen: readonly WorkerGroup[]) => {
+        if (chosen.length < n)
+          this.o.log.info({ pool: c.spec.name, wanted: n, idle: chosen.length }, 'autoscale: fewer idle workers than the decision removes; busy ones stay');
+        // Nothing removed: the cooldown has not started, so the next tick may try again.
+        if (chosen.length === 0) c.state = withCooldowns(c.state, previous);
+        // Synchronous with the idleness check before it: the dispatcher cannot assign them anything in between.
+        for (const g of chosen) if (this.o.drain(g.name)) c.draining.set(g.name, { since: now });
+        if (chosen.length > 0) this.o.log.info({ pool: c.spec.name, workers: chosen.map((g) => g.name) }, 'autoscale: workers taken out of rotation');
+      };
+      if (!provider.removable) take(candidates(mine, idle).slice(0, n));
+      else {
+        // Some providers can only remove certain workers (a StatefulSet its highest ordinals). Asking takes a
+        // round trip, after which idleness is looked at again: only a prefix of the provider's order that is
+        // still idle goes, since skipping one would leave a gap the provider cannot remove.
+        const removable = provider.removable.bind(provider);
+        steps.push(async () => {
+          let allowed: string[];
+          try {
+            allowed = await removable(
+              pool,
+              candidates(mine, idle).map((g) => g.name),
+            );
+          } catch (e) {
+            this.o.log.error({ err: e, pool: c.spec.name, provider: provider.kind }, 'autoscale: asking which workers can go failed; trying again next tick');
+            c.state = withCooldowns(c.state, previous);
+            return;
+          }
+          const busyNow = new Set(this.o.scheduler.assignments().keys());
+          const stillIdle = new Map(
+            candidates(
+              this.o.workers().filter((g) => c.owns(g.name)),
+              (g) => g.slots.every((sl) => !busyNow.has(sl.id)),
+            ).map((g) => [g.name, g]),
+          );
+          const chosen: WorkerGroup[] = [];
+          for (const name of allowed) {
+            const g = stillIdle.get(name);
+            if (!g || chosen.length === n) break;
+            chosen.push(g);
+          }
+          take(chosen);
+        });
+      }
     }
     // Out of rotation and executing nothing: nothing can reach them any more, so stopping them loses nothing.
     const byName = new Map(mine.map((g) => [g.name, g]));

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { PolicyConfig } from '../autoscale/autoscale.js';
+import { checkKubernetesProvider, kubernetesProviderObject } from './autoscale-kubernetes-schema.js';
 import { policySchema } from './autoscale-schema.js';
 
 /** Pool names go into worker names (`<pool>-<n>`) and commands: kept to what is safe in both. */
@@ -34,11 +35,16 @@ const commandProvider = z
   })
   .strict();
 
-const providerSchema = z.discriminatedUnion('type', [processProvider, commandProvider], {
-  errorMap: (issue, ctx) => ({
-    message: issue.code === 'invalid_union_discriminator' ? "provider.type must be 'process' or 'command'" : ctx.defaultError,
-  }),
-});
+const providerSchema = z
+  .discriminatedUnion('type', [processProvider, commandProvider, kubernetesProviderObject], {
+    errorMap: (issue, ctx) => ({
+      message: issue.code === 'invalid_union_discriminator' ? "provider.type must be 'process', 'command' or 'kubernetes'" : ctx.defaultError,
+    }),
+  })
+  // A discriminated union takes plain objects only: the kubernetes provider's cross-field rule is checked here.
+  .superRefine((p, ctx) => {
+    if (p.type === 'kubernetes') checkKubernetesProvider(p, ctx);
+  });
 
 export type ProviderConfig = z.output<typeof providerSchema>;
 

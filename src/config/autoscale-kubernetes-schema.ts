@@ -32,11 +32,14 @@ export const kubernetesProviderObject = z
   })
   .strict();
 
-export const kubernetesProviderSchema = kubernetesProviderObject.superRefine((c, ctx) => {
+/** The rule across fields that the plain object cannot carry (a union member must stay a plain object). */
+export function checkKubernetesProvider(c: z.output<typeof kubernetesProviderObject>, ctx: z.RefinementCtx): void {
   if (c.kubeconfig !== undefined && c.inCluster) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['inCluster'], message: 'give kubeconfig or inCluster, not both' });
   }
-});
+}
+
+export const kubernetesProviderSchema = kubernetesProviderObject.superRefine(checkKubernetesProvider);
 
 export type KubernetesProviderInput = z.input<typeof kubernetesProviderObject>;
 

@@ -1,21 +1,24 @@
 import path from 'node:path';
 import type { WorkerProvider } from '../autoscale/autoscale.js';
-import { Autoscaler } from '../autoscale/autoscaler.js';
+import { Autoscaler, type PoolSpec } from '../autoscale/autoscaler.js';
 import { CommandProvider } from '../autoscale/command-provider.js';
+import { KubernetesProvider } from '../autoscale/kubernetes-provider.js';
 import { ProcessProvider } from '../autoscale/process-provider.js';
 import type { Logger } from '../common/logger.js';
 import type { AutoscalePoolConfig } from '../config/autoscale-config.js';
+import { toKubernetesProviderConfig } from '../config/autoscale-kubernetes-schema.js';
 import type { ServerConfig } from '../config/config.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { WorkerService } from '../services/worker-service.js';
 
 /** The provider a pool's config names. */
-function providerFor(pool: AutoscalePoolConfig, config: ServerConfig, schedulerUrl: string, log: Logger): WorkerProvider {
+async function providerFor(pool: AutoscalePoolConfig, config: ServerConfig, schedulerUrl: () => string, log: Logger): Promise<WorkerProvider> {
   const p = pool.provider;
+  if (p.type === 'kubernetes') return KubernetesProvider.create(toKubernetesProviderConfig(p), { log });
   if (p.type === 'process') {
     return new ProcessProvider({
       name: pool.name,
-      scheduler: () => schedulerUrl,
+      scheduler: schedulerUrl,
       properties: pool.properties,
       executors: p.executors,
       workerArgs: p.workerArgs,
@@ -28,23 +31,28 @@ function providerFor(pool: AutoscalePoolConfig, config: ServerConfig, schedulerU
 }
 
 /**
- * The autoscaler over this server's scheduler and connected workers, with a
- * provider per pool; started, so its first tick comes at once. Workers it
- * starts itself dial `schedulerUrl`.
+ * Each pool's provider, made before the server listens: one that cannot be
+ * made (no kubeconfig, `inCluster` outside a pod) stops the start, since a
+ * pool that silently never scales is worse. Workers a provider starts itself
+ * dial `schedulerUrl()`, known once the server listens.
  */
-export function startAutoscaler(config: ServerConfig, scheduler: Scheduler, workers: WorkerService, schedulerUrl: string, log: Logger): Autoscaler {
-  const alog = log.child({ svc: 'autoscale' });
+export async function autoscalePools(config: ServerConfig, schedulerUrl: () => string, log: Logger): Promise<PoolSpec[]> {
+  const pools: PoolSpec[] = [];
+  for (const pool of config.autoscale.pools) {
+    const plog = log.child({ svc: 'autoscale', pool: pool.name });
+    pools.push({ name: pool.name, properties: pool.properties, policy: pool.policy, provider: await providerFor(pool, config, schedulerUrl, plog) });
+  }
+  return pools;
+}
+
+/** The autoscaler over this server's scheduler, connected workers and pools; started, so its first tick comes at once. */
+export function startAutoscaler(config: ServerConfig, scheduler: Scheduler, workers: WorkerService, pools: PoolSpec[], log: Logger): Autoscaler {
   const autoscaler = new Autoscaler({
     scheduler,
     workers: () => workers.groups(),
     drain: (name) => workers.drain(name, 'the autoscaler is shrinking its pool'),
-    pools: config.autoscale.pools.map((pool) => ({
-      name: pool.name,
-      properties: pool.properties,
-      policy: pool.policy,
-      provider: providerFor(pool, config, schedulerUrl, alog.child({ pool: pool.name })),
-    })),
-    log: alog,
+    pools,
+    log: log.child({ svc: 'autoscale' }),
     tickMs: config.autoscale.tickSeconds * 1000,
   });
   autoscaler.start();

@@ -50,7 +50,7 @@ import { rpcTracingInterceptor } from '../grpc/rpc-tracing.js';
 import type { Tracing } from '../observability/tracing.js';
 import type { Autoscaler } from '../autoscale/autoscaler.js';
 import { registerAutoscaleMetrics } from '../observability/autoscale-metrics.js';
-import { localSchedulerUrl, startAutoscaler } from './autoscaling.js';
+import { autoscalePools, localSchedulerUrl, startAutoscaler } from './autoscaling.js';
 
 type State = 'STARTING' | 'SERVING' | 'STOPPING' | 'STOPPED';
 
@@ -240,6 +240,8 @@ export class ReprServer {
     // Before listening: a WaitExecution for an operation of the previous run
     // must find it queued again, not half-known.
     await execution?.scheduler.recover();
+    let schedulerUrl = '';
+    const pools = execution && config.autoscale.enabled ? await autoscalePools(config, () => schedulerUrl, log) : undefined;
     // Health answers NOT_SERVING until every condition added here is met; later work joins with one more add.
     const readiness = new Readiness(log);
     readiness.onChange((ready) => health.setServing(ready));
@@ -272,8 +274,9 @@ export class ReprServer {
     warnIfExposed(config, access, authLog);
     execution?.announce();
     // Once listening: the workers it starts dial this address.
+    schedulerUrl = localSchedulerUrl(address, tls !== undefined);
     if (execution && config.autoscale.enabled) {
-      execution.autoscaler = startAutoscaler(config, execution.scheduler, execution.workers, localSchedulerUrl(address, tls !== undefined), log);
+      execution.autoscaler = startAutoscaler(config, execution.scheduler, execution.workers, pools ?? [], log);
     }
     if (!tls && !watchForTlsOnPlaintext(grpc, { url: `grpc://${address}`, log })) {
       log.warn('cannot notice TLS handshakes on this plaintext port (grpc-js internals changed): a client dialling it with TLS by mistake will not be logged');

@@ -15,11 +15,9 @@ import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { Role, RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import { parseAllDocuments } from 'yaml';
 import { rbacRules } from '../../src/autoscale/kubernetes-provider.js';
-import { kubernetesProviderSchema } from '../../src/config/autoscale-kubernetes-schema.js';
 import { compileServerConfig } from '../../src/config/config.js';
 import { flagName, overlayFlags, parseFlagValue } from '../../src/config/flag.js';
 import { workerFlags } from '../../src/config/flags.js';
-import { parseConfig } from '../../src/config/schema.js';
 import { compileWorkerConfig, type WorkerConfig } from '../../src/config/worker-config.js';
 import { parseByteSize } from '../../src/common/units.js';
 import { REPO_ROOT } from '../../support/servers.js';
@@ -110,10 +108,13 @@ describe('deploy/ manifests', () => {
   const service = one('Service', 'repr-scheduler');
   const workers = one('StatefulSet', 'repr-worker');
   const serverJson = JSON.parse(one('ConfigMap', 'repr-scheduler-config').data['server.json']);
-  const { autoscale, ...serverRest } = serverJson;
-  const server = compileServerConfig(serverRest);
+  // The whole file, autoscale pool and Kubernetes provider included, as `repr server --config` reads it.
+  const server = compileServerConfig(serverJson);
+  const autoscale = serverJson.autoscale;
   const pool = autoscale.pools[0];
-  const provider = parseConfig(kubernetesProviderSchema, pool.provider);
+  const compiledPool = server.autoscale.pools[0]!;
+  assert.equal(compiledPool.provider.type, 'kubernetes');
+  const provider = compiledPool.provider as Extract<typeof compiledPool.provider, { type: 'kubernetes' }>;
   const sc = container(scheduler, 'scheduler');
   const wc = container(workers, 'worker');
   const worker = workerConfigOf(wc.args, { POD_NAME: 'repr-worker-0' });

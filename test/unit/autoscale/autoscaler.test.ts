@@ -25,6 +25,22 @@ class FakeProvider implements WorkerProvider {
     if (this.failNext > 0 && this.failNext--) throw new Error('cloud says no');
     return Array.from({ length: count }, () => ({ name: this.anonymous ? '' : `p-${this.n++}`, pool }));
   }
+  /** Runs while removable() is being answered: the round trip in which the world may change. */
+  duringRemovable: () => Promise<void> = async () => undefined;
+  removable?: (pool: string, candidates: readonly string[]) => Promise<string[]>;
+  /** From now on the provider can only remove workers in this order, a prefix at a time (a StatefulSet's highest ordinals first). */
+  removesOnlyInOrder(order: readonly string[]): void {
+    this.removable = async (_pool, candidates) => {
+      this.calls.push(`removable ${[...candidates].sort().join(',')}`);
+      await this.duringRemovable();
+      const out: string[] = [];
+      for (const name of order) {
+        if (!candidates.includes(name)) break;
+        out.push(name);
+      }
+      return out;
+    };
+  }
   async remove(_pool: string, names: readonly string[]): Promise<void> {
     this.calls.push(`remove ${[...names].sort().join(',')}`);
     if (this.failNext > 0 && this.failNext--) throw new Error('cloud says no');
@@ -210,6 +226,45 @@ describe('Autoscaler', () => {
     assert.equal(s.scheduler.stats().completed, 1);
     assert.equal(s.scheduler.stats().requeued, 0, 'nothing was handed back');
     assert.deepEqual(s.drained, [idleWorker], 'at the minimum, the worker that executed stays');
+    s.scheduler.close();
+  });
+
+  it('asks a provider that can only remove some workers which ones, and drains only a prefix of its order that is still idle', async () => {
+    const s = setup({ mode: 'static', minWorkers: 1 });
+    const hold = { OSFamily: ['linux'], hold: ['x'] };
+    s.provider.removesOnlyInOrder(['p-3', 'p-2', 'p-1', 'p-0']);
+    for (const name of ['p-0', 'p-1']) s.connect(name);
+    s.connect('p-2', { workMs: 60_000, properties: hold });
+    s.connect('p-3', { workMs: 60_000, properties: hold });
+    await s.scheduler.submit(submitReq(90, [{ name: 'hold', value: 'x' }]), OWNER);
+    await flush();
+    const busy = [...s.scheduler.assignments().keys()][0]!.split('/')[0]!;
+    assert.ok(busy === 'p-2' || busy === 'p-3');
+    await s.tick();
+    if (busy === 'p-3') {
+      // p-3 cannot go, so nothing can: removing p-2 or lower would leave a gap.
+      assert.deepEqual(s.drained, []);
+    } else {
+      assert.deepEqual(s.drained, ['p-3'], 'only the top of the order, though p-0 and p-1 are idle too');
+    }
+    assert.deepEqual(s.provider.calls[0], `removable ${['p-0', 'p-1', 'p-2', 'p-3'].filter((n) => n !== busy).join(',')}`);
+    s.scheduler.close();
+  });
+
+  it('drains nothing that became busy while the provider was asked which workers can go', async () => {
+    const s = setup({ mode: 'static', minWorkers: 1 });
+    const hold = { OSFamily: ['linux'], hold: ['x'] };
+    s.provider.removesOnlyInOrder(['p-1', 'p-0']);
+    s.connect('p-0');
+    s.connect('p-1', { workMs: 60_000, properties: hold });
+    s.provider.duringRemovable = async () => {
+      await s.scheduler.submit(submitReq(91, [{ name: 'hold', value: 'x' }]), OWNER);
+      await flush();
+    };
+    await s.tick();
+    assert.equal(s.scheduler.assignments().has('p-1/0'), true, 'the action went to p-1 during the round trip');
+    assert.deepEqual(s.drained, [], 'p-1 was idle when asked about, busy when it would have been drained');
+    assert.ok(s.logs.records().some((r) => r.msg === 'autoscale: fewer idle workers than the decision removes; busy ones stay' && r.idle === 0));
     s.scheduler.close();
   });
 
