@@ -196,4 +196,22 @@ describe('deploy/ manifests', () => {
     assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: account.metadata.name, namespace: account.metadata.namespace }]);
     assert.equal(role.metadata.namespace, provider.namespace);
   });
+
+  // No container engine runs here, so the image is not built by the tests: what they can hold it to is
+  // that it is the image the manifests name, with what the workers' sandbox needs at run time.
+  it('run the image deploy/Dockerfile builds, which carries the sandbox and FUSE packages', () => {
+    const dockerfile = readFileSync(path.join(DEPLOY, 'Dockerfile'), 'utf8');
+    const tag = /docker build -f deploy\/Dockerfile -t (\S+) \./.exec(dockerfile)?.[1];
+    for (const c of [sc, wc]) {
+      assert.equal(c.image, tag, `${c.name} runs the image the Dockerfile says it builds`);
+      assert.deepEqual(c.command, ['repr']);
+    }
+    const stages = dockerfile.split(/^FROM /m).slice(1);
+    const runtime = stages.at(-1)!;
+    const installed = /apt-get install[^\n]*/.exec(runtime)?.[0].split(/\s+/) ?? [];
+    for (const pkg of ['bubblewrap', 'fuse', 'libfuse2']) assert.ok(installed.includes(pkg), `the runtime stage installs ${pkg}`);
+    assert.match(runtime, /ln -s \/opt\/repr\/bin\/repr\.js \/usr\/local\/bin\/repr/, 'repr is on PATH, as command: [repr] needs');
+    assert.match(stages[0]!, /npm ci/);
+    assert.match(stages[0]!, /npm run build/);
+  });
 });
