@@ -77,6 +77,8 @@ class PoolControl {
   readonly decisions = { up: 0, down: 0, hold: 0 };
   /** A provider call of this pool in progress: the next tick leaves the pool alone until it ends. */
   busy = false;
+  /** The provider's own list was read once, at the first tick. */
+  adopted = false;
 
   constructor(readonly spec: PoolSpec) {
     this.desired = spec.policy.minWorkers;
@@ -138,6 +140,8 @@ export class Autoscaler {
 
   /** One look at every pool and what follows from it; exposed for tests that drive the clock. */
   async tick(): Promise<void> {
+    const unadopted = this.controls.filter((c) => !c.adopted);
+    if (unadopted.length > 0) await Promise.all(unadopted.map((c) => this.adopt(c)));
     const now = this.clock.now();
     const seconds = Math.max((now - this.lastSampleAt) / 1000, 1e-3);
     const loads = this.o.scheduler.poolLoad(
@@ -322,6 +326,26 @@ export class Autoscaler {
         c.busy = false;
       }
     })();
+  }
+
+  /**
+   * Workers the provider already runs (a StatefulSet's pods when the
+   * scheduler restarts, or before its first pod has registered) count as
+   * starting until they register or the start timeout passes: without this
+   * the first tick would see an empty pool and add workers on top of them.
+   */
+  private async adopt(c: PoolControl): Promise<void> {
+    c.adopted = true;
+    const now = this.clock.now();
+    try {
+      const listed = await c.spec.provider.list(poolKey(c.spec.properties));
+      const connected = new Set(this.o.workers().map((g) => g.name));
+      const waiting = listed.filter((w) => c.owns(w.name) && !connected.has(w.name) && !c.starting.some((s) => s.name === w.name));
+      for (const w of waiting) c.starting.push({ name: w.name, at: now });
+      if (waiting.length > 0) this.o.log.info({ pool: c.spec.name, workers: waiting.map((w) => w.name) }, 'autoscale: workers the provider runs, not registered yet');
+    } catch (e) {
+      this.o.log.warn({ err: e, pool: c.spec.name, provider: c.spec.provider.kind }, 'autoscale: could not list the provider’s workers; counting only those registered');
+    }
   }
 
   /**

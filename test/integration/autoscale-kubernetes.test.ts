@@ -137,13 +137,15 @@ class StatefulSetStandIn {
       }
       if (req.method === 'GET' && req.url === SCALE) return reply(200, this.scale());
       if (req.method === 'GET' && req.url === PODS) {
-        const items = [...this.pods.values()].map((p) => ({
+        // A pod exists (Pending) from the moment the controller creates it, before its container runs.
+        const ordinals = new Set([...this.pods.keys(), ...Array.from({ length: this.replicas }, (_, i) => i)]);
+        const items = [...ordinals].map((i) => ({
           metadata: {
-            name: `repr-worker-${p.ordinal}`,
+            name: `repr-worker-${i}`,
             namespace: 'repr',
             labels: { 'app.kubernetes.io/name': 'repr', 'app.kubernetes.io/component': 'worker' },
           },
-          status: { phase: p.exited === undefined ? 'Running' : 'Succeeded' },
+          status: { phase: this.pods.has(i) ? 'Running' : 'Pending' },
         }));
         return reply(200, { kind: 'PodList', apiVersion: 'v1', metadata: { resourceVersion: String(this.version) }, items });
       }
@@ -285,6 +287,13 @@ describe('autoscaling with the kubernetes provider', () => {
       'pod repr-worker-1 exited 0',
     ]);
     assert.deepEqual(cluster.badRequests, []);
+    // Its first pod, listed but not registered when the scheduler started, was counted as on its way: no worker was added on top of it.
+    const changes = cluster.events.filter((e) => e.startsWith('replicas'));
+    assert.ok(
+      changes.every((e) => ['replicas 1 → 2', 'replicas 1 → 3', 'replicas 2 → 3', 'replicas 3 → 2', 'replicas 2 → 1'].includes(e)),
+      changes.join('; '),
+    );
+    assert.equal(changes.filter((e) => e === 'replicas 2 → 1').length, 1, `one way up and one way down: ${changes.join('; ')}`);
     const log = server.logs.join('');
     for (const name of ['repr-worker-1', 'repr-worker-2']) {
       assert.ok(log.indexOf(`"worker":"${name}"`) >= 0, `${name} was seen by the scheduler`);

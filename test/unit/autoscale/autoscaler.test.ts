@@ -17,8 +17,13 @@ class FakeProvider implements WorkerProvider {
   /** Like a cloud CLI that cannot say what its machines will be called. */
   anonymous = false;
   private n = 0;
+  /** What list() says the provider runs; a string makes it fail with that message. */
+  listed: ProvidedWorker[] | string = [];
+  lists = 0;
   async list(): Promise<ProvidedWorker[]> {
-    return [];
+    this.lists++;
+    if (typeof this.listed === 'string') throw new Error(this.listed);
+    return this.listed;
   }
   async add(pool: string, count: number): Promise<ProvidedWorker[]> {
     this.calls.push(`add ${count}`);
@@ -117,6 +122,33 @@ async function submitMany(s: ReturnType<typeof setup>, n: number, from = 0): Pro
 }
 
 describe('Autoscaler', () => {
+  it('counts the workers its provider already runs as starting, and does not add to them at its first tick', async () => {
+    const s = setup();
+    s.provider.listed = [
+      { name: 'p-0', pool: 'x' },
+      { name: 'other-0', pool: 'x' },
+    ];
+    await s.tick();
+    assert.deepEqual(s.provider.calls, [], 'p-0 is on its way: the minimum of 1 is met');
+    assert.equal(s.scaler.status()[0]!.starting, 1, 'a worker not named <pool>- is not the pool’s');
+    s.connect('p-0');
+    await s.tick();
+    assert.equal(s.scaler.status()[0]!.starting, 0);
+    assert.deepEqual(s.provider.calls, []);
+    assert.equal(s.provider.lists, 1, 'listed once');
+    s.scheduler.close();
+  });
+
+  it('counts only registered workers when the provider cannot list its own', async () => {
+    const s = setup();
+    s.provider.listed = 'the API server is down';
+    await s.tick();
+    assert.equal(s.provider.lists, 1);
+    assert.deepEqual(s.provider.calls, ['add 1']);
+    assert.ok(s.logs.records().some((r) => r.msg === 'autoscale: could not list the provider’s workers; counting only those registered'));
+    s.scheduler.close();
+  });
+
   it('counts workers it asked for as the pool’s until they register, and does not ask again', async () => {
     const s = setup();
     s.connect('p-first');
