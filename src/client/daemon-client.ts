@@ -82,7 +82,7 @@ export function request(c: net.Socket, req: DaemonRequest, onReply: (r: DaemonRe
 /**
  * Runs one command through the daemon: its output goes to `out`/`err` as it
  * comes, its changes are written back before the exit code arrives. On
- * SIGINT or SIGTERM the run is cancelled and the exit code is 130 once the
+ * SIGINT or SIGTERM the run is cancelled and the exit code is 130 or 143 once the
  * daemon has confirmed that nothing will be written back.
  */
 export async function execThroughDaemon(
@@ -93,9 +93,10 @@ export async function execThroughDaemon(
 ): Promise<number> {
   let result: { exit: number; error?: string } | undefined;
   let replies = 0;
-  const onSignal = () => writeFrame(c, { op: 'cancel' });
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const onSigint = () => writeFrame(c, { op: 'cancel', signal: 'SIGINT' });
+  const onSigterm = () => writeFrame(c, { op: 'cancel', signal: 'SIGTERM' });
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigterm);
   try {
     await request(c, req, (r) => {
       replies++;
@@ -108,8 +109,8 @@ export async function execThroughDaemon(
     if (replies === 0 && isHangUp(e)) throw new DaemonHungUp(`the repr daemon hung up before answering (${(e as Error).message})`);
     throw e;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigterm);
   }
   if (!result) return fail(err, 'the repr daemon closed the connection before the command finished (see repr daemon status)');
   if (result.error) return fail(err, result.error, result.exit);

@@ -29,8 +29,8 @@ export type DaemonRequest =
       platform: { name: string; value: string }[];
       timeoutMs: number;
     }
-  /** Sent on the same connection after `exec`: stop the run, write nothing back. */
-  | { op: 'cancel' }
+  /** Sent on the same connection after `exec`: stop the run, write nothing back; the exit code is the signal's (SIGINT when not given). */
+  | { op: 'cancel'; signal?: 'SIGINT' | 'SIGTERM' }
   | { op: 'status' }
   | { op: 'stop' };
 

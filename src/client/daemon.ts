@@ -20,8 +20,8 @@ import { applyChanges } from './run-changes.js';
 import { mappingsFor } from './run-record.js';
 import { serverFailure } from './server-failure.js';
 
-/** A run stopped because its caller was interrupted: what a shell reports for Ctrl-C. */
-const INTERRUPTED_EXIT = runInterruptedExit('SIGINT');
+/** A run stopped because its caller was interrupted: what a shell reports for the signal it got (Ctrl-C unless it said SIGTERM). */
+const interrupted = (abort: AbortController) => ({ exit: runInterruptedExit(abort.signal.reason === 'SIGTERM' ? 'SIGTERM' : 'SIGINT'), interrupted: true });
 
 export interface RunDaemonOptions {
   socket: string;
@@ -167,7 +167,7 @@ export class RunDaemon {
     const read = frameReader<DaemonRequest>(
       MAX_REQUEST_BYTES,
       (req) => {
-        if (req.op === 'cancel') abort.abort();
+        if (req.op === 'cancel') abort.abort(req.signal === 'SIGTERM' ? 'SIGTERM' : 'SIGINT');
         else if (busy) refuse('one request per connection: open another for the next');
         else {
           busy = true;
@@ -264,7 +264,7 @@ export class RunDaemon {
       const mappings = await mappingsFor([...roots, ...(rec?.accessed ?? [])], rec?.listed ?? [], this.files!, this.fn);
       const session = await this.session();
       target = session.target;
-      if (abort.signal.aborted) return { exit: INTERRUPTED_EXIT, interrupted: true };
+      if (abort.signal.aborted) return interrupted(abort);
       const finished = await session.run({
         argv: req.argv,
         env: req.env,
@@ -286,7 +286,7 @@ export class RunDaemon {
       this.counts.mappedHits += finished.stats?.mappedHits ?? 0;
       // Interrupted: the build tool removes what it thinks its command
       // wrote; writing back now would put files behind its back.
-      if (abort.signal.aborted) return { exit: INTERRUPTED_EXIT, interrupted: true };
+      if (abort.signal.aborted) return interrupted(abort);
       if (finished.status && finished.status.code !== Code.OK) {
         this.counts.failed++;
         return { exit: RUN_FAILED_EXIT, error: `${Code[finished.status.code] ?? finished.status.code}: ${finished.status.message}` };
@@ -298,7 +298,7 @@ export class RunDaemon {
       return { exit: sig ? 128 + sig : finished.exitCode };
     } catch (e) {
       this.counts.failed++;
-      if (abort.signal.aborted) return { exit: INTERRUPTED_EXIT, interrupted: true };
+      if (abort.signal.aborted) return interrupted(abort);
       return { exit: RUN_FAILED_EXIT, error: e instanceof ReprError ? e.message : serverFailure(e, target, 'repr run') };
     } finally {
       this.running.delete(abort);

@@ -159,6 +159,27 @@ describe('repr daemon, repr exec and repr cc: one make fanned out over three wor
     }
   });
 
+  it('repr exec interrupted exits as a shell would for its signal: 130 for SIGINT, 143 for SIGTERM, and the remote command stops', async () => {
+    for (const [signal, code] of [
+      ['SIGINT', 130],
+      ['SIGTERM', 143],
+    ] as const) {
+      const marker = `37${process.pid % 1000}${code}`;
+      const sleeping = () => (spawnSync('pgrep', ['-f', `sleep ${marker}`], { encoding: 'utf8' }).stdout.match(/\d+/g) ?? []).length;
+      // Through sh, so that the wrapper's own command line does not read "sleep MARKER" to pgrep.
+      const run = start(process.execPath, [REPR_BIN, 'exec', '--', '/bin/sh', '-c', 'exec sleep "$0"', marker], proj, env);
+      try {
+        await until(`the command runs remotely (${signal})`, () => sleeping() >= 1, 60_000);
+        run.child.kill(signal);
+        const r = await run.done;
+        assert.equal(r.code, code, `${signal}: ${r.stderr}`);
+        await until(`the remote command stopped (${signal})`, () => sleeping() === 0, 20_000);
+      } finally {
+        run.child.kill('SIGKILL');
+      }
+    }
+  });
+
   it('Ctrl-C of make stops every remote compile and writes nothing back', async () => {
     assert.equal(spawnSync('make', ['clean'], { cwd: proj }).status, 0);
     const marker = `36${process.pid % 1000}`;
