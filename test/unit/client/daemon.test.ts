@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { localReason } from '../../../src/client/cc-args.js';
 import { request } from '../../../src/client/daemon-client.js';
-import { type DaemonReply, frameReader, MAX_REQUEST_BYTES, privateDir, socketPath, writeFrame } from '../../../src/client/daemon-protocol.js';
+import { type DaemonReply, frameReader, MAX_REQUEST_BYTES, privateDir, socketPath } from '../../../src/client/daemon-protocol.js';
 import { RunDaemon } from '../../../src/client/daemon.js';
 import { StaticDiscovery } from '../../../src/client/discovery.js';
 import { ManualClock } from '../../../src/common/clock.js';
@@ -159,7 +159,7 @@ describe('RunDaemon', () => {
       const c = await connect(socket);
       await request(c, { op: 'status' }, (r) => st.push(r));
       assert.equal((st[0] as { status: { pid: number } }).status.pid, process.pid, 'the first daemon still answers');
-      writeFrame(await connect(socket), { op: 'stop' });
+      await request(await connect(socket), { op: 'stop' }, () => undefined);
       await d.stopped;
     } finally {
       await d.stop();
