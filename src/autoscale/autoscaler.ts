@@ -342,9 +342,13 @@ export class Autoscaler {
       const connected = new Set(this.o.workers().map((g) => g.name));
       const waiting = listed.filter((w) => c.owns(w.name) && !connected.has(w.name) && !c.starting.some((s) => s.name === w.name));
       for (const w of waiting) c.starting.push({ name: w.name, at: now });
-      if (waiting.length > 0) this.o.log.info({ pool: c.spec.name, workers: waiting.map((w) => w.name) }, 'autoscale: workers the provider runs, not registered yet');
+      if (waiting.length > 0)
+        this.o.log.info({ pool: c.spec.name, workers: waiting.map((w) => w.name) }, 'autoscale: workers the provider runs, not registered yet');
     } catch (e) {
-      this.o.log.warn({ err: e, pool: c.spec.name, provider: c.spec.provider.kind }, 'autoscale: could not list the provider’s workers; counting only those registered');
+      this.o.log.warn(
+        { err: e, pool: c.spec.name, provider: c.spec.provider.kind },
+        'autoscale: could not list the provider’s workers; counting only those registered',
+      );
     }
   }
 
