@@ -48,7 +48,12 @@ export interface PolicyConfig {
   targetUtilization: number;
   scaleUpCooldownSeconds: number;
   scaleDownCooldownSeconds: number;
-  /** Workers removed at most per scale-down (conservative); scale-up may jump straight to the need (aggressive). */
+  /**
+   * Workers removed at most per scale-down (conservative); scale-up may jump
+   * straight to the need (aggressive). The predictive mode removes up to
+   * twice this while its forecast is under a quarter of scaleDownThreshold
+   * (policy.ts says why).
+   */
   maxScaleDownStep: number;
   /**
    * 'predictive': smoothing, trend and Little's law; 'reactive': thresholds on
@@ -62,8 +67,8 @@ export interface PolicyConfig {
 export interface PolicyState {
   /** The smoothed load S(t-1), undefined before the first sample. */
   smoothed?: number;
-  /** Recent (at, load) points for the trend. */
-  history: { at: number; load: number }[];
+  /** The last trendWindow samples' load (for the trend) and arrival rate (for Little's law). */
+  history: { at: number; load: number; arrivalRate: number }[];
   lastScaleUpAt?: number;
   lastScaleDownAt?: number;
 }
@@ -83,9 +88,18 @@ export interface Decision {
     /** Load change per second from the regression. */
     trend: number;
     predicted: number;
+    /** Actions per second over the trend window: the λ of Little's law. */
+    arrivalRate: number;
+    /** Whether the newest sample's arrivals are a burst beyond the window's Poisson noise. */
+    burst: boolean;
     /** Little's law: executors needed = arrival rate × mean action time (plus the queue to drain). */
     littleExecutors: number;
+    /** Executors a scale-up is sized for: the load now, or Little's law at the burst's rate if there is one. */
+    sizedFor: number;
+    /** Demand over capacity, the scale-up check's: the higher of the forecast and Little's law (reactive: the load now). */
     utilization: number;
+    /** The forecast over capacity, the scale-down check's (reactive: the same as utilization). */
+    forecastUtilization: number;
   };
   state: PolicyState;
 }

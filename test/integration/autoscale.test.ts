@@ -42,7 +42,8 @@ const millis = (t: { seconds: number; nanos: number } | undefined) => (t ? t.sec
 // The seed's cooldowns (30 s up, 2 min down) would make this test take minutes
 // and say nothing more: the cooldowns are the policy's, tested on a fake clock
 // there. Shorter ones exercise the same controller in real time: growth within
-// 2 s (+ a 0.5 s tick) of a burst, then one worker less every 6 s.
+// 2 s (+ a 0.5 s tick) of a burst, then a scale-down every 6 s (of two workers
+// while the forecast is far below the pool, as it is once the burst is done).
 const UP_COOLDOWN_S = 2;
 const DOWN_COOLDOWN_S = 6;
 const TICK_S = 0.5;
@@ -121,7 +122,7 @@ describe('autoscaling with the process provider', () => {
       assert.equal((await client.read(fromWire(SHA256, out.digest))).toString(), `${jobs[k]!.nonce}\n`, `action ${k} has its own output`);
     }
 
-    // Back to the minimum, one drained worker at a time.
+    // Back to the minimum, each worker drained before it is stopped.
     const shrunk = await waitForStatus(server.url, (s) => s.workers.length === 1 && pool(s).workers === 1 && pool(s).draining === 0, 60_000);
     assert.equal(pool(shrunk).lastChangeDirection, 'down');
     assert.equal(shrunk.completed, 200, 'the scheduler recorded one result per action');

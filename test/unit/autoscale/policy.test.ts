@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { PolicyConfig, PolicyState, PoolSample } from '../../../src/autoscale/autoscale.js';
-import { decide, defaultPolicy, initialPolicyState, littleExecutors, trendPerSecond } from '../../../src/autoscale/policy.js';
+import { decide, defaultPolicy, initialPolicyState, isBurst, littleExecutors, meanArrivalRate, trendPerSecond } from '../../../src/autoscale/policy.js';
 import { Code, codeOf } from '../../../src/common/errors.js';
 import { compilePolicy } from '../../../src/config/autoscale-schema.js';
 
@@ -122,7 +122,10 @@ describe('decide: scaling', () => {
     const d = decide(cfg, initialPolicyState(), sample({ busy: 4, queued: 6, workers: 1 }));
     assert.equal(d.direction, 'up');
     assert.equal(d.desired, 5);
-    assert.equal(d.reason, 'up 1→5: utilization 2.50 > 0.75 (demand 10.0 executors: smoothed 10.0, trend +0.00/s, little 0.0); cooldown ok');
+    assert.equal(
+      d.reason,
+      'up 1→5: utilization 2.50 > 0.75 (demand 10.0 executors: smoothed 10.0, trend +0.00/s, little 0.0); cooldown ok, sized for 10.0 executors',
+    );
     assert.equal(d.state.lastScaleUpAt, T0);
   });
 
@@ -141,7 +144,7 @@ describe('decide: scaling', () => {
     for (const last of [{ lastScaleUpAt: T0 - 45_000 }, { lastScaleDownAt: T0 - 45_000 }, { lastScaleUpAt: T0 - 45_000, lastScaleDownAt: T0 - 500_000 }]) {
       const d = decide(cfg, { history: [], ...last }, sample({ busy: 0, workers: 5 }));
       assert.equal(d.direction, 'hold', JSON.stringify(last));
-      assert.match(d.reason, /^hold: scale-down cooldown, 45 s of 120 s \(75 s left\); utilization 0\.00 < 0\.25/);
+      assert.match(d.reason, /^hold: scale-down cooldown, 45 s of 120 s \(75 s left\); forecast utilization 0\.00 < 0\.25/);
     }
     const ok = decide(cfg, { history: [], lastScaleUpAt: T0 - 120_000 }, sample({ busy: 0, workers: 5 }));
     assert.equal(ok.direction, 'down');
@@ -150,10 +153,13 @@ describe('decide: scaling', () => {
   });
 
   it('scales down conservatively: at most maxScaleDownStep, never below the need or the min', () => {
-    const d1 = decide(cfg, initialPolicyState(), sample({ busy: 0, workers: 8 }));
+    // Demand 3 on 32 executors: 0.09, not far below the threshold (that is the next test).
+    const d1 = decide(cfg, initialPolicyState(), sample({ busy: 3, workers: 8 }));
     assert.equal(d1.desired, 7);
-    assert.match(d1.reason, /^down 8→7: utilization 0\.00 < 0\.25 .*step ≤ 1, need 0$/);
-    assert.equal(decide({ ...cfg, maxScaleDownStep: 3 }, initialPolicyState(), sample({ busy: 0, workers: 8 })).desired, 5);
+    assert.match(d1.reason, /^down 8→7: forecast utilization 0\.09 < 0\.25 .*; cooldown ok, step ≤ 1, need 2$/);
+    assert.equal(decide({ ...cfg, maxScaleDownStep: 3 }, initialPolicyState(), sample({ busy: 3, workers: 8 })).desired, 5);
+    // The reactive mode keeps the step whatever the utilization.
+    assert.equal(decide({ ...cfg, mode: 'reactive' }, initialPolicyState(), sample({ busy: 0, workers: 8 })).desired, 7);
     // Demand 4 on 32 executors: 0.125; the need is ceil(4 / 2.4) = 2, so a step of 10 stops at 2 …
     assert.equal(decide({ ...cfg, maxScaleDownStep: 10 }, initialPolicyState(), sample({ busy: 4, workers: 8 })).desired, 2);
     // … and at the min when that is higher.
@@ -207,12 +213,139 @@ describe('decide: scaling', () => {
   });
 
   it('is pure: the same inputs give the same decision and the given state is not changed', () => {
-    const state: PolicyState = { smoothed: 3, history: [{ at: T0 - 10_000, load: 3 }] };
+    const state: PolicyState = { smoothed: 3, history: [{ at: T0 - 10_000, load: 3, arrivalRate: 0 }] };
     const copy = structuredClone(state);
     const a = decide(cfg, state, sample({ busy: 9, workers: 1 }));
     const b = decide(cfg, state, sample({ busy: 9, workers: 1 }));
     assert.deepEqual(a, b);
     assert.deepEqual(state, copy);
+  });
+});
+
+/** Feeds samples 5 s apart through decide (a fake clock from T0) and returns every decision. */
+function run(config: PolicyConfig, samples: Partial<PoolSample>[]) {
+  let state: PolicyState = initialPolicyState();
+  return samples.map((over, i) => {
+    const d = decide(config, state, sample({ at: T0 + i * 5000, ...over }));
+    state = d.state;
+    return d;
+  });
+}
+
+describe('decide: what the predictive mode adds to the seed', () => {
+  const big: PolicyConfig = { ...cfg, maxWorkers: 20 };
+
+  it("takes Little's λ as the mean arrival rate over the trend window, not the newest tick's", () => {
+    assert.equal(meanArrivalRate([]), 0);
+    close(meanArrivalRate([{ arrivalRate: 1 }, { arrivalRate: 2 }, { arrivalRate: 6 }]), 3);
+    // Twelve ticks: 1/s, 1/s, then nine at 2/s and one at 3/s; the window of 10 holds the last ten.
+    const rates = [1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3];
+    const last = run(
+      big,
+      rates.map((arrivalRate) => ({ arrivalRate, meanActionSeconds: 4, busy: 8, workers: 4 })),
+    ).at(-1)!;
+    assert.equal(last.state.history.length, 10);
+    close(last.inputs.arrivalRate, 2.1);
+    // 15 arrivals in 5 s where 10 were expected: within 3σ (√10 ≈ 3.2), no burst.
+    assert.equal(last.inputs.burst, false);
+    close(last.inputs.littleExecutors, 2.1 * 4);
+  });
+
+  it('calls a tick a burst when its arrivals exceed the expected by more than 3 Poisson σ and one arrival', () => {
+    const earlier = [0, 5000, 10_000].map((at) => ({ at: T0 + at, arrivalRate: 1 }));
+    // 5 expected in the 5 s since the last point; the bar is 5 + 3·√5 + 1 = 12.71 arrivals.
+    assert.equal(isBurst(earlier, sample({ at: T0 + 15_000, arrivalRate: 2.5 })), false, '12.5 arrivals');
+    assert.equal(isBurst(earlier, sample({ at: T0 + 15_000, arrivalRate: 2.6 })), true, '13 arrivals');
+    // The interval counts: 2.6/s over 10 s is 26 arrivals where 10 + 3·√10 + 1 = 20.5 is the bar.
+    assert.equal(isBurst(earlier, sample({ at: T0 + 20_000, arrivalRate: 2.6 })), true);
+    assert.equal(isBurst(earlier, sample({ at: T0 + 20_000, arrivalRate: 2 })), false, '20 arrivals');
+    // A quiet pool: one action is not a burst, two are.
+    const quiet = [{ at: T0, arrivalRate: 0 }];
+    assert.equal(isBurst(quiet, sample({ at: T0 + 5000, arrivalRate: 0.2 })), false);
+    assert.equal(isBurst(quiet, sample({ at: T0 + 5000, arrivalRate: 0.4 })), true);
+    // Nothing to compare with, or no time between: no burst.
+    assert.equal(isBurst([], sample({ arrivalRate: 100 })), false);
+    assert.equal(isBurst(quiet, sample({ at: T0, arrivalRate: 100 })), false);
+  });
+
+  it("sizes a burst's scale-up with the burst's own rate at its first tick", () => {
+    // Nine quiet ticks at 0.3 actions/s of 10 s actions, then 4/s: 20 arrive, 4 run, 16 queue on 2 workers.
+    const quiet = Array.from({ length: 9 }, () => ({ arrivalRate: 0.3, meanActionSeconds: 10, workers: 2 }));
+    const d = run(big, [...quiet, { arrivalRate: 4, meanActionSeconds: 10, busy: 4, queued: 16, workers: 2 }]).at(-1)!;
+    assert.equal(d.inputs.burst, true);
+    // λ over the window (9·0.3 + 4) / 10 = 0.67: Little 6.7 + the queue drained in 30 s, 16·10/30.
+    close(d.inputs.arrivalRate, 0.67);
+    close(d.inputs.littleExecutors, 6.7 + 16 / 3);
+    // Smoothed 0.3·20 = 6; the slope of nine 0s and a 20 over 45 s is 450/2062.5 per second.
+    close(d.inputs.predicted, 6 + (450 / 2062.5) * 30);
+    // Sized for the burst: 4·10 + 16/3 executors, ceil(45.33 / 2.4) = 19 workers.
+    close(d.inputs.sizedFor, 40 + 16 / 3);
+    assert.equal(d.desired, 19);
+    assert.match(d.reason, /^up 2→19: utilization 1\.57 > 0\.75 .*; cooldown ok, sized for 45\.3 executors \(burst: 4\.0 arrivals\/s against 0\.7\)$/);
+    // The same tick at 0.8/s is no burst (4 arrivals against 1.5 + 3·√1.5 + 1): sized for Little over the window.
+    const calm = run(big, [...quiet, { arrivalRate: 0.8, meanActionSeconds: 10, busy: 4, queued: 16, workers: 2 }]).at(-1)!;
+    assert.equal(calm.inputs.burst, false);
+    close(calm.inputs.sizedFor, 3.5 + 16 / 3);
+    assert.equal(calm.desired, 4);
+  });
+
+  it('grows when the trend says so, but sizes for the smoothed load, and by one worker at least', () => {
+    // Loads 0, 5, then 10 on 2 workers, 10 s apart: smoothed 4.05, trend +0.5/s, predicted 19.05 of 8 executors
+    // triggers the scale-up. The seed sized for it, ceil(19.05 / 2.4) = 8 workers; the smoothed 4.05 needs 2,
+    // so the pool grows by one.
+    const rising: PolicyState = {
+      smoothed: 1.5,
+      history: [
+        { at: T0, load: 0, arrivalRate: 0 },
+        { at: T0 + 10_000, load: 5, arrivalRate: 0 },
+      ],
+    };
+    const d = decide(big, rising, sample({ at: T0 + 20_000, busy: 10, workers: 2 }));
+    close(d.inputs.predicted, 19.05);
+    close(d.inputs.sizedFor, 4.05);
+    assert.equal(d.desired, 3);
+    // A smoothed load above the pool sizes it: 0.3·40 + 0.7·10 = 19, ceil(19 / 2.4) = 8 (the forecast, 109, would be 20).
+    const jump = decide(big, { smoothed: 10, history: [{ at: T0, load: 10, arrivalRate: 0 }] }, sample({ at: T0 + 10_000, busy: 40, workers: 2 }));
+    close(jump.inputs.predicted, 109);
+    assert.equal(jump.desired, 8);
+  });
+
+  it("shrinks on the forecast alone: Little's law over the window still holds arrivals that stopped", () => {
+    // Nine ticks of 2 actions/s of 5 s, then none, and nothing left to do: λ over the window is 1.8,
+    // Little's law 9 executors, 0.28 of 32 (the seed, deciding on the higher of the two, held), but the
+    // smoothed load is 0.
+    const history = Array.from({ length: 9 }, (_, i) => ({ at: T0 + i * 5000, load: 0, arrivalRate: 2 }));
+    const d = decide(big, { smoothed: 0, history }, sample({ at: T0 + 45_000, arrivalRate: 0, meanActionSeconds: 5, workers: 8 }));
+    close(d.inputs.littleExecutors, 9);
+    close(d.inputs.utilization, 9 / 32);
+    assert.equal(d.inputs.forecastUtilization, 0);
+    assert.equal(d.direction, 'down');
+    assert.equal(d.desired, 6);
+    // But no further than the need for Little's 9 executors, ceil(9 / 2.4) = 4 workers: from 5, a far-below step
+    // would leave 3, 9 of 12 executors, and a little more arrivals would grow the pool right back.
+    const small = { arrivalRate: 0, meanActionSeconds: 5, workers: 5 };
+    const floor = decide(big, { smoothed: 0, history }, sample({ at: T0 + 45_000, ...small }));
+    assert.equal(floor.desired, 4);
+    assert.match(floor.reason, /^down 5→4: .*step ≤ 2 \(far below\), need 4$/);
+    const after = decide(big, { smoothed: 0, history }, sample({ at: T0 + 45_000, ...small, workers: 4 }));
+    assert.equal(after.direction, 'hold');
+    assert.match(after.reason, /^hold: need 4 workers; forecast utilization 0\.00 < 0\.25/);
+  });
+
+  it('removes twice maxScaleDownStep while the forecast is under a quarter of the down threshold', () => {
+    // 1 executor busy of 32: 0.03 < 0.0625.
+    const far = decide(cfg, initialPolicyState(), sample({ busy: 1, workers: 8 }));
+    assert.equal(far.desired, 6);
+    assert.equal(
+      far.reason,
+      'down 8→6: forecast utilization 0.03 < 0.25 (forecast 1.0 executors: smoothed 1.0, trend +0.00/s); cooldown ok, step ≤ 2 (far below), need 1',
+    );
+    assert.equal(decide({ ...cfg, maxScaleDownStep: 3 }, initialPolicyState(), sample({ busy: 1, workers: 8 })).desired, 2);
+    // 2 of 32 is 0.0625, not under it: one step.
+    assert.equal(decide(cfg, initialPolicyState(), sample({ busy: 2, workers: 8 })).desired, 7);
+    // The need and the min still bound it.
+    assert.equal(decide({ ...cfg, maxScaleDownStep: 5 }, initialPolicyState(), sample({ busy: 1, workers: 8 })).desired, 1);
+    assert.equal(decide({ ...cfg, minWorkers: 7 }, initialPolicyState(), sample({ busy: 1, workers: 8 })).desired, 7);
   });
 });
 
