@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { FuseTree, TreeError, type Attr, type TreeNode } from './fuse-tree.js';
-import type { FromHelper, HelperInit, ToHelper } from './fuse-protocol.js';
+import type { FromHelper, HelperConfigure, HelperInit, ToHelper } from './fuse-protocol.js';
 import type { VNode } from './vfs.js';
 
 // ---- fuse-native, which ships no types ----------------------------------
@@ -96,15 +96,31 @@ function main(init: HelperInit): void {
       send({ ...m, id });
     });
 
-  const tree = new FuseTree({
-    roots: init.roots,
-    mappings: init.mappings,
-    uid: init.uid,
-    gid: init.gid,
-    scratchDir: init.scratchDir,
-    query: (path, list) => ask<VNode>({ t: 'query', path, list }),
-    fetch: (hash, size) => ask<string>({ t: 'fetch', hash, size }),
+  // Mounted ahead of its run (see FuseMount.prepare): the tree comes with the
+  // run, and an op that arrives before it waits rather than be answered from
+  // nothing, which the kernel would then cache (negative entries for a minute).
+  let tree!: FuseTree;
+  let configure!: (c: HelperConfigure) => void;
+  const configured = new Promise<void>((resolve) => {
+    configure = (c) => {
+      tree = new FuseTree({
+        roots: c.roots,
+        mappings: c.mappings,
+        uid: init.uid,
+        gid: init.gid,
+        scratchDir: init.scratchDir,
+        query: (path, list) => ask<VNode>({ t: 'query', path, list }),
+        fetch: (hash, size) => ask<string>({ t: 'fetch', hash, size }),
+      });
+      resolve();
+    };
   });
+  const gate =
+    <A extends unknown[]>(op: (...args: A) => void) =>
+    (...args: A): void => {
+      if (tree) op(...args);
+      else void configured.then(() => op(...args));
+    };
 
   // No open/release/flush handlers: libfuse answers those in C, and each
   // one routed to JS costs a thread hop (~0.1 ms). A compiler opens every
@@ -183,23 +199,25 @@ function main(init: HelperInit): void {
         const now = Date.now();
         return tree.utimens(p, utimeOf(atime, now), utimeOf(mtime, now));
       }),
-    statfs: (_p: string, cb: Cb<Record<string, number>>) =>
-      cb(0, {
-        bsize: 4096,
-        frsize: 4096,
-        blocks: 1 << 28,
-        bfree: 1 << 27,
-        bavail: 1 << 27,
-        files: 1 << 24,
-        ffree: 1 << 23,
-        favail: 1 << 23,
-        fsid: 0,
-        flag: 0,
-        namemax: 255,
-      }),
   };
+  const gated: Record<string, unknown> = Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, gate(op as (...a: unknown[]) => void)]));
+  // The same for every tree, and asked by the kernel when the overlay is mounted over this one.
+  gated.statfs = (_p: string, cb: Cb<Record<string, number>>) =>
+    cb(0, {
+      bsize: 4096,
+      frsize: 4096,
+      blocks: 1 << 28,
+      bfree: 1 << 27,
+      bavail: 1 << 27,
+      files: 1 << 24,
+      ffree: 1 << 23,
+      favail: 1 << 23,
+      fsid: 0,
+      flag: 0,
+      namemax: 255,
+    });
 
-  const fuse = new Fuse(init.mountpoint, ops, {
+  const fuse = new Fuse(init.mountpoint, gated, {
     allowOther: true,
     // The kernel checks modes against uid/gid, so `test -w` and friends answer as on a disk.
     defaultPermissions: true,
@@ -242,8 +260,11 @@ function main(init: HelperInit): void {
         else p?.reject(new Error(m.error));
         break;
       }
+      case 'configure':
+        if (!tree) configure(m);
+        break;
       case 'call':
-        send({ t: 'result', id: m.id, value: m.op === 'changes' ? tree.changes() : tree.report() });
+        void configured.then(() => send({ t: 'result', id: m.id, value: m.op === 'changes' ? tree.changes() : tree.report() }));
         break;
       case 'close':
         shutdown('asked to close');

@@ -3,9 +3,9 @@ import { readFile, realpath } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { failedPrecondition, internal, invalidArgument } from '../common/errors.js';
-import type { FromHelper, FuseMountOptions, ToHelper } from './fuse-protocol.js';
+import type { FromHelper, FuseMountOptions, FusePrepareOptions, FuseRunOptions, ToHelper } from './fuse-protocol.js';
 
-export type { FuseMountOptions } from './fuse-protocol.js';
+export type { FuseMountOptions, FusePrepareOptions, FuseRunOptions } from './fuse-protocol.js';
 import type { VAccessReport, VChange, VNode } from './vfs.js';
 
 const execFileP = promisify(execFile);
@@ -61,10 +61,12 @@ export class FuseMount {
   private stderrTail = '';
   /** Set once the helper reported its mount: only then is a mount at the mountpoint ours to remove. */
   private mounted = false;
+  /** The run it serves, once configured. */
+  private run?: FuseRunOptions;
 
   private constructor(
     private readonly child: ChildProcess,
-    private readonly opts: FuseMountOptions,
+    private readonly opts: FusePrepareOptions,
     /** As /proc/mounts shows it (symlinks resolved before mounting). */
     private readonly realMountpoint: string,
   ) {
@@ -87,6 +89,18 @@ export class FuseMount {
 
   /** Forks the helper and resolves once the tree is mounted. */
   static async start(opts: FuseMountOptions): Promise<FuseMount> {
+    const mount = await FuseMount.prepare(opts);
+    mount.configure(opts);
+    return mount;
+  }
+
+  /**
+   * Mounts an empty tree ahead of its run: the mount and (over it) the
+   * overlay are most of a short run's setup, and can be done before the run
+   * is known. Until configure() every FUSE op waits. A prepared mount serves
+   * one run only; nothing of one run can be seen by another.
+   */
+  static async prepare(opts: FusePrepareOptions): Promise<FuseMount> {
     // Resolved now, while it is still a plain directory: afterwards it is the mount's root.
     const real = await realpath(opts.mountpoint).catch((err: Error) => {
       throw invalidArgument(`FUSE mountpoint ${opts.mountpoint}: ${err.message}`);
@@ -98,8 +112,6 @@ export class FuseMount {
       t: 'init',
       mountpoint: real,
       scratchDir: opts.scratchDir,
-      roots: opts.roots,
-      mappings: opts.mappings,
       uid: opts.uid,
       gid: opts.gid,
     };
@@ -122,6 +134,18 @@ export class FuseMount {
     }
     opts.log?.debug({ mountpoint: real, pid: child.pid }, 'FUSE mounted');
     return mount;
+  }
+
+  /** Gives the mount its run's tree; once only. */
+  configure(run: FuseRunOptions): void {
+    if (this.run) throw internal('a FUSE mount serves one run only');
+    this.run = run;
+    this.sendToHelper({ t: 'configure', roots: run.roots, mappings: run.mappings });
+  }
+
+  /** Whether the helper is still there to serve a run (a prepared mount may have lost it while it waited). */
+  get usable(): boolean {
+    return this.mounted && !this.exited && !this.closing && this.child.connected;
   }
 
   /** The helper's process id, for diagnostics (and tests that kill it). */
@@ -193,10 +217,10 @@ export class FuseMount {
   private onMessage(m: FromHelper): void {
     switch (m.t) {
       case 'query':
-        this.answer(m.id, () => this.opts.query(m.path, m.list));
+        this.answer(m.id, () => this.run!.query(m.path, m.list));
         break;
       case 'fetch':
-        this.answer(m.id, () => this.opts.fetch(m.hash, m.size));
+        this.answer(m.id, () => this.run!.fetch(m.hash, m.size));
         break;
       case 'result': {
         const c = this.calls.get(m.id);

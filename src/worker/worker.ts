@@ -113,6 +113,7 @@ export class Worker {
   private cancelTouch = () => {};
   private stopping = false;
   private stopped?: Promise<void>;
+  private readonly closeExecutors: () => Promise<void>;
 
   private constructor(
     private readonly o: WorkerOptions,
@@ -120,7 +121,7 @@ export class Worker {
     private readonly lock?: DirLock,
   ) {
     this.clock = o.clock ?? systemClock;
-    this.idle = createExecutors({
+    const executors = createExecutors({
       count: o.executors,
       id: (i) => `${o.name}/${i}`,
       caps: { properties: o.properties, cpus: o.cpus, memoryBytes: o.memoryBytes, networkAllowed: o.allowNetwork },
@@ -134,6 +135,8 @@ export class Worker {
       ...(o.inputLimits ? { inputLimits: o.inputLimits } : {}),
       ...(o.runWrites ? { runWrites: o.runWrites } : {}),
     });
+    this.idle = executors.slots;
+    this.closeExecutors = executors.close;
     this.runsSupported = this.idle.every((slot) => slot.run !== undefined);
     if (lock) this.touchLock(lock);
   }
@@ -467,6 +470,7 @@ export class Worker {
         });
       }
       this.client?.close();
+      await this.closeExecutors();
       await this.cas.close();
       this.cancelTouch();
       this.lock?.release();
