@@ -30,8 +30,8 @@ import os from 'node:os';
 import { BwrapSandbox } from '../sandbox/bwrap-sandbox.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { createExecutors, defaultExecutorId } from '../worker/create-executors.js';
+import { clearWorkDir } from '../worker/run-dir.js';
 import path from 'node:path';
-import { rmSync } from 'node:fs';
 import { RunService } from '../services/run-service.js';
 import { Registry } from 'prom-client';
 import { ServerTls } from '../grpc/tls.js';
@@ -410,7 +410,7 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
     sandbox = { run: () => Promise.reject(e) };
   }
   const workDir = path.join(config.dataDir, 'work');
-  rmSync(workDir, { recursive: true, force: true }); // leftovers of a crash
+  clearWorkDir(workDir); // leftovers of a crash
   const properties = Object.fromEntries(Object.entries(ex.properties).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));
   const caps = { properties, cpus: ex.cpus, memoryBytes: ex.memoryBytes, networkAllowed: ex.allowNetwork };
   const { slots, close: closeExecutors } = createExecutors({

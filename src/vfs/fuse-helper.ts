@@ -6,6 +6,7 @@
  * event loop only ever waits on the parent (over IPC) and on host files
  * outside the mount (scratch and fetched blobs), always asynchronously.
  */
+import { execFile } from 'node:child_process';
 import { closeSync, fdatasyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -231,6 +232,7 @@ function main(init: HelperInit): void {
   });
 
   let state: 'mounting' | 'mounted' | 'closing' = 'mounting';
+  let stacked: string | undefined;
   const shutdown = (why: string): void => {
     if (state === 'closing') return;
     const wasMounted = state === 'mounted';
@@ -246,6 +248,9 @@ function main(init: HelperInit): void {
           /* already closed */
         }
       }
+      // Asked, the parent has removed the overlay already; otherwise it would
+      // stay, over a dead mount, where nobody can remove the directory.
+      if (stacked && why !== 'asked to close') await new Promise<void>((resolve) => execFile('umount', ['-l', stacked!], () => resolve()));
       if (wasMounted) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
       process.exit(0);
     })();
@@ -262,6 +267,9 @@ function main(init: HelperInit): void {
       }
       case 'configure':
         if (!tree) configure(m);
+        break;
+      case 'stacked':
+        stacked = m.path;
         break;
       case 'call':
         void configured.then(() => send({ t: 'result', id: m.id, value: m.op === 'changes' ? tree.changes() : tree.report() }));

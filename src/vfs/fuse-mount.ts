@@ -1,4 +1,5 @@
 import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { readFileSync, realpathSync } from 'node:fs';
 import { readFile, realpath } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -143,6 +144,11 @@ export class FuseMount {
     this.sendToHelper({ t: 'configure', roots: run.roots, mappings: run.mappings });
   }
 
+  /** Names a mount put over this one, which the helper removes first should it end without close() (its parent died). */
+  stacked(path: string): void {
+    this.sendToHelper({ t: 'stacked', path });
+  }
+
   /** Whether the helper is still there to serve a run (a prepared mount may have lost it while it waited). */
   get usable(): boolean {
     return this.mounted && !this.exited && !this.closing && this.child.connected;
@@ -255,7 +261,10 @@ export class FuseMount {
 
 /** Mount points in this process's namespace, from /proc/self/mounts (never touching the mounts themselves). */
 async function mountPoints(): Promise<string[]> {
-  const text = await readFile('/proc/self/mounts', 'utf8');
+  return parseMounts(await readFile('/proc/self/mounts', 'utf8'));
+}
+
+function parseMounts(text: string): string[] {
   return text
     .split('\n')
     .map((line) => line.split(' ')[1])
@@ -266,6 +275,17 @@ async function mountPoints(): Promise<string[]> {
 /** Whether a path is a mount point now. */
 async function isMounted(mountpoint: string): Promise<boolean> {
   return (await mountPoints()).includes(mountpoint);
+}
+
+/** As mountsUnder, for a process starting up. */
+export function mountsUnderSync(dir: string): string[] {
+  let real = dir;
+  try {
+    real = realpathSync(dir);
+  } catch {
+    /* not there: nothing is mounted under it */
+  }
+  return parseMounts(readFileSync('/proc/self/mounts', 'utf8')).filter((m) => m === real || m.startsWith(`${real}/`));
 }
 
 /** Mount points at or below `dir` (as /proc shows them: symlinks in `dir` resolved). */

@@ -39,6 +39,8 @@ export type HelperConfigure = { t: 'configure' } & Omit<FuseRunOptions, 'query' 
 export type ToHelper =
   | HelperInit
   | HelperConfigure
+  /** A mount over this one (the run's overlay): if the helper ends unasked (its parent died), it goes first. */
+  | { t: 'stacked'; path: string }
   /** The answer to a `query` (value: VNode) or `fetch` (value: host path). */
   | { t: 'answer'; id: number; ok: true; value: VNode | string }
   | { t: 'answer'; id: number; ok: false; error: string }

@@ -1,8 +1,10 @@
+import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../common/clock.js';
 import type { Logger } from '../common/logger.js';
-import { FuseMount } from '../vfs/fuse-mount.js';
+import { FuseMount, mountsUnderSync } from '../vfs/fuse-mount.js';
 import { RunOverlay } from '../vfs/overlay.js';
 import { removeScratchDir, scratchDirPath } from './command-core.js';
 
@@ -42,12 +44,25 @@ export async function makeRunDir(o: RunDirOptions, dir = scratchDirPath(o.workDi
   try {
     for (const d of ['mnt', 'scratch', 'fetched']) await mkdir(path.join(dir, d), { recursive: true });
     mount = await FuseMount.prepare({ mountpoint: mnt, scratchDir: path.join(dir, 'scratch'), uid: o.uid, gid: o.gid, log: o.log });
-    return { dir, mnt, mount, ...(await overlayOver(mnt, dir, o)) };
+    const { overlay } = await overlayOver(mnt, dir, o);
+    if (overlay) mount.stacked(overlay.merged);
+    return { dir, mnt, mount, ...(overlay ? { overlay } : {}) };
   } catch (e) {
     await mount?.close();
     await removeScratchDir(dir, o.log, { mayHoldMounts: true });
     throw e;
   }
+}
+
+/**
+ * Empties a machine's work directory as it starts. A process killed while a
+ * run was mounted, or while a directory waited made ahead, can leave an
+ * overlay there whose FUSE layer is gone: a recursive delete fails on it
+ * (EBUSY), so the mounts are detached first, innermost first.
+ */
+export function clearWorkDir(workDir: string): void {
+  for (const m of mountsUnderSync(workDir).sort().reverse()) spawnSync('umount', ['-l', m], { stdio: 'ignore' });
+  rmSync(workDir, { recursive: true, force: true });
 }
 
 /** Unmounts (the overlay first: it holds the FUSE mount as its lower layer) and removes the directory. */

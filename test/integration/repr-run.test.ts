@@ -363,4 +363,27 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     assert.match(stderr, /UNAVAILABLE: .*rdrain.*nothing was written back/);
     assert.deepEqual(mountsUnder(dir), []);
   });
+
+  it('leaves no mount behind when a worker is killed while a run directory waits made ahead, and starts again on its directory', async () => {
+    const dir = tmpDir('repr-run-wkill-');
+    const args = ['--name', 'rkill', '--executors', '1', '--data-dir', dir, '--executor-property', 'pool=kill'];
+    const w = await spawnWorker(scheduler.url, args);
+    const r = await run(['--no-record', '--platform', 'pool=kill', '--', '/bin/true']);
+    assert.equal(r.code, 0, r.stderr);
+    const deadline = Date.now() + 15_000;
+    while (mountedRunDirs(dir).length === 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    assert.equal(mountedRunDirs(dir).length, 1, 'a run directory was made ahead');
+    await w.stop('SIGKILL');
+    // Its helper sees the worker gone and removes the overlay over its mount, then the mount.
+    while (mountsUnder(dir).length > 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    assert.deepEqual(mountsUnder(dir), []);
+    const again = await spawnWorker(scheduler.url, args);
+    try {
+      const r2 = await run(['--no-record', '--platform', 'pool=kill', '--', '/bin/true']);
+      assert.equal(r2.code, 0, r2.stderr);
+    } finally {
+      assert.equal(await again.stop('SIGTERM'), 0);
+    }
+    assert.deepEqual(mountsUnder(dir), [], 'a worker that stops removes the directory it made ahead');
+  });
 });
