@@ -87,7 +87,14 @@ function utimeOf(ms: number, now: number): number {
   return ms % 1000 === 73 && Math.abs(ms - 1073 - now) < 10_000 ? now : ms;
 }
 
-function main(init: HelperInit): void {
+/** One mount served by this process; the process serves one after another (see FuseMount.close). */
+interface Session {
+  onMessage(m: ToHelper): void;
+  /** Unmounts; then the process exits, or (`idle`) reports 'closed' and waits for the next mount. */
+  shutdown(why: string, then: 'exit' | 'idle'): void;
+}
+
+function main(init: HelperInit): Session {
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   let seq = 0;
   const ask = <T>(m: { t: 'query'; path: string; list: boolean } | { t: 'fetch'; hash: string; size: number }): Promise<T> =>
@@ -233,7 +240,7 @@ function main(init: HelperInit): void {
 
   let state: 'mounting' | 'mounted' | 'closing' = 'mounting';
   let stacked: string | undefined;
-  const shutdown = (why: string): void => {
+  const shutdown = (why: string, then: 'exit' | 'idle'): void => {
     if (state === 'closing') return;
     const wasMounted = state === 'mounted';
     state = 'closing';
@@ -251,12 +258,18 @@ function main(init: HelperInit): void {
       // Asked, the parent has removed the overlay already; otherwise it would
       // stay, over a dead mount, where nobody can remove the directory.
       if (stacked && why !== 'asked to close') await new Promise<void>((resolve) => execFile('umount', ['-l', stacked!], () => resolve()));
-      if (wasMounted) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
-      process.exit(0);
+      const unmounted = !wasMounted || (await new Promise<boolean>((resolve) => fuse.unmount((err) => resolve(!err))));
+      // Nothing of this mount stays in the process but what the garbage
+      // collector takes: the next mount starts from a new tree. One that did
+      // not unmount cleanly ends the process instead.
+      if (then === 'idle' && unmounted) {
+        session = undefined;
+        send({ t: 'closed' });
+      } else process.exit(0);
     })();
   };
 
-  process.on('message', (m: ToHelper) => {
+  const onMessage = (m: ToHelper): void => {
     switch (m.t) {
       case 'answer': {
         const p = pending.get(m.id);
@@ -274,19 +287,8 @@ function main(init: HelperInit): void {
       case 'call':
         void configured.then(() => send({ t: 'result', id: m.id, value: m.op === 'changes' ? tree.changes() : tree.report() }));
         break;
-      case 'close':
-        shutdown('asked to close');
-        break;
     }
-  });
-  process.on('disconnect', () => shutdown('parent disconnected'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  watchParent(() => shutdown('parent died'));
-  process.on('uncaughtException', (err) => {
-    log('warn', `FUSE helper crashed: ${err.stack ?? err.message}`);
-    shutdown('uncaught exception');
-  });
+  };
 
   fuse.mount((err) => {
     if (err) {
@@ -297,6 +299,7 @@ function main(init: HelperInit): void {
     state = 'mounted';
     send({ t: 'mounted' });
   });
+  return { onMessage, shutdown };
 }
 
 /**
@@ -326,12 +329,20 @@ if (!process.send) {
   console.error('fuse-helper must be forked with an IPC channel');
   process.exit(2);
 }
-let started = false;
-process.once('message', (m: ToHelper) => {
-  if (m.t !== 'init') return;
-  started = true;
-  main(m);
+let session: Session | undefined;
+const end = (why: string): void => (session ? session.shutdown(why, 'exit') : process.exit(0));
+process.on('message', (m: ToHelper) => {
+  if (m.t === 'init') session ??= main(m);
+  else if (m.t === 'close') {
+    if (session) session.shutdown('asked to close', 'idle');
+    else send({ t: 'closed' });
+  } else session?.onMessage(m);
 });
-process.once('disconnect', () => {
-  if (!started) process.exit(0);
+process.on('disconnect', () => end('parent disconnected'));
+process.on('SIGTERM', () => end('SIGTERM'));
+process.on('SIGINT', () => end('SIGINT'));
+watchParent(() => end('parent died'));
+process.on('uncaughtException', (err) => {
+  log('warn', `FUSE helper crashed: ${err.stack ?? err.message}`);
+  end('uncaught exception');
 });

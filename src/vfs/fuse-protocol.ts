@@ -50,6 +50,8 @@ export type ToHelper =
 
 export type FromHelper =
   | { t: 'mounted' }
+  /** Unmounted as asked; the process waits for its next mount. */
+  | { t: 'closed' }
   | { t: 'mount-failed'; error: string }
   | { t: 'query'; id: number; path: string; list: boolean }
   | { t: 'fetch'; id: number; hash: string; size: number }

@@ -44,8 +44,9 @@ export async function makeRunDir(o: RunDirOptions, dir = scratchDirPath(o.workDi
   try {
     for (const d of ['mnt', 'scratch', 'fetched']) await mkdir(path.join(dir, d), { recursive: true });
     mount = await FuseMount.prepare({ mountpoint: mnt, scratchDir: path.join(dir, 'scratch'), uid: o.uid, gid: o.gid, log: o.log });
+    // Named before it is mounted: a helper that ends while the mount command runs still removes it.
+    if (o.writes === 'overlay' && !o.overlaySupport.unavailable) mount.stacked(path.join(dir, 'merged'));
     const { overlay } = await overlayOver(mnt, dir, o);
-    if (overlay) mount.stacked(overlay.merged);
     return { dir, mnt, mount, ...(overlay ? { overlay } : {}) };
   } catch (e) {
     await mount?.close();

@@ -247,12 +247,15 @@ export class RunExecutor {
     };
   }
 
-  /** Unmounts and removes the run's directory, and has the next one made ahead. */
+  /**
+   * Unmounts and removes the run's directory, then has the next one made
+   * ahead: by the helper process this run's mount gave back.
+   */
   private async cleanUp(s: RunState): Promise<void> {
     s.deadline.dispose();
-    this.o.ahead?.refill();
     if (s.rd) await removeRunDir(s.rd, this.o.log);
     else await removeScratchDir(s.dir, this.o.log, { mayHoldMounts: true });
+    this.o.ahead?.refill();
   }
 
   /** A run that could not be carried out, with the error's code (INTERNAL for an unexpected one). */

@@ -371,8 +371,10 @@ describe('repr run (FUSE-virtualized remote commands)', () => {
     const r = await run(['--no-record', '--platform', 'pool=kill', '--', '/bin/true']);
     assert.equal(r.code, 0, r.stderr);
     const deadline = Date.now() + 15_000;
-    while (mountedRunDirs(dir).length === 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    // Made ahead: its FUSE mount and the overlay over it.
+    while (mountsUnder(dir).length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
     assert.equal(mountedRunDirs(dir).length, 1, 'a run directory was made ahead');
+    assert.equal(mountsUnder(dir).length, 2);
     await w.stop('SIGKILL');
     // Its helper sees the worker gone and removes the overlay over its mount, then the mount.
     while (mountsUnder(dir).length > 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));

@@ -409,6 +409,32 @@ describe('FUSE mount lifecycle and costs', () => {
     assert.equal(await mounted(mnt), false);
   });
 
+  it('serves the next mount from the helper process a closed one gave back, with nothing of the first mount in it', async () => {
+    const first = await makeProject();
+    const one = new DiskClient();
+    const a = await startMount(one, [first.root]);
+    assert.equal(await ok(`cat ${path.join(a.mnt, first.root, 'README')}`), 'hello from the client\n');
+    await ok(`echo written > ${path.join(a.mnt, first.root, 'new.txt')}`);
+    const pid = a.m.pid;
+    await a.m.close();
+    // The second client claims the same path with other files.
+    const two = new DiskClient();
+    const other = tmpDir('repr-fuse-other-');
+    const b = await startMount(two, [first.root], {
+      query: (p, list) => two.query(path.join(other, path.relative(first.root, p)), list),
+    });
+    try {
+      assert.equal(b.m.pid, pid, 'the helper was used again');
+      const seen = await sh(`cat ${path.join(b.mnt, first.root, 'README')} ${path.join(b.mnt, first.root, 'new.txt')}; ls -A ${path.join(b.mnt, first.root)}`);
+      assert.match(seen.stderr, /README: No such file/);
+      assert.match(seen.stderr, /new\.txt: No such file/);
+      assert.equal(seen.stdout, '');
+      assert.deepEqual(await b.m.changes(), []);
+    } finally {
+      await b.m.close();
+    }
+  });
+
   it('asks once for a file many processes open at the same time (single flight)', async () => {
     const { root } = await makeProject();
     const client = new DiskClient();
