@@ -30,8 +30,8 @@ import os from 'node:os';
 import { BwrapSandbox } from '../sandbox/bwrap-sandbox.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import { createExecutors, defaultExecutorId } from '../worker/create-executors.js';
+import { clearWorkDir } from '../worker/run-dir.js';
 import path from 'node:path';
-import { rmSync } from 'node:fs';
 import { RunService } from '../services/run-service.js';
 import { Registry } from 'prom-client';
 import { ServerTls } from '../grpc/tls.js';
@@ -75,7 +75,7 @@ export class ReprServer {
     /** The bound address (host:port), with the real port if 0 was asked for. */
     readonly address: string,
     readonly port: number,
-    private readonly execution?: { scheduler: Scheduler; workers: WorkerService; autoscaler?: Autoscaler },
+    private readonly execution?: { scheduler: Scheduler; workers: WorkerService; autoscaler?: Autoscaler; closeExecutors?: () => Promise<void> },
     private readonly plugins?: { telemetry: TelemetrySink; metrics?: MetricsServer; health: HealthService; readiness: Readiness; tracing?: Tracing },
     private readonly tls?: ServerTls,
     private readonly lock?: DirLock,
@@ -328,6 +328,8 @@ export class ReprServer {
     this.tls?.close();
     this.byteStream.close();
     await this.execution?.scheduler.close();
+    // The run directory made ahead is still mounted: a mount left behind would outlive the process.
+    await this.execution?.closeExecutors?.();
     for (const s of this.stores) await s.close?.();
     await this.plugins?.metrics?.close();
     await this.plugins?.telemetry.close?.();
@@ -411,10 +413,10 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
     sandbox = { run: () => Promise.reject(e) };
   }
   const workDir = path.join(config.dataDir, 'work');
-  rmSync(workDir, { recursive: true, force: true }); // leftovers of a crash
+  clearWorkDir(workDir); // leftovers of a crash
   const properties = Object.fromEntries(Object.entries(ex.properties).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]));
   const caps = { properties, cpus: ex.cpus, memoryBytes: ex.memoryBytes, networkAllowed: ex.allowNetwork };
-  const slots = createExecutors({
+  const { slots, close: closeExecutors } = createExecutors({
     count: ex.executors,
     id: defaultExecutorId,
     caps,
@@ -437,5 +439,5 @@ async function startExecution(config: ServerConfig, cas: BlobStore, actionCache:
     connected: new Date(),
   };
   const announce = () => log.info({ executors: ex.executors, properties }, 'remote execution enabled');
-  return { scheduler, workers, local, announce };
+  return { scheduler, workers, local, announce, closeExecutors };
 }

@@ -105,17 +105,30 @@ export class RunService {
     const queries = new PendingQueries((queryId, path, list) => send({ query: { runId: req.runId, queryId, path, list } }), abort.signal, 'client: ');
     const run: ActiveRun = { abort, queries };
     runs.set(req.runId, run);
-    const host: RunHost = {
-      query: (path, list) => queries.ask(path, list),
-      output: (stream, data) => send({ output: { runId: req.runId, stream, data } }),
-    };
     const log = this.o.log.child({ run: req.runId });
     const clock = this.o.clock ?? systemClock;
     const queuedAt = clock.now();
+    let queueUs = 0;
+    let answered = false;
+    /** The executor (here or a worker's) times only what it did; the wait for it is known here. */
+    const complete = (f: RunFinished) => {
+      f.runId = req.runId;
+      if (f.stats) f.stats.queueUs = queueUs;
+      return f;
+    };
+    const host: RunHost = {
+      query: (path, list) => queries.ask(path, list),
+      output: (stream, data) => send({ output: { runId: req.runId, stream, data } }),
+      // The client writes the changes back while the executor tidies up; the executor stays held until it has.
+      answered: (f) => {
+        answered = true;
+        finish(complete({ ...f }));
+      },
+    };
     try {
       log.debug({ argv: req.arguments }, 'run waiting for an executor');
       const held = await this.o.scheduler.acquire(runRequirements(req), `runs/${req.runId}`, owner, run.abort.signal);
-      const queueUs = (clock.now() - queuedAt) * 1000;
+      queueUs = (clock.now() - queuedAt) * 1000;
       let result: RunFinished;
       try {
         send({ started: { runId: req.runId, executor: held.slot.id } });
@@ -124,9 +137,7 @@ export class RunService {
       } finally {
         held.release();
       }
-      result.runId = req.runId;
-      // The executor (here or a worker's) times only what it did; the wait for it is known here.
-      if (result.stats) result.stats.queueUs = queueUs;
+      complete(result);
       this.o.telemetry?.record({
         runId: req.runId,
         executor: held.slot.id,
@@ -143,9 +154,10 @@ export class RunService {
         runMs: (result.stats?.runUs ?? 0) / 1000,
         top: result.stats?.top ?? [],
       });
-      finish(result);
+      if (!answered) finish(result);
     } catch (e) {
-      if (e instanceof ExecutorLostError) fail(new ReprError(Code.UNAVAILABLE, `${e.message}; the command may have partly run, nothing was written back`));
+      if (answered) log.warn({ err: e }, 'run failed after its answer was sent');
+      else if (e instanceof ExecutorLostError) fail(new ReprError(Code.UNAVAILABLE, `${e.message}; the command may have partly run, nothing was written back`));
       else fail(e);
     } finally {
       runs.delete(req.runId);

@@ -6,12 +6,13 @@
  * event loop only ever waits on the parent (over IPC) and on host files
  * outside the mount (scratch and fetched blobs), always asynchronously.
  */
+import { execFile } from 'node:child_process';
 import { closeSync, fdatasyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { FuseTree, TreeError, type Attr, type TreeNode } from './fuse-tree.js';
-import type { FromHelper, HelperInit, ToHelper } from './fuse-protocol.js';
+import type { FromHelper, HelperConfigure, HelperInit, ToHelper } from './fuse-protocol.js';
 import type { VNode } from './vfs.js';
 
 // ---- fuse-native, which ships no types ----------------------------------
@@ -86,7 +87,14 @@ function utimeOf(ms: number, now: number): number {
   return ms % 1000 === 73 && Math.abs(ms - 1073 - now) < 10_000 ? now : ms;
 }
 
-function main(init: HelperInit): void {
+/** One mount served by this process; the process serves one after another (see FuseMount.close). */
+interface Session {
+  onMessage(m: ToHelper): void;
+  /** Unmounts; then the process exits, or (`idle`) reports 'closed' and waits for the next mount. */
+  shutdown(why: string, then: 'exit' | 'idle'): void;
+}
+
+function main(init: HelperInit): Session {
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   let seq = 0;
   const ask = <T>(m: { t: 'query'; path: string; list: boolean } | { t: 'fetch'; hash: string; size: number }): Promise<T> =>
@@ -96,15 +104,31 @@ function main(init: HelperInit): void {
       send({ ...m, id });
     });
 
-  const tree = new FuseTree({
-    roots: init.roots,
-    mappings: init.mappings,
-    uid: init.uid,
-    gid: init.gid,
-    scratchDir: init.scratchDir,
-    query: (path, list) => ask<VNode>({ t: 'query', path, list }),
-    fetch: (hash, size) => ask<string>({ t: 'fetch', hash, size }),
+  // Mounted ahead of its run (see FuseMount.prepare): the tree comes with the
+  // run, and an op that arrives before it waits rather than be answered from
+  // nothing, which the kernel would then cache (negative entries for a minute).
+  let tree!: FuseTree;
+  let configure!: (c: HelperConfigure) => void;
+  const configured = new Promise<void>((resolve) => {
+    configure = (c) => {
+      tree = new FuseTree({
+        roots: c.roots,
+        mappings: c.mappings,
+        uid: init.uid,
+        gid: init.gid,
+        scratchDir: init.scratchDir,
+        query: (path, list) => ask<VNode>({ t: 'query', path, list }),
+        fetch: (hash, size) => ask<string>({ t: 'fetch', hash, size }),
+      });
+      resolve();
+    };
   });
+  const gate =
+    <A extends unknown[]>(op: (...args: A) => void) =>
+    (...args: A): void => {
+      if (tree) op(...args);
+      else void configured.then(() => op(...args));
+    };
 
   // No open/release/flush handlers: libfuse answers those in C, and each
   // one routed to JS costs a thread hop (~0.1 ms). A compiler opens every
@@ -183,23 +207,25 @@ function main(init: HelperInit): void {
         const now = Date.now();
         return tree.utimens(p, utimeOf(atime, now), utimeOf(mtime, now));
       }),
-    statfs: (_p: string, cb: Cb<Record<string, number>>) =>
-      cb(0, {
-        bsize: 4096,
-        frsize: 4096,
-        blocks: 1 << 28,
-        bfree: 1 << 27,
-        bavail: 1 << 27,
-        files: 1 << 24,
-        ffree: 1 << 23,
-        favail: 1 << 23,
-        fsid: 0,
-        flag: 0,
-        namemax: 255,
-      }),
   };
+  const gated: Record<string, unknown> = Object.fromEntries(Object.entries(ops).map(([name, op]) => [name, gate(op as (...a: unknown[]) => void)]));
+  // The same for every tree, and asked by the kernel when the overlay is mounted over this one.
+  gated.statfs = (_p: string, cb: Cb<Record<string, number>>) =>
+    cb(0, {
+      bsize: 4096,
+      frsize: 4096,
+      blocks: 1 << 28,
+      bfree: 1 << 27,
+      bavail: 1 << 27,
+      files: 1 << 24,
+      ffree: 1 << 23,
+      favail: 1 << 23,
+      fsid: 0,
+      flag: 0,
+      namemax: 255,
+    });
 
-  const fuse = new Fuse(init.mountpoint, ops, {
+  const fuse = new Fuse(init.mountpoint, gated, {
     allowOther: true,
     // The kernel checks modes against uid/gid, so `test -w` and friends answer as on a disk.
     defaultPermissions: true,
@@ -213,7 +239,8 @@ function main(init: HelperInit): void {
   });
 
   let state: 'mounting' | 'mounted' | 'closing' = 'mounting';
-  const shutdown = (why: string): void => {
+  let stacked: string | undefined;
+  const shutdown = (why: string, then: 'exit' | 'idle'): void => {
     if (state === 'closing') return;
     const wasMounted = state === 'mounted';
     state = 'closing';
@@ -228,12 +255,21 @@ function main(init: HelperInit): void {
           /* already closed */
         }
       }
-      if (wasMounted) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
-      process.exit(0);
+      // Asked, the parent has removed the overlay already; otherwise it would
+      // stay, over a dead mount, where nobody can remove the directory.
+      if (stacked && why !== 'asked to close') await new Promise<void>((resolve) => execFile('umount', ['-l', stacked!], () => resolve()));
+      const unmounted = !wasMounted || (await new Promise<boolean>((resolve) => fuse.unmount((err) => resolve(!err))));
+      // Nothing of this mount stays in the process but what the garbage
+      // collector takes: the next mount starts from a new tree. One that did
+      // not unmount cleanly ends the process instead.
+      if (then === 'idle' && unmounted) {
+        session = undefined;
+        send({ t: 'closed' });
+      } else process.exit(0);
     })();
   };
 
-  process.on('message', (m: ToHelper) => {
+  const onMessage = (m: ToHelper): void => {
     switch (m.t) {
       case 'answer': {
         const p = pending.get(m.id);
@@ -242,22 +278,17 @@ function main(init: HelperInit): void {
         else p?.reject(new Error(m.error));
         break;
       }
-      case 'call':
-        send({ t: 'result', id: m.id, value: m.op === 'changes' ? tree.changes() : tree.report() });
+      case 'configure':
+        if (!tree) configure(m);
         break;
-      case 'close':
-        shutdown('asked to close');
+      case 'stacked':
+        stacked = m.path;
+        break;
+      case 'call':
+        void configured.then(() => send({ t: 'result', id: m.id, value: m.op === 'changes' ? tree.changes() : tree.report() }));
         break;
     }
-  });
-  process.on('disconnect', () => shutdown('parent disconnected'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  watchParent(() => shutdown('parent died'));
-  process.on('uncaughtException', (err) => {
-    log('warn', `FUSE helper crashed: ${err.stack ?? err.message}`);
-    shutdown('uncaught exception');
-  });
+  };
 
   fuse.mount((err) => {
     if (err) {
@@ -268,6 +299,7 @@ function main(init: HelperInit): void {
     state = 'mounted';
     send({ t: 'mounted' });
   });
+  return { onMessage, shutdown };
 }
 
 /**
@@ -297,12 +329,20 @@ if (!process.send) {
   console.error('fuse-helper must be forked with an IPC channel');
   process.exit(2);
 }
-let started = false;
-process.once('message', (m: ToHelper) => {
-  if (m.t !== 'init') return;
-  started = true;
-  main(m);
+let session: Session | undefined;
+const end = (why: string): void => (session ? session.shutdown(why, 'exit') : process.exit(0));
+process.on('message', (m: ToHelper) => {
+  if (m.t === 'init') session ??= main(m);
+  else if (m.t === 'close') {
+    if (session) session.shutdown('asked to close', 'idle');
+    else send({ t: 'closed' });
+  } else session?.onMessage(m);
 });
-process.once('disconnect', () => {
-  if (!started) process.exit(0);
+process.on('disconnect', () => end('parent disconnected'));
+process.on('SIGTERM', () => end('SIGTERM'));
+process.on('SIGINT', () => end('SIGINT'));
+watchParent(() => end('parent died'));
+process.on('uncaughtException', (err) => {
+  log('warn', `FUSE helper crashed: ${err.stack ?? err.message}`);
+  end('uncaught exception');
 });

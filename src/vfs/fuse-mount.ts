@@ -1,11 +1,12 @@
 import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { readFileSync, realpathSync } from 'node:fs';
 import { readFile, realpath } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { failedPrecondition, internal, invalidArgument } from '../common/errors.js';
-import type { FromHelper, FuseMountOptions, ToHelper } from './fuse-protocol.js';
+import type { FromHelper, FuseMountOptions, FusePrepareOptions, FuseRunOptions, ToHelper } from './fuse-protocol.js';
 
-export type { FuseMountOptions } from './fuse-protocol.js';
+export type { FuseMountOptions, FusePrepareOptions, FuseRunOptions } from './fuse-protocol.js';
 import type { VAccessReport, VChange, VNode } from './vfs.js';
 
 const execFileP = promisify(execFile);
@@ -13,37 +14,56 @@ const HELPER = fileURLToPath(new URL('./fuse-helper.js', import.meta.url));
 /** How long the helper gets to unmount and exit by itself before it is killed. */
 const CLOSE_GRACE_MS = 3000;
 
-let spare: ChildProcess | undefined;
+/** Helpers waiting for a mount, idle and unreferenced (they do not keep this process alive). */
+const idle: ChildProcess[] = [];
+/** Kept at most: one forked ahead and one back from a mount is all a machine's next runs need. */
+const MAX_IDLE_HELPERS = 2;
 
 function forkHelper(): ChildProcess {
   // No inherited execArgv: a debugger or test-runner flag of this process must not reach the helper.
-  return fork(HELPER, [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [] });
+  const child = fork(HELPER, [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [] });
+  child.on('error', () => undefined);
+  return child;
+}
+
+function alive(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null && child.connected;
+}
+
+function setRef(child: ChildProcess, ref: boolean): void {
+  if (ref) child.ref();
+  else child.unref();
+  const handles = [child.channel, child.stderr] as ({ ref?: () => void; unref?: () => void } | null | undefined)[];
+  for (const h of handles) (ref ? h?.ref : h?.unref)?.call(h);
 }
 
 /**
- * A helper process for a new mount. Starting Node takes ~100 ms, a large
- * part of a short run's setup, so the next run's helper is forked as soon as
- * this one is taken and waits, idle and unreferenced (it does not keep this
- * process alive), until it is needed.
+ * A helper process for a new mount. Starting Node costs ~100 ms (and more
+ * CPU than the command of a short run), so helpers serve one mount after
+ * another, and when none is left idle the next one is forked as soon as
+ * this one is taken.
  */
 function takeHelper(): ChildProcess {
-  let child = spare;
-  spare = undefined;
-  if (!child || child.exitCode !== null || child.signalCode !== null || !child.connected) {
-    child?.kill('SIGKILL');
-    child = forkHelper();
-  } else {
-    child.ref();
-    child.channel?.ref();
-    (child.stderr as { ref?: () => void } | null)?.ref?.();
+  let child: ChildProcess | undefined;
+  while ((child = idle.pop()) && !alive(child)) child.kill('SIGKILL');
+  child ??= forkHelper();
+  setRef(child, true);
+  if (idle.length === 0) {
+    const next = forkHelper();
+    setRef(next, false);
+    idle.push(next);
   }
-  const next = forkHelper();
-  next.unref();
-  next.channel?.unref();
-  (next.stderr as { unref?: () => void } | null)?.unref?.();
-  next.on('error', () => undefined);
-  spare = next;
   return child;
+}
+
+/** A helper back from a mount it closed cleanly, for the next one; beyond the few kept idle, it exits. */
+function giveBack(child: ChildProcess): void {
+  if (!alive(child) || idle.length >= MAX_IDLE_HELPERS) {
+    child.kill('SIGTERM');
+    return;
+  }
+  setRef(child, false);
+  idle.push(child);
 }
 
 /**
@@ -59,34 +79,62 @@ export class FuseMount {
   private readonly exit: Promise<void>;
   private closing?: Promise<void>;
   private stderrTail = '';
+  /** Handed back for another mount: no longer ours to kill or listen to. */
+  private released = false;
+  private onClosed?: () => void;
+  private onMount?: (error?: string) => void;
+  private readonly detach: () => void;
   /** Set once the helper reported its mount: only then is a mount at the mountpoint ours to remove. */
   private mounted = false;
+  /** The run it serves, once configured. */
+  private run?: FuseRunOptions;
 
   private constructor(
     private readonly child: ChildProcess,
-    private readonly opts: FuseMountOptions,
+    private readonly opts: FusePrepareOptions,
     /** As /proc/mounts shows it (symlinks resolved before mounting). */
     private readonly realMountpoint: string,
   ) {
+    let onExit!: (code: number | null, signal: NodeJS.Signals | null) => void;
     this.exit = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
+      onExit = (code, signal) => {
         this.exited = true;
         const err = internal(`FUSE helper exited (${signal ?? `code ${code}`})${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}`);
         if (!this.closing && this.mounted) opts.log?.warn({ err }, 'FUSE helper died; close() will detach its mount');
         for (const c of this.calls.values()) c.reject(err);
         this.calls.clear();
         resolve();
-      });
+      };
     });
-    child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+    const onStderr = (s: string) => {
       this.stderrTail = (this.stderrTail + s).slice(-2000);
       opts.log?.warn({ helper: s.trimEnd() }, 'FUSE helper stderr');
-    });
-    child.on('message', (m: FromHelper) => this.onMessage(m));
+    };
+    const onMessage = (m: FromHelper) => this.onMessage(m);
+    child.once('exit', onExit);
+    child.stderr?.setEncoding('utf8').on('data', onStderr);
+    child.on('message', onMessage);
+    this.detach = () => {
+      child.off('exit', onExit);
+      child.stderr?.off('data', onStderr);
+      child.off('message', onMessage);
+    };
   }
 
   /** Forks the helper and resolves once the tree is mounted. */
   static async start(opts: FuseMountOptions): Promise<FuseMount> {
+    const mount = await FuseMount.prepare(opts);
+    mount.configure(opts);
+    return mount;
+  }
+
+  /**
+   * Mounts an empty tree ahead of its run: the mount and (over it) the
+   * overlay are most of a short run's setup, and can be done before the run
+   * is known. Until configure() every FUSE op waits. A prepared mount serves
+   * one run only; nothing of one run can be seen by another.
+   */
+  static async prepare(opts: FusePrepareOptions): Promise<FuseMount> {
     // Resolved now, while it is still a plain directory: afterwards it is the mount's root.
     const real = await realpath(opts.mountpoint).catch((err: Error) => {
       throw invalidArgument(`FUSE mountpoint ${opts.mountpoint}: ${err.message}`);
@@ -98,19 +146,11 @@ export class FuseMount {
       t: 'init',
       mountpoint: real,
       scratchDir: opts.scratchDir,
-      roots: opts.roots,
-      mappings: opts.mappings,
       uid: opts.uid,
       gid: opts.gid,
     };
     const ready = new Promise<void>((resolve, reject) => {
-      const onMessage = (m: FromHelper): void => {
-        if (m.t === 'mounted') {
-          mount.mounted = true;
-          resolve();
-        } else if (m.t === 'mount-failed') reject(internal(`FUSE mount at ${real} failed: ${m.error}`));
-      };
-      child.on('message', onMessage);
+      mount.onMount = (error) => (error === undefined ? resolve() : reject(internal(`FUSE mount at ${real} failed: ${error}`)));
       void mount.exit.then(() => reject(internal(`FUSE helper exited before mounting${mount.stderrTail ? `: ${mount.stderrTail.trim()}` : ''}`)));
     });
     child.send(init);
@@ -122,6 +162,23 @@ export class FuseMount {
     }
     opts.log?.debug({ mountpoint: real, pid: child.pid }, 'FUSE mounted');
     return mount;
+  }
+
+  /** Gives the mount its run's tree; once only. */
+  configure(run: FuseRunOptions): void {
+    if (this.run) throw internal('a FUSE mount serves one run only');
+    this.run = run;
+    this.sendToHelper({ t: 'configure', roots: run.roots, mappings: run.mappings });
+  }
+
+  /** Names a mount put over this one, which the helper removes first should it end without close() (its parent died). */
+  stacked(path: string): void {
+    this.sendToHelper({ t: 'stacked', path });
+  }
+
+  /** Whether the helper is still there to serve a run (a prepared mount may have lost it while it waited). */
+  get usable(): boolean {
+    return this.mounted && !this.exited && !this.closing && this.child.connected;
   }
 
   /** The helper's process id, for diagnostics (and tests that kill it). */
@@ -144,13 +201,22 @@ export class FuseMount {
    */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      let reusable = false;
       if (!this.exited) {
+        const closed = new Promise<boolean>((resolve) => (this.onClosed = () => resolve(true)));
         this.sendToHelper({ t: 'close' });
         const timer = setTimeout(() => this.child.kill('SIGKILL'), CLOSE_GRACE_MS);
-        await this.exit;
+        reusable = await Promise.race([closed, this.exit.then(() => false)]);
         clearTimeout(timer);
       }
-      if (this.mounted && (await isMounted(this.realMountpoint))) await this.forceUnmount();
+      const left = this.mounted && (await isMounted(this.realMountpoint));
+      if (reusable && !left) {
+        // Unmounted cleanly: the helper serves the next mount, which saves that mount a Node start.
+        this.released = true;
+        this.detach();
+        giveBack(this.child);
+      } else if (reusable) this.child.kill('SIGKILL');
+      if (left) await this.forceUnmount();
     })().catch((err: unknown) => this.opts.log?.warn({ err }, 'FUSE close failed'));
     return this.closing;
   }
@@ -162,7 +228,7 @@ export class FuseMount {
    * (a process waiting on FUSE ignores even SIGKILL). Never throws.
    */
   abort(): Promise<void> {
-    if (!this.exited) this.child.kill('SIGKILL');
+    if (!this.exited && !this.released) this.child.kill('SIGKILL');
     return this.close();
   }
 
@@ -193,10 +259,20 @@ export class FuseMount {
   private onMessage(m: FromHelper): void {
     switch (m.t) {
       case 'query':
-        this.answer(m.id, () => this.opts.query(m.path, m.list));
+        this.answer(m.id, () => this.run!.query(m.path, m.list));
         break;
       case 'fetch':
-        this.answer(m.id, () => this.opts.fetch(m.hash, m.size));
+        this.answer(m.id, () => this.run!.fetch(m.hash, m.size));
+        break;
+      case 'mounted':
+        this.mounted = true;
+        this.onMount?.();
+        break;
+      case 'mount-failed':
+        this.onMount?.(m.error);
+        break;
+      case 'closed':
+        this.onClosed?.();
         break;
       case 'result': {
         const c = this.calls.get(m.id);
@@ -231,7 +307,10 @@ export class FuseMount {
 
 /** Mount points in this process's namespace, from /proc/self/mounts (never touching the mounts themselves). */
 async function mountPoints(): Promise<string[]> {
-  const text = await readFile('/proc/self/mounts', 'utf8');
+  return parseMounts(await readFile('/proc/self/mounts', 'utf8'));
+}
+
+function parseMounts(text: string): string[] {
   return text
     .split('\n')
     .map((line) => line.split(' ')[1])
@@ -242,6 +321,17 @@ async function mountPoints(): Promise<string[]> {
 /** Whether a path is a mount point now. */
 async function isMounted(mountpoint: string): Promise<boolean> {
   return (await mountPoints()).includes(mountpoint);
+}
+
+/** As mountsUnder, for a process starting up. */
+export function mountsUnderSync(dir: string): string[] {
+  let real = dir;
+  try {
+    real = realpathSync(dir);
+  } catch {
+    /* not there: nothing is mounted under it */
+  }
+  return parseMounts(readFileSync('/proc/self/mounts', 'utf8')).filter((m) => m === real || m.startsWith(`${real}/`));
 }
 
 /** Mount points at or below `dir` (as /proc shows them: symlinks in `dir` resolved). */

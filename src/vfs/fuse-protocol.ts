@@ -24,11 +24,23 @@ export interface FuseMountOptions {
   log?: Logger;
 }
 
-/** First message from the parent: what to mount (the mount's options, less the callbacks that stay with the parent). */
-export type HelperInit = { t: 'init' } & Omit<FuseMountOptions, 'query' | 'fetch' | 'log'>;
+/** What a mount is before it serves a run: where it is and whom its nodes belong to. */
+export type FusePrepareOptions = Pick<FuseMountOptions, 'mountpoint' | 'scratchDir' | 'uid' | 'gid' | 'log'>;
+
+/** What a prepared mount learns when a run takes it: the run's tree and how to ask the run's client. */
+export type FuseRunOptions = Pick<FuseMountOptions, 'roots' | 'mappings' | 'query' | 'fetch'>;
+
+/** First message from the parent: where to mount. */
+export type HelperInit = { t: 'init' } & Omit<FusePrepareOptions, 'log'>;
+
+/** Second: the run's tree. Until it arrives every FUSE op waits, so nothing is answered (or cached) but from this tree. */
+export type HelperConfigure = { t: 'configure' } & Omit<FuseRunOptions, 'query' | 'fetch'>;
 
 export type ToHelper =
   | HelperInit
+  | HelperConfigure
+  /** A mount over this one (the run's overlay): if the helper ends unasked (its parent died), it goes first. */
+  | { t: 'stacked'; path: string }
   /** The answer to a `query` (value: VNode) or `fetch` (value: host path). */
   | { t: 'answer'; id: number; ok: true; value: VNode | string }
   | { t: 'answer'; id: number; ok: false; error: string }
@@ -38,6 +50,8 @@ export type ToHelper =
 
 export type FromHelper =
   | { t: 'mounted' }
+  /** Unmounted as asked; the process waits for its next mount. */
+  | { t: 'closed' }
   | { t: 'mount-failed'; error: string }
   | { t: 'query'; id: number; path: string; list: boolean }
   | { t: 'fetch'; id: number; hash: string; size: number }

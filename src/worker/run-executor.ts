@@ -1,4 +1,4 @@
-import { lstat, mkdir } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import path from 'node:path';
 import { type Clock, systemClock } from '../common/clock.js';
 import type { DigestFunction } from '../common/digest.js';
@@ -7,8 +7,6 @@ import { OutputChunk_Stream, type Node, type RunFinished, type RunRequest, type 
 import type { BlobStore } from '../storage/blob-store.js';
 import type { SandboxResult } from '../sandbox/sandbox.js';
 import { uploadFile } from './outputs.js';
-import { FuseMount } from '../vfs/fuse-mount.js';
-import { RunOverlay } from '../vfs/overlay.js';
 import { nodeToWire } from '../vfs/nodes.js';
 import type { VChange, VNode, VPathNode } from '../vfs/vfs.js';
 import { checkRunRequest } from '../executor/run-request.js';
@@ -24,12 +22,10 @@ import {
   scratchDirPath,
 } from './command-core.js';
 import { RunDeadline } from './run-deadline.js';
+import { makeRunDir, type OverlaySupport, type RunDir, type RunDirsAhead, removeRunDir } from './run-dir.js';
 import { RunInputs } from './run-inputs.js';
 
-/** Whether overlayfs can be mounted over a FUSE mount here, as far as one attempt has shown. */
-export interface OverlaySupport {
-  unavailable: boolean;
-}
+export type { OverlaySupport } from './run-dir.js';
 
 /** As for actions; workDir gets one directory per run (mountpoint, copy-up files), removed afterwards. */
 export interface RunExecutorOptions extends CommandExecutorOptions {
@@ -45,6 +41,8 @@ export interface RunExecutorOptions extends CommandExecutorOptions {
    * executor's own.
    */
   overlaySupport?: OverlaySupport;
+  /** Run directories made ahead, shared by the run executors of a machine; without it each run makes its own. */
+  ahead?: RunDirsAhead;
 }
 
 const TOP_FILES = 10;
@@ -67,8 +65,8 @@ interface RunState {
   deadline: RunDeadline;
   inputs: RunInputs;
   stats: RunStats;
-  mount?: FuseMount;
-  overlay?: RunOverlay;
+  /** Its directory once mounted, or from the start when it took one made ahead. */
+  rd?: RunDir;
 }
 
 /** What a run's result carries whatever became of its command. */
@@ -78,8 +76,9 @@ type RunBase = Pick<RunFinished, 'runId' | 'accessed' | 'listed' | 'stats'>;
  * Carries out one `repr run` on this machine: mounts the client's roots
  * through FUSE (asking the client for what the mappings do not cover), runs
  * the command in the sandbox with its output streamed back, and stores what
- * the command changed in the CAS for the client to apply. The mount and the
- * scratch space are gone when it returns, whatever happened.
+ * the command changed in the CAS for the client to apply. The host hears the
+ * answer first; the mount and the scratch space are gone when run() returns,
+ * whatever happened.
  */
 export class RunExecutor {
   private readonly clock: Clock;
@@ -103,19 +102,25 @@ export class RunExecutor {
       // An answer, not an exception: a worker's scheduler waits for one.
       return this.failed(req, e, signal);
     }
+    let answer: RunFinished;
     try {
-      await this.makeDirs(s);
       s.inputs.prefetch();
       const view = await this.mountView(s);
       await this.checkRoots(s, view);
       const r = await this.runCommand(s, view);
-      return await this.finish(s, r);
+      answer = await this.finish(s, r);
     } catch (e) {
-      if (s.deadline.timedOut && !signal.aborted) return this.timedOut(s, { runId: req.runId, accessed: [], listed: [], stats: s.stats });
-      return this.failed(req, e, signal, s.stats);
+      if (s.deadline.timedOut && !signal.aborted) answer = this.timedOut(s, { runId: req.runId, accessed: [], listed: [], stats: s.stats });
+      else answer = this.failed(req, e, signal, s.stats);
+    }
+    // The command and all it started are gone and its changes are in the
+    // CAS: nothing the client does with the answer depends on the unmounting.
+    try {
+      host.answered?.(answer);
     } finally {
       await this.cleanUp(s);
     }
+    return answer;
   }
 
   /** Checks the request and sets the run up; its deadline runs from here. */
@@ -123,7 +128,8 @@ export class RunExecutor {
     const { roots, fn, mappings } = checkRunRequest(req);
     const cas = this.o.cas(req.instanceName);
     const command = prepareCommand({ timeoutMs: req.timeoutMs, environmentVariables: req.environmentVariables, requirements: runRequirements(req) }, this.o);
-    const dir = scratchDirPath(this.o.workDir, 'run-', this.clock);
+    const taken = this.o.ahead?.take();
+    const dir = taken?.dir ?? scratchDirPath(this.o.workDir, 'run-', this.clock);
     const mnt = path.join(dir, 'mnt');
     const stats: RunStats = { queries: 0, mappedHits: 0, bytesFetched: 0, blockedOnClientUs: 0, setupUs: 0, runUs: 0, top: [], bytesUploaded: 0, queueUs: 0 };
     const deadline = new RunDeadline(signal, {
@@ -132,33 +138,30 @@ export class RunExecutor {
       backstopAfterMs: FORCE_AFTER_MS,
       backstop: () => {
         this.o.log.warn({ run: req.runId, mnt }, 'run still busy past its deadline; aborting its FUSE connection');
-        void s.overlay?.unmount();
-        void s.mount?.abort();
+        void s.rd?.overlay?.unmount();
+        void s.rd?.mount.abort();
       },
     });
     const inputs = new RunInputs({ cas, fn, host, deadline, mappings, fetchedDir: path.join(dir, 'fetched'), log: this.o.log, stats });
-    const s: RunState = { req, host, roots, mappings, fn, cas, command, dir, mnt, t0, deadline, inputs, stats };
+    const s: RunState = { req, host, roots, mappings, fn, cas, command, dir, mnt, ...(taken ? { rd: taken } : {}), t0, deadline, inputs, stats };
     return s;
   }
 
-  private async makeDirs(s: RunState): Promise<void> {
-    for (const d of ['mnt', 'scratch', 'fetched']) await mkdir(path.join(s.dir, d), { recursive: true });
-  }
-
-  /** Mounts the client's roots and returns the directory the command's roots are bound from. */
+  /** Mounts the client's roots (in the directory made ahead, if the run took one) and returns the directory the command's roots are bound from. */
   private async mountView(s: RunState): Promise<string> {
-    s.mount = await FuseMount.start({
-      mountpoint: s.mnt,
-      scratchDir: path.join(s.dir, 'scratch'),
-      roots: s.roots,
-      mappings: s.mappings,
-      ...sandboxUser(this.o),
-      log: this.o.log,
-      query: s.inputs.query,
-      fetch: s.inputs.fetch,
-    });
-    s.overlay = await this.overlayOver(s.mnt, s.dir);
-    return s.overlay?.merged ?? s.mnt;
+    s.rd ??= await makeRunDir(
+      {
+        workDir: this.o.workDir,
+        clock: this.clock,
+        log: this.o.log,
+        ...sandboxUser(this.o),
+        writes: this.o.writes ?? 'overlay',
+        overlaySupport: this.overlaySupport,
+      },
+      s.dir,
+    );
+    s.rd.mount.configure({ roots: s.roots, mappings: s.mappings, query: s.inputs.query, fetch: s.inputs.fetch });
+    return s.rd.overlay?.merged ?? s.mnt;
   }
 
   /**
@@ -188,7 +191,7 @@ export class RunExecutor {
         // the sandbox user, where the write caps can count them. FUSE
         // copy-on-write stores them as root in the helper's scratch space:
         // not counted (a known gap of that fallback mode).
-        writableDirs: s.overlay ? [s.overlay.upper] : [],
+        writableDirs: s.rd?.overlay ? [s.rd.overlay.upper] : [],
         workingDirectory: s.req.workingDirectory,
         onOutput: (stream, chunk) => s.host.output(stream === 'stdout' ? OutputChunk_Stream.STDOUT : OutputChunk_Stream.STDERR, chunk),
         // The sandbox keeps its own timer as well, in case the deadline's is late.
@@ -204,7 +207,7 @@ export class RunExecutor {
 
   /** The run's answer from its command's end; what the command changed is stored only when it may be kept. */
   private async finish(s: RunState, r: SandboxResult): Promise<RunFinished> {
-    const report = await s.mount!.report().catch(() => ({ accessed: [], listed: [], mappedHits: 0, queries: 0 }));
+    const report = await s.rd!.mount.report().catch(() => ({ accessed: [], listed: [], mappedHits: 0, queries: 0 }));
     s.stats.mappedHits = report.mappedHits;
     s.stats.top = s.inputs.costliest(TOP_FILES);
     const base: RunBase = { runId: s.req.runId, accessed: report.accessed, listed: report.listed, stats: s.stats };
@@ -228,7 +231,7 @@ export class RunExecutor {
 
   /** What the command changed under the roots, as the client gets it; new content goes to the CAS first. */
   private async storeChanges(s: RunState, listed: readonly string[]): Promise<RunFinished['changes']> {
-    const changes = s.overlay ? await s.overlay.changes(s.roots, new Set(listed)) : await s.mount!.changes();
+    const changes = s.rd!.overlay ? await s.rd!.overlay.changes(s.roots, new Set(listed)) : await s.rd!.mount.changes();
     const wire: RunFinished['changes'] = [];
     for (const c of changes) wire.push({ path: c.path, node: await this.store(s.cas, s.fn, c, s.stats) });
     return wire;
@@ -244,12 +247,15 @@ export class RunExecutor {
     };
   }
 
-  /** Unmounts (the overlay first: it holds the FUSE mount as its lower layer) and removes the run's directory. */
+  /**
+   * Unmounts and removes the run's directory, then has the next one made
+   * ahead: by the helper process this run's mount gave back.
+   */
   private async cleanUp(s: RunState): Promise<void> {
     s.deadline.dispose();
-    await s.overlay?.unmount();
-    await s.mount?.close().catch((e: unknown) => this.o.log.warn({ err: e, mnt: s.mnt }, 'could not unmount a run'));
-    await removeScratchDir(s.dir, this.o.log, { mayHoldMounts: true });
+    if (s.rd) await removeRunDir(s.rd, this.o.log);
+    else await removeScratchDir(s.dir, this.o.log, { mayHoldMounts: true });
+    this.o.ahead?.refill();
   }
 
   /** A run that could not be carried out, with the error's code (INTERNAL for an unexpected one). */
@@ -267,23 +273,6 @@ export class RunExecutor {
       listed: [],
       stats,
     };
-  }
-
-  /**
-   * The writable view of the run: an overlay whose upper layer takes the
-   * command's writes at disk speed. Where overlayfs cannot be mounted (no
-   * privileges, an old kernel) the FUSE mount itself takes the writes,
-   * copy-on-write into its scratch directory: slower, same result.
-   */
-  private async overlayOver(mnt: string, dir: string): Promise<RunOverlay | undefined> {
-    if (this.o.writes === 'fuse' || this.overlaySupport.unavailable) return undefined;
-    try {
-      return await RunOverlay.mount(mnt, dir);
-    } catch (e) {
-      this.overlaySupport.unavailable = true;
-      this.o.log.warn({ err: e }, 'cannot mount overlayfs over the FUSE mount; runs write through FUSE instead (slower)');
-      return undefined;
-    }
   }
 
   /** A change as the client gets it; new content goes to the CAS first. */

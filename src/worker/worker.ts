@@ -1,4 +1,3 @@
-import { rmSync } from 'node:fs';
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import { digestFunctionFromValue, fromWire } from '../common/digest.js';
 import { Code, codeOf, ReprError, toStatus } from '../common/errors.js';
@@ -14,6 +13,7 @@ import { http1StatusLine } from '../grpc/http1-probe.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import type { InputLimits } from './input-root.js';
 import { createExecutors } from './create-executors.js';
+import { clearWorkDir } from './run-dir.js';
 import type { ExecutorSlot } from '../executor/executor-slot.js';
 import { type Clock, systemClock } from '../common/clock.js';
 import { WorkerCas } from './worker-cas.js';
@@ -113,6 +113,7 @@ export class Worker {
   private cancelTouch = () => {};
   private stopping = false;
   private stopped?: Promise<void>;
+  private readonly closeExecutors: () => Promise<void>;
 
   private constructor(
     private readonly o: WorkerOptions,
@@ -120,7 +121,7 @@ export class Worker {
     private readonly lock?: DirLock,
   ) {
     this.clock = o.clock ?? systemClock;
-    this.idle = createExecutors({
+    const executors = createExecutors({
       count: o.executors,
       id: (i) => `${o.name}/${i}`,
       caps: { properties: o.properties, cpus: o.cpus, memoryBytes: o.memoryBytes, networkAllowed: o.allowNetwork },
@@ -134,6 +135,8 @@ export class Worker {
       ...(o.inputLimits ? { inputLimits: o.inputLimits } : {}),
       ...(o.runWrites ? { runWrites: o.runWrites } : {}),
     });
+    this.idle = executors.slots;
+    this.closeExecutors = executors.close;
     this.runsSupported = this.idle.every((slot) => slot.run !== undefined);
     if (lock) this.touchLock(lock);
   }
@@ -150,7 +153,7 @@ export class Worker {
     try {
       const clock = o.clock ?? systemClock;
       if (o.staleSweep && o.dataDir !== undefined) removeStaleWorkerDirs({ ...o.staleSweep, own: o.dataDir, now: clock.now(), log: o.log });
-      rmSync(o.workDir, { recursive: true, force: true }); // leftovers of a crash
+      clearWorkDir(o.workDir); // leftovers of a crash
       // Unreadable TLS files are a mistake to report now, not a scheduler to retry.
       for (const target of o.schedulers) dial(target, endpointTls(target, o.tls));
       const target = o.cas ?? o.schedulers[0]!;
@@ -467,6 +470,7 @@ export class Worker {
         });
       }
       this.client?.close();
+      await this.closeExecutors();
       await this.cas.close();
       this.cancelTouch();
       this.lock?.release();

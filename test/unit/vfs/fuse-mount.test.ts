@@ -385,6 +385,56 @@ describe('FUSE mount lifecycle and costs', () => {
     }
   });
 
+  it('prepared ahead, answers nothing before its run configures it: a lookup made meanwhile waits and sees the run tree', async () => {
+    const { root } = await makeProject();
+    const client = new DiskClient();
+    const mnt = tmpDir('repr-fuse-mnt-');
+    const m = await FuseMount.prepare({ mountpoint: mnt, scratchDir: tmpDir('repr-fuse-scratch-'), uid: 65534, gid: 65534 });
+    try {
+      assert.ok(await mounted(mnt));
+      // Answered from an empty tree, these would be ENOENT, cached by the kernel for the run to come.
+      const early = Promise.all([sh(`cat ${path.join(mnt, root, 'README')}`), sh(`ls ${mnt}`)]);
+      const settledEarly = await Promise.race([early.then(() => true), new Promise((r) => setTimeout(() => r(false), 300))]);
+      assert.equal(settledEarly, false, 'lookups wait for the run');
+      assert.deepEqual(client.queries, [], 'nobody is asked before the run');
+      m.configure({ roots: [root], mappings: [], query: client.query, fetch: client.fetch });
+      const [cat, ls] = await early;
+      assert.equal(cat.code, 0, cat.stderr);
+      assert.equal(cat.stdout, 'hello from the client\n');
+      assert.equal(ls.stdout.trim(), root.split('/')[1]);
+      assert.throws(() => m.configure({ roots: [root], mappings: [], query: client.query, fetch: client.fetch }), /one run only/);
+    } finally {
+      await m.close();
+    }
+    assert.equal(await mounted(mnt), false);
+  });
+
+  it('serves the next mount from the helper process a closed one gave back, with nothing of the first mount in it', async () => {
+    const first = await makeProject();
+    const one = new DiskClient();
+    const a = await startMount(one, [first.root]);
+    assert.equal(await ok(`cat ${path.join(a.mnt, first.root, 'README')}`), 'hello from the client\n');
+    await ok(`echo written > ${path.join(a.mnt, first.root, 'new.txt')}`);
+    const pid = a.m.pid;
+    await a.m.close();
+    // The second client claims the same path with other files.
+    const two = new DiskClient();
+    const other = tmpDir('repr-fuse-other-');
+    const b = await startMount(two, [first.root], {
+      query: (p, list) => two.query(path.join(other, path.relative(first.root, p)), list),
+    });
+    try {
+      assert.equal(b.m.pid, pid, 'the helper was used again');
+      const seen = await sh(`cat ${path.join(b.mnt, first.root, 'README')} ${path.join(b.mnt, first.root, 'new.txt')}; ls -A ${path.join(b.mnt, first.root)}`);
+      assert.match(seen.stderr, /README: No such file/);
+      assert.match(seen.stderr, /new\.txt: No such file/);
+      assert.equal(seen.stdout, '');
+      assert.deepEqual(await b.m.changes(), []);
+    } finally {
+      await b.m.close();
+    }
+  });
+
   it('asks once for a file many processes open at the same time (single flight)', async () => {
     const { root } = await makeProject();
     const client = new DiskClient();

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../../src/common/clock.js';
@@ -9,11 +9,12 @@ import { silentLogger } from '../../../src/common/logger.js';
 import type { ExecutionTask } from '../../../src/executor/execution-task.js';
 import type { RunHost } from '../../../src/executor/run-host.js';
 import { Action, Command, Directory } from '../../../src/proto/build/bazel/remote/execution/v2/remote_execution.js';
-import { Node_Kind, OutputChunk_Stream, type RunRequest } from '../../../src/proto/repr/run/v1/run.js';
+import { type Node, Node_Kind, OutputChunk_Stream, type RunRequest } from '../../../src/proto/repr/run/v1/run.js';
 import { BwrapSandbox } from '../../../src/sandbox/bwrap-sandbox.js';
 import type { Sandbox, SandboxSpec } from '../../../src/sandbox/sandbox.js';
 import { MemoryBlobStore } from '../../../src/storage/memory-store.js';
 import { fuseUnavailable } from '../../../src/vfs/fuse-available.js';
+import { mountsUnder } from '../../../src/vfs/fuse-mount.js';
 import { createExecutors } from '../../../src/worker/create-executors.js';
 import { LocalExecutor } from '../../../src/worker/local-executor.js';
 import { RunExecutor, type RunExecutorOptions } from '../../../src/worker/run-executor.js';
@@ -159,10 +160,123 @@ describe('where a run writes', { skip: noFuse }, () => {
   });
 });
 
+/**
+ * A client whose project lives at `proj` and whose files are those of
+ * `disk`: two clients may claim the same path with different contents.
+ */
+function diskHost(cas: MemoryBlobStore, proj: string, disk: string): RunHost & { stdout: () => string } {
+  const out: Buffer[] = [];
+  const node = async (p: string, withDigest: boolean): Promise<Node> => {
+    const empty: Node = {
+      kind: Node_Kind.ABSENT,
+      digest: undefined,
+      size: 0,
+      executable: false,
+      symlinkTarget: '',
+      mtimeMs: 0,
+      listed: false,
+      entries: [],
+      mode: 0,
+    };
+    let st: ReturnType<typeof lstatSync>;
+    try {
+      st = lstatSync(p);
+    } catch {
+      return empty;
+    }
+    if (st.isDirectory()) return { ...empty, kind: Node_Kind.DIRECTORY, mtimeMs: Math.floor(st.mtimeMs) };
+    const data = readFileSync(p);
+    const d = computeDigest(SHA256, data);
+    if (withDigest) await cas.put(d, data);
+    return { ...empty, kind: Node_Kind.FILE, size: data.length, mode: 0o644, mtimeMs: Math.floor(st.mtimeMs), ...(withDigest ? { digest: toWire(d) } : {}) };
+  };
+  return {
+    query: async (p, list) => {
+      const host = path.join(disk, path.relative(proj, p));
+      const n = await node(host, true);
+      if (list && n.kind === Node_Kind.DIRECTORY) {
+        n.listed = true;
+        n.entries = await Promise.all(
+          readdirSync(host)
+            .sort()
+            .map(async (name) => ({ name, node: await node(path.join(host, name), false) })),
+        );
+      }
+      return n;
+    },
+    output: (stream, data) => {
+      if (stream === OutputChunk_Stream.STDOUT) out.push(data);
+    },
+    stdout: () => Buffer.concat(out).toString('utf8'),
+  };
+}
+
+describe('run directories made ahead', { skip: noFuse }, () => {
+  it('serve one run each: a run that took one sees its own client tree, nothing the previous run read, wrote or left cached', async () => {
+    const cas = new MemoryBlobStore(64 * MiB);
+    const o = base(cas);
+    const { slots, close } = createExecutors({
+      ...o,
+      sandbox: new BwrapSandbox(),
+      count: 1,
+      id: () => 'test/0',
+      caps: { properties: {}, cpus: 1, memoryBytes: 1024 * MiB, networkAllowed: false },
+    });
+    try {
+      const run = slots[0]!.run!;
+      // Both clients call their project the same path; only the first has the secret.
+      const proj = path.join(tmpDir('repr-exec-ahead-'), 'p');
+      const victim = tmpDir('repr-exec-victim-');
+      writeFileSync(path.join(victim, 'secret'), 'TOPSECRET\n');
+      writeFileSync(path.join(victim, 'shared.txt'), 'victim\n');
+      const attacker = tmpDir('repr-exec-attacker-');
+      writeFileSync(path.join(attacker, 'shared.txt'), 'attacker\n');
+      const request = (runId: string, script: string): RunRequest => ({
+        ...emptyProject().request(runId, script),
+        workingDirectory: proj,
+        roots: [proj],
+        mappings: [],
+      });
+
+      const first = diskHost(cas, proj, victim);
+      const f1 = await run(request('victim', 'cat secret shared.txt; echo left > left.txt; ls -a'), first, new AbortController().signal);
+      assert.equal(f1.status?.code ?? Code.OK, Code.OK, f1.status?.message);
+      assert.match(first.stdout(), /TOPSECRET\nvictim\n/);
+      // The directory made ahead for the next run: one run dir holding mounts, and not the first run's.
+      const runDirs = () =>
+        readdirSync(o.workDir)
+          .filter((n) => n.startsWith('run-'))
+          .sort();
+      const deadline = Date.now() + 15_000;
+      let ready: string[] = [];
+      for (; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+        ready = runDirs();
+        if (ready.length === 1 && (await mountsUnder(path.join(o.workDir, ready[0]!))).length > 0) break;
+      }
+      assert.equal(ready.length, 1, `one run directory made ahead: ${ready.join(', ')}`);
+
+      const second = diskHost(cas, proj, attacker);
+      const f2 = await run(request('attacker', 'cat secret left.txt 2>&1; cat shared.txt; ls -a'), second, new AbortController().signal);
+      assert.equal(f2.status?.code ?? Code.OK, Code.OK, f2.status?.message);
+      const seen = second.stdout();
+      assert.doesNotMatch(seen, /TOPSECRET|victim|^left$/m, `the second run saw the first's files:\n${seen}`);
+      assert.match(seen, /secret: No such file/);
+      assert.match(seen, /left\.txt: No such file/);
+      assert.match(seen, /^attacker$/m);
+      assert.deepEqual(seen.split('\n').slice(-4, -1), ['.', '..', 'shared.txt']);
+      assert.ok(!runDirs().includes(ready[0]!), 'the second run took the directory made ahead, and it went with that run');
+    } finally {
+      await close();
+    }
+    assert.deepEqual(await mountsUnder(o.workDir), [], 'closing the executors removes the one made ahead');
+  });
+});
+
 describe('createExecutors', () => {
-  it('builds one slot per executor with its id and capabilities, each executing actions and, with FUSE, taking runs', () => {
+  it('builds one slot per executor with its id and capabilities, each executing actions and, with FUSE, taking runs', async () => {
     const caps = { properties: { OSFamily: ['linux'] }, cpus: 2, memoryBytes: 1024 * MiB, networkAllowed: false };
-    const slots = createExecutors({ ...base(new MemoryBlobStore(MiB)), sandbox: new RecordingSandbox(), count: 3, id: (i) => `w/${i}`, caps });
+    const { slots, close } = createExecutors({ ...base(new MemoryBlobStore(MiB)), sandbox: new RecordingSandbox(), count: 3, id: (i) => `w/${i}`, caps });
+
     assert.deepEqual(
       slots.map((s) => s.id),
       ['w/0', 'w/1', 'w/2'],
@@ -172,5 +286,6 @@ describe('createExecutors', () => {
       assert.equal(typeof s.execute, 'function');
       assert.equal(s.run !== undefined, noFuse === undefined);
     }
+    await close();
   });
 });
