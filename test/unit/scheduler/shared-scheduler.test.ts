@@ -75,6 +75,8 @@ describe('SharedScheduler on PostgreSQL', () => {
     assert.equal(tasks[0]!.operationName, op.name);
     assert.ok(stages.includes(ExecutionStage_Value.EXECUTING), `stages seen: ${stages}`);
     assert.equal(stages.at(-1), ExecutionStage_Value.COMPLETED);
+    // b counts once its finishing statement has returned; a may hear of the commit (NOTIFY) a moment before that.
+    for (let i = 0; i < 100 && b.stats().completed === 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(b.stats().completed, 1);
     // A scheduler that never saw it answers for it too.
     const c = await scheduler(url, 'c');
