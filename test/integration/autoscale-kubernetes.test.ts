@@ -29,6 +29,7 @@ import { Code } from '../../src/common/errors.js';
 import type { GetStatusResponse } from '../../src/proto/repr/worker/v1/worker.js';
 import { ReapiClient } from '../../src/reapi/reapi-client.js';
 import { makeCertAuthority } from '../../support/certs.js';
+import { writeKubeconfig } from '../../support/kubeconfig.js';
 import { type ServerProcess, startServerProcess, waitForStatus } from '../../support/servers.js';
 import { REPR_BIN, runReprToEnd } from '../../support/spawn-server.js';
 import { tmpDir } from '../../support/tmp.js';
@@ -188,25 +189,7 @@ describe('autoscaling with the kubernetes provider', () => {
     const ca = makeCertAuthority(path.join(dir, 'ca'));
     cluster = new StatefulSetStandIn(ca.server('kube-apiserver'), dir);
     const apiServer = await cluster.start();
-    const kubeconfig = path.join(dir, 'kubeconfig');
-    writeFileSync(
-      kubeconfig,
-      [
-        'apiVersion: v1',
-        'kind: Config',
-        'clusters:',
-        '- name: farm',
-        `  cluster: {server: "${apiServer}", certificate-authority: "${ca.cert}"}`,
-        'users:',
-        `- name: scheduler`,
-        `  user: {token: ${TOKEN}}`,
-        'contexts:',
-        '- name: farm',
-        '  context: {cluster: farm, user: scheduler, namespace: repr}',
-        'current-context: farm',
-        '',
-      ].join('\n'),
-    );
+    const kubeconfig = writeKubeconfig(apiServer, ca.cert, TOKEN);
     const config = path.join(dir, 'server.json');
     writeFileSync(
       config,

@@ -20,6 +20,7 @@ import { KubernetesProvider, type KubernetesProviderConfig } from '../../../src/
 import { ManualClock } from '../../../src/common/clock.js';
 import { Code, type ReprError } from '../../../src/common/errors.js';
 import { type CertAuthority, makeCertAuthority } from '../../../support/certs.js';
+import { writeKubeconfig } from '../../../support/kubeconfig.js';
 import { REPO_ROOT } from '../../../support/servers.js';
 import { tmpDir } from '../../../support/tmp.js';
 
@@ -109,31 +110,7 @@ class ReplayedApi {
   }
 }
 
-function kubeconfig(server: string, ca: CertAuthority): string {
-  const file = path.join(tmpDir(), 'kubeconfig');
-  writeFileSync(
-    file,
-    [
-      'apiVersion: v1',
-      'kind: Config',
-      'clusters:',
-      '- name: replay',
-      '  cluster:',
-      `    server: ${server}`,
-      `    certificate-authority: ${ca.cert}`,
-      'users:',
-      '- name: scheduler',
-      '  user:',
-      `    token: ${TOKEN}`,
-      'contexts:',
-      '- name: replay',
-      '  context: {cluster: replay, user: scheduler, namespace: repr}',
-      'current-context: replay',
-      '',
-    ].join('\n'),
-  );
-  return file;
-}
+const kubeconfig = (server: string, ca: CertAuthority) => writeKubeconfig(server, ca.cert, TOKEN);
 
 const getScale = (reply: string, p = STS_SCALE): Step => ({ expect: { method: 'GET', path: p }, status: 200, reply });
 const patchScale = (replicas: number, resourceVersion: string, status: number, reply: string, p = STS_SCALE): Step => ({
