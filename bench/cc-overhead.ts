@@ -4,17 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { REPR_BIN } from '../support/spawn-server.js';
 import { withServer } from './server.js';
-import { median, round } from './stats.js';
+import { median, round, timedCommand } from './stats.js';
 import type { Benchmark, Metric } from './types.js';
-
-/** Wall time of one command to its end, failing the benchmark if it fails. */
-function timed(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): number {
-  const t = performance.now();
-  const r = spawnSync(cmd, args, { cwd, env, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  const ms = performance.now() - t;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-  return ms;
-}
 
 /**
  * What `repr cc` adds to one compile: a trivial `gcc -c` locally against
@@ -38,14 +29,14 @@ export const ccOverhead: Benchmark = {
           const env = { ...process.env, REPR_SERVER: server.url, XDG_RUNTIME_DIR: path.join(base, 'run') };
           const wrapped = [REPR_BIN, 'cc', ...compile];
           try {
-            timed(process.execPath, wrapped, base, env);
+            await timedCommand(process.execPath, wrapped, base, env);
             const local: number[] = [];
             const remote: number[] = [];
             const client: number[] = [];
             for (let i = 0; i < reps; i++) {
-              local.push(timed(compile[0]!, compile.slice(1), base, env));
-              remote.push(timed(process.execPath, wrapped, base, env));
-              client.push(timed(process.execPath, [REPR_BIN, 'cc', '--help'], base, env));
+              local.push(await timedCommand(compile[0]!, compile.slice(1), base, env));
+              remote.push(await timedCommand(process.execPath, wrapped, base, env));
+              client.push(await timedCommand(process.execPath, [REPR_BIN, 'cc', '--help'], base, env));
             }
             const l = median(local);
             const r = median(remote);

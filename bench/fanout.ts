@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -7,27 +7,13 @@ import { fetchStatus } from '../src/client/status-client.js';
 import { type CProject, writeCProject } from '../support/c-project.js';
 import { REPR_BIN, spawnWorker, type WorkerProcess } from '../support/spawn-server.js';
 import { startBenchServer } from './server.js';
-import { median, round } from './stats.js';
+import { median, round, timedCommand } from './stats.js';
 import type { Benchmark, Metric } from './types.js';
 
 const WORKERS = 3;
 const EXECUTORS_PER_WORKER = 2;
 /** make's jobs in every mode: enough to keep every executor of the farm busy. */
 const JOBS = WORKERS * EXECUTORS_PER_WORKER;
-
-/** Runs a command to its end; its wall time in ms, or an error with its output. */
-function timed(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t = performance.now();
-    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) =>
-      code === 0 ? resolve(performance.now() - t) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.slice(-2000)}`)),
-    );
-  });
-}
 
 /** Digests of the build's objects and program. */
 function outputs(p: CProject): Map<string, string> {
@@ -100,7 +86,7 @@ export const fanout: Benchmark = {
 
       // The reference: a local build, which also warms the page cache for the measured ones.
       clean();
-      await timed(make[0]!, make.slice(1), p.dir, env);
+      await timedCommand(make[0]!, make.slice(1), p.dir, env);
       const reference = outputs(p);
       const modes: Mode[] = [
         { label: `local make -j${JOBS}`, cmd: make[0]!, args: make.slice(1), ms: [] },
@@ -130,7 +116,7 @@ export const fanout: Benchmark = {
         for (const m of modes) {
           clean();
           const before = await byWorker();
-          const t = await timed(m.cmd, m.args, p.dir, env);
+          const t = await timedCommand(m.cmd, m.args, p.dir, env);
           const after = await byWorker();
           if (i >= 0) m.ms.push(t);
           if (m === modes[2]) for (const [w, n] of after) spreadOver.set(w, (spreadOver.get(w) ?? 0) + n - (before.get(w) ?? 0));
