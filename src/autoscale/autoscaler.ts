@@ -229,7 +229,8 @@ export class Autoscaler {
   ): Promise<void> | undefined {
     const { provider } = c.spec;
     const pool = poolKey(c.spec.properties);
-    const idle = (g: WorkerGroup) => g.slots.every((s) => !busyIds.has(s.id));
+    const idleIn = (busy: ReadonlySet<string>) => (g: WorkerGroup) => g.slots.every((s) => !busy.has(s.id));
+    const idle = idleIn(busyIds);
     const steps: (() => Promise<void>)[] = [];
     if (d.direction === 'up') {
       const n = d.desired - d.current;
@@ -282,7 +283,7 @@ export class Autoscaler {
           const stillIdle = new Map(
             candidates(
               this.o.workers().filter((g) => c.owns(g.name)),
-              (g) => g.slots.every((sl) => !busyNow.has(sl.id)),
+              idleIn(busyNow),
             ).map((g) => [g.name, g]),
           );
           const chosen: WorkerGroup[] = [];

@@ -275,8 +275,8 @@ export class ReprServer {
     execution?.announce();
     // Once listening: the workers it starts dial this address.
     schedulerUrl = localSchedulerUrl(address, tls !== undefined);
-    if (execution && config.autoscale.enabled) {
-      execution.autoscaler = startAutoscaler(config, execution.scheduler, execution.workers, pools ?? [], log);
+    if (execution && pools) {
+      execution.autoscaler = startAutoscaler(config, execution.scheduler, execution.workers, pools, log);
     }
     if (!tls && !watchForTlsOnPlaintext(grpc, { url: `grpc://${address}`, log })) {
       log.warn('cannot notice TLS handshakes on this plaintext port (grpc-js internals changed): a client dialling it with TLS by mistake will not be logged');
