@@ -1,11 +1,10 @@
 import { spawn } from 'node:child_process';
-import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { COMPILER_ENV, localReason } from '../client/cc-args.js';
 import { commandEnv, DEFAULT_ENV } from '../client/command-env.js';
 import { connectOrStart, DaemonHungUp, execThroughDaemon } from '../client/daemon-client.js';
 import { type DaemonKey, socketPath } from '../client/daemon-protocol.js';
-import { RUN_FAILED_EXIT } from '../client/exit-codes.js';
+import { RUN_FAILED_EXIT, signalExit } from '../client/exit-codes.js';
 
 // `repr exec` and `repr cc`, started by bin/repr.js without the rest of the
 // CLI: a build runs them once per command, and commander, grpc-js and the
@@ -219,6 +218,6 @@ function runHere(command: string[]): Promise<number> {
       process.stderr.write(`repr: cannot run ${command[0]}: ${e.message}\n`);
       done(127);
     });
-    child.once('exit', (code, sig) => done(sig ? 128 + (os.constants.signals[sig] ?? 0) : (code ?? RUN_FAILED_EXIT)));
+    child.once('exit', (code, sig) => done(sig ? (signalExit(sig) ?? 128) : (code ?? RUN_FAILED_EXIT)));
   });
 }

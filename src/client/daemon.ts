@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { chmod, lstat, realpath, unlink } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { type Clock, systemClock } from '../common/clock.js';
 import { type DigestFunction, SHA256 } from '../common/digest.js';
@@ -12,7 +11,7 @@ import { ReapiClient } from '../reapi/reapi-client.js';
 import { rootOf } from '../vfs/paths.js';
 import { type DaemonReply, type DaemonRequest, type DaemonStatus, frameReader, MAX_REQUEST_BYTES, privateDir, writeFrame } from './daemon-protocol.js';
 import type { Discovery } from './discovery.js';
-import { RUN_FAILED_EXIT, runInterruptedExit } from './exit-codes.js';
+import { RUN_FAILED_EXIT, runInterruptedExit, signalExit } from './exit-codes.js';
 import { FileSource } from './file-source.js';
 import { RunSession } from './run-client.js';
 import { runRoots } from './run-command.js';
@@ -293,9 +292,7 @@ export class RunDaemon {
       }
       await applyChanges(finished.changes, roots, this.cas!, this.fn);
       this.remember(key, { accessed: finished.accessed, listed: finished.listed });
-      // As a shell reports a command killed by a signal.
-      const sig = finished.signal ? os.constants.signals[finished.signal as NodeJS.Signals] : undefined;
-      return { exit: sig ? 128 + sig : finished.exitCode };
+      return { exit: (finished.signal ? signalExit(finished.signal) : undefined) ?? finished.exitCode };
     } catch (e) {
       this.counts.failed++;
       if (abort.signal.aborted) return interrupted(abort);

@@ -24,5 +24,11 @@ export const RUN_FAILED_EXIT = 125;
  * make stops as it would locally.
  */
 export function runInterruptedExit(signal: NodeJS.Signals): number {
-  return 128 + os.constants.signals[signal];
+  return signalExit(signal)!;
+}
+
+/** What a shell reports for a command that `signal` killed: 128 + its number; undefined for a name this system does not know. */
+export function signalExit(signal: string): number | undefined {
+  const n = os.constants.signals[signal as NodeJS.Signals];
+  return n === undefined ? undefined : 128 + n;
 }
